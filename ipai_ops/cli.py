@@ -1,0 +1,109 @@
+"""The ``ipai-ops`` command.
+
+Each command group lives in its own module with a ``register(subparsers)``
+function; this module only wires them and turns expected failures into one
+clear line and a non-zero exit (2 for usage/input errors, 1 for a failed check,
+3 for an unreachable database). Tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from ipai_ops import __version__, config
+
+#: Modules contributing command groups (``register(subparsers) -> None``).
+COMMAND_MODULES = (
+    "ipai_ops.commands.core",
+    "ipai_ops.bridge.cli",
+    "ipai_ops.ci.cli",
+    "ipai_ops.reports.cli",
+    "ipai_ops.demo.cli",
+)
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+
+class CliError(Exception):
+    """An expected failure: printed as one line, exit ``code``."""
+
+    def __init__(self, message: str, *, code: int = EXIT_USAGE, failure_code: str | None = None):
+        super().__init__(message)
+        self.exit_code = code
+        self.failure_code = failure_code
+
+
+def add_dsn_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dsn",
+        default=None,
+        help=f"PostgreSQL DSN of the ops database (env {config.IPAI_OPS_DSN}; default {config.DEFAULT_DSN})",
+    )
+
+
+def add_format_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+
+
+def emit_json(value: Any) -> None:
+    json.dump(value, sys.stdout, indent=2, default=str, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ipai-ops",
+        description="Reliability layer for Odoo shops running AI agents: registry, ops schema, bridge, CI tooling.",
+    )
+    parser.add_argument("--version", action="version", version=f"ipai-ops {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name and name.startswith(exc.name):
+                continue  # that command group is not part of this build
+            raise
+        module.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ipai_ops.store import MigrationError, OpsDatabaseUnavailable
+    from ipai_ops.taxonomy import RegistryError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except CliError as exc:
+        prefix = f"{exc.failure_code}: " if exc.failure_code else ""
+        print(f"ipai-ops: error: {prefix}{exc}", file=sys.stderr)
+        return exc.exit_code
+    except OpsDatabaseUnavailable as exc:
+        print(f"ipai-ops: error: TRANSPORT.DATABASE_UNAVAILABLE: {exc}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except MigrationError as exc:
+        print(f"ipai-ops: error: MIGRATION.APPLY_FAILED: {exc}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    except RegistryError as exc:
+        print(f"ipai-ops: error: CI.SSOT_INVALID: the failure-mode registry is invalid:\n{exc}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
+    except KeyboardInterrupt:
+        print("ipai-ops: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,279 @@
+"""Core commands: ``ssot``, ``db``, ``errors``, ``classify``, ``fingerprint``, ``envelope``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from ipai_ops import config
+from ipai_ops.cli import (
+    EXIT_CHECK_FAILED,
+    CliError,
+    add_dsn_argument,
+    add_format_argument,
+    emit_json,
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    # ssot
+    ssot = subparsers.add_parser("ssot", help="the failure-mode registry (single source of truth)")
+    ssot_sub = ssot.add_subparsers(dest="ssot_command", metavar="ACTION", required=True)
+    check = ssot_sub.add_parser("check", help="validate the registry and every runbook; report all problems")
+    check.add_argument("--registry", default=None, help=f"registry YAML (env {config.IPAI_OPS_REGISTRY})")
+    check.add_argument("--repo-root", default=None, help="root that runbook paths are relative to")
+    add_format_argument(check)
+    check.set_defaults(handler=cmd_ssot_check)
+
+    # db
+    db = subparsers.add_parser("db", help="the ops schema in PostgreSQL")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    mig = db_sub.add_parser("migrate", help="apply pending migrations (idempotent, safe to run concurrently)")
+    add_dsn_argument(mig)
+    mig.set_defaults(handler=cmd_db_migrate)
+    st = db_sub.add_parser("status", help="applied and pending migrations")
+    add_dsn_argument(st)
+    add_format_argument(st)
+    st.set_defaults(handler=cmd_db_status)
+    ret = db_sub.add_parser("retention", help="delete occurrences older than N days (aggregates untouched)")
+    add_dsn_argument(ret)
+    ret.add_argument("--days", type=_positive_int, required=True)
+    ret.add_argument("--chunk", type=_positive_int, default=10_000)
+    ret.set_defaults(handler=cmd_db_retention)
+
+    # errors
+    errors = subparsers.add_parser("errors", help="read ops.agent_errors")
+    err_sub = errors.add_subparsers(dest="errors_command", metavar="ACTION", required=True)
+    ls = err_sub.add_parser("list", help="errors, newest first")
+    add_dsn_argument(ls)
+    add_format_argument(ls)
+    ls.add_argument("--code")
+    ls.add_argument("--status", choices=("open", "resolved", "ignored", "regressed"))
+    ls.add_argument("--source")
+    ls.add_argument("--since", type=_duration, help="e.g. 1h, 24h, 7d")
+    ls.add_argument("--limit", type=_positive_int, default=50)
+    ls.set_defaults(handler=cmd_errors_list)
+    show = err_sub.add_parser("show", help="one error by id or fingerprint, with recent occurrences")
+    add_dsn_argument(show)
+    show.add_argument("ref")
+    show.set_defaults(handler=cmd_errors_show)
+
+    # classify / fingerprint
+    cls = subparsers.add_parser("classify", help="which failure code an error gets, and why")
+    cls.add_argument("--registry", default=None)
+    cls.add_argument("--code", help="an explicit code or legacy alias")
+    cls.add_argument("--type", dest="error_type", help="exception/error type")
+    cls.add_argument("--message")
+    cls.add_argument("--text-file", type=Path, help="log/output text ('-' for stdin)")
+    add_format_argument(cls)
+    cls.set_defaults(handler=cmd_classify)
+
+    # envelope
+    env = subparsers.add_parser("envelope", help="failure envelopes")
+    env_sub = env.add_subparsers(dest="envelope_command", metavar="ACTION", required=True)
+    val = env_sub.add_parser("validate", help="validate an envelope JSON file against the v1 schema")
+    val.add_argument("file", type=Path)
+    val.set_defaults(handler=cmd_envelope_validate)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+_DURATION_RE = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _duration(text: str) -> str:
+    match = _DURATION_RE.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 15m, 24h or 7d")
+    return f"{match.group(1)} {_UNITS[match.group(2)]}"
+
+
+# --------------------------------------------------------------------------- ssot
+
+
+def cmd_ssot_check(args: argparse.Namespace) -> int:
+    from ipai_ops.ssot import check
+
+    report = check(registry_path=args.registry, repo_root=args.repo_root)
+    if args.format == "json":
+        emit_json(report.as_dict())
+    else:
+        for problem in report.problems:
+            print(problem.format(), file=sys.stderr)
+        if report.ok:
+            print(f"ok: {report.codes} failure modes, {report.runbooks} runbooks checked ({report.registry})")
+        else:
+            print(f"{len(report.problems)} problem(s) in {report.registry}", file=sys.stderr)
+    return 0 if report.ok else EXIT_CHECK_FAILED
+
+
+# --------------------------------------------------------------------------- db
+
+
+def _connect(args: argparse.Namespace):
+    from ipai_ops import store
+
+    return store.connect(args.dsn)
+
+
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    from ipai_ops import store
+
+    conn = _connect(args)
+    try:
+        applied = store.migrate(conn)
+        status = store.status(conn)
+    finally:
+        conn.close()
+    for migration in applied:
+        print(f"applied {migration.version:04d}_{migration.name}")
+    print(f"ops schema at version {status['head']} ({'nothing to do' if not applied else f'{len(applied)} applied'})")
+    return 0
+
+
+def cmd_db_status(args: argparse.Namespace) -> int:
+    from ipai_ops import store
+
+    conn = _connect(args)
+    try:
+        status = store.status(conn)
+    finally:
+        conn.close()
+    if args.format == "json":
+        emit_json(status)
+    else:
+        print(f"head {status['head']}, applied {status['applied'] or 'none'}, pending {status['pending'] or 'none'}")
+    return 0 if status["at_head"] else EXIT_CHECK_FAILED
+
+
+def cmd_db_retention(args: argparse.Namespace) -> int:
+    from ipai_ops import store
+
+    conn = _connect(args)
+    try:
+        deleted = store.purge_occurrences(conn, older_than_days=args.days, chunk=args.chunk)
+    finally:
+        conn.close()
+    print(f"deleted {deleted} occurrence(s) older than {args.days} day(s); error counts unchanged")
+    return 0
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _rows(cur) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def cmd_errors_list(args: argparse.Namespace) -> int:
+    from ipai_ops import store
+
+    conn = _connect(args)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                store.query("list_errors"),
+                {"code": args.code, "status": args.status, "source": args.source, "since": args.since,
+                 "limit": args.limit},
+            )
+            rows = _rows(cur)
+    finally:
+        conn.close()
+    if args.format == "json":
+        emit_json(rows)
+        return 0
+    if not rows:
+        print("no errors match")
+        return 0
+    print(f"{'ID':>6}  {'STATUS':<9} {'COUNT':>7}  {'LAST SEEN':<20} {'CODE':<32} {'SOURCE':<14} MESSAGE")
+    for r in rows:
+        last = r["last_seen"].strftime("%Y-%m-%d %H:%M:%S")
+        msg = (r["message"] or "").replace("\n", " ")[:60]
+        print(f"{r['id']:>6}  {r['status']:<9} {r['count']:>7}  {last:<20} {r['code']:<32} {r['source']:<14} {msg}")
+    return 0
+
+
+def cmd_errors_show(args: argparse.Namespace) -> int:
+    from ipai_ops import store
+
+    conn = _connect(args)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(store.query("show_error"), {"ref": args.ref})
+            rows = _rows(cur)
+    finally:
+        conn.close()
+    if not rows:
+        raise CliError(f"no error with id or fingerprint {args.ref!r}", code=EXIT_CHECK_FAILED)
+    emit_json(rows[0])
+    return 0
+
+
+# --------------------------------------------------------------------------- classify / envelope
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from ipai_ops.classify import classify
+    from ipai_ops.fingerprint import fingerprint, normalize_message
+    from ipai_ops.taxonomy import load_registry
+
+    text = None
+    if args.text_file is not None:
+        try:
+            text = sys.stdin.read() if str(args.text_file) == "-" else args.text_file.read_text(errors="replace")
+        except OSError as exc:
+            raise CliError(f"cannot read {args.text_file}: {exc.strerror}") from None
+    if not any((args.code, args.error_type, args.message, text)):
+        raise CliError("give at least one of --code, --type, --message, --text-file")
+    registry = load_registry(args.registry)
+    result = classify(registry, explicit_code=args.code, error_type=args.error_type, message=args.message, text=text)
+    out = {
+        "code": result.code,
+        "matched_by": result.matched_by,
+        "signature": result.signature,
+        "severity": result.mode.severity,
+        "retryable": result.mode.retryable,
+        "runbook": result.mode.runbook,
+        "normalized_message": normalize_message(args.message),
+        "fingerprint": fingerprint(code=result.code, error_type=args.error_type, message=args.message),
+    }
+    if args.format == "json":
+        emit_json(out)
+    else:
+        how = f"{result.matched_by} {result.signature or ''}".strip()
+        print(f"{result.code}  ({how})")
+        print(f"  severity {out['severity']}, retryable {str(out['retryable']).lower()}, runbook {out['runbook']}")
+        print(f"  fingerprint {out['fingerprint']}")
+    return 0
+
+
+def cmd_envelope_validate(args: argparse.Namespace) -> int:
+    from ipai_ops.envelope import envelope_errors
+
+    try:
+        data = json.loads(args.file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{args.file}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from None
+    errors = envelope_errors(data)
+    for error in errors:
+        print(f"{args.file}: {error}", file=sys.stderr)
+    if errors:
+        return EXIT_CHECK_FAILED
+    print(f"{args.file}: valid failure envelope v{data.get('envelope_version')}")
+    return 0

@@ -1,0 +1,268 @@
+"""Failure envelopes: the versioned JSON that says exactly why something failed.
+
+Contract: ``ssot/schemas/failure_envelope.schema.json`` (DESIGN.md, "Data
+contracts"). Everything that leaves the process through an envelope is
+redacted (API keys, bearer tokens, passwords, DSN credentials, private keys)
+and capped (the *tail* of stdout/stderr is kept; truncation is recorded in
+``evidence.truncated``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any
+
+import jsonschema
+
+from ipai_ops import config
+from ipai_ops.classify import Classification, classify_exception
+from ipai_ops.fingerprint import fingerprint as make_fingerprint
+from ipai_ops.fingerprint import frames_from_stacktrace
+from ipai_ops.taxonomy import Registry
+
+ENVELOPE_VERSION = "1.0"
+
+
+class EnvelopeInvalid(ValueError):
+    """An envelope does not satisfy the schema; ``errors`` holds ``path: message`` lines."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__("; ".join(errors))
+
+
+@dataclass(frozen=True)
+class Caps:
+    """Size caps, in characters (strings) or entries (lists)."""
+
+    message: int = 2048
+    stdout: int = 8192
+    stderr: int = 8192
+    tool_calls: int = 50
+    tool_call_chars: int = 2048
+    details: int = 16384
+
+
+DEFAULT_CAPS = Caps()
+
+# --------------------------------------------------------------------------- redaction
+
+_REDACTIONS: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    (
+        "private_key",
+        re.compile(r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----.*?(?:-----END (?:[A-Z]+ )*PRIVATE KEY-----|$)", re.S),
+        "[REDACTED:private_key]",
+    ),
+    (
+        "dsn",
+        re.compile(r"\b([a-z][a-z0-9+.-]*://)([^/\s:@]+):([^@\s/]+)@", re.I),
+        r"\1\2:[REDACTED:password]@",
+    ),
+    ("bearer", re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{8,}", re.I), r"\1 [REDACTED:token]"),
+    ("openai_key", re.compile(r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}"), "[REDACTED:api_key]"),
+    ("github_token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"), "[REDACTED:token]"),
+    ("slack_token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}"), "[REDACTED:token]"),
+    ("aws_key", re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), "[REDACTED:aws_key]"),
+    ("google_key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"), "[REDACTED:api_key]"),
+    ("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"), "[REDACTED:jwt]"),
+    (
+        "assignment",
+        re.compile(
+            r"""(?ix)
+            \b([\w.-]*(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|token|auth|credential|private[_-]?key)[\w.-]*)
+            (\s*[=:]\s*|"\s*:\s*"|'\s*:\s*')
+            (?!\[REDACTED)("?)([^\s"',;&]{1,512})
+            """
+        ),
+        r"\1\2\3[REDACTED:secret]",
+    ),
+)
+
+#: Keys whose values are replaced wholesale in mappings (case-insensitive substring).
+_SECRET_KEYS = re.compile(
+    r"password|passwd|secret|api[_-]?key|access[_-]?key|token|authorization|cookie|private[_-]?key|credential",
+    re.I,
+)
+
+
+def redact(text: str | None) -> str | None:
+    """Replace secrets in free text with ``[REDACTED:<kind>]`` markers."""
+    if not text:
+        return text
+    for _kind, pattern, replacement in _REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def redact_obj(value: Any, *, _depth: int = 0) -> Any:
+    """Redact strings anywhere in a JSON-like value; values under secret-looking keys go whole."""
+    if _depth > 32:
+        return "[TRUNCATED:depth]"
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            if isinstance(key, str) and _SECRET_KEYS.search(key) and isinstance(item, (str, int, float)):
+                out[key] = "[REDACTED:secret]"
+            else:
+                out[key] = redact_obj(item, _depth=_depth + 1)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [redact_obj(item, _depth=_depth + 1) for item in value]
+    return value
+
+
+# --------------------------------------------------------------------------- caps
+
+
+def tail(text: str | None, limit: int) -> tuple[str | None, int | None]:
+    """The last ``limit`` characters, marked; and the original size when cut."""
+    if text is None or len(text) <= limit:
+        return text, None
+    marker = f"[... {len(text) - limit} chars truncated ...]\n"
+    return marker + text[-limit:], len(text)
+
+
+def head(text: str | None, limit: int) -> tuple[str | None, int | None]:
+    if text is None or len(text) <= limit:
+        return text, None
+    return text[:limit] + f" [... {len(text) - limit} chars truncated]", len(text)
+
+
+def _cap_json(value: Any, limit: int) -> tuple[Any, int | None]:
+    encoded = json.dumps(value, default=str, ensure_ascii=False)
+    if len(encoded) <= limit:
+        return value, None
+    return {"truncated_json": encoded[:limit]}, len(encoded)
+
+
+def cap_evidence(evidence: Mapping[str, Any] | None, caps: Caps = DEFAULT_CAPS) -> dict[str, Any]:
+    """Redacted, size-capped copy of an evidence mapping."""
+    out: dict[str, Any] = dict(redact_obj(dict(evidence or {})))
+    truncated: dict[str, int] = dict(out.pop("truncated", {}) or {})
+    for key, limit in (("stdout_tail", caps.stdout), ("stderr_tail", caps.stderr)):
+        if isinstance(out.get(key), str):
+            out[key], size = tail(out[key], limit)
+            if size is not None:
+                truncated[key] = size
+    calls = out.get("tool_calls")
+    if isinstance(calls, list):
+        if len(calls) > caps.tool_calls:
+            truncated["tool_calls"] = len(calls)
+            calls = calls[-caps.tool_calls :]
+        out["tool_calls"] = [_cap_json(c, caps.tool_call_chars)[0] for c in calls]
+    if truncated:
+        out["truncated"] = truncated
+    return out
+
+
+# --------------------------------------------------------------------------- build / validate
+
+
+def utc_now_iso() -> str:
+    return iso_utc(datetime.now(timezone.utc))
+
+
+def iso_utc(moment: datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def build_envelope(
+    classification: Classification,
+    *,
+    message: str,
+    context: Mapping[str, Any],
+    error_type: str | None = None,
+    details: Any = None,
+    evidence: Mapping[str, Any] | None = None,
+    frames: list[str] | tuple[str, ...] = (),
+    occurred_at: datetime | str | None = None,
+    caps: Caps = DEFAULT_CAPS,
+) -> dict[str, Any]:
+    """A valid v1 envelope. The fingerprint is computed from the *redacted* message."""
+    mode = classification.mode
+    clean_message, msg_size = head(redact(message) or "", caps.message)
+    clean_details, details_size = _cap_json(redact_obj(details), caps.details)
+    ev = cap_evidence(evidence, caps)
+    if msg_size is not None:
+        ev.setdefault("truncated", {})["message"] = msg_size
+    if details_size is not None:
+        ev.setdefault("truncated", {})["details"] = details_size
+    when = occurred_at if isinstance(occurred_at, str) else iso_utc(occurred_at or datetime.now(timezone.utc))
+    return {
+        "envelope_version": ENVELOPE_VERSION,
+        "ok": False,
+        "error": {
+            "code": mode.code,
+            "category": mode.category,
+            "severity": mode.severity,
+            "retryable": mode.retryable,
+            "message": clean_message,
+            "error_type": error_type,
+            "details": clean_details,
+            "runbook": mode.runbook,
+            "fingerprint": make_fingerprint(
+                code=mode.code, error_type=error_type, message=clean_message, frames=frames
+            ),
+            "matched_by": classification.matched_by,
+            "signature": classification.signature,
+        },
+        "context": dict(redact_obj(dict(context))),
+        "evidence": ev,
+        "occurred_at": when,
+    }
+
+
+def envelope_from_exception(
+    registry: Registry,
+    exc: BaseException,
+    *,
+    context: Mapping[str, Any],
+    evidence: Mapping[str, Any] | None = None,
+    stacktrace: str | None = None,
+    in_app: tuple[str, ...] = (),
+    details: Any = None,
+    caps: Caps = DEFAULT_CAPS,
+) -> dict[str, Any]:
+    from ipai_ops.classify import qualified_type
+
+    classification = classify_exception(registry, exc, text=(evidence or {}).get("stderr_tail"))
+    return build_envelope(
+        classification,
+        message=str(exc) or type(exc).__name__,
+        error_type=qualified_type(exc),
+        context=context,
+        details=details if details is not None else getattr(exc, "details", None),
+        evidence=evidence,
+        frames=frames_from_stacktrace(stacktrace, in_app=in_app),
+        caps=caps,
+    )
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.Draft202012Validator:
+    path = config.repo_root() / "ssot" / "schemas" / "failure_envelope.schema.json"
+    schema = json.loads(path.read_text(encoding="utf-8"))
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+def envelope_errors(envelope: Any) -> list[str]:
+    """Every schema violation as ``/json/path: message``; empty when valid."""
+    return [
+        f"/{'/'.join(str(p) for p in err.absolute_path)}: {err.message}"
+        for err in sorted(_validator().iter_errors(envelope), key=lambda e: list(map(str, e.path)))
+    ]
+
+
+def validate_envelope(envelope: Any) -> None:
+    errors = envelope_errors(envelope)
+    if errors:
+        raise EnvelopeInvalid(errors)

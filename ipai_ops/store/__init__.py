@@ -1,0 +1,308 @@
+"""The ops schema in PostgreSQL: migrations and the writers.
+
+SQL lives in ``migrations/*.sql`` and ``queries/*.sql`` (loaded with
+importlib.resources); Python only moves parameters and results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+
+from ipai_ops import config
+
+#: pg_advisory_lock key for migrations: the first 8 bytes of sha256("ipai_ops.migrate").
+MIGRATION_LOCK_KEY = int.from_bytes(hashlib.sha256(b"ipai_ops.migrate").digest()[:8], "big", signed=True)
+
+Connection = psycopg2.extensions.connection
+
+
+class OpsDatabaseUnavailable(Exception):
+    """PostgreSQL cannot be reached (or refused us): retry later. Maps to TRANSPORT.DATABASE_UNAVAILABLE."""
+
+    failure_code = "TRANSPORT.DATABASE_UNAVAILABLE"
+
+
+class MigrationError(Exception):
+    """A migration failed or an applied migration was edited. Maps to MIGRATION.APPLY_FAILED."""
+
+    failure_code = "MIGRATION.APPLY_FAILED"
+
+
+def _redacted_dsn(dsn: str) -> str:
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", re.sub(r"password=\S+", "password=***", dsn))
+
+
+def connect(dsn: str | None = None, *, application_name: str = "ipai-ops", connect_timeout: int = 5) -> Connection:
+    """A psycopg2 connection, or :class:`OpsDatabaseUnavailable` with one clear line."""
+    target = config.dsn(dsn)
+    try:
+        return psycopg2.connect(target, application_name=application_name, connect_timeout=connect_timeout)
+    except psycopg2.OperationalError as exc:
+        first = (str(exc).strip().splitlines() or ["connection failed"])[0]
+        raise OpsDatabaseUnavailable(f"ops database unreachable ({_redacted_dsn(target)}): {first}") from None
+
+
+# --------------------------------------------------------------------------- migrations
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str = field(repr=False)
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def migrations() -> tuple[Migration, ...]:
+    found = []
+    for item in resources.files("ipai_ops.store").joinpath("migrations").iterdir():
+        match = re.match(r"^(\d{4})_(\w+)\.sql$", item.name)
+        if match:
+            found.append(Migration(int(match.group(1)), match.group(2), item.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise MigrationError(f"migration numbers must be 1..N without gaps, found {versions}")
+    return tuple(found)
+
+
+def head_version() -> int:
+    return migrations()[-1].version
+
+
+def query(name: str) -> str:
+    """A named query from ``queries/<name>.sql``."""
+    return resources.files("ipai_ops.store").joinpath("queries", f"{name}.sql").read_text(encoding="utf-8")
+
+
+_BOOKKEEPING = """
+CREATE SCHEMA IF NOT EXISTS ops;
+CREATE TABLE IF NOT EXISTS ops.schema_migrations (
+    version    integer PRIMARY KEY,
+    name       text        NOT NULL,
+    checksum   text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+"""
+
+
+def applied_versions(conn: Connection) -> dict[int, str]:
+    with conn.cursor() as cur:
+        cur.execute("SELECT to_regclass('ops.schema_migrations') IS NOT NULL")
+        if not cur.fetchone()[0]:
+            return {}
+        cur.execute("SELECT version, checksum FROM ops.schema_migrations ORDER BY version")
+        return dict(cur.fetchall())
+
+
+def migrate(conn: Connection) -> list[Migration]:
+    """Apply pending migrations, each in its own transaction, under a session advisory lock.
+
+    Concurrent callers serialise on the lock; the later ones find nothing to do.
+    An applied migration whose file changed is an error, never re-run.
+    """
+    conn.rollback()
+    previous_autocommit = conn.autocommit
+    conn.autocommit = True
+    applied: list[Migration] = []
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+        try:
+            conn.autocommit = False
+            with conn, conn.cursor() as cur:
+                cur.execute(_BOOKKEEPING)
+            done = applied_versions(conn)
+            for migration in migrations():
+                if migration.version in done:
+                    if done[migration.version] != migration.checksum:
+                        raise MigrationError(
+                            f"migration {migration.version:04d}_{migration.name}.sql changed after it was "
+                            "applied; add a new migration instead of editing an applied one"
+                        )
+                    continue
+                try:
+                    with conn, conn.cursor() as cur:
+                        cur.execute(migration.sql)
+                        cur.execute(
+                            "INSERT INTO ops.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                            (migration.version, migration.name, migration.checksum),
+                        )
+                except psycopg2.Error as exc:
+                    raise MigrationError(
+                        f"migration {migration.version:04d}_{migration.name}.sql failed: "
+                        f"{(exc.pgerror or str(exc)).strip()}"
+                    ) from None
+                applied.append(migration)
+        finally:
+            conn.rollback()
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+    finally:
+        conn.autocommit = previous_autocommit
+    return applied
+
+
+def status(conn: Connection) -> dict[str, Any]:
+    done = applied_versions(conn)
+    head = head_version()
+    return {
+        "applied": sorted(done),
+        "head": head,
+        "pending": [m.version for m in migrations() if m.version not in done],
+        "at_head": head in done and all(m.version in done for m in migrations()),
+    }
+
+
+# --------------------------------------------------------------------------- writers
+
+
+@dataclass(frozen=True)
+class ErrorOccurrence:
+    """One occurrence of an error, as every writer (bridge, Odoo, CLI, CI ingest) hands it over."""
+
+    source: str
+    occurrence_id: str
+    fingerprint: str
+    code: str
+    severity: str
+    message: str
+    occurred_at: datetime | str
+    error_type: str | None = None
+    service: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    service_version: str | None = None
+    sample: dict[str, Any] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        if isinstance(self.occurred_at, datetime):
+            out["occurred_at"] = self.occurred_at.isoformat()
+        return out
+
+
+@dataclass(frozen=True)
+class UpsertResult:
+    error_id: int
+    count: int
+    is_new: bool
+    status: str
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    received: int
+    new_occurrences: int
+    errors_touched: int
+
+
+_DEADLOCK_RETRIES = 3
+
+
+def _retrying(conn: Connection, work):
+    """Run ``work(cursor)`` in one transaction, retrying serialization failures and deadlocks."""
+    for attempt in range(1, _DEADLOCK_RETRIES + 1):
+        try:
+            with conn, conn.cursor() as cur:
+                return work(cur)
+        except (psycopg2.errors.DeadlockDetected, psycopg2.errors.SerializationFailure):
+            if attempt == _DEADLOCK_RETRIES:
+                raise
+            time.sleep(0.01 * attempt)
+        except psycopg2.OperationalError as exc:
+            raise OpsDatabaseUnavailable(f"ops database unavailable: {str(exc).strip().splitlines()[0]}") from exc
+    raise AssertionError("unreachable")
+
+
+def upsert_error(conn: Connection, occ: ErrorOccurrence) -> UpsertResult:
+    """Upsert one occurrence through ``ops.upsert_agent_error`` and commit."""
+
+    def work(cur):
+        cur.execute(
+            "SELECT * FROM ops.upsert_agent_error(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                occ.source,
+                occ.occurrence_id,
+                occ.fingerprint,
+                occ.code,
+                occ.severity,
+                occ.message,
+                occ.error_type,
+                occ.service,
+                occ.occurred_at,
+                occ.trace_id,
+                occ.span_id,
+                occ.service_version,
+                json.dumps(occ.sample) if occ.sample is not None else None,
+            ),
+        )
+        return UpsertResult(*cur.fetchone())
+
+    return _retrying(conn, work)
+
+
+def encode_batch(occurrences: Iterable[ErrorOccurrence | dict[str, Any]]) -> str:
+    return json.dumps(
+        [o if isinstance(o, dict) else o.as_json() for o in occurrences], default=str, separators=(",", ":")
+    )
+
+
+def write_batch(conn: Connection, occurrences: Sequence[ErrorOccurrence | dict[str, Any]]) -> BatchResult:
+    """Write many occurrences in ONE round trip (``ops.write_agent_errors``) and commit.
+
+    Returns only after the commit: a caller may acknowledge its sender then.
+    Dicts with the :class:`ErrorOccurrence` field names are accepted as they are.
+    """
+    if not occurrences:
+        return BatchResult(0, 0, 0)
+    payload = encode_batch(occurrences)
+
+    def work(cur):
+        cur.execute("SELECT * FROM ops.write_agent_errors(%s::jsonb)", (payload,))
+        return BatchResult(*cur.fetchone())
+
+    return _retrying(conn, work)
+
+
+# --------------------------------------------------------------------------- retention
+
+
+def purge_occurrences(conn: Connection, *, older_than_days: int, chunk: int = 10_000) -> int:
+    """Delete occurrences older than N days, ``chunk`` rows per transaction.
+
+    Aggregates in ``ops.agent_errors`` (count, first/last seen) are never touched:
+    a purged occurrence stays counted. A redelivery of a purged occurrence would
+    count again, which is why retention must exceed every sender's retry window.
+    """
+    if older_than_days < 1:
+        raise ValueError("older_than_days must be >= 1")
+    if chunk < 1:
+        raise ValueError("chunk must be >= 1")
+    total = 0
+    sql = query("purge_occurrences")
+    while True:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql, {"days": older_than_days, "chunk": chunk})
+            deleted = cur.rowcount
+        total += deleted
+        if deleted < chunk:
+            return total

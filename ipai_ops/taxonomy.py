@@ -1,0 +1,398 @@
+"""The failure-mode registry: load, validate and look up failure codes.
+
+The registry is ``ssot/errors/failure_modes.yaml``; its entry contract is
+``ssot/schemas/failure_mode.schema.json``. :func:`check_registry` reports every
+problem at once (file, line, code, message) instead of stopping at the first.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from ipai_ops import config
+
+CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)+$")
+SEVERITIES = ("critical", "high", "medium", "low")
+SIGNATURE_TIERS = ("type", "message", "text")
+
+_FLAG_VALUES = {"IGNORECASE": re.IGNORECASE, "MULTILINE": re.MULTILINE}
+
+
+class RegistryError(Exception):
+    """The registry cannot be used; ``problems`` lists every reason."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(p.format() for p in problems))
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int | None
+    code: str | None
+    message: str
+
+    def format(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        who = f" [{self.code}]" if self.code else ""
+        return f"{where}:{who} {self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class Signature:
+    on: str
+    pattern: str
+    regex: re.Pattern[str] = field(compare=False, repr=False)
+
+    def describe(self) -> str:
+        return f"{self.on}:{self.pattern}"
+
+
+@dataclass(frozen=True)
+class FailureMode:
+    code: str
+    title: str
+    category: str
+    severity: str
+    description: str
+    runbook: str
+    retryable: bool
+    http_status: int | None
+    signatures: tuple[Signature, ...]
+    lifecycle: str = "active"
+    aliases: tuple[str, ...] = ()
+    ci_behavior: str | None = None
+    max_attempts: int | None = None
+    owner: str | None = None
+    fallback: bool = False
+    replaced_by: str | None = None
+    line: int | None = field(default=None, compare=False)
+
+    @property
+    def active(self) -> bool:
+        return self.lifecycle == "active"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The YAML entry for this mode (stable key order, optional keys omitted)."""
+        out: dict[str, Any] = {
+            "code": self.code,
+            "title": self.title,
+            "category": self.category,
+            "severity": self.severity,
+            "description": self.description,
+            "runbook": self.runbook,
+            "retryable": self.retryable,
+            "http_status": self.http_status,
+            "signatures": [_signature_dict(s) for s in self.signatures],
+            "lifecycle": self.lifecycle,
+        }
+        for key in ("replaced_by", "ci_behavior", "max_attempts", "owner"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value
+        if self.aliases:
+            out["aliases"] = list(self.aliases)
+        if self.fallback:
+            out["fallback"] = True
+        return out
+
+
+def _signature_dict(sig: Signature) -> dict[str, Any]:
+    out: dict[str, Any] = {"on": sig.on, "pattern": sig.pattern}
+    flags = [name for name, value in _FLAG_VALUES.items() if sig.regex.flags & value]
+    if flags:
+        out["flags"] = flags
+    return out
+
+
+@dataclass(frozen=True)
+class Registry:
+    """An immutable, validated set of failure modes, in file order."""
+
+    modes: tuple[FailureMode, ...]
+    path: str = "<memory>"
+    _by_code: dict[str, FailureMode] = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        index: dict[str, FailureMode] = {}
+        for mode in self.modes:
+            index[mode.code] = mode
+            for alias in mode.aliases:
+                index.setdefault(alias, mode)
+        object.__setattr__(self, "_by_code", index)
+
+    def __iter__(self) -> Iterator[FailureMode]:
+        return iter(self.modes)
+
+    def __len__(self) -> int:
+        return len(self.modes)
+
+    def __contains__(self, code: object) -> bool:
+        return code in self._by_code
+
+    def get(self, code: str | None) -> FailureMode | None:
+        """The mode for a code or a legacy alias (e.g. ``ARGS_INVALID``)."""
+        if not code:
+            return None
+        return self._by_code.get(code.strip())
+
+    def __getitem__(self, code: str) -> FailureMode:
+        mode = self.get(code)
+        if mode is None:
+            raise KeyError(code)
+        return mode
+
+    @property
+    def fallback(self) -> FailureMode:
+        for mode in self.modes:
+            if mode.fallback and mode.active:
+                return mode
+        raise LookupError("registry has no active fallback failure mode")
+
+    def active(self) -> list[FailureMode]:
+        return [m for m in self.modes if m.active]
+
+    def to_yaml_document(self) -> dict[str, Any]:
+        return {"schema_version": 1, "failure_modes": [m.as_dict() for m in self.modes]}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that remembers the line of every mapping (1-based).
+
+    Booleans follow YAML 1.2 (only true/false): under YAML 1.1 the signature key
+    ``on`` (and yes/no/off) would silently turn into a boolean.
+    """
+
+
+_LineLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_LineLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
+    mapping = loader.construct_mapping(node, deep=True)
+    mapping["__line__"] = node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _strip_lines(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _strip_lines(v) for k, v in obj.items() if k != "__line__"}
+    if isinstance(obj, list):
+        return [_strip_lines(v) for v in obj]
+    return obj
+
+
+def _find_line(doc: Any, path: Iterable[Any]) -> int | None:
+    node, line = doc, None
+    for part in path:
+        if isinstance(node, dict):
+            line = node.get("__line__", line)
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            break
+    if isinstance(node, dict):
+        line = node.get("__line__", line)
+    return line
+
+
+@lru_cache(maxsize=1)
+def _schema() -> dict[str, Any]:
+    path = config.repo_root() / "ssot" / "schemas" / "failure_mode.schema.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _compile(sig: dict[str, Any]) -> re.Pattern[str]:
+    flags = 0
+    for name in sig.get("flags", ()):
+        flags |= _FLAG_VALUES[name]
+    return re.compile(sig["pattern"], flags)
+
+
+def parse_registry(text: str, *, source: str = "<memory>") -> tuple[Registry | None, list[Problem]]:
+    """Parse and validate registry YAML text without touching the filesystem."""
+    problems: list[Problem] = []
+    try:
+        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        reason = getattr(exc, "problem", None) or str(exc)
+        return None, [Problem(source, line, None, f"invalid YAML: {reason}")]
+    if not isinstance(raw, dict):
+        return None, [Problem(source, 1, None, "registry must be a mapping with 'failure_modes'")]
+
+    plain = _strip_lines(raw)
+    validator = jsonschema.Draft202012Validator(_schema())
+    bad_entries: set[int] = set()
+    for err in sorted(validator.iter_errors(plain), key=lambda e: list(map(str, e.path))):
+        path = list(err.absolute_path)
+        line = _find_line(raw, path)
+        code = None
+        if len(path) >= 2 and path[0] == "failure_modes" and isinstance(path[1], int):
+            bad_entries.add(path[1])
+            entry = plain["failure_modes"][path[1]]
+            code = entry.get("code") if isinstance(entry, dict) else None
+        where = "/".join(str(p) for p in path[2:]) or "entry"
+        problems.append(Problem(source, line, code, f"schema: {where}: {err.message}"))
+
+    entries = raw.get("failure_modes") if isinstance(raw.get("failure_modes"), list) else []
+    modes: list[FailureMode] = []
+    seen: dict[str, int | None] = {}
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            continue
+        line = entry.get("__line__")
+        code = entry.get("code")
+        if isinstance(code, str):
+            if code in seen:
+                problems.append(
+                    Problem(source, line, code, f"duplicate code (first defined at line {seen[code]})")
+                )
+            seen.setdefault(code, line)
+            category = entry.get("category")
+            if isinstance(category, str) and CODE_RE.match(code) and code.split(".")[0] != category:
+                problems.append(
+                    Problem(source, line, code, f"category {category!r} must equal the code's first segment")
+                )
+        signatures: list[Signature] = []
+        for sig_index, sig in enumerate(entry.get("signatures") or ()):
+            if not isinstance(sig, dict) or not isinstance(sig.get("pattern"), str):
+                continue
+            try:
+                regex = _compile(sig)
+            except (re.error, KeyError) as exc:
+                problems.append(
+                    Problem(
+                        source,
+                        sig.get("__line__", line),
+                        code,
+                        f"signatures[{sig_index}]: pattern {sig['pattern']!r} does not compile: {exc}",
+                    )
+                )
+                bad_entries.add(index)
+                continue
+            signatures.append(Signature(on=sig.get("on", "text"), pattern=sig["pattern"], regex=regex))
+        if index in bad_entries:
+            continue
+        modes.append(
+            FailureMode(
+                code=code,
+                title=entry["title"],
+                category=entry["category"],
+                severity=entry["severity"],
+                description=entry["description"],
+                runbook=entry["runbook"],
+                retryable=entry["retryable"],
+                http_status=entry["http_status"],
+                signatures=tuple(signatures),
+                lifecycle=entry["lifecycle"],
+                aliases=tuple(entry.get("aliases") or ()),
+                ci_behavior=entry.get("ci_behavior"),
+                max_attempts=entry.get("max_attempts"),
+                owner=entry.get("owner"),
+                fallback=bool(entry.get("fallback", False)),
+                replaced_by=entry.get("replaced_by"),
+                line=line,
+            )
+        )
+
+    problems.extend(_cross_checks(modes, source))
+    problems.sort(key=lambda p: (p.line or 0))
+    if problems:
+        return None, problems
+    return Registry(tuple(modes), path=source), []
+
+
+def _cross_checks(modes: list[FailureMode], source: str) -> list[Problem]:
+    problems: list[Problem] = []
+    by_code = {m.code: m for m in modes}
+    alias_owner: dict[str, str] = {}
+    for mode in modes:
+        for alias in mode.aliases:
+            if alias in by_code:
+                problems.append(Problem(source, mode.line, mode.code, f"alias {alias} is also a code"))
+            elif alias in alias_owner:
+                problems.append(
+                    Problem(source, mode.line, mode.code, f"alias {alias} already belongs to {alias_owner[alias]}")
+                )
+            alias_owner.setdefault(alias, mode.code)
+        if mode.replaced_by:
+            target = by_code.get(mode.replaced_by)
+            if target is None:
+                problems.append(
+                    Problem(source, mode.line, mode.code, f"replaced_by {mode.replaced_by} is not a known code")
+                )
+            elif not target.active:
+                problems.append(
+                    Problem(
+                        source,
+                        mode.line,
+                        mode.code,
+                        f"replaced_by {mode.replaced_by} is deprecated; point to an active code",
+                    )
+                )
+        if mode.active and mode.replaced_by:
+            problems.append(Problem(source, mode.line, mode.code, "an active code cannot have replaced_by"))
+        if mode.fallback and mode.signatures:
+            problems.append(Problem(source, mode.line, mode.code, "the fallback code must have no signatures"))
+        if mode.active and not mode.fallback and not mode.signatures:
+            problems.append(
+                Problem(source, mode.line, mode.code, "an active code needs at least one signature")
+            )
+    fallbacks = [m for m in modes if m.fallback and m.active]
+    if modes and len(fallbacks) != 1:
+        names = ", ".join(m.code for m in fallbacks) or "none"
+        problems.append(
+            Problem(source, None, None, f"exactly one active entry must have fallback: true (found {names})")
+        )
+    return problems
+
+
+def load_registry(path: str | Path | None = None) -> Registry:
+    """Load and validate a registry file; raise :class:`RegistryError` listing every problem."""
+    file = config.registry_path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RegistryError([Problem(str(file), None, None, f"cannot read registry: {exc.strerror}")]) from None
+    registry, problems = parse_registry(text, source=str(file))
+    if registry is None:
+        raise RegistryError(problems)
+    return registry
+
+
+@lru_cache(maxsize=4)
+def _cached(path: str, mtime_ns: int) -> Registry:
+    return load_registry(path)
+
+
+def default_registry(path: str | Path | None = None) -> Registry:
+    """The registry at ``path`` (or the configured one), re-read when the file changes."""
+    file = config.registry_path(path)
+    return _cached(str(file), file.stat().st_mtime_ns)

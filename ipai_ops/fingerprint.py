@@ -32,9 +32,7 @@ _RULES: tuple[tuple[re.Pattern[str], str], ...] = (
         "<uuid>",
     ),
     (
-        re.compile(
-            r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?\b"
-        ),
+        re.compile(r"\b\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?\b"),
         "<ts>",
     ),
     (re.compile(r"\b\d{4}-\d{2}-\d{2}\b"), "<date>"),

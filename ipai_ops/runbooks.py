@@ -111,9 +111,7 @@ def check_runbook(mode: FailureMode, registry: Registry, repo_root: Path) -> lis
     for number, info in blocks:
         if info == "mermaid":
             body = _block_body(lines, number)
-            if not body or not re.match(
-                r"^\s*(flowchart|graph|sequenceDiagram|stateDiagram(-v2)?)\b", body[0]
-            ):
+            if not body or not re.match(r"^\s*(flowchart|graph|sequenceDiagram|stateDiagram(-v2)?)\b", body[0]):
                 add(number, "mermaid block must start with a diagram type (flowchart, graph, ...)")
     return problems
 

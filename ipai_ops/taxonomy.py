@@ -238,7 +238,7 @@ def parse_registry(text: str, *, source: str = "<memory>") -> tuple[Registry | N
     """Parse and validate registry YAML text without touching the filesystem."""
     problems: list[Problem] = []
     try:
-        raw = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+        raw = yaml.load(text, Loader=_LineLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
@@ -271,9 +271,7 @@ def parse_registry(text: str, *, source: str = "<memory>") -> tuple[Registry | N
         code = entry.get("code")
         if isinstance(code, str):
             if code in seen:
-                problems.append(
-                    Problem(source, line, code, f"duplicate code (first defined at line {seen[code]})")
-                )
+                problems.append(Problem(source, line, code, f"duplicate code (first defined at line {seen[code]})"))
             seen.setdefault(code, line)
             category = entry.get("category")
             if isinstance(category, str) and CODE_RE.match(code) and code.split(".")[0] != category:
@@ -323,7 +321,7 @@ def parse_registry(text: str, *, source: str = "<memory>") -> tuple[Registry | N
         )
 
     problems.extend(_cross_checks(modes, source))
-    problems.sort(key=lambda p: (p.line or 0))
+    problems.sort(key=lambda p: p.line or 0)
     if problems:
         return None, problems
     return Registry(tuple(modes), path=source), []
@@ -362,9 +360,7 @@ def _cross_checks(modes: list[FailureMode], source: str) -> list[Problem]:
         if mode.fallback and mode.signatures:
             problems.append(Problem(source, mode.line, mode.code, "the fallback code must have no signatures"))
         if mode.active and not mode.fallback and not mode.signatures:
-            problems.append(
-                Problem(source, mode.line, mode.code, "an active code needs at least one signature")
-            )
+            problems.append(Problem(source, mode.line, mode.code, "an active code needs at least one signature"))
     fallbacks = [m for m in modes if m.fallback and m.active]
     if modes and len(fallbacks) != 1:
         names = ", ".join(m.code for m in fallbacks) or "none"

@@ -19,7 +19,7 @@ from ipai_ops import store
 ADMIN_DSN = os.environ.get("IPAI_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
-def _dsn_for(dbname: str) -> str:
+def dsn_for(dbname: str) -> str:
     base, _, _ = ADMIN_DSN.rpartition("/")
     return f"{base}/{dbname}"
 
@@ -47,7 +47,7 @@ def empty_db_dsn() -> Iterator[str]:
     """DSN of a fresh, empty database (no ops schema)."""
     name = create_database()
     try:
-        yield _dsn_for(name)
+        yield dsn_for(name)
     finally:
         drop_database(name)
 
@@ -67,7 +67,7 @@ def ops_dsn(empty_db_dsn: str) -> str:
 def module_ops_dsn() -> Iterator[str]:
     """Like ``ops_dsn`` but shared by a test module (faster for read-mostly tests)."""
     name = create_database()
-    dsn = _dsn_for(name)
+    dsn = dsn_for(name)
     conn = store.connect(dsn)
     try:
         store.migrate(conn)

@@ -187,8 +187,13 @@ def cmd_errors_list(args: argparse.Namespace) -> int:
         with conn, conn.cursor() as cur:
             cur.execute(
                 store.query("list_errors"),
-                {"code": args.code, "status": args.status, "source": args.source, "since": args.since,
-                 "limit": args.limit},
+                {
+                    "code": args.code,
+                    "status": args.status,
+                    "source": args.source,
+                    "since": args.since,
+                    "limit": args.limit,
+                },
             )
             rows = _rows(cur)
     finally:

@@ -101,28 +101,31 @@ CREATE INDEX agent_benchmark_results_variant_idx
 
 -- Release ordering for "resolved in release X": numeric parts compared as a vector,
 -- so 1.10.0 > 1.9.3 and v2 > 1.99.
-CREATE FUNCTION ops.version_key(v text) RETURNS bigint[]
+CREATE FUNCTION ops.version_key(v text) RETURNS numeric[]
     LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce(array_agg(left(m[1], 18)::bigint ORDER BY ord), '{}'::bigint[])
-    FROM regexp_matches(coalesce(v, ''), '([0-9]+)', 'g') WITH ORDINALITY AS t(m, ord)
+    SELECT CASE WHEN v ~ '[0-9]'
+        THEN string_to_array(trim(BOTH '.' FROM regexp_replace(v, '[^0-9]+', '.', 'g')), '.')::numeric[]
+        ELSE '{}'::numeric[] END
 $$;
 
--- The status an error takes when a NEW occurrence arrives (one place for the
+-- The status an error takes when NEW occurrences arrive (one place for the
 -- rules, shared by the single and the batch writer):
---   resolved -> regressed, unless it was resolved in release R and the occurrence
---               reports an older service.version (old deploys still draining);
---               an occurrence with no version cannot prove it is old: it regresses;
+--   resolved -> regressed, unless it was resolved in release R and every new
+--               occurrence reports an older service.version (old deploys still
+--               draining); an occurrence with no version cannot prove it is old;
 --   ignored  -> open once the snooze has run out (date passed or count reached).
+-- Callers evaluate it only for resolved/ignored rows: the hot path (open) pays nothing.
 CREATE FUNCTION ops.next_status(
-    p_status text, p_resolved_in_version text, p_service_version text,
+    p_status text, p_resolved_in_version text, p_service_versions text[],
     p_snooze_until timestamptz, p_snooze_until_count bigint, p_new_count bigint,
     p_now timestamptz
 ) RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE
         WHEN p_status = 'resolved' AND (
                 p_resolved_in_version IS NULL
-             OR p_service_version IS NULL
-             OR ops.version_key(p_service_version) >= ops.version_key(p_resolved_in_version))
+             OR EXISTS (SELECT 1 FROM unnest(p_service_versions) AS v
+                        WHERE v IS NULL
+                           OR ops.version_key(v) >= ops.version_key(p_resolved_in_version)))
             THEN 'regressed'
         WHEN p_status = 'ignored' AND (
                 (p_snooze_until IS NOT NULL AND p_now >= p_snooze_until)
@@ -187,12 +190,19 @@ BEGIN
             THEN coalesce(p_service_version, e.last_service_version) ELSE e.last_service_version END,
         sample = CASE WHEN p_occurred_at >= e.last_seen OR e.sample IS NULL
             THEN coalesce(p_sample, e.sample) ELSE e.sample END,
-        status = ops.next_status(e.status, e.resolved_in_version, p_service_version,
-                                 e.snooze_until, e.snooze_until_count, e.count + 1, now()),
+        status = CASE WHEN e.status IN ('resolved', 'ignored') THEN ops.next_status(
+                e.status, e.resolved_in_version, ARRAY[p_service_version],
+                e.snooze_until, e.snooze_until_count, e.count + 1, now()) ELSE e.status END,
         regressed_at = CASE WHEN e.status = 'resolved' AND ops.next_status(
-                e.status, e.resolved_in_version, p_service_version,
+                e.status, e.resolved_in_version, ARRAY[p_service_version],
                 e.snooze_until, e.snooze_until_count, e.count + 1, now()) = 'regressed'
             THEN now() ELSE e.regressed_at END,
+        snooze_until = CASE WHEN e.status = 'ignored' AND ops.next_status(
+                e.status, NULL, NULL, e.snooze_until, e.snooze_until_count, e.count + 1, now()) = 'open'
+            THEN NULL ELSE e.snooze_until END,
+        snooze_until_count = CASE WHEN e.status = 'ignored' AND ops.next_status(
+                e.status, NULL, NULL, e.snooze_until, e.snooze_until_count, e.count + 1, now()) = 'open'
+            THEN NULL ELSE e.snooze_until_count END,
         updated_at = now()
     WHERE e.id = v_id
     RETURNING e.id, e.count, true, e.status;
@@ -231,12 +241,17 @@ DECLARE
     v_new  integer;
     v_touched integer;
 BEGIN
-    SELECT array_agg(r ORDER BY r.source, r.occurrence_id) INTO v_rows
-    FROM jsonb_populate_recordset(NULL::ops.error_occurrence_input, p_batch) AS r
-    WHERE r.source IS NOT NULL AND r.occurrence_id IS NOT NULL AND r.fingerprint IS NOT NULL;
+    -- One row per occurrence key: a batch may carry the same delivery twice.
+    SELECT array_agg(d ORDER BY d.source, d.occurrence_id) INTO v_rows
+    FROM (
+        SELECT DISTINCT ON (r.source, r.occurrence_id) r.*
+        FROM jsonb_populate_recordset(NULL::ops.error_occurrence_input, p_batch) AS r
+        WHERE r.source IS NOT NULL AND r.occurrence_id IS NOT NULL AND r.fingerprint IS NOT NULL
+        ORDER BY r.source, r.occurrence_id
+    ) AS d;
 
     IF v_rows IS NULL THEN
-        RETURN QUERY SELECT 0, 0, 0;
+        RETURN QUERY SELECT jsonb_array_length(p_batch), 0, 0;
         RETURN;
     END IF;
 
@@ -266,7 +281,7 @@ BEGIN
     INTO v_new_keys FROM inserted i;
     v_new := coalesce(cardinality(v_new_keys), 0);
     IF v_new = 0 THEN
-        RETURN QUERY SELECT cardinality(v_rows), 0, 0;
+        RETURN QUERY SELECT jsonb_array_length(p_batch), 0, 0;
         RETURN;
     END IF;
 
@@ -274,50 +289,54 @@ BEGIN
     WHERE e.id IN (SELECT n.error_id FROM unnest(v_new_keys) AS n)
     ORDER BY e.id FOR UPDATE;
 
-    WITH fresh AS (
-        SELECT DISTINCT ON (n.source, n.occurrence_id) n.error_id, r.*
+    -- One aggregate row per error: count, window, versions and the newest
+    -- occurrence (no self-join: the planner cannot estimate unnest() sizes, and a
+    -- join here degenerates into a nested loop).
+    WITH agg AS (
+        SELECT n.error_id,
+               count(*) AS n,
+               min(coalesce(r.occurred_at, now())) AS first_at,
+               max(coalesce(r.occurred_at, now())) AS last_at,
+               array_agg(DISTINCT r.service_version) AS versions,
+               (array_agg(r ORDER BY r.occurred_at DESC NULLS LAST, r.occurrence_id DESC))[1] AS l
         FROM unnest(v_new_keys) AS n
         JOIN unnest(v_rows) AS r ON r.source = n.source AND r.occurrence_id = n.occurrence_id
-    ),
-    agg AS (
-        SELECT f.error_id, count(*) AS n,
-               min(coalesce(f.occurred_at, now())) AS first_at,
-               max(coalesce(f.occurred_at, now())) AS last_at,
-               (array_agg(f.service_version ORDER BY (f.service_version IS NULL) DESC,
-                          ops.version_key(f.service_version) DESC))[1] AS newest_version
-        FROM fresh f GROUP BY f.error_id
-    ),
-    latest AS (
-        SELECT DISTINCT ON (f.error_id) f.*
-        FROM fresh f ORDER BY f.error_id, f.occurred_at DESC NULLS LAST, f.occurrence_id DESC
+        GROUP BY n.error_id
     ),
     upd AS (
         UPDATE ops.agent_errors e SET
             count = e.count + a.n,
             first_seen = least(e.first_seen, a.first_at),
             last_seen = greatest(e.last_seen, a.last_at),
-            code = CASE WHEN a.last_at >= e.last_seen THEN l.code ELSE e.code END,
-            message = CASE WHEN a.last_at >= e.last_seen THEN l.message ELSE e.message END,
-            service = CASE WHEN a.last_at >= e.last_seen THEN coalesce(l.service, e.service) ELSE e.service END,
-            last_trace_id = CASE WHEN a.last_at >= e.last_seen THEN l.trace_id ELSE e.last_trace_id END,
-            last_span_id = CASE WHEN a.last_at >= e.last_seen THEN l.span_id ELSE e.last_span_id END,
+            code = CASE WHEN a.last_at >= e.last_seen THEN (a.l).code ELSE e.code END,
+            message = CASE WHEN a.last_at >= e.last_seen THEN (a.l).message ELSE e.message END,
+            service = CASE WHEN a.last_at >= e.last_seen THEN coalesce((a.l).service, e.service) ELSE e.service END,
+            last_trace_id = CASE WHEN a.last_at >= e.last_seen THEN (a.l).trace_id ELSE e.last_trace_id END,
+            last_span_id = CASE WHEN a.last_at >= e.last_seen THEN (a.l).span_id ELSE e.last_span_id END,
             last_service_version = CASE WHEN a.last_at >= e.last_seen
-                THEN coalesce(l.service_version, e.last_service_version) ELSE e.last_service_version END,
+                THEN coalesce((a.l).service_version, e.last_service_version) ELSE e.last_service_version END,
             sample = CASE WHEN a.last_at >= e.last_seen OR e.sample IS NULL
-                THEN coalesce(l.sample, e.sample) ELSE e.sample END,
-            status = ops.next_status(e.status, e.resolved_in_version, a.newest_version,
-                                     e.snooze_until, e.snooze_until_count, e.count + a.n, now()),
+                THEN coalesce((a.l).sample, e.sample) ELSE e.sample END,
+            status = CASE WHEN e.status IN ('resolved', 'ignored') THEN ops.next_status(
+                    e.status, e.resolved_in_version, a.versions,
+                    e.snooze_until, e.snooze_until_count, e.count + a.n, now()) ELSE e.status END,
             regressed_at = CASE WHEN e.status = 'resolved' AND ops.next_status(
-                    e.status, e.resolved_in_version, a.newest_version,
+                    e.status, e.resolved_in_version, a.versions,
                     e.snooze_until, e.snooze_until_count, e.count + a.n, now()) = 'regressed'
                 THEN now() ELSE e.regressed_at END,
+            snooze_until = CASE WHEN e.status = 'ignored' AND ops.next_status(
+                    e.status, NULL, NULL, e.snooze_until, e.snooze_until_count, e.count + a.n, now()) = 'open'
+                THEN NULL ELSE e.snooze_until END,
+            snooze_until_count = CASE WHEN e.status = 'ignored' AND ops.next_status(
+                    e.status, NULL, NULL, e.snooze_until, e.snooze_until_count, e.count + a.n, now()) = 'open'
+                THEN NULL ELSE e.snooze_until_count END,
             updated_at = now()
-        FROM agg a JOIN latest l ON l.error_id = a.error_id
+        FROM agg a
         WHERE e.id = a.error_id
         RETURNING e.id
     )
     SELECT count(*) INTO v_touched FROM upd;
 
-    RETURN QUERY SELECT cardinality(v_rows), v_new, v_touched;
+    RETURN QUERY SELECT jsonb_array_length(p_batch), v_new, v_touched;
 END
 $$;

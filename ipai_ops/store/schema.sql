@@ -1,0 +1,390 @@
+-- The ops schema as the migrations leave it (generated: python -m ipai_ops.store.dump_schema).
+-- Do not edit by hand: add a migration, then regenerate. A test compares the two.
+SET statement_timeout = 0;
+SET lock_timeout = 0;
+SET idle_in_transaction_session_timeout = 0;
+SET client_encoding = 'UTF8';
+SET standard_conforming_strings = on;
+SELECT pg_catalog.set_config('search_path', '', false);
+SET check_function_bodies = false;
+SET xmloption = content;
+SET client_min_messages = warning;
+SET row_security = off;
+
+CREATE SCHEMA ops;
+
+CREATE TYPE ops.error_occurrence_input AS (
+	source text,
+	occurrence_id text,
+	fingerprint text,
+	code text,
+	severity text,
+	message text,
+	error_type text,
+	service text,
+	occurred_at timestamp with time zone,
+	trace_id text,
+	span_id text,
+	service_version text,
+	sample jsonb
+);
+
+CREATE TYPE ops.occurrence_key AS (
+	error_id bigint,
+	source text,
+	occurrence_id text
+);
+
+CREATE FUNCTION ops.next_status(p_status text, p_resolved_in_version text, p_service_versions text[], p_snooze_until timestamp with time zone, p_snooze_until_count bigint, p_new_count bigint, p_now timestamp with time zone) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT CASE
+        WHEN p_status = 'resolved' AND (
+                p_resolved_in_version IS NULL
+             OR EXISTS (SELECT 1 FROM unnest(p_service_versions) AS v
+                        WHERE v IS NULL
+                           OR ops.version_key(v) >= ops.version_key(p_resolved_in_version)))
+            THEN 'regressed'
+        WHEN p_status = 'ignored' AND (
+                (p_snooze_until IS NOT NULL AND p_now >= p_snooze_until)
+             OR (p_snooze_until_count IS NOT NULL AND p_new_count >= p_snooze_until_count))
+            THEN 'open'
+        ELSE p_status
+    END
+$$;
+
+CREATE FUNCTION ops.upsert_agent_error(p_source text, p_occurrence_id text, p_fingerprint text, p_code text, p_severity text, p_message text, p_error_type text DEFAULT NULL::text, p_service text DEFAULT NULL::text, p_occurred_at timestamp with time zone DEFAULT now(), p_trace_id text DEFAULT NULL::text, p_span_id text DEFAULT NULL::text, p_service_version text DEFAULT NULL::text, p_sample jsonb DEFAULT NULL::jsonb) RETURNS TABLE(error_id bigint, error_count bigint, is_new boolean, error_status text)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_id bigint;
+BEGIN
+    INSERT INTO ops.agent_errors AS e
+        (fingerprint, code, source, service, message, error_type, severity,
+         count, first_seen, last_seen)
+    VALUES (p_fingerprint, p_code, p_source, p_service, p_message, p_error_type,
+            coalesce(p_severity, 'medium'), 0, p_occurred_at, p_occurred_at)
+    ON CONFLICT (fingerprint) DO NOTHING;
+
+    SELECT e.id INTO STRICT v_id FROM ops.agent_errors e WHERE e.fingerprint = p_fingerprint;
+
+    INSERT INTO ops.agent_error_occurrences
+        (source, occurrence_id, error_id, occurred_at, trace_id, span_id, service_version)
+    VALUES (p_source, p_occurrence_id, v_id, p_occurred_at, p_trace_id, p_span_id, p_service_version)
+    ON CONFLICT DO NOTHING;
+
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT e.id, e.count, false, e.status
+                     FROM ops.agent_errors e WHERE e.id = v_id;
+        RETURN;
+    END IF;
+
+    RETURN QUERY
+    UPDATE ops.agent_errors e SET
+        count = e.count + 1,
+        first_seen = least(e.first_seen, p_occurred_at),
+        last_seen = greatest(e.last_seen, p_occurred_at),
+        code = CASE WHEN p_occurred_at >= e.last_seen THEN p_code ELSE e.code END,
+        message = CASE WHEN p_occurred_at >= e.last_seen THEN p_message ELSE e.message END,
+        service = CASE WHEN p_occurred_at >= e.last_seen THEN coalesce(p_service, e.service) ELSE e.service END,
+        last_trace_id = CASE WHEN p_occurred_at >= e.last_seen THEN p_trace_id ELSE e.last_trace_id END,
+        last_span_id = CASE WHEN p_occurred_at >= e.last_seen THEN p_span_id ELSE e.last_span_id END,
+        last_service_version = CASE WHEN p_occurred_at >= e.last_seen
+            THEN coalesce(p_service_version, e.last_service_version) ELSE e.last_service_version END,
+        sample = CASE WHEN p_occurred_at >= e.last_seen OR e.sample IS NULL
+            THEN coalesce(p_sample, e.sample) ELSE e.sample END,
+        status = CASE WHEN e.status IN ('resolved', 'ignored') THEN ops.next_status(
+                e.status, e.resolved_in_version, ARRAY[p_service_version],
+                e.snooze_until, e.snooze_until_count, e.count + 1, now()) ELSE e.status END,
+        regressed_at = CASE WHEN e.status = 'resolved' AND ops.next_status(
+                e.status, e.resolved_in_version, ARRAY[p_service_version],
+                e.snooze_until, e.snooze_until_count, e.count + 1, now()) = 'regressed'
+            THEN now() ELSE e.regressed_at END,
+        snooze_until = CASE WHEN e.status = 'ignored' AND ops.next_status(
+                e.status, NULL, NULL, e.snooze_until, e.snooze_until_count, e.count + 1, now()) = 'open'
+            THEN NULL ELSE e.snooze_until END,
+        snooze_until_count = CASE WHEN e.status = 'ignored' AND ops.next_status(
+                e.status, NULL, NULL, e.snooze_until, e.snooze_until_count, e.count + 1, now()) = 'open'
+            THEN NULL ELSE e.snooze_until_count END,
+        updated_at = now()
+    WHERE e.id = v_id
+    RETURNING e.id, e.count, true, e.status;
+END
+$$;
+
+CREATE FUNCTION ops.version_key(v text) RETURNS numeric[]
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $$
+    SELECT CASE WHEN v ~ '[0-9]'
+        THEN string_to_array(trim(BOTH '.' FROM regexp_replace(v, '[^0-9]+', '.', 'g')), '.')::numeric[]
+        ELSE '{}'::numeric[] END
+$$;
+
+CREATE FUNCTION ops.write_agent_errors(p_batch jsonb) RETURNS TABLE(received integer, new_occurrences integer, errors_touched integer)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_rows ops.error_occurrence_input[];
+    v_new_keys ops.occurrence_key[];
+    v_new  integer;
+    v_touched integer;
+BEGIN
+    -- One row per occurrence key: a batch may carry the same delivery twice.
+    SELECT array_agg(d ORDER BY d.source, d.occurrence_id) INTO v_rows
+    FROM (
+        SELECT DISTINCT ON (r.source, r.occurrence_id) r.*
+        FROM jsonb_populate_recordset(NULL::ops.error_occurrence_input, p_batch) AS r
+        WHERE r.source IS NOT NULL AND r.occurrence_id IS NOT NULL AND r.fingerprint IS NOT NULL
+        ORDER BY r.source, r.occurrence_id
+    ) AS d;
+
+    IF v_rows IS NULL THEN
+        RETURN QUERY SELECT jsonb_array_length(p_batch), 0, 0;
+        RETURN;
+    END IF;
+
+    INSERT INTO ops.agent_errors
+        (fingerprint, code, source, service, message, error_type, severity,
+         count, first_seen, last_seen)
+    SELECT DISTINCT ON (r.fingerprint)
+           r.fingerprint, r.code, r.source, r.service, r.message, r.error_type,
+           coalesce(r.severity, 'medium'), 0,
+           coalesce(r.occurred_at, now()), coalesce(r.occurred_at, now())
+    FROM unnest(v_rows) AS r
+    ORDER BY r.fingerprint, r.occurred_at
+    ON CONFLICT (fingerprint) DO NOTHING;
+
+    WITH inserted AS (
+        INSERT INTO ops.agent_error_occurrences
+            (source, occurrence_id, error_id, occurred_at, trace_id, span_id, service_version)
+        SELECT r.source, r.occurrence_id, e.id, coalesce(r.occurred_at, now()),
+               r.trace_id, r.span_id, r.service_version
+        FROM unnest(v_rows) AS r
+        JOIN ops.agent_errors e ON e.fingerprint = r.fingerprint
+        ORDER BY r.source, r.occurrence_id
+        ON CONFLICT DO NOTHING
+        RETURNING error_id, source, occurrence_id
+    )
+    SELECT array_agg(ROW(i.error_id, i.source, i.occurrence_id)::ops.occurrence_key)
+    INTO v_new_keys FROM inserted i;
+    v_new := coalesce(cardinality(v_new_keys), 0);
+    IF v_new = 0 THEN
+        RETURN QUERY SELECT jsonb_array_length(p_batch), 0, 0;
+        RETURN;
+    END IF;
+
+    PERFORM 1 FROM ops.agent_errors e
+    WHERE e.id IN (SELECT n.error_id FROM unnest(v_new_keys) AS n)
+    ORDER BY e.id FOR UPDATE;
+
+    -- One aggregate row per error: count, window, versions and the newest
+    -- occurrence (no self-join: the planner cannot estimate unnest() sizes, and a
+    -- join here degenerates into a nested loop).
+    WITH agg AS (
+        SELECT n.error_id,
+               count(*) AS n,
+               min(coalesce(r.occurred_at, now())) AS first_at,
+               max(coalesce(r.occurred_at, now())) AS last_at,
+               array_agg(DISTINCT r.service_version) AS versions,
+               (array_agg(r ORDER BY r.occurred_at DESC NULLS LAST, r.occurrence_id DESC))[1] AS l
+        FROM unnest(v_new_keys) AS n
+        JOIN unnest(v_rows) AS r ON r.source = n.source AND r.occurrence_id = n.occurrence_id
+        GROUP BY n.error_id
+    ),
+    upd AS (
+        UPDATE ops.agent_errors e SET
+            count = e.count + a.n,
+            first_seen = least(e.first_seen, a.first_at),
+            last_seen = greatest(e.last_seen, a.last_at),
+            code = CASE WHEN a.last_at >= e.last_seen THEN (a.l).code ELSE e.code END,
+            message = CASE WHEN a.last_at >= e.last_seen THEN (a.l).message ELSE e.message END,
+            service = CASE WHEN a.last_at >= e.last_seen THEN coalesce((a.l).service, e.service) ELSE e.service END,
+            last_trace_id = CASE WHEN a.last_at >= e.last_seen THEN (a.l).trace_id ELSE e.last_trace_id END,
+            last_span_id = CASE WHEN a.last_at >= e.last_seen THEN (a.l).span_id ELSE e.last_span_id END,
+            last_service_version = CASE WHEN a.last_at >= e.last_seen
+                THEN coalesce((a.l).service_version, e.last_service_version) ELSE e.last_service_version END,
+            sample = CASE WHEN a.last_at >= e.last_seen OR e.sample IS NULL
+                THEN coalesce((a.l).sample, e.sample) ELSE e.sample END,
+            status = CASE WHEN e.status IN ('resolved', 'ignored') THEN ops.next_status(
+                    e.status, e.resolved_in_version, a.versions,
+                    e.snooze_until, e.snooze_until_count, e.count + a.n, now()) ELSE e.status END,
+            regressed_at = CASE WHEN e.status = 'resolved' AND ops.next_status(
+                    e.status, e.resolved_in_version, a.versions,
+                    e.snooze_until, e.snooze_until_count, e.count + a.n, now()) = 'regressed'
+                THEN now() ELSE e.regressed_at END,
+            snooze_until = CASE WHEN e.status = 'ignored' AND ops.next_status(
+                    e.status, NULL, NULL, e.snooze_until, e.snooze_until_count, e.count + a.n, now()) = 'open'
+                THEN NULL ELSE e.snooze_until END,
+            snooze_until_count = CASE WHEN e.status = 'ignored' AND ops.next_status(
+                    e.status, NULL, NULL, e.snooze_until, e.snooze_until_count, e.count + a.n, now()) = 'open'
+                THEN NULL ELSE e.snooze_until_count END,
+            updated_at = now()
+        FROM agg a
+        WHERE e.id = a.error_id
+        RETURNING e.id
+    )
+    SELECT count(*) INTO v_touched FROM upd;
+
+    RETURN QUERY SELECT jsonb_array_length(p_batch), v_new, v_touched;
+END
+$$;
+
+SET default_tablespace = '';
+
+SET default_table_access_method = heap;
+
+CREATE TABLE ops.agent_benchmark_results (
+    id bigint NOT NULL,
+    subject text NOT NULL,
+    run_id text,
+    agent text,
+    variant_id text,
+    benchmark_version integer DEFAULT 1 NOT NULL,
+    category text NOT NULL,
+    score numeric(6,2) NOT NULL,
+    weight numeric(6,4),
+    composite numeric(6,2),
+    tier text,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL,
+    scored_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT agent_benchmark_results_score_check CHECK (((score >= (0)::numeric) AND (score <= (100)::numeric)))
+);
+
+CREATE SEQUENCE ops.agent_benchmark_results_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+ALTER SEQUENCE ops.agent_benchmark_results_id_seq OWNED BY ops.agent_benchmark_results.id;
+
+CREATE TABLE ops.agent_error_occurrences (
+    source text NOT NULL,
+    occurrence_id text NOT NULL,
+    error_id bigint NOT NULL,
+    occurred_at timestamp with time zone NOT NULL,
+    received_at timestamp with time zone DEFAULT now() NOT NULL,
+    trace_id text,
+    span_id text,
+    service_version text
+);
+
+CREATE TABLE ops.agent_errors (
+    id bigint NOT NULL,
+    fingerprint text NOT NULL,
+    code text NOT NULL,
+    source text NOT NULL,
+    service text,
+    message text,
+    error_type text,
+    severity text DEFAULT 'medium'::text NOT NULL,
+    count bigint DEFAULT 0 NOT NULL,
+    first_seen timestamp with time zone NOT NULL,
+    last_seen timestamp with time zone NOT NULL,
+    status text DEFAULT 'open'::text NOT NULL,
+    last_trace_id text,
+    last_span_id text,
+    last_service_version text,
+    sample jsonb,
+    resolved_at timestamp with time zone,
+    resolved_in_version text,
+    regressed_at timestamp with time zone,
+    snooze_until timestamp with time zone,
+    snooze_until_count bigint,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT agent_errors_count_check CHECK ((count >= 0)),
+    CONSTRAINT agent_errors_severity_check CHECK ((severity = ANY (ARRAY['critical'::text, 'high'::text, 'medium'::text, 'low'::text]))),
+    CONSTRAINT agent_errors_status_check CHECK ((status = ANY (ARRAY['open'::text, 'resolved'::text, 'ignored'::text, 'regressed'::text])))
+);
+
+COMMENT ON TABLE ops.agent_errors IS 'One row per error fingerprint; count = distinct occurrences (exactly once per (source, occurrence_id)).';
+
+CREATE SEQUENCE ops.agent_errors_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+ALTER SEQUENCE ops.agent_errors_id_seq OWNED BY ops.agent_errors.id;
+
+CREATE TABLE ops.agent_runs (
+    id bigint NOT NULL,
+    run_id text NOT NULL,
+    source text DEFAULT 'cli'::text NOT NULL,
+    agent text,
+    task_ref text,
+    status text DEFAULT 'running'::text NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    duration_ms bigint,
+    error_id bigint,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    CONSTRAINT agent_runs_metadata_check CHECK ((jsonb_typeof(metadata) = 'object'::text)),
+    CONSTRAINT agent_runs_status_check CHECK ((status = ANY (ARRAY['queued'::text, 'running'::text, 'succeeded'::text, 'failed'::text, 'cancelled'::text])))
+);
+
+CREATE SEQUENCE ops.agent_runs_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+ALTER SEQUENCE ops.agent_runs_id_seq OWNED BY ops.agent_runs.id;
+
+ALTER TABLE ONLY ops.agent_benchmark_results ALTER COLUMN id SET DEFAULT nextval('ops.agent_benchmark_results_id_seq'::regclass);
+
+ALTER TABLE ONLY ops.agent_errors ALTER COLUMN id SET DEFAULT nextval('ops.agent_errors_id_seq'::regclass);
+
+ALTER TABLE ONLY ops.agent_runs ALTER COLUMN id SET DEFAULT nextval('ops.agent_runs_id_seq'::regclass);
+
+ALTER TABLE ONLY ops.agent_benchmark_results
+    ADD CONSTRAINT agent_benchmark_results_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY ops.agent_benchmark_results
+    ADD CONSTRAINT agent_benchmark_results_subject_key UNIQUE (subject, category, benchmark_version);
+
+ALTER TABLE ONLY ops.agent_error_occurrences
+    ADD CONSTRAINT agent_error_occurrences_pkey PRIMARY KEY (source, occurrence_id);
+
+ALTER TABLE ONLY ops.agent_errors
+    ADD CONSTRAINT agent_errors_fingerprint_key UNIQUE (fingerprint);
+
+ALTER TABLE ONLY ops.agent_errors
+    ADD CONSTRAINT agent_errors_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY ops.agent_runs
+    ADD CONSTRAINT agent_runs_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY ops.agent_runs
+    ADD CONSTRAINT agent_runs_run_id_key UNIQUE (run_id);
+
+CREATE INDEX agent_benchmark_results_variant_idx ON ops.agent_benchmark_results USING btree (variant_id, category);
+
+CREATE INDEX agent_error_occurrences_error_idx ON ops.agent_error_occurrences USING btree (error_id, occurred_at DESC);
+
+CREATE INDEX agent_error_occurrences_occurred_idx ON ops.agent_error_occurrences USING btree (occurred_at);
+
+CREATE INDEX agent_errors_code_idx ON ops.agent_errors USING btree (code, last_seen DESC);
+
+CREATE INDEX agent_errors_last_seen_idx ON ops.agent_errors USING btree (last_seen DESC);
+
+CREATE INDEX agent_errors_source_idx ON ops.agent_errors USING btree (source, last_seen DESC);
+
+CREATE INDEX agent_errors_status_idx ON ops.agent_errors USING btree (status, last_seen DESC);
+
+CREATE INDEX agent_runs_agent_idx ON ops.agent_runs USING btree (agent, started_at DESC);
+
+CREATE INDEX agent_runs_variant_idx ON ops.agent_runs USING btree (((metadata ->> 'variant_id'::text)));
+
+ALTER TABLE ONLY ops.agent_benchmark_results
+    ADD CONSTRAINT agent_benchmark_results_run_id_fkey FOREIGN KEY (run_id) REFERENCES ops.agent_runs(run_id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY ops.agent_error_occurrences
+    ADD CONSTRAINT agent_error_occurrences_error_id_fkey FOREIGN KEY (error_id) REFERENCES ops.agent_errors(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY ops.agent_runs
+    ADD CONSTRAINT agent_runs_error_id_fkey FOREIGN KEY (error_id) REFERENCES ops.agent_errors(id) ON DELETE SET NULL;

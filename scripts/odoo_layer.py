@@ -1,0 +1,227 @@
+#!/usr/bin/env python3
+"""The Odoo layer of the test command and of the run command.
+
+    python scripts/odoo_layer.py locate            # print the Odoo 19 source dir, exit 1 if none
+    python scripts/odoo_layer.py test [pytest args] # fresh DB, install both addons, pytest-odoo, drop DB
+    python scripts/odoo_layer.py install --db NAME [--demo]   # create/upgrade a database with both addons
+    python scripts/odoo_layer.py serve --db NAME [--port 8069] # run Odoo (foreground)
+
+Odoo is found via ``ODOO_SRC``, else ``import odoo``, else ``/opt/odoo`` (a
+source install). Database connection: ``ODOO_DB_HOST`` (127.0.0.1),
+``ODOO_DB_PORT`` (5432), ``ODOO_DB_USER`` (the current OS user; Odoo refuses
+``postgres``), ``ODOO_DB_PASSWORD``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+ADDONS = REPO / "addons"
+OUR_ADDONS = ("ipai_reliability", "ipai_pulser_connector")
+
+
+def locate_odoo() -> Path | None:
+    candidates: list[Path] = []
+    if os.environ.get("ODOO_SRC"):
+        candidates.append(Path(os.environ["ODOO_SRC"]))
+    try:
+        probe = subprocess.run(
+            [sys.executable, "-c", "import odoo.release, os; print(os.path.dirname(odoo.release.__file__))"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if probe.returncode == 0 and probe.stdout.strip():
+            candidates.append(Path(probe.stdout.strip()).parent)
+    except OSError:
+        pass
+    candidates.append(Path("/opt/odoo"))
+    for cand in candidates:
+        if (cand / "odoo" / "release.py").is_file() and (cand / "odoo-bin").is_file():
+            return cand.resolve()
+    return None
+
+
+def _db_options() -> dict[str, str]:
+    return {
+        "db_host": os.environ.get("ODOO_DB_HOST", "127.0.0.1"),
+        "db_port": os.environ.get("ODOO_DB_PORT", "5432"),
+        "db_user": os.environ.get("ODOO_DB_USER") or getpass.getuser(),
+        "db_password": os.environ.get("ODOO_DB_PASSWORD", "False"),
+    }
+
+
+def write_config(
+    odoo_src: Path, path: Path, *, data_dir: Path, http_port: int = 8069, extra: dict | None = None
+) -> Path:
+    opts = {
+        "addons_path": ",".join(str(p) for p in (ADDONS, odoo_src / "addons", odoo_src / "odoo" / "addons")),
+        "data_dir": str(data_dir),
+        "http_interface": "127.0.0.1",
+        "http_port": str(http_port),
+        "log_level": "warn",
+        **_db_options(),
+        **(extra or {}),
+    }
+    path.write_text("[options]\n" + "".join(f"{k} = {v}\n" for k, v in opts.items()), encoding="utf-8")
+    return path
+
+
+def _psql_admin(sql: str) -> None:
+    opts = _db_options()
+    env = dict(os.environ)
+    if opts["db_password"] != "False":
+        env["PGPASSWORD"] = opts["db_password"]
+    subprocess.run(
+        [
+            "psql",
+            "-h",
+            opts["db_host"],
+            "-p",
+            opts["db_port"],
+            "-U",
+            opts["db_user"],
+            "-d",
+            "postgres",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-qc",
+            sql,
+        ],
+        check=True,
+        env=env,
+    )
+
+
+def odoo_bin(odoo_src: Path, config: Path, *args: str) -> list[str]:
+    return [sys.executable, str(odoo_src / "odoo-bin"), "-c", str(config), *args]
+
+
+def install(odoo_src: Path, config: Path, db: str, *, demo: bool, update: bool = False) -> None:
+    modules = ",".join(OUR_ADDONS)
+    cmd = odoo_bin(odoo_src, config, "-d", db, "-u" if update else "-i", modules, "--stop-after-init")
+    if demo:
+        cmd.append("--with-demo")
+    print(f"odoo: {'upgrading' if update else 'installing'} {modules} into {db}", flush=True)
+    subprocess.run(cmd, check=True)
+
+
+def cmd_test(args: argparse.Namespace, odoo_src: Path) -> int:
+    work = Path(tempfile.mkdtemp(prefix="ipai_odoo_test_"))
+    db = f"ipai_odoo_test_{uuid.uuid4().hex[:10]}"
+    config = write_config(odoo_src, work / "odoo.conf", data_dir=work / "data", http_port=_free_port())
+    tests = [str(ADDONS / name / "tests") for name in OUR_ADDONS if (ADDONS / name / "tests").is_dir()]
+    try:
+        install(odoo_src, config, db, demo=False)
+        # Our own ini: the project's pyproject disables the pytest-odoo plugin for plain tests.
+        ini = work / "pytest.ini"
+        ini.write_text("[pytest]\naddopts = -ra\n", encoding="utf-8")
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-c",
+            str(ini),
+            "--rootdir",
+            str(REPO),
+            "-p",
+            "no:cacheprovider",
+            f"--odoo-database={db}",
+            f"--odoo-config={config}",
+            "--odoo-http",
+            *tests,
+            *args.pytest_args,
+        ]
+        print("odoo: " + " ".join(cmd[2:]), flush=True)
+        return subprocess.run(cmd, check=False, cwd=REPO).returncode
+    finally:
+        _psql_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Odoo layer of the test and run commands")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("locate")
+    test = sub.add_parser("test")
+    test.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    inst = sub.add_parser("install")
+    inst.add_argument("--db", required=True)
+    inst.add_argument("--demo", action="store_true")
+    inst.add_argument("--data-dir", default=str(REPO / "var" / "odoo-data"))
+    serve = sub.add_parser("serve")
+    serve.add_argument("--db", required=True)
+    serve.add_argument("--port", type=int, default=8069)
+    serve.add_argument("--data-dir", default=str(REPO / "var" / "odoo-data"))
+    args = parser.parse_args(argv)
+
+    odoo_src = locate_odoo()
+    if args.cmd == "locate":
+        if odoo_src is None:
+            print(
+                "Odoo 19 not found (set ODOO_SRC, make 'import odoo' work, or install it at /opt/odoo)", file=sys.stderr
+            )
+            return 1
+        print(odoo_src)
+        return 0
+    if odoo_src is None:
+        print("odoo_layer: Odoo 19 not found (ODOO_SRC, import odoo, /opt/odoo)", file=sys.stderr)
+        return 1
+    if args.cmd == "test":
+        return cmd_test(args, odoo_src)
+    var = Path(args.data_dir)
+    var.mkdir(parents=True, exist_ok=True)
+    config = write_config(
+        odoo_src,
+        var.parent / "odoo.conf",
+        data_dir=var,
+        http_port=getattr(args, "port", 8069),
+        extra={"log_level": "info"},
+    )
+    if args.cmd == "install":
+        exists = (
+            subprocess.run(
+                [
+                    "psql",
+                    "-h",
+                    _db_options()["db_host"],
+                    "-p",
+                    _db_options()["db_port"],
+                    "-U",
+                    _db_options()["db_user"],
+                    "-d",
+                    "postgres",
+                    "-tAc",
+                    f"SELECT 1 FROM pg_database WHERE datname = '{args.db}'",
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.strip()
+            == "1"
+        )
+        install(odoo_src, config, args.db, demo=args.demo, update=exists)
+        return 0
+    os.execv(sys.executable, odoo_bin(odoo_src, config, "-d", args.db, "--db-filter", f"^{args.db}$"))
+    return 0  # pragma: no cover
+
+
+if __name__ == "__main__":
+    sys.exit(main())

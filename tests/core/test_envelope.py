@@ -1,0 +1,114 @@
+"""Failure envelopes: schema-valid, redacted, capped."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ipai_ops.classify import classify
+from ipai_ops.envelope import (
+    ENVELOPE_VERSION,
+    Caps,
+    EnvelopeInvalid,
+    build_envelope,
+    envelope_errors,
+    envelope_from_exception,
+    redact,
+    redact_obj,
+    validate_envelope,
+)
+
+SECRETS = {
+    "openai": "sk-proj-abcdefghijklmnopqrstuvwxyz012345",
+    "github": "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+    "aws": "AKIAABCDEFGHIJKLMNOP",
+    "bearer": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.abcdefghijklmnop",
+    "password": "hunter2hunter2",
+    "dsnpass": "s3cr3tpass",
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "secret", "marker"),
+    [
+        (f"calling with key {SECRETS['openai']}", SECRETS["openai"], "[REDACTED:api_key]"),
+        (f"git push https://x:{SECRETS['github']}@github.com/o/r", SECRETS["github"], "[REDACTED"),
+        (f"aws key {SECRETS['aws']} rejected", SECRETS["aws"], "[REDACTED:aws_key]"),
+        (f"Authorization: Bearer {SECRETS['bearer']}", SECRETS["bearer"], "[REDACTED"),
+        (f"login failed password={SECRETS['password']}", SECRETS["password"], "[REDACTED:secret]"),
+        (f"postgresql://odoo:{SECRETS['dsnpass']}@db:5432/odoo", SECRETS["dsnpass"], "[REDACTED:password]"),
+        (
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY-----",
+            "MIIEowIBAAKCAQEA",
+            "[REDACTED:private_key]",
+        ),
+        ('{"api_key": "abc123def456"}', "abc123def456", "[REDACTED:secret]"),
+    ],
+)
+def test_redact_removes_secrets(text, secret, marker):
+    out = redact(text)
+    assert secret not in out and marker in out
+
+
+def test_redact_obj_handles_secret_keys_and_nesting():
+    value = {"headers": {"Authorization": "Basic dXNlcjpwYXNz"}, "db_password": "x", "list": [f"t {SECRETS['github']}"]}
+    out = redact_obj(value)
+    assert out["headers"]["Authorization"] == "[REDACTED:secret]"
+    assert out["db_password"] == "[REDACTED:secret]"
+    assert SECRETS["github"] not in json.dumps(out)
+
+
+def test_built_envelope_validates_and_redacts_and_caps(mini_registry):
+    result = classify(mini_registry, message="could not connect to server")
+    stdout = "line\n" * 5000
+    env = build_envelope(
+        result,
+        message=f"connect failed using postgresql://u:{SECRETS['dsnpass']}@h/db",
+        error_type="psycopg2.OperationalError",
+        context={
+            "source": "odoo",
+            "service": "odoo",
+            "intent_id": 7,
+            "attempt": 2,
+            "trace_id": "0" * 31 + "1",
+            "span_id": "0" * 15 + "2",
+            "token": "tok123456",
+        },
+        evidence={"stdout_tail": stdout, "tool_calls": [{"n": i} for i in range(80)], "exit_code": 1},
+        caps=Caps(stdout=100, tool_calls=10),
+    )
+    validate_envelope(env)
+    assert env["envelope_version"] == ENVELOPE_VERSION and env["ok"] is False
+    assert env["error"]["code"] == "TRANSPORT.DATABASE_UNAVAILABLE" and env["error"]["retryable"] is True
+    assert SECRETS["dsnpass"] not in json.dumps(env)
+    assert env["context"]["token"] == "[REDACTED:secret]"
+    ev = env["evidence"]
+    assert ev["stdout_tail"].endswith("line\n") and "truncated" in ev["stdout_tail"]
+    assert len(ev["stdout_tail"]) < 200
+    assert ev["truncated"] == {"stdout_tail": len(stdout), "tool_calls": 80}
+    assert ev["tool_calls"][-1] == {"n": 79}  # the tail is kept
+    assert env["occurred_at"].endswith("Z")
+
+
+def test_envelope_from_exception(mini_registry):
+    try:
+        raise ConnectionError("could not connect to server: Connection refused")
+    except ConnectionError as exc:
+        env = envelope_from_exception(mini_registry, exc, context={"source": "cli", "service": "ipai-ops"})
+    validate_envelope(env)
+    assert env["error"]["error_type"] == "ConnectionError"
+    assert env["error"]["fingerprint"].startswith("fp1:")
+
+
+def test_invalid_envelopes_are_rejected_with_paths(mini_registry):
+    env = build_envelope(classify(mini_registry, message="x"), message="x", context={"source": "s", "service": "s"})
+    env["ok"] = True
+    env["error"]["severity"] = "urgent"
+    del env["context"]["service"]
+    errors = envelope_errors(env)
+    assert any(e.startswith("/ok:") for e in errors)
+    assert any(e.startswith("/error/severity:") for e in errors)
+    assert any("service" in e for e in errors)
+    with pytest.raises(EnvelopeInvalid):
+        validate_envelope(env)

@@ -113,7 +113,34 @@ def check_runbook(mode: FailureMode, registry: Registry, repo_root: Path) -> lis
             body = _block_body(lines, number)
             if not body or not re.match(r"^\s*(flowchart|graph|sequenceDiagram|stateDiagram(-v2)?)\b", body[0]):
                 add(number, "mermaid block must start with a diagram type (flowchart, graph, ...)")
+            elif re.match(r"^\s*(flowchart|graph)\b", body[0]):
+                for at, label in _unsafe_mermaid_labels(lines, number):
+                    add(at, f"mermaid label {label!r} needs quotes: it holds a character Mermaid parses as syntax")
     return problems
+
+
+# A node label in [..], (..) or {..}: Mermaid reads ; ( ) [ ] { } inside an
+# unquoted label as syntax (flowchart grammar), so such labels must be "quoted".
+_NODE_LABEL_RE = re.compile(
+    r"\b[A-Za-z][\w-]*(\[\[|\[\(|\(\[|\(\(|\[|\(|\{)(?!\")(.*?)(\]\]|\)\]|\]\)|\)\)|\]|\)|\})(?=\s*(?:$|-|&|:::|;))"
+)
+_EDGE_LABEL_RE = re.compile(r"(?:--|==|-\.)\s*(?!\")([^>\n]*?)\s*(?:-->|==>|\.->)")
+_MERMAID_SYNTAX_CHARS = set(';()[]{}"')
+
+
+def _unsafe_mermaid_labels(lines: list[str], opening_line: int) -> list[tuple[int, str]]:
+    found = []
+    for index in range(opening_line, len(lines)):
+        line = lines[index]
+        if _FENCE_RE.match(line):
+            break
+        for match in _NODE_LABEL_RE.finditer(line):
+            if _MERMAID_SYNTAX_CHARS & set(match.group(2)):
+                found.append((index + 1, match.group(2)))
+        for match in _EDGE_LABEL_RE.finditer(line):
+            if _MERMAID_SYNTAX_CHARS & set(match.group(1)):
+                found.append((index + 1, match.group(1)))
+    return found
 
 
 def _categories(registry: Registry) -> set[str]:

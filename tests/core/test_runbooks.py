@@ -1,0 +1,56 @@
+"""Every active code's runbook passes the validator and renders (issue: runbooks people can follow)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ipai_ops import config, runbooks
+from ipai_ops.taxonomy import load_registry
+
+from .conftest import runbook_text
+
+ROOT = config.repo_root()
+REGISTRY = load_registry()
+
+
+@pytest.mark.parametrize("code", [m.code for m in REGISTRY.active()])
+def test_runbook_of_every_active_code_passes_and_renders(code):
+    mode = REGISTRY[code]
+    assert runbooks.check_runbook(mode, REGISTRY, ROOT) == []
+    text = (ROOT / mode.runbook).read_text(encoding="utf-8")
+    html = runbooks.render_html(text)
+    for section in runbooks.REQUIRED_SECTIONS:
+        assert f"<h2>{section}</h2>" in html
+    assert html.count('<code class="language-mermaid">') == text.count("```mermaid")
+    # the signatures section quotes every registry pattern of the code
+    for sig in mode.signatures:
+        assert sig.pattern in text, f"{code}: signature {sig.pattern!r} is not quoted in its runbook"
+
+
+@pytest.mark.parametrize("doc", ["docs/runbooks/index.md", "docs/runbooks/_template.md"])
+def test_index_and_template_mermaid_blocks_are_closed_and_quoted(doc):
+    lines = (ROOT / doc).read_text(encoding="utf-8").splitlines()
+    blocks, unclosed = runbooks._fences(lines)
+    assert unclosed is None
+    for opening, info in blocks:
+        if info == "mermaid":
+            assert runbooks._unsafe_mermaid_labels(lines, opening) == []
+
+
+def test_index_lists_every_active_code():
+    index = (ROOT / "docs" / "runbooks" / "index.md").read_text(encoding="utf-8")
+    missing = [m.code for m in REGISTRY.active() if f"failures/{m.code}.md" not in index]
+    assert missing == []
+
+
+def test_unquoted_mermaid_label_with_syntax_characters_is_reported(mini_repo: Path):
+    extra = '\n```mermaid\nflowchart TD\n  A[check the disk; then restart] --> B("quoted; fine")\n```\n'
+    path = mini_repo / "docs" / "runbooks" / "failures" / "BUILD.TEST_FAILED.md"
+    path.write_text(runbook_text("BUILD.TEST_FAILED", extra=extra))
+    registry = load_registry(mini_repo / "ssot" / "errors" / "failure_modes.yaml")
+    problems = runbooks.check_runbook(registry["BUILD.TEST_FAILED"], registry, mini_repo)
+    assert [p.message for p in problems] == [
+        "mermaid label 'check the disk; then restart' needs quotes: it holds a character Mermaid parses as syntax"
+    ]

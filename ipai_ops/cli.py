@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import psycopg2
+
     from ipai_ops.store import MigrationError, OpsDatabaseUnavailable
     from ipai_ops.taxonomy import RegistryError
 
@@ -98,6 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RegistryError as exc:
         print(f"ipai-ops: error: CI.SSOT_INVALID: the failure-mode registry is invalid:\n{exc}", file=sys.stderr)
         return EXIT_CHECK_FAILED
+    except psycopg2.OperationalError as exc:
+        first = (str(exc).strip().splitlines() or ["connection lost"])[0]
+        print(f"ipai-ops: error: TRANSPORT.DATABASE_UNAVAILABLE: {first}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
+    except psycopg2.Error as exc:
+        first = ((exc.pgerror or str(exc)).strip().splitlines() or ["database error"])[0]
+        print(f"ipai-ops: error: database refused the request: {first}", file=sys.stderr)
+        return EXIT_CHECK_FAILED
     except KeyboardInterrupt:
         print("ipai-ops: interrupted", file=sys.stderr)
         return 130
@@ -106,4 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Run through the package module, not this __main__ copy: command modules import
+    # CliError from ipai_ops.cli, which must be the class main() catches.
+    from ipai_ops.cli import main as _main
+
+    sys.exit(_main())

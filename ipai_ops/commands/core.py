@@ -218,7 +218,8 @@ def cmd_errors_show(args: argparse.Namespace) -> int:
     conn = _connect(args)
     try:
         with conn, conn.cursor() as cur:
-            cur.execute(store.query("show_error"), {"ref": args.ref})
+            ref_id = int(args.ref) if args.ref.isdigit() and len(args.ref) < 19 else None
+            cur.execute(store.query("show_error"), {"ref": args.ref, "ref_id": ref_id})
             rows = _rows(cur)
     finally:
         conn.close()

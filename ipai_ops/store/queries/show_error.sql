@@ -7,4 +7,4 @@ SELECT e.*,
               ORDER BY occurred_at DESC
               LIMIT 10) o) AS recent_occurrences
 FROM ops.agent_errors e
-WHERE e.fingerprint = %(ref)s OR (%(ref)s ~ '^[0-9]+$' AND e.id = %(ref)s::bigint)
+WHERE e.fingerprint = %(ref)s OR e.id = %(ref_id)s

@@ -1,0 +1,116 @@
+"""The ipai-ops command as a new user meets it: clear one-line errors, no tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def ipai_ops(*args: str, stdin: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ipai_ops", *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        check=False,
+        env=env,
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("db", "migrate", "--dsn", "postgresql://nobody@127.0.0.1:1/nope"),
+        ("db", "status", "--dsn", "postgresql://nobody@127.0.0.1:1/nope"),
+        ("errors", "list", "--dsn", "postgresql://nobody@127.0.0.1:1/nope"),
+    ],
+)
+def test_unreachable_database_is_one_line_exit_3(args):
+    result = ipai_ops(*args)
+    assert result.returncode == 3
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ipai-ops: error: TRANSPORT.DATABASE_UNAVAILABLE:")
+
+
+def test_bad_usage_exits_2_with_argparse_message():
+    result = ipai_ops("errors", "list", "--since", "yesterday")
+    assert result.returncode == 2 and "is not a duration like 15m, 24h or 7d" in result.stderr
+    assert ipai_ops("classify").returncode == 2
+
+
+def test_migrate_status_list_show_on_a_real_database(ops_dsn):
+    assert ipai_ops("db", "migrate", "--dsn", ops_dsn).stdout.strip().endswith("(nothing to do)")
+    status = json.loads(ipai_ops("db", "status", "--dsn", ops_dsn, "--format", "json").stdout)
+    assert status["at_head"] and status["pending"] == []
+    from ipai_ops import store
+
+    conn = store.connect(ops_dsn)
+    store.upsert_error(
+        conn,
+        store.ErrorOccurrence(
+            source="cli",
+            occurrence_id="1",
+            fingerprint="fp1:" + "c" * 32,
+            code="ENV.KEY_MISSING",
+            severity="high",
+            message="OPENAI_API_KEY is not set",
+            occurred_at="2026-11-21T10:00:00Z",
+        ),
+    )
+    conn.close()
+    listed = ipai_ops("errors", "list", "--dsn", ops_dsn, "--code", "ENV.KEY_MISSING")
+    assert "ENV.KEY_MISSING" in listed.stdout and "OPENAI_API_KEY is not set" in listed.stdout
+    shown = json.loads(ipai_ops("errors", "show", "--dsn", ops_dsn, "fp1:" + "c" * 32).stdout)
+    assert shown["count"] == 1 and shown["recent_occurrences"][0]["occurrence_id"] == "1"
+    missing = ipai_ops("errors", "show", "--dsn", ops_dsn, "424242")
+    assert missing.returncode == 1 and "no error with id or fingerprint" in missing.stderr
+
+
+def test_classify_reports_code_signature_and_fingerprint():
+    result = ipai_ops(
+        "classify",
+        "--format",
+        "json",
+        "--type",
+        "psycopg2.OperationalError",
+        "--message",
+        'connection to server at "db", port 5432 failed: Connection refused',
+    )
+    out = json.loads(result.stdout)
+    assert out["code"] == "TRANSPORT.DATABASE_UNAVAILABLE" and out["matched_by"] == "signature"
+    assert out["retryable"] is True and out["fingerprint"].startswith("fp1:")
+    text = ipai_ops("classify", "--text-file", "-", stdin="Error: Process completed with exit code 1.\n")
+    assert text.returncode == 0
+
+
+def test_envelope_validate(tmp_path: Path):
+    good = tmp_path / "good.json"
+    from ipai_ops.classify import classify
+    from ipai_ops.envelope import build_envelope
+    from ipai_ops.taxonomy import load_registry
+
+    env = build_envelope(classify(load_registry(), message="x"), message="x", context={"source": "cli", "service": "t"})
+    good.write_text(json.dumps(env))
+    assert ipai_ops("envelope", "validate", str(good)).returncode == 0
+    env["error"]["code"] = "lowercase"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(env))
+    result = ipai_ops("envelope", "validate", str(bad))
+    assert result.returncode == 1 and "/error/code" in result.stderr
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    result = ipai_ops("envelope", "validate", str(broken))
+    assert result.returncode == 2 and "not JSON" in result.stderr and "Traceback" not in result.stderr
+    assert ipai_ops("envelope", "validate", str(tmp_path / "absent.json")).returncode == 2
+
+
+def test_invalid_registry_is_reported_not_raised(tmp_path: Path):
+    bad = tmp_path / "failure_modes.yaml"
+    bad.write_text("schema_version: 1\nfailure_modes:\n  - code: nope\n")
+    result = ipai_ops("classify", "--registry", str(bad), "--message", "x")
+    assert result.returncode == 1 and "CI.SSOT_INVALID" in result.stderr and "Traceback" not in result.stderr

@@ -1,0 +1,456 @@
+#!/usr/bin/env python3
+"""Throughput of the OTLP bridge, each figure as a ratio against a baseline from the same run.
+
+    python benchmarks/bridge_throughput.py [--quick]
+
+(a) spans/s of error-free OTLP/HTTP protobuf traffic through ``ipai-ops bridge serve``
+    vs a decode-and-discard receiver on the same stack (aiohttp + uvloop + the bridge's
+    own body reading and protobuf decoding), same load generator (target >= 0.7x);
+(b) error spans/s written at 100% errors over 1,000 fingerprints with 5% redelivery vs
+    the ops batch-write ceiling of benchmarks/ops_write.py ``measure_ceiling`` (>= 0.6x);
+(c) peak RSS of the bridge (supervisor + workers) under overload, and the 503s it
+    answered instead of growing (target < 300 MB).
+
+Load goes to 127.0.0.1 only; every loop is bounded. The machine is small and shared:
+read the ratios, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import random
+import signal
+import socket
+import statistics
+import string
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import psycopg2  # noqa: E402
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue  # noqa: E402
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status  # noqa: E402
+
+from ipai_ops import store  # noqa: E402
+
+ADMIN = os.environ.get("IPAI_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+LAUNCH = [sys.executable, "-c", "import sys; from ipai_ops.cli import main; sys.exit(main())"]
+CEILING_BATCH = 1000
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{url} did not become healthy")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def start_bridge(dsn: str, *, workers: int, **flags: object) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    cmd = [*LAUNCH, "bridge", "serve", "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", "0"]
+    cmd += ["--workers", str(workers), "--dsn", dsn, "--log-level", "WARNING"]
+    for key, value in flags.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    proc = subprocess.Popen(cmd, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, proc)
+    return proc, url
+
+
+def start_discard(*, workers: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--discard-server", str(port), "--workers", str(workers)], cwd=ROOT
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url, proc)
+    return proc, url
+
+
+def create_db() -> str:
+    name = f"ipai_bench_{random.randrange(16**12):012x}"
+    conn = psycopg2.connect(ADMIN)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    dsn = ADMIN.rpartition("/")[0] + "/" + name
+    conn = store.connect(dsn)
+    store.migrate(conn)
+    conn.close()
+    return dsn
+
+
+def drop_db(dsn: str) -> None:
+    conn = psycopg2.connect(ADMIN)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{dsn.rpartition("/")[2]}" WITH (FORCE)')
+    conn.close()
+
+
+def word(n: int) -> str:
+    """Letters only, so fingerprint normalisation keeps n's distinct."""
+    out = ""
+    for _ in range(4):
+        out += string.ascii_lowercase[n % 26]
+        n //= 26
+    return out
+
+
+def _kv(key: str, value: str | int) -> KeyValue:
+    if isinstance(value, int):
+        return KeyValue(key=key, value=AnyValue(int_value=value))
+    return KeyValue(key=key, value=AnyValue(string_value=value))
+
+
+def request_body(spans: list[Span], service: str = "bench") -> bytes:
+    request = ExportTraceServiceRequest()
+    rs = request.resource_spans.add()
+    rs.resource.attributes.extend([_kv("service.name", service), _kv("service.version", "1.4.2")])
+    scope = rs.scope_spans.add()
+    scope.scope.name = "bench"
+    scope.spans.extend(spans)
+    return request.SerializeToString()
+
+
+def plain_span(rng: random.Random, now: int) -> Span:
+    """A typical HTTP server span: 8 attributes, no error."""
+    return Span(
+        trace_id=rng.randbytes(16),
+        span_id=rng.randbytes(8),
+        parent_span_id=rng.randbytes(8),
+        name="GET /pulser/v1/intents/{ref}",
+        kind=Span.SPAN_KIND_SERVER,
+        start_time_unix_nano=now,
+        end_time_unix_nano=now + 1_500_000,
+        attributes=[
+            _kv("http.request.method", "GET"),
+            _kv("http.route", "/pulser/v1/intents/{ref}"),
+            _kv("http.response.status_code", 200),
+            _kv("url.path", f"/pulser/v1/intents/{rng.randrange(10**6)}"),
+            _kv("url.scheme", "https"),
+            _kv("server.address", "odoo.example.com"),
+            _kv("user_agent.original", "python-requests/2.32"),
+            _kv("network.peer.address", "10.0.0.12"),
+        ],
+    )
+
+
+def error_span(trace_id: bytes, span_id: bytes, kind: int, now: int) -> Span:
+    span = Span(
+        trace_id=trace_id,
+        span_id=span_id,
+        name="POST /upstream",
+        kind=Span.SPAN_KIND_CLIENT,
+        start_time_unix_nano=now,
+        end_time_unix_nano=now + 2_000_000,
+        attributes=[_kv("http.request.method", "POST"), _kv("http.response.status_code", 502)],
+    )
+    span.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message=f"upstream answered 502 for {word(kind)}"))
+    return span
+
+
+async def load(url: str, bodies: list[bytes], *, concurrency: int, repeat: int = 1) -> dict[int, int]:
+    """POST every body ``repeat`` times with ``concurrency`` connections; status -> count."""
+    import aiohttp
+
+    statuses: dict[int, int] = {}
+    queue = [b for _ in range(repeat) for b in bodies]
+    position = 0
+    headers = {"Content-Type": "application/x-protobuf"}
+
+    async def worker(session: aiohttp.ClientSession) -> None:
+        nonlocal position
+        while position < len(queue):
+            body = queue[position]
+            position += 1
+            try:
+                async with session.post(url + "/v1/traces", data=body, headers=headers) as resp:
+                    await resp.read()
+                    statuses[resp.status] = statuses.get(resp.status, 0) + 1
+            except aiohttp.ClientError:
+                statuses[0] = statuses.get(0, 0) + 1
+
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    return statuses
+
+
+def run_load(url: str, bodies: list[bytes], *, concurrency: int, repeat: int = 1) -> tuple[float, dict[int, int]]:
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    started = time.perf_counter()
+    statuses = runner(load(url, bodies, concurrency=concurrency, repeat=repeat))
+    return time.perf_counter() - started, statuses
+
+
+# --------------------------------------------------------------------------- the discard receiver
+
+
+def discard_server(port: int) -> None:
+    """Decode-and-discard on the bridge's own stack: aiohttp, uvloop, read_body, gunzip, decode."""
+    from aiohttp import web
+
+    from ipai_ops.bridge.http_server import read_body
+    from ipai_ops.bridge.otlp import PROTOBUF, check_content_type, decode, gunzip
+    from ipai_ops.bridge.server import _new_loop
+    from ipai_ops.bridge.settings import Settings
+
+    settings = Settings()
+    answer = ExportTraceServiceResponse().SerializeToString()
+
+    async def traces(request: web.Request) -> web.Response:
+        kind = check_content_type(request.headers.get("Content-Type"))
+        body = await read_body(request, limit=settings.max_body_bytes)
+        if request.headers.get("Content-Encoding") == "gzip":
+            body = gunzip(body, limit=settings.max_decompressed_bytes)
+        decode("traces", body, kind)
+        return web.Response(body=answer, content_type=PROTOBUF)
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_post("/v1/traces", traces)
+        app.router.add_get("/healthz", healthz)
+        runner = web.AppRunner(app, auto_decompress=False, access_log=None, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, reuse_port=True, backlog=1024).start()
+        done = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, done.set)
+        await done.wait()
+        await runner.cleanup()
+
+    loop = _new_loop("auto")
+    loop.run_until_complete(main())
+
+
+# --------------------------------------------------------------------------- the three figures
+
+
+def figure_a(*, workers: int, requests: int, concurrency: int, rounds: int = 3) -> tuple[float, float]:
+    """Both servers up at once, measured in interleaved rounds; the median of each is kept."""
+    rng = random.Random(1)
+    now = time.time_ns()
+    bodies = [request_body([plain_span(rng, now) for _ in range(512)]) for _ in range(16)]
+    repeat = max(1, requests // len(bodies))
+    spans = 512 * len(bodies) * repeat
+    dsn = create_db()
+    servers: dict[str, tuple[subprocess.Popen, str]] = {}
+    rates: dict[str, list[float]] = {"discard": [], "bridge": []}
+    try:
+        servers["discard"] = start_discard(workers=workers)
+        servers["bridge"] = start_bridge(dsn, workers=workers)
+        for _, url in servers.values():
+            run_load(url, bodies[:4], concurrency=concurrency)  # warm up
+        for _ in range(rounds):
+            for name, (_, url) in servers.items():
+                elapsed, statuses = run_load(url, bodies, concurrency=concurrency, repeat=repeat)
+                assert statuses == {200: len(bodies) * repeat}, statuses
+                rates[name].append(spans / elapsed)
+    finally:
+        for proc, _ in servers.values():
+            stop(proc)
+        drop_db(dsn)
+    return statistics.median(rates["bridge"]), statistics.median(rates["discard"])
+
+
+def error_workload(events: int, fingerprints: int, redelivery: float) -> list[bytes]:
+    rng = random.Random(7)
+    now = time.time_ns()
+    made: list[tuple[bytes, bytes, int]] = []
+    while len(made) < events:
+        if made and rng.random() < redelivery:
+            made.append(rng.choice(made))  # same ids: the same occurrence, delivered again
+        else:
+            made.append((rng.randbytes(16), rng.randbytes(8), rng.randrange(fingerprints)))
+    return [
+        request_body(
+            [error_span(t, s, k, now + j * 1000) for j, (t, s, k) in enumerate(made[i : i + CEILING_BATCH], i)]
+        )
+        for i in range(0, len(made), CEILING_BATCH)
+    ]
+
+
+def load_ceiling():
+    path = ROOT / "benchmarks" / "ops_write.py"
+    if not path.exists():
+        return None
+    spec = importlib.util.spec_from_file_location("ops_write_bench", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.measure_ceiling
+
+
+def figure_b(*, workers: int, events: int, concurrency: int) -> tuple[float, float, int]:
+    measure_ceiling = load_ceiling()
+    if measure_ceiling is None:
+        raise SystemExit("benchmarks/ops_write.py (measure_ceiling) is missing")
+    ceiling_dsn, bridge_dsn = create_db(), create_db()
+    try:
+        ceiling = measure_ceiling(ceiling_dsn, events=events, fingerprints=1000, redelivery=0.05)
+        bodies = error_workload(events, 1000, 0.05)
+        proc, url = start_bridge(bridge_dsn, workers=workers)
+        try:
+            run_load(url, [error_workload(50, 5, 0)[0]], concurrency=1)  # warm up (separate fingerprints)
+            elapsed, statuses = run_load(url, bodies, concurrency=concurrency)
+            assert statuses == {200: len(bodies)}, statuses
+        finally:
+            stop(proc)
+        conn = psycopg2.connect(bridge_dsn)
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM ops.agent_error_occurrences")
+            occurrences = cur.fetchone()[0]
+        conn.close()
+        return events / elapsed, ceiling, occurrences
+    finally:
+        drop_db(ceiling_dsn)
+        drop_db(bridge_dsn)
+
+
+def _rss_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def _family(pid: int) -> list[int]:
+    out = [pid]
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return out
+    for child in children:
+        out += _family(int(child))
+    return out
+
+
+def figure_c(*, workers: int, seconds: float, concurrency: int) -> tuple[float, dict[int, int]]:
+    dsn = create_db()
+    try:
+        proc, url = start_bridge(dsn, workers=workers)
+        peak = 0
+        try:
+            # 1,000 error spans (~150 KB) per request: every admitted one holds a DB write.
+            bodies = error_workload(20_000, 1000, 0.0)
+            peak = _rss_kib(_family(proc.pid))
+            import threading
+
+            outcome: dict[str, object] = {}
+
+            def blast() -> None:
+                deadline = time.monotonic() + seconds
+                totals: dict[int, int] = {}
+                while time.monotonic() < deadline:
+                    _, statuses = run_load(url, bodies, concurrency=concurrency, repeat=10)
+                    for status, count in statuses.items():
+                        totals[status] = totals.get(status, 0) + count
+                outcome["statuses"] = totals
+
+            thread = threading.Thread(target=blast)
+            thread.start()
+            while thread.is_alive():
+                peak = max(peak, _rss_kib(_family(proc.pid)))
+                time.sleep(0.05)
+            thread.join()
+        finally:
+            stop(proc)
+        return peak / 1024, outcome.get("statuses", {})
+    finally:
+        drop_db(dsn)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs (smoke test)")
+    parser.add_argument("--workers", type=int, default=1, help="bridge/receiver workers for (a)")
+    parser.add_argument("--discard-server", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.discard_server:
+        discard_server(args.discard_server)
+        return 0
+    quick = args.quick
+    cores = os.cpu_count() or 1
+    print(f"bridge throughput, {cores} cores, loopback, OTLP/HTTP protobuf")
+
+    bridge_a, discard_a = figure_a(workers=args.workers, requests=48 if quick else 240, concurrency=8)
+    print(
+        f"(a) error-free traffic, {args.workers} worker(s): bridge {bridge_a:,.0f} spans/s, "
+        f"decode-and-discard {discard_a:,.0f} spans/s (medians of 3 interleaved rounds) -> "
+        f"{bridge_a / discard_a:.2f}x (target >= 0.7x)"
+    )
+
+    events = 5_000 if quick else 20_000
+    # One worker: PostgreSQL, the load generator and the bridge share this machine's cores,
+    # and the ceiling is measured with one connection too.
+    written, ceiling, occurrences = figure_b(workers=1, events=events, concurrency=4)
+    print(
+        f"(b) 100% errors, 1,000 fingerprints, 5% redelivery, {events:,} events in batches of "
+        f"{CEILING_BATCH}, 1 worker: bridge {written:,.0f} error spans/s, batch-write ceiling "
+        f"{ceiling:,.0f} events/s -> {written / ceiling:.2f}x (target >= 0.6x); "
+        f"{occurrences:,} distinct occurrences stored"
+    )
+
+    peak_mb, statuses = figure_c(workers=cores, seconds=5 if quick else 15, concurrency=128)
+    refused = statuses.get(503, 0)
+    print(
+        f"(c) overload (128 connections, default max_inflight 8/worker, {cores} worker(s)): peak RSS "
+        f"{peak_mb:,.0f} MB (target < 300 MB) -> {peak_mb / 300:.2f}x of budget; "
+        f"answers {dict(sorted(statuses.items()))}, {refused:,} refused with 503 + Retry-After"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

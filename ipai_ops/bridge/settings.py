@@ -1,0 +1,180 @@
+"""Every setting of the OTLP bridge: one environment variable each, one CLI flag each.
+
+The flag is the variable's name in lowercase kebab form without the ``IPAI_BRIDGE_``
+prefix (``IPAI_BRIDGE_HTTP_PORT`` <-> ``--http-port``); the DSN keeps the project-wide
+``IPAI_OPS_DSN`` <-> ``--dsn``. Precedence: flag, then environment, then default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from ipai_ops import config
+
+#: Address both listeners bind to.
+IPAI_BRIDGE_HOST = "IPAI_BRIDGE_HOST"
+#: OTLP/HTTP port (the OTLP default is 4318).
+IPAI_BRIDGE_HTTP_PORT = "IPAI_BRIDGE_HTTP_PORT"
+#: OTLP/gRPC port (the OTLP default is 4317); 0 disables gRPC.
+IPAI_BRIDGE_GRPC_PORT = "IPAI_BRIDGE_GRPC_PORT"
+#: Worker processes sharing the ports through SO_REUSEPORT; 0 = one per CPU.
+IPAI_BRIDGE_WORKERS = "IPAI_BRIDGE_WORKERS"
+#: Bearer token senders must present (``Authorization: Bearer <token>``); empty = no auth.
+IPAI_BRIDGE_TOKEN = "IPAI_BRIDGE_TOKEN"
+#: Largest request body accepted as sent on the wire (compressed), in bytes.
+IPAI_BRIDGE_MAX_BODY_BYTES = "IPAI_BRIDGE_MAX_BODY_BYTES"
+#: Largest request body after gzip decompression, in bytes (stops compression bombs).
+IPAI_BRIDGE_MAX_DECOMPRESSED_BYTES = "IPAI_BRIDGE_MAX_DECOMPRESSED_BYTES"
+#: Requests (HTTP + gRPC) processed at once per worker; more are answered 503 / RESOURCE_EXHAUSTED.
+IPAI_BRIDGE_MAX_INFLIGHT = "IPAI_BRIDGE_MAX_INFLIGHT"
+#: PostgreSQL connections (= writer threads) per worker.
+IPAI_BRIDGE_DB_POOL = "IPAI_BRIDGE_DB_POOL"
+#: Seconds advertised in ``Retry-After`` / gRPC ``RetryInfo`` on retryable refusals.
+IPAI_BRIDGE_RETRY_AFTER_SECONDS = "IPAI_BRIDGE_RETRY_AFTER_SECONDS"
+#: ``source`` of occurrences whose telemetry carries no ``ipai.source`` attribute.
+IPAI_BRIDGE_DEFAULT_SOURCE = "IPAI_BRIDGE_DEFAULT_SOURCE"
+#: Start even on the pure-Python protobuf backend (about 200x slower than upb).
+IPAI_BRIDGE_ALLOW_PYTHON_PROTOBUF = "IPAI_BRIDGE_ALLOW_PYTHON_PROTOBUF"
+#: Event loop: ``auto`` (uvloop when installed), ``uvloop`` or ``asyncio``.
+IPAI_BRIDGE_EVENT_LOOP = "IPAI_BRIDGE_EVENT_LOOP"
+#: Python logging level of the bridge.
+IPAI_BRIDGE_LOG_LEVEL = "IPAI_BRIDGE_LOG_LEVEL"
+#: Directory for prometheus-client multiprocess files (set by the supervisor when workers > 1).
+PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
+
+_TRUE = {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "0.0.0.0"
+    http_port: int = 4318
+    grpc_port: int = 4317
+    workers: int = 0
+    token: str = ""
+    max_body_bytes: int = 4 * 1024 * 1024
+    max_decompressed_bytes: int = 16 * 1024 * 1024
+    max_inflight: int = 8
+    db_pool: int = 2
+    retry_after_seconds: int = 5
+    default_source: str = "otlp"
+    allow_python_protobuf: bool = False
+    event_loop: str = "auto"
+    log_level: str = "INFO"
+    dsn: str = config.DEFAULT_DSN
+
+    @property
+    def effective_workers(self) -> int:
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+    def validate(self) -> list[str]:
+        """Problems that make these settings unusable, one line each."""
+        problems = []
+        for name in ("http_port", "grpc_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                problems.append(f"{name} must be 0..65535")
+        for name in ("max_body_bytes", "max_decompressed_bytes", "max_inflight", "db_pool"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1")
+        if self.max_decompressed_bytes < self.max_body_bytes:
+            problems.append("max_decompressed_bytes must be >= max_body_bytes")
+        if self.retry_after_seconds < 0:
+            problems.append("retry_after_seconds must be >= 0")
+        if self.event_loop not in ("auto", "uvloop", "asyncio"):
+            problems.append("event_loop must be auto, uvloop or asyncio")
+        if not self.default_source.strip():
+            problems.append("default_source must not be empty")
+        return problems
+
+
+#: field name -> environment variable (the DSN is the project-wide variable).
+ENV_VARS: dict[str, str] = {
+    "host": IPAI_BRIDGE_HOST,
+    "http_port": IPAI_BRIDGE_HTTP_PORT,
+    "grpc_port": IPAI_BRIDGE_GRPC_PORT,
+    "workers": IPAI_BRIDGE_WORKERS,
+    "token": IPAI_BRIDGE_TOKEN,
+    "max_body_bytes": IPAI_BRIDGE_MAX_BODY_BYTES,
+    "max_decompressed_bytes": IPAI_BRIDGE_MAX_DECOMPRESSED_BYTES,
+    "max_inflight": IPAI_BRIDGE_MAX_INFLIGHT,
+    "db_pool": IPAI_BRIDGE_DB_POOL,
+    "retry_after_seconds": IPAI_BRIDGE_RETRY_AFTER_SECONDS,
+    "default_source": IPAI_BRIDGE_DEFAULT_SOURCE,
+    "allow_python_protobuf": IPAI_BRIDGE_ALLOW_PYTHON_PROTOBUF,
+    "event_loop": IPAI_BRIDGE_EVENT_LOOP,
+    "log_level": IPAI_BRIDGE_LOG_LEVEL,
+    "dsn": config.IPAI_OPS_DSN,
+}
+
+_HELP = {
+    "host": "address to bind",
+    "http_port": "OTLP/HTTP port",
+    "grpc_port": "OTLP/gRPC port (0 disables gRPC)",
+    "workers": "worker processes sharing the ports (0 = one per CPU)",
+    "token": "bearer token required from senders (empty = none)",
+    "max_body_bytes": "largest request body on the wire (compressed)",
+    "max_decompressed_bytes": "largest request body after gzip decompression",
+    "max_inflight": "requests processed at once per worker; beyond it 503 / RESOURCE_EXHAUSTED",
+    "db_pool": "PostgreSQL connections (writer threads) per worker",
+    "retry_after_seconds": "Retry-After advertised on retryable refusals",
+    "default_source": "ops source for telemetry without an ipai.source attribute",
+    "allow_python_protobuf": "start even on the slow pure-Python protobuf backend",
+    "event_loop": "auto | uvloop | asyncio",
+    "log_level": "logging level",
+    "dsn": "PostgreSQL DSN of the ops database",
+}
+
+
+def _flag(field_name: str) -> str:
+    return "--" + field_name.replace("_", "-")
+
+
+def _coerce(field_name: str, raw: str) -> Any:
+    default = getattr(Settings(), field_name)
+    if isinstance(default, bool):
+        return raw.strip().lower() in _TRUE
+    if isinstance(default, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{ENV_VARS[field_name]}: {raw!r} is not an integer") from None
+    return raw
+
+
+def from_env(environ: Mapping[str, str] | None = None) -> Settings:
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, var in ENV_VARS.items():
+        if env.get(var) not in (None, ""):
+            values[name] = _coerce(name, env[var])
+    return Settings(**values)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting; defaults stay None so the environment can fill them."""
+    for item in fields(Settings):
+        var = ENV_VARS[item.name]
+        if isinstance(item.default, bool):
+            parser.add_argument(
+                _flag(item.name), action="store_true", default=None, help=f"{_HELP[item.name]} (env {var})"
+            )
+        else:
+            kind = int if isinstance(item.default, int) else str
+            parser.add_argument(
+                _flag(item.name),
+                type=kind,
+                default=None,
+                help=f"{_HELP[item.name]} (env {var}; default {item.default!r})",
+            )
+
+
+def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Settings:
+    base = from_env(environ)
+    overrides = {
+        item.name: getattr(args, item.name) for item in fields(Settings) if getattr(args, item.name, None) is not None
+    }
+    return replace(base, **overrides)

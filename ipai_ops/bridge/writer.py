@@ -1,0 +1,132 @@
+"""Blocking PostgreSQL writes, kept off the event loop in a bounded thread pool.
+
+Each writer thread owns one psycopg2 connection (reconnected after any failure);
+``store.write_batch`` writes a request's occurrences in one round trip and returns
+only after COMMIT, which is when the sender may be told "success".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+
+from ipai_ops import store
+
+log = logging.getLogger(__name__)
+
+#: A hung PostgreSQL must not pin a request forever: the sender retries instead.
+STATEMENT_TIMEOUT_MS = 15_000
+CONNECT_TIMEOUT_S = 3
+READINESS_CACHE_S = 1.0
+
+
+class DatabaseUnavailable(Exception):
+    """The write did not commit for a reason that retrying later can fix."""
+
+
+_RETRYABLE_PROGRAMMING = (
+    # The ops schema is missing or behind: an operator runs ``ipai-ops db migrate``.
+    psycopg2.errors.UndefinedFunction,
+    psycopg2.errors.UndefinedTable,
+    psycopg2.errors.InvalidSchemaName,
+    psycopg2.errors.UndefinedObject,
+)
+
+
+class Writer:
+    def __init__(self, dsn: str, *, pool_size: int) -> None:
+        self.dsn = dsn
+        self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="ipai-bridge-db")
+        self._probe = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ipai-bridge-ready")
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[store.Connection] = []
+        self._ready: tuple[float, bool, dict[str, Any]] = (0.0, False, {})
+
+    # ----------------------------------------------------------------------- connections
+
+    def _connection(self) -> store.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = store.connect(self.dsn, application_name="ipai-bridge", connect_timeout=CONNECT_TIMEOUT_S)
+            with conn, conn.cursor() as cur:
+                cur.execute("SET statement_timeout = %s", (STATEMENT_TIMEOUT_MS,))
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def _discard(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._lock:
+                if conn in self._connections:
+                    self._connections.remove(conn)
+            with contextlib.suppress(psycopg2.Error):
+                conn.close()
+
+    # ----------------------------------------------------------------------- writes
+
+    def write_sync(self, occurrences: list[dict[str, Any]]) -> store.BatchResult:
+        try:
+            return store.write_batch(self._connection(), occurrences)
+        except (store.OpsDatabaseUnavailable, psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            self._discard()
+            raise DatabaseUnavailable(_first_line(exc)) from exc
+        except _RETRYABLE_PROGRAMMING as exc:
+            self._discard()
+            log.error("ops schema is not usable (run `ipai-ops db migrate`): %s", _first_line(exc))
+            raise DatabaseUnavailable(f"ops schema not ready: {_first_line(exc)}") from exc
+
+    async def write(self, occurrences: list[dict[str, Any]]) -> store.BatchResult:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.write_sync, occurrences)
+
+    # ----------------------------------------------------------------------- readiness
+
+    def _readiness_sync(self) -> tuple[bool, dict[str, Any]]:
+        try:
+            conn = store.connect(self.dsn, application_name="ipai-bridge-ready", connect_timeout=CONNECT_TIMEOUT_S)
+        except store.OpsDatabaseUnavailable as exc:
+            return False, {"database": "unreachable", "detail": str(exc)}
+        try:
+            state = store.status(conn)
+            conn.rollback()
+        except psycopg2.Error as exc:
+            return False, {"database": "error", "detail": _first_line(exc)}
+        finally:
+            conn.close()
+        detail = {"database": "ok", "migrations": {"head": state["head"], "pending": state["pending"]}}
+        return bool(state["at_head"]), detail
+
+    async def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Database reachable and migrations at head (cached briefly: probes come often)."""
+        checked_at, ok, detail = self._ready
+        if time.monotonic() - checked_at < READINESS_CACHE_S:
+            return ok, detail
+        loop = asyncio.get_running_loop()
+        ok, detail = await loop.run_in_executor(self._probe, self._readiness_sync)
+        self._ready = (time.monotonic(), ok, detail)
+        return ok, detail
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self._probe.shutdown(wait=True)
+        with self._lock:
+            conns, self._connections = self._connections, []
+        for conn in conns:
+            with contextlib.suppress(psycopg2.Error):
+                conn.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -1,0 +1,51 @@
+"""Settings from flags and environment; the CLI refuses bad setups with one clear line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+
+from ipai_ops.bridge import settings
+from ipai_ops.bridge.server import check_protobuf_backend
+from tests.bridge.conftest import IPAI_OPS
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    settings.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_every_setting_has_one_variable_and_one_flag():
+    fields = [f.name for f in settings.fields(settings.Settings)]
+    assert sorted(settings.ENV_VARS) == sorted(fields)
+    assert len(set(settings.ENV_VARS.values())) == len(fields)
+    for name, var in settings.ENV_VARS.items():
+        if name != "dsn":
+            assert var == "IPAI_BRIDGE_" + name.upper()
+
+
+def test_flags_override_environment_which_overrides_defaults():
+    env = {"IPAI_BRIDGE_HTTP_PORT": "5000", "IPAI_BRIDGE_MAX_INFLIGHT": "7", "IPAI_OPS_DSN": "postgresql:///x"}
+    got = settings.from_args(_parse(["--http-port", "6000", "--allow-python-protobuf"]), env)
+    assert (got.http_port, got.max_inflight, got.dsn, got.allow_python_protobuf) == (6000, 7, "postgresql:///x", True)
+    assert got.grpc_port == 4317 and got.validate() == []
+    assert settings.Settings(max_decompressed_bytes=1, max_body_bytes=2).validate()
+
+
+def test_python_protobuf_backend_is_refused_unless_allowed():
+    assert check_protobuf_backend(allow_python=False) is None  # this venv runs upb
+    env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
+    cmd = [*IPAI_OPS, "bridge", "serve", "--http-port", "1", "--grpc-port", "0"]
+    result = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "pure-Python backend" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_invalid_settings_are_one_line():
+    env = {**os.environ, "IPAI_BRIDGE_MAX_INFLIGHT": "lots"}
+    cmd = [*IPAI_OPS, "bridge", "serve"]
+    result = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "IPAI_BRIDGE_MAX_INFLIGHT" in result.stderr

@@ -1,0 +1,230 @@
+"""Dataset export: agent runs -> (prompt, context, patch, outcome) JSONL and preference pairs.
+
+Input contract (``ops.agent_runs.metadata``): ``prompt`` (text), ``context``
+(any JSON), ``patch`` (unified diff text), optional ``variant_id``. The outcome is
+the run's status, its error code (``error_id`` -> ``ops.agent_errors.code``) and
+its benchmark scores. Runs without a prompt or a patch are counted and skipped.
+
+Guarantees:
+
+* secrets are redacted with the envelope redactor (:func:`ipai_ops.envelope.redact_obj`);
+* the train/eval split is a pure function of ``salt`` and the *task* (``task_ref``,
+  else the run id), so two runs of one task never straddle the split (no leakage)
+  and re-exports put every record where it was before;
+* two exports of the same rows are byte-identical (sorted keys, fixed order, no
+  timestamps in the manifest), and the manifest carries each file's sha256;
+* rows are streamed through a server-side cursor and written as they come; only
+  one task's runs are held at a time (for its preference pairs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from ipai_ops.ci._util import sql
+from ipai_ops.envelope import redact_obj
+
+FORMAT = "ipai-ops.dataset/1"
+SPLITS = ("train", "eval")
+FILES = {
+    ("records", "train"): "train.jsonl",
+    ("records", "eval"): "eval.jsonl",
+    ("pairs", "train"): "preferences_train.jsonl",
+    ("pairs", "eval"): "preferences_eval.jsonl",
+}
+_FETCH = 1000
+
+
+@dataclass(frozen=True)
+class ExportFilters:
+    agent: str | None = None
+    variant: str | None = None
+    status: str | None = None
+    #: A PostgreSQL interval, e.g. "7 days": runs started within it.
+    since: str | None = None
+    limit: int | None = None
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    eval_fraction: float = 0.1
+    salt: str = "ipai-ops-dataset-v1"
+    #: Composite points the chosen run must lead the rejected one by.
+    margin: float = 5.0
+    max_pairs_per_task: int = 16
+    benchmark_version: int = 1
+
+
+def split_of(key: str, *, salt: str, eval_fraction: float) -> str:
+    digest = hashlib.sha256(f"{salt}\x1f{key}".encode()).digest()
+    return "eval" if int.from_bytes(digest[:8], "big") / 2**64 < eval_fraction else "train"
+
+
+def _dump(value: Any) -> bytes:
+    return (json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str) + "\n").encode()
+
+
+class _HashedWriter:
+    def __init__(self, path: Path):
+        self.path = path
+        self._file: IO[bytes] = path.open("wb")
+        self._hash = hashlib.sha256()
+        self.lines = 0
+        self.bytes = 0
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._hash.update(data)
+        self.lines += 1
+        self.bytes += len(data)
+
+    def close(self) -> dict[str, Any]:
+        self._file.close()
+        return {"sha256": self._hash.hexdigest(), "bytes": self.bytes, "lines": self.lines}
+
+
+def _rows(conn, filters: ExportFilters, settings: ExportSettings, fetch_size: int) -> Iterator[tuple]:
+    """Rows from a server-side (named) cursor: the client holds ``fetch_size`` rows at most."""
+    params = {**asdict(filters), "version": settings.benchmark_version}
+    with conn.cursor(name="ipai_ops_dataset_export") as cur:
+        cur.itersize = fetch_size
+        cur.execute(sql("export_runs"), params)
+        yield from cur
+
+
+def count_rows(conn, filters: ExportFilters) -> int:
+    with conn.cursor() as cur:
+        cur.execute(sql("export_count"), asdict(filters))
+        return int(cur.fetchone()[0])
+
+
+def _record(row: tuple) -> dict[str, Any] | None:
+    run_id, agent, task_ref, status, started_at, duration_ms, metadata, error_code, composite, tier, scores = row
+    metadata = metadata or {}
+    if not metadata.get("prompt") or not metadata.get("patch"):
+        return None
+    return {
+        "id": run_id,
+        "task": task_ref,
+        "agent": agent,
+        "variant_id": metadata.get("variant_id"),
+        "started_at": started_at.isoformat() if started_at else None,
+        "prompt": redact_obj(metadata["prompt"]),
+        "context": redact_obj(metadata.get("context")),
+        "patch": redact_obj(metadata["patch"]),
+        "outcome": {
+            "status": status,
+            "error_code": error_code,
+            "duration_ms": duration_ms,
+            "composite": float(composite) if composite is not None else None,
+            "tier": tier,
+            "scores": {k: float(v) for k, v in sorted((scores or {}).items())},
+        },
+    }
+
+
+def _pairs(task: str, records: list[dict[str, Any]], settings: ExportSettings) -> list[dict[str, Any]]:
+    scored = sorted(
+        (r for r in records if r["outcome"]["composite"] is not None),
+        key=lambda r: (-r["outcome"]["composite"], r["id"]),
+    )
+    candidates = []
+    for better, worse in itertools.combinations(scored, 2):
+        lead = better["outcome"]["composite"] - worse["outcome"]["composite"]
+        if lead >= settings.margin:
+            candidates.append((lead, better, worse))
+    # Widest margins first: the clearest preferences are the most useful when capped.
+    candidates.sort(key=lambda c: (-c[0], c[1]["id"], c[2]["id"]))
+
+    def side(r: dict[str, Any]) -> dict[str, Any]:
+        return {k: r[k] for k in ("id", "variant_id", "prompt", "context", "patch")} | {
+            "composite": r["outcome"]["composite"]
+        }
+
+    return [
+        {"task": task, "margin": round(lead, 4), "chosen": side(b), "rejected": side(w)}
+        for lead, b, w in candidates[: settings.max_pairs_per_task]
+    ]
+
+
+def export_dataset(
+    conn,
+    out_dir: Path,
+    *,
+    filters: ExportFilters = ExportFilters(),
+    settings: ExportSettings = ExportSettings(),
+    progress: bool | None = None,
+    fetch_size: int = _FETCH,
+) -> dict[str, Any]:
+    """Write the JSONL files and ``manifest.json`` into ``out_dir``; return the manifest."""
+    from tqdm import tqdm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    total = count_rows(conn, filters)
+    writers = {key: _HashedWriter(out_dir / name) for key, name in FILES.items()}
+    counts = {
+        "rows_read": 0,
+        "skipped_incomplete": 0,
+        "records": dict.fromkeys(SPLITS, 0),
+        "pairs": dict.fromkeys(SPLITS, 0),
+        "tasks": dict.fromkeys(SPLITS, 0),
+    }
+    show = sys.stderr.isatty() if progress is None else progress
+    try:
+        with conn:  # a named cursor lives inside one transaction
+            bar = tqdm(total=total, unit="run", desc="export", disable=not show, file=sys.stderr, leave=False)
+            # Rows arrive ordered by task key, so each task's runs are consecutive.
+            for task_key, group in itertools.groupby(_rows(conn, filters, settings, fetch_size), key=_task_key):
+                split = split_of(task_key, salt=settings.salt, eval_fraction=settings.eval_fraction)
+                records = []
+                for row in group:
+                    counts["rows_read"] += 1
+                    bar.update(1)
+                    record = _record(row)
+                    if record is None:
+                        counts["skipped_incomplete"] += 1
+                        continue
+                    record["split"] = split
+                    writers[("records", split)].write(_dump(record))
+                    counts["records"][split] += 1
+                    records.append(record)
+                if records:
+                    counts["tasks"][split] += 1
+                for pair in _pairs(task_key, records, settings):
+                    pair["split"] = split
+                    writers[("pairs", split)].write(_dump(pair))
+                    counts["pairs"][split] += 1
+            bar.close()
+    finally:
+        files = {writer.path.name: writer.close() for writer in writers.values()}
+    manifest = {
+        "format": FORMAT,
+        "filters": asdict(filters),
+        "split": {
+            "eval_fraction": settings.eval_fraction,
+            "salt": settings.salt,
+            "key": "sha256(salt, task_ref or run_id)",
+        },
+        "preferences": {
+            "margin": settings.margin,
+            "max_pairs_per_task": settings.max_pairs_per_task,
+            "by": "benchmark composite within one task",
+        },
+        "benchmark_version": settings.benchmark_version,
+        "redaction": "ipai_ops.envelope.redact_obj",
+        "counts": counts,
+        "files": dict(sorted(files.items())),
+    }
+    (out_dir / "manifest.json").write_bytes(_dump(manifest))
+    return manifest
+
+
+def _task_key(row: tuple) -> str:
+    return row[2] or f"run:{row[0]}"

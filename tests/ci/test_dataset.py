@@ -1,0 +1,179 @@
+"""Dataset export: records, preference pairs, redaction, deterministic bytes and split, streaming."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from ipai_ops.ci.dataset import ExportSettings, export_dataset, split_of
+
+SECRET = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+
+
+def _run(
+    cur,
+    run_id: str,
+    *,
+    task: str | None,
+    composite: float | None,
+    variant: str = "A",
+    prompt: str | None = "Fix the webhook",
+    status: str = "succeeded",
+) -> None:
+    metadata = {
+        "variant_id": variant,
+        "prompt": prompt,
+        "context": {"files": ["a.py"]},
+        "patch": f"--- a/a.py\n+++ b/a.py\n@@ -1 +1 @@\n-x = 1\n+x = 2  # {run_id}\n",
+    }
+    cur.execute(
+        "INSERT INTO ops.agent_runs (run_id, agent, task_ref, status, started_at, metadata) "
+        "VALUES (%s, 'coder', %s, %s, '2026-03-14T10:00:00Z', %s)",
+        (run_id, task, status, json.dumps(metadata)),
+    )
+    if composite is not None:
+        cur.execute(
+            "INSERT INTO ops.agent_benchmark_results (subject, run_id, variant_id, category, score, weight, "
+            "composite, tier) VALUES (%s, %s, %s, 'evidence', %s, 1, %s, 'baseline')",
+            (f"run:{run_id}", run_id, variant, composite, composite),
+        )
+
+
+@pytest.fixture
+def seeded(ops_conn):
+    with ops_conn, ops_conn.cursor() as cur:
+        for task in range(30):
+            _run(cur, f"r{task:02d}a", task=f"T-{task}", composite=80.0)
+            _run(cur, f"r{task:02d}b", task=f"T-{task}", composite=60.0, variant="B")
+            _run(cur, f"r{task:02d}c", task=f"T-{task}", composite=78.0, variant="B")  # within margin of 80
+        _run(cur, "lonely", task=None, composite=None)
+        _run(cur, "no-prompt", task="T-0", composite=None, prompt=None)
+        # A secret in the prompt and a DSN password in the context must not leave the database.
+        cur.execute(
+            "UPDATE ops.agent_runs SET metadata = metadata || %s WHERE run_id = 'r00a'",
+            (
+                json.dumps(
+                    {
+                        "prompt": f"use token {SECRET} to push",
+                        "context": {"dsn": "postgresql://odoo:hunter2@db/odoo", "api_key": "abc123"},
+                    }
+                ),
+            ),
+        )
+    return ops_conn
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_export_records_pairs_and_manifest(run_cli, seeded, ops_dsn, tmp_path):
+    out = tmp_path / "ds"
+    result = run_cli(
+        "export", "dataset", "--out", str(out), "--dsn", ops_dsn, "--format", "json", "--eval-fraction", "0.3"
+    )
+    assert result.code == 0, result.err
+    manifest = json.loads(result.out)
+    counts = manifest["counts"]
+    assert counts["rows_read"] == 92 and counts["skipped_incomplete"] == 1
+    assert counts["records"]["train"] + counts["records"]["eval"] == 91
+    # Per task: 80 > 60 and 78 > 60 clear the 5-point margin; 80 vs 78 does not.
+    assert counts["pairs"]["train"] + counts["pairs"]["eval"] == 60
+    assert 0 < counts["records"]["eval"] < counts["records"]["train"]
+    assert manifest["files"].keys() == {
+        "eval.jsonl",
+        "preferences_eval.jsonl",
+        "preferences_train.jsonl",
+        "train.jsonl",
+    }
+    for name, info in manifest["files"].items():
+        data = (out / name).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == info["sha256"]
+        assert data.count(b"\n") == info["lines"]
+    assert json.loads((out / "manifest.json").read_text()) == manifest
+
+    records = [json.loads(line) for f in ("train.jsonl", "eval.jsonl") for line in (out / f).open()]
+    # A task's runs never straddle the split.
+    splits_by_task: dict[str, set[str]] = {}
+    for r in records:
+        splits_by_task.setdefault(r["task"] or r["id"], set()).add(r["split"])
+        assert r["split"] == split_of(r["task"] or f"run:{r['id']}", salt=manifest["split"]["salt"], eval_fraction=0.3)
+    assert all(len(s) == 1 for s in splits_by_task.values())
+    first = next(r for r in records if r["id"] == "r00a")
+    assert set(first) >= {"prompt", "context", "patch", "outcome"}
+    assert first["outcome"] == {
+        "status": "succeeded",
+        "error_code": None,
+        "duration_ms": None,
+        "composite": 80.0,
+        "tier": "baseline",
+        "scores": {"evidence": 80.0},
+    }
+    pair = json.loads((out / "preferences_train.jsonl").open().readline())
+    assert pair["chosen"]["composite"] - pair["rejected"]["composite"] >= 5
+    assert pair["chosen"]["id"] != pair["rejected"]["id"]
+
+
+def test_secrets_are_redacted(run_cli, seeded, ops_dsn, tmp_path):
+    out = tmp_path / "ds"
+    assert run_cli("export", "dataset", "--out", str(out), "--dsn", ops_dsn).code == 0
+    everything = b"".join(_files(out).values()).decode()
+    assert SECRET not in everything
+    assert "hunter2" not in everything and "abc123" not in everything
+    assert "[REDACTED:token]" in everything
+    assert "postgresql://odoo:[REDACTED:password]@db/odoo" in everything
+
+
+def test_two_exports_are_byte_identical(run_cli, seeded, ops_dsn, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert run_cli("export", "dataset", "--out", str(one), "--dsn", ops_dsn).code == 0
+    assert run_cli("export", "dataset", "--out", str(two), "--dsn", ops_dsn).code == 0
+    assert _files(one) == _files(two)
+    # A different salt draws a different split; the same salt always the same one.
+    three = tmp_path / "three"
+    assert run_cli("export", "dataset", "--out", str(three), "--dsn", ops_dsn, "--salt", "other").code == 0
+    assert _files(three)["train.jsonl"] != _files(one)["train.jsonl"]
+
+
+def test_filters(run_cli, seeded, ops_dsn, tmp_path):
+    result = run_cli(
+        "export", "dataset", "--out", str(tmp_path / "b"), "--dsn", ops_dsn, "--variant", "B", "--format", "json"
+    )
+    manifest = json.loads(result.out)
+    assert manifest["filters"]["variant"] == "B"
+    assert manifest["counts"]["rows_read"] == 60
+
+
+def test_streaming_keeps_memory_flat(ops_conn, tmp_path):
+    # 4,000 runs, ~4 MB of output, read 200 rows at a time: Python memory must stay far below
+    # the output size (a non-streaming export would hold every record).
+    with ops_conn, ops_conn.cursor() as cur:
+        cur.execute(
+            """
+            INSERT INTO ops.agent_runs (run_id, agent, task_ref, status, metadata)
+            SELECT 'bulk-' || lpad(i::text, 6, '0'), 'coder', 'task-' || (i / 4), 'succeeded',
+                   jsonb_build_object('prompt', 'p' || i, 'patch', repeat('+line of patch text ', 30),
+                                      'context', jsonb_build_object('i', i))
+            FROM generate_series(1, 4000) AS i
+            """
+        )
+    tracemalloc.start()
+    try:
+        manifest = export_dataset(ops_conn, tmp_path / "big", settings=ExportSettings(), progress=False, fetch_size=200)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert manifest["counts"]["rows_read"] == 4000
+    total_bytes = sum(f["bytes"] for f in manifest["files"].values())
+    assert total_bytes > 3_000_000
+    assert peak < total_bytes / 3, f"peak {peak / 1e6:.1f} MB for {total_bytes / 1e6:.1f} MB written"
+
+
+def test_export_unreachable_database(run_cli, tmp_path):
+    result = run_cli("export", "dataset", "--out", str(tmp_path / "x"), "--dsn", "postgresql://127.0.0.1:1/nope")
+    assert result.code == 3
+    assert result.err.startswith("ipai-ops: error: TRANSPORT.DATABASE_UNAVAILABLE")

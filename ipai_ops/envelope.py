@@ -74,7 +74,7 @@ _REDACTIONS: tuple[tuple[str, re.Pattern[str], str], ...] = (
         "assignment",
         re.compile(
             r"""(?ix)
-            \b([\w.-]*(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|token|auth|credential|private[_-]?key)[\w.-]*)
+            ((?:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|token|auth|credential|private[_-]?key)[\w.-]{0,64})
             (\s*[=:]\s*|"\s*:\s*"|'\s*:\s*')
             (?!\[REDACTED)("?)([^\s"',;&]{1,512})
             """
@@ -90,12 +90,30 @@ _SECRET_KEYS = re.compile(
 )
 
 
+#: A pattern runs only when its cheap hint is in the lower-cased text: most text holds
+#: no secret at all, and redaction sits on every failure's path.
+_HINTS = {
+    "private_key": ("private key",),
+    "dsn": ("://",),
+    "bearer": ("bearer", "basic", "token"),
+    "openai_key": ("sk-",),
+    "github_token": ("gh", "github_pat_"),
+    "slack_token": ("xox",),
+    "aws_key": ("akia", "asia"),
+    "google_key": ("aiza",),
+    "jwt": ("eyj",),
+    "assignment": ("pass", "pwd", "secret", "key", "token", "auth", "credential"),
+}
+
+
 def redact(text: str | None) -> str | None:
     """Replace secrets in free text with ``[REDACTED:<kind>]`` markers."""
     if not text:
         return text
-    for _kind, pattern, replacement in _REDACTIONS:
-        text = pattern.sub(replacement, text)
+    lowered = text.lower()
+    for kind, pattern, replacement in _REDACTIONS:
+        if any(hint in lowered for hint in _HINTS[kind]):
+            text = pattern.sub(replacement, text)
     return text
 
 

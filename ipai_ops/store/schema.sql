@@ -175,7 +175,7 @@ BEGIN
 
     PERFORM 1 FROM ops.agent_errors e
     WHERE e.id IN (SELECT n.error_id FROM unnest(v_new_keys) AS n)
-    ORDER BY e.id FOR UPDATE;
+    ORDER BY e.id FOR NO KEY UPDATE;
 
     -- One aggregate row per error: count, window, versions and the newest
     -- occurrence (no self-join: the planner cannot estimate unnest() sizes, and a
@@ -232,6 +232,40 @@ $$;
 SET default_tablespace = '';
 
 SET default_table_access_method = heap;
+
+CREATE TABLE ops.agent_ab_comparisons (
+    id bigint NOT NULL,
+    comparison_id text NOT NULL,
+    baseline_variant text NOT NULL,
+    candidate_variant text NOT NULL,
+    benchmark_version integer NOT NULL,
+    category text NOT NULL,
+    n_baseline integer NOT NULL,
+    n_candidate integer NOT NULL,
+    mean_baseline numeric(8,4),
+    mean_candidate numeric(8,4),
+    delta numeric(8,4),
+    ci_low numeric(8,4),
+    ci_high numeric(8,4),
+    confidence numeric(5,4) NOT NULL,
+    resamples integer NOT NULL,
+    seed bigint NOT NULL,
+    verdict text NOT NULL,
+    details jsonb DEFAULT '{}'::jsonb NOT NULL,
+    compared_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT agent_ab_comparisons_verdict_check CHECK ((verdict = ANY (ARRAY['better'::text, 'worse'::text, 'no evidence'::text])))
+);
+
+COMMENT ON TABLE ops.agent_ab_comparisons IS 'A/B comparisons of agent variants: per-category delta (candidate - baseline), bootstrap CI, verdict.';
+
+CREATE SEQUENCE ops.agent_ab_comparisons_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+ALTER SEQUENCE ops.agent_ab_comparisons_id_seq OWNED BY ops.agent_ab_comparisons.id;
 
 CREATE TABLE ops.agent_benchmark_results (
     id bigint NOT NULL,
@@ -335,11 +369,19 @@ CREATE SEQUENCE ops.agent_runs_id_seq
 
 ALTER SEQUENCE ops.agent_runs_id_seq OWNED BY ops.agent_runs.id;
 
+ALTER TABLE ONLY ops.agent_ab_comparisons ALTER COLUMN id SET DEFAULT nextval('ops.agent_ab_comparisons_id_seq'::regclass);
+
 ALTER TABLE ONLY ops.agent_benchmark_results ALTER COLUMN id SET DEFAULT nextval('ops.agent_benchmark_results_id_seq'::regclass);
 
 ALTER TABLE ONLY ops.agent_errors ALTER COLUMN id SET DEFAULT nextval('ops.agent_errors_id_seq'::regclass);
 
 ALTER TABLE ONLY ops.agent_runs ALTER COLUMN id SET DEFAULT nextval('ops.agent_runs_id_seq'::regclass);
+
+ALTER TABLE ONLY ops.agent_ab_comparisons
+    ADD CONSTRAINT agent_ab_comparisons_key UNIQUE (comparison_id, category);
+
+ALTER TABLE ONLY ops.agent_ab_comparisons
+    ADD CONSTRAINT agent_ab_comparisons_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY ops.agent_benchmark_results
     ADD CONSTRAINT agent_benchmark_results_pkey PRIMARY KEY (id);
@@ -361,6 +403,8 @@ ALTER TABLE ONLY ops.agent_runs
 
 ALTER TABLE ONLY ops.agent_runs
     ADD CONSTRAINT agent_runs_run_id_key UNIQUE (run_id);
+
+CREATE INDEX agent_ab_comparisons_variants_idx ON ops.agent_ab_comparisons USING btree (baseline_variant, candidate_variant, compared_at DESC);
 
 CREATE INDEX agent_benchmark_results_variant_idx ON ops.agent_benchmark_results USING btree (variant_id, category);
 

@@ -225,3 +225,37 @@ def test_empty_and_malformed_batches(ops_conn):
     # rows missing their identity are skipped by the SQL writer, not half-written
     result = store.write_batch(ops_conn, [{"source": "x", "occurrence_id": None, "fingerprint": "fp1:" + "b" * 32}])
     assert result == store.BatchResult(1, 0, 0)
+
+
+def _raw_batches(dsn: str, thread: int, rounds: int, errors: list) -> None:
+    """Call the SQL writer directly (no deadlock retry in between) with overlapping fingerprints."""
+    conn = store.connect(dsn)
+    rng = random.Random(thread)
+    try:
+        for r in range(rounds):
+            batch = [
+                occ(thread * 100_000 + r * 100 + i, fp=f"fp1:{rng.randrange(12):032x}", source=f"t{thread}")
+                for i in range(40)
+            ]
+            try:
+                with conn, conn.cursor() as cur:
+                    cur.execute("SELECT * FROM ops.write_agent_errors(%s::jsonb)", (store.encode_batch(batch),))
+            except Exception as exc:  # collected: the assertion below names it
+                errors.append(repr(exc))
+    finally:
+        conn.close()
+
+
+def test_concurrent_batches_with_overlapping_fingerprints_do_not_deadlock(ops_dsn):
+    errors: list[str] = []
+    threads = [threading.Thread(target=_raw_batches, args=(ops_dsn, t, 25, errors)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    conn = store.connect(ops_dsn)
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT sum(count) FROM ops.agent_errors")
+        assert cur.fetchone()[0] == 4 * 25 * 40
+    conn.close()

@@ -1,0 +1,11 @@
+# Order matters: ipai.agent.error's SQL view joins the failure-mode and assignment tables,
+# and Odoo creates each model's table then calls its init() in this order.
+from . import ipai_ops
+from . import ipai_failure_mode_signature
+from . import ipai_failure_mode
+from . import ipai_agent_error_assignment
+from . import ipai_agent_error
+from . import ipai_resolution
+from . import ipai_benchmark_result
+from . import res_config_settings
+from . import ipai_benchmark_comparison

@@ -1,0 +1,412 @@
+"""The Agent Errors console: ``ops.agent_errors`` read in place through a SQL view.
+
+No copy: the bridge, the connector and the CLI write ``ops.agent_errors``; this
+model reads it. Actions write back with SQL (status, resolution release, snooze)
+and invalidate the ORM cache. Regression-by-release and snooze expiry happen in
+SQL (``ops.next_status``) when an occurrence is counted; Odoo only notifies.
+"""
+
+import json
+import logging
+
+from odoo import api, fields, models
+from odoo.exceptions import UserError
+from odoo.tools import SQL
+from psycopg2 import sql
+
+from .ipai_failure_mode import SEVERITIES, SEVERITY_COLOR
+
+_logger = logging.getLogger(__name__)
+
+STATUSES = [("open", "Open"), ("regressed", "Regressed"), ("ignored", "Ignored"), ("resolved", "Resolved")]
+PARAM_REGRESSIONS_CHECKED = "ipai_reliability.regressions_checked_at"
+
+# (column, SQL type) of the view, used for the empty stand-in when ops lives elsewhere.
+_COLUMNS = (
+    ("id", "bigint"),
+    ("fingerprint", "text"),
+    ("code", "text"),
+    ("source", "text"),
+    ("service", "text"),
+    ("message", "text"),
+    ("error_type", "text"),
+    ("severity", "text"),
+    ("count", "bigint"),
+    ("first_seen", "timestamp"),
+    ("last_seen", "timestamp"),
+    ("last_seen_day", "date"),
+    ("status", "text"),
+    ("last_trace_id", "text"),
+    ("last_span_id", "text"),
+    ("last_service_version", "text"),
+    ("sample", "text"),
+    ("resolved_at", "timestamp"),
+    ("resolved_in_version", "text"),
+    ("regressed_at", "timestamp"),
+    ("snooze_until", "timestamp"),
+    ("snooze_until_count", "bigint"),
+    ("unclassified", "boolean"),
+    ("failure_mode_id", "integer"),
+    ("assignment_id", "integer"),
+    ("user_id", "integer"),
+)
+
+_VIEW_SQL = """
+    SELECT e.id,
+           e.fingerprint,
+           e.code,
+           e.source,
+           e.service,
+           e.message,
+           e.error_type,
+           e.severity,
+           e.count,
+           e.first_seen AT TIME ZONE 'UTC' AS first_seen,
+           e.last_seen AT TIME ZONE 'UTC' AS last_seen,
+           (e.last_seen AT TIME ZONE 'UTC')::date AS last_seen_day,
+           e.status,
+           e.last_trace_id,
+           e.last_span_id,
+           e.last_service_version,
+           e.sample::text AS sample,
+           e.resolved_at AT TIME ZONE 'UTC' AS resolved_at,
+           e.resolved_in_version,
+           e.regressed_at AT TIME ZONE 'UTC' AS regressed_at,
+           e.snooze_until AT TIME ZONE 'UTC' AS snooze_until,
+           e.snooze_until_count,
+           coalesce(fm.fallback, e.code = 'UNCLASSIFIED.UNKNOWN') AS unclassified,
+           fm.id AS failure_mode_id,
+           a.id AS assignment_id,
+           a.user_id AS user_id
+      FROM ops.agent_errors e
+      LEFT JOIN ipai_failure_mode fm ON fm.code = e.code
+      LEFT JOIN ipai_agent_error_assignment a ON a.fingerprint = e.fingerprint
+"""
+
+
+class IpaiAgentError(models.Model):
+    _name = "ipai.agent.error"
+    _description = "Agent error (ops.agent_errors)"
+    _auto = False
+    _order = "last_seen desc, id desc"
+    _rec_name = "code"
+    # The view joins these tables: the ORM flushes pending writes to them before reading it.
+    _depends = {
+        "ipai.failure.mode": ["code", "fallback"],
+        "ipai.agent.error.assignment": ["fingerprint", "user_id"],
+    }
+
+    fingerprint = fields.Char(readonly=True)
+    code = fields.Char(readonly=True)
+    source = fields.Char(readonly=True)
+    service = fields.Char(readonly=True)
+    message = fields.Text(readonly=True)
+    error_type = fields.Char(readonly=True)
+    severity = fields.Selection(SEVERITIES, readonly=True)
+    count = fields.Integer(string="Occurrences", readonly=True, aggregator="sum")
+    first_seen = fields.Datetime(readonly=True)
+    last_seen = fields.Datetime(readonly=True)
+    last_seen_day = fields.Date(string="Day", readonly=True)
+    status = fields.Selection(STATUSES, readonly=True)
+    last_trace_id = fields.Char(string="Trace id", readonly=True)
+    last_span_id = fields.Char(string="Span id", readonly=True)
+    last_service_version = fields.Char(string="Service version", readonly=True)
+    sample = fields.Text(string="Latest envelope", readonly=True)
+    resolved_at = fields.Datetime(readonly=True)
+    resolved_in_version = fields.Char(string="Resolved in release", readonly=True)
+    regressed_at = fields.Datetime(readonly=True)
+    snooze_until = fields.Datetime(string="Snoozed until", readonly=True)
+    snooze_until_count = fields.Integer(string="Snoozed until count", readonly=True, aggregator=False)
+    unclassified = fields.Boolean(readonly=True)
+    failure_mode_id = fields.Many2one("ipai.failure.mode", readonly=True)
+    assignment_id = fields.Many2one("ipai.agent.error.assignment", readonly=True)
+    user_id = fields.Many2one("res.users", string="Assignee", readonly=True)
+    color = fields.Integer(compute="_compute_color")
+    runbook_html = fields.Html(related="failure_mode_id.runbook_html")
+    failure_mode_name = fields.Char(related="failure_mode_id.name", string="Failure mode title")
+    resolution_ids = fields.One2many("ipai.resolution", "error_id", string="Resolutions")
+    sample_pretty = fields.Text(compute="_compute_sample_pretty", string="Envelope")
+
+    def init(self):
+        ops = self.env["ipai.ops"]
+        if ops.ops_is_local():
+            ops.ensure_schema()
+        self.env.cr.execute(SQL("DROP VIEW IF EXISTS %s", SQL.identifier(self._table)))
+        if ops.ops_schema_ready():
+            body = _VIEW_SQL
+        else:
+            # ops lives in another database: the console cannot read it (see readme/CONFIGURE.md).
+            body = "SELECT " + ", ".join(f"NULL::{typ} AS {col}" for col, typ in _COLUMNS) + " WHERE false"
+        self.env.cr.execute(sql.SQL("CREATE VIEW {} AS {}").format(sql.Identifier(self._table), sql.SQL(body)))
+
+    @api.depends("severity")
+    def _compute_color(self):
+        for error in self:
+            error.color = SEVERITY_COLOR.get(error.severity, 0)
+
+    @api.depends("sample")
+    def _compute_sample_pretty(self):
+        for error in self:
+            try:
+                error.sample_pretty = json.dumps(json.loads(error.sample), indent=2) if error.sample else False
+            except ValueError:
+                error.sample_pretty = error.sample
+
+    # ------------------------------------------------------------------ writing ops rows
+
+    def _check_console(self):
+        if not self.env["ipai.ops"].ops_is_local():
+            raise UserError(
+                self.env._(
+                    "The Agent Errors console needs the ops schema in Odoo's own database; "
+                    "the system parameter ipai_reliability.ops_dsn points elsewhere."
+                )
+            )
+        if not self:
+            raise UserError(self.env._("Select at least one error."))
+        self.check_access("write")
+
+    def _ops_update(self, assignments, where_status=None):
+        """``UPDATE ops.agent_errors SET <assignments> WHERE id IN self`` (+ optional status guard)."""
+        self._check_console()
+        query = SQL(
+            "UPDATE ops.agent_errors SET %s, updated_at = now() WHERE id IN %s%s RETURNING id",
+            SQL(", ").join(SQL("%s = %s", SQL.identifier(column), value) for column, value in assignments.items()),
+            tuple(self.ids),
+            SQL(" AND status IN %s", tuple(where_status)) if where_status else SQL(""),
+        )
+        self.env.cr.execute(query)
+        done = {row[0] for row in self.env.cr.fetchall()}
+        self.invalidate_model()
+        self.env["ipai.failure.mode"].invalidate_model(["error_ids"])
+        return self.browse([i for i in self.ids if i in done])
+
+    def _resolve(self, version=None):
+        version = (version or "").strip() or None
+        if version is not None and not any(ch.isdigit() for ch in version):
+            raise UserError(
+                self.env._("A release must contain a number, e.g. 1.4.2 (got %(version)s).", version=version)
+            )
+        return self._ops_update(
+            {
+                "status": SQL("'resolved'"),
+                "resolved_at": SQL("now()"),
+                "resolved_in_version": SQL("%s", version),
+                "snooze_until": SQL("NULL"),
+                "snooze_until_count": SQL("NULL"),
+            }
+        )
+
+    def action_resolve(self):
+        """Resolved: the next occurrence (any release) re-opens it as regressed."""
+        self._resolve()
+        return True
+
+    def action_resolve_in_release(self, version=None):
+        """Resolved in ``version``: only occurrences from that release or later regress it."""
+        if version is None:
+            return self._open_wizard("resolve_release")
+        self._resolve(version)
+        return True
+
+    def action_ignore(self):
+        """Ignored for good (until reopened)."""
+        self._ops_update({"status": SQL("'ignored'"), "snooze_until": SQL("NULL"), "snooze_until_count": SQL("NULL")})
+        return True
+
+    def action_snooze(self, until=None, occurrences=None):
+        """Ignored until a date and/or until N more occurrences; the SQL writer reopens it."""
+        if until is None and occurrences is None:
+            return self._open_wizard("snooze")
+        if not until and not occurrences:
+            raise UserError(self.env._("Snooze until a date or for a number of occurrences."))
+        if occurrences is not None and occurrences is not False and int(occurrences) < 1:
+            raise UserError(self.env._("The number of occurrences must be at least 1."))
+        if until:
+            until = fields.Datetime.to_datetime(until)
+            if until <= fields.Datetime.now():
+                raise UserError(self.env._("The snooze date must be in the future."))
+        self._ops_update(
+            {
+                "status": SQL("'ignored'"),
+                "snooze_until": SQL("%s::timestamp AT TIME ZONE 'UTC'", until) if until else SQL("NULL"),
+                "snooze_until_count": SQL("count + %s", int(occurrences)) if occurrences else SQL("NULL"),
+            }
+        )
+        return True
+
+    def action_reopen(self):
+        reopened = self._ops_update(
+            {
+                "status": SQL("'open'"),
+                "resolved_at": SQL("NULL"),
+                "resolved_in_version": SQL("NULL"),
+                "snooze_until": SQL("NULL"),
+                "snooze_until_count": SQL("NULL"),
+            },
+            where_status=("resolved", "ignored", "regressed"),
+        )
+        if not reopened:
+            raise UserError(self.env._("These errors are already open."))
+        return True
+
+    def action_assign(self, user=None, note=None):
+        """Assign to a user: stored Odoo-side by fingerprint, with a to-do activity for the assignee."""
+        if user is None:
+            return self._open_wizard("assign")
+        self._check_console()
+        user = self.env["res.users"].browse(user) if isinstance(user, int) else user
+        if not user:
+            raise UserError(self.env._("Choose a user to assign."))
+        Assignment = self.env["ipai.agent.error.assignment"].sudo()
+        for error in self:
+            assignment = Assignment.search([("fingerprint", "=", error.fingerprint)], limit=1)
+            vals = {"user_id": user.id, "code": error.code}
+            if note is not None:
+                vals["note"] = note
+            if assignment:
+                assignment.write(vals)
+            else:
+                assignment = Assignment.create({"fingerprint": error.fingerprint, **vals})
+            assignment.activity_schedule(
+                "mail.mail_activity_data_todo",
+                user_id=user.id,
+                summary=self.env._("Fix %(code)s", code=error.code),
+                note=self.env._(
+                    "%(message)s (%(count)s occurrences, fingerprint %(fingerprint)s)",
+                    message=error.message or "",
+                    count=error.count,
+                    fingerprint=error.fingerprint,
+                ),
+            )
+        Assignment.flush_model()
+        self.invalidate_model()
+        return True
+
+    def _open_wizard(self, action):
+        self._check_console()
+        return {
+            "type": "ir.actions.act_window",
+            "res_model": "ipai.agent.error.wizard",
+            "view_mode": "form",
+            "target": "new",
+            "name": dict(self.env["ipai.agent.error.wizard"]._fields["action"]._description_selection(self.env))[
+                action
+            ],
+            "context": {"default_action": action, "default_error_ids": self.ids},
+        }
+
+    def action_create_resolution(self):
+        """A resolution record prefilled from this error."""
+        self.ensure_one()
+        evidence = [
+            self.env._("Fingerprint: %(fp)s", fp=self.fingerprint),
+            self.env._(
+                "Occurrences: %(count)s (%(first)s .. %(last)s UTC)",
+                count=self.count,
+                first=self.first_seen,
+                last=self.last_seen,
+            ),
+        ]
+        if self.last_trace_id:
+            evidence.append(self.env._("Last trace: %(trace)s", trace=self.last_trace_id))
+        if self.last_service_version:
+            evidence.append(self.env._("Last seen in release: %(version)s", version=self.last_service_version))
+        if self.message:
+            evidence.append(self.env._("Message: %(message)s", message=self.message))
+        return {
+            "type": "ir.actions.act_window",
+            "res_model": "ipai.resolution",
+            "view_mode": "form",
+            "target": "current",
+            "name": self.env._("New resolution"),
+            "context": {
+                "default_name": f"{self.code}: {(self.message or '')[:80]}".strip(),
+                "default_failure_mode_id": self.failure_mode_id.id,
+                "default_code": self.code,
+                "default_fingerprint": self.fingerprint,
+                "default_error_id": self.id,
+                "default_incident_start": fields.Datetime.to_string(self.first_seen),
+                "default_incident_end": fields.Datetime.to_string(self.last_seen),
+                "default_fixed_in_release": self.resolved_in_version or False,
+                "default_evidence": "\n".join(evidence),
+            },
+        }
+
+    def action_create_failure_mode(self):
+        """Propose a failure mode (code + signature) from an unclassified error."""
+        self.ensure_one()
+        self.env["ipai.failure.mode"]._check_manager()
+        if not self.unclassified:
+            raise UserError(
+                self.env._(
+                    "%(code)s is already classified; only unclassified errors get a new failure mode.", code=self.code
+                )
+            )
+        Propose = self.env["ipai.failure.mode.propose"]
+        wizard = Propose.create(Propose.proposal_for(self))
+        return {
+            "type": "ir.actions.act_window",
+            "res_model": "ipai.failure.mode.propose",
+            "res_id": wizard.id,
+            "view_mode": "form",
+            "target": "new",
+            "name": self.env._("Create failure mode from this error"),
+        }
+
+    # ------------------------------------------------------------------ regression notifications
+
+    @api.model
+    def _cron_notify_regressions(self):
+        """Notify resolution owners of errors that regressed since the last run.
+
+        A cron (not compare-on-read): the owner hears about a regression even when
+        nobody opens the console. ``regressed_at`` is set by ops.upsert_agent_error.
+        """
+        if not self.env["ipai.ops"].ops_is_local():
+            return 0
+        params = self.env["ir.config_parameter"].sudo()
+        since = params.get_param(PARAM_REGRESSIONS_CHECKED) or "1970-01-01 00:00:00"
+        errors = self.sudo().search([("status", "=", "regressed"), ("regressed_at", ">", since)], order="regressed_at")
+        notified = 0
+        for error in errors:
+            notified += error._notify_regression()
+        if errors:
+            params.set_param(PARAM_REGRESSIONS_CHECKED, fields.Datetime.to_string(max(errors.mapped("regressed_at"))))
+        return notified
+
+    def _notify_regression(self):
+        self.ensure_one()
+        Resolution = self.env["ipai.resolution"].sudo()
+        # the latest done resolution of this error group, else the latest one
+        resolutions = Resolution.search(
+            [("fingerprint", "=", self.fingerprint)], order="stage_sequence desc, id desc", limit=1
+        )
+        body = self.env._(
+            "Regression: %(code)s occurred again at %(when)s UTC in release %(version)s "
+            "after it was resolved%(release)s.",
+            code=self.code,
+            when=self.regressed_at,
+            version=self.last_service_version or "?",
+            release=self.env._(" in %s", self.resolved_in_version) if self.resolved_in_version else "",
+        )
+        targets = []
+        if resolutions:
+            targets.append((resolutions, resolutions.user_id))
+        if self.assignment_id and self.assignment_id.user_id:
+            targets.append((self.assignment_id.sudo(), self.assignment_id.user_id))
+        for record, user in targets:
+            record.message_post(
+                body=body,
+                partner_ids=user.partner_id.ids,
+                message_type="comment",
+                subtype_xmlid="mail.mt_comment",
+            )
+            if user:
+                record.activity_schedule(
+                    "mail.mail_activity_data_todo",
+                    user_id=user.id,
+                    summary=self.env._("Regressed: %(code)s", code=self.code),
+                    note=body,
+                )
+        return len(targets)

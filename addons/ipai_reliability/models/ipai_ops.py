@@ -1,0 +1,210 @@
+"""The shared service other addons use to reach the ops schema and the registry.
+
+``record_failure`` writes on its OWN cursor and commits it: a business
+transaction that rolls back still leaves its error in ``ops.agent_errors``.
+Migrations run on their own psycopg2 connection because ``ipai_ops.store.migrate``
+toggles autocommit and takes a session advisory lock, neither of which may
+happen on Odoo's cursor.
+"""
+
+import contextlib
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg2.extensions
+from odoo import api, models, sql_db
+from odoo.exceptions import UserError
+
+_logger = logging.getLogger(__name__)
+
+try:
+    from ipai_ops import config as ops_config
+    from ipai_ops import store as ops_store
+    from ipai_ops import taxonomy as ops_taxonomy
+except ImportError:  # pragma: no cover - declared in external_dependencies
+    ops_config = ops_store = ops_taxonomy = None
+
+PARAM_REGISTRY_PATH = "ipai_reliability.registry_path"
+PARAM_OPS_DSN = "ipai_reliability.ops_dsn"
+PARAM_REGISTRY_WRITEBACK = "ipai_reliability.registry_writeback"
+
+_UPSERT_SQL = "SELECT * FROM ops.upsert_agent_error(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
+
+
+def local_dsn(dbname):
+    """A libpq DSN for Odoo's own database, from Odoo's configuration."""
+    __, info = sql_db.connection_info_for(dbname)
+    info = {key: value for key, value in info.items() if value not in (None, False, "")}
+    if "dsn" in info:
+        return info["dsn"]
+    info["dbname"] = info.pop("database")
+    info["application_name"] = "ipai-reliability"
+    return psycopg2.extensions.make_dsn(**info)
+
+
+class IpaiOps(models.AbstractModel):
+    _name = "ipai.ops"
+    _description = "Reliability: ops schema and failure-mode registry service"
+
+    # ------------------------------------------------------------------ configuration
+
+    @api.model
+    def _param(self, key, default=None):
+        return self.env["ir.config_parameter"].sudo().get_param(key, default)
+
+    @api.model
+    def ops_dsn(self):
+        """The DSN of a SEPARATE ops database, or None when ops lives in Odoo's database."""
+        return (self._param(PARAM_OPS_DSN) or "").strip() or None
+
+    @api.model
+    def ops_is_local(self):
+        return self.ops_dsn() is None
+
+    @api.model
+    def registry_path(self):
+        configured = (self._param(PARAM_REGISTRY_PATH) or "").strip()
+        if configured:
+            return Path(configured)
+        return ops_config.repo_root() / "ssot" / "errors" / "failure_modes.yaml"
+
+    @api.model
+    def repo_root(self):
+        """The checkout the registry lives in (``<root>/ssot/errors/x.yaml``), for runbook paths."""
+        path = self.registry_path().resolve()
+        if path.parent.name == "errors" and path.parent.parent.name == "ssot":
+            return path.parent.parent.parent
+        return ops_config.repo_root()
+
+    @api.model
+    def registry(self):
+        """The validated :class:`ipai_ops.taxonomy.Registry`, re-read when the file changes."""
+        path = self.registry_path()
+        try:
+            return ops_taxonomy.default_registry(path)
+        except FileNotFoundError:
+            raise UserError(self.env._("The failure-mode registry %(path)s does not exist.", path=path)) from None
+        except ops_taxonomy.RegistryError as exc:
+            raise UserError(
+                self.env._(
+                    "The failure-mode registry %(path)s is invalid:\n%(problems)s",
+                    path=path,
+                    problems="\n".join(p.format() for p in exc.problems[:20]),
+                )
+            ) from None
+
+    # ------------------------------------------------------------------ connections
+
+    @contextlib.contextmanager
+    def _own_connection(self):
+        """A psycopg2 connection to the ops database that is never Odoo's cursor."""
+        dsn = self.ops_dsn() or local_dsn(self.env.cr.dbname)
+        try:
+            conn = ops_store.connect(dsn, application_name="ipai-reliability")
+        except ops_store.OpsDatabaseUnavailable as exc:
+            raise UserError(str(exc)) from None
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @api.model
+    def ensure_schema(self):
+        """Apply pending ops migrations on an own connection; returns the applied names."""
+        with self._own_connection() as conn:
+            try:
+                applied = ops_store.migrate(conn)
+            except ops_store.MigrationError as exc:
+                raise UserError(str(exc)) from None
+        names = [f"{m.version:04d}_{m.name}" for m in applied]
+        if names:
+            _logger.info("ops schema: applied migrations %s", ", ".join(names))
+        return names
+
+    @api.model
+    def ops_schema_ready(self):
+        """True when ``ops.agent_errors`` is readable through Odoo's cursor (the console's condition)."""
+        self.env.cr.execute("SELECT to_regclass('ops.agent_errors') IS NOT NULL")
+        return bool(self.env.cr.fetchone()[0])
+
+    # ------------------------------------------------------------------ writing failures
+
+    @api.model
+    def record_failure(self, envelope, *, occurrence_id, source="odoo", service=None, service_version=None):
+        """Upsert one occurrence of ``envelope`` into ``ops.agent_errors`` and commit it at once.
+
+        :param envelope: a failure envelope (``ipai_ops.envelope.build_envelope``)
+        :param occurrence_id: unique per ``source``; a redelivery with the same id is counted once
+        :return: ``dict(error_id, count, is_new, status)``
+        """
+        if not isinstance(envelope, dict) or not isinstance(envelope.get("error"), dict):
+            raise ValueError("record_failure needs a failure envelope with an 'error' object")
+        if not occurrence_id:
+            raise ValueError("record_failure needs an occurrence_id")
+        error = envelope["error"]
+        context = envelope.get("context") or {}
+        if not error.get("fingerprint") or not error.get("code"):
+            raise ValueError("the envelope's error has no fingerprint or code")
+        params = (
+            source or context.get("source") or "odoo",
+            str(occurrence_id),
+            error["fingerprint"],
+            error["code"],
+            error.get("severity") or "medium",
+            error.get("message") or "",
+            error.get("error_type"),
+            service or context.get("service"),
+            envelope.get("occurred_at") or datetime.now(UTC).isoformat(),
+            context.get("trace_id"),
+            context.get("span_id"),
+            service_version or context.get("service_version"),
+            json.dumps(envelope, default=str),
+        )
+        dsn = self.ops_dsn()
+        if dsn:
+            occurrence = ops_store.ErrorOccurrence(
+                source=params[0],
+                occurrence_id=params[1],
+                fingerprint=params[2],
+                code=params[3],
+                severity=params[4],
+                message=params[5],
+                error_type=params[6],
+                service=params[7],
+                occurred_at=params[8],
+                trace_id=params[9],
+                span_id=params[10],
+                service_version=params[11],
+                sample=envelope,
+            )
+            with self._own_connection() as conn:
+                result = ops_store.upsert_error(conn, occurrence)
+            return {
+                "error_id": result.error_id,
+                "count": result.count,
+                "is_new": result.is_new,
+                "status": result.status,
+            }
+        # A cursor of its own, committed when the block exits: independent of the caller's
+        # transaction (in test mode the registry hands out a test cursor instead).
+        with self.env.registry.cursor() as cr:
+            cr.execute(_UPSERT_SQL, params)
+            error_id, count, is_new, status = cr.fetchone()
+        return {"error_id": error_id, "count": count, "is_new": is_new, "status": status}
+
+    @api.model
+    def envelope_for_exception(self, exc, *, context, evidence=None, stacktrace=None, details=None):
+        """A classified failure envelope for ``exc`` (thin wrapper over ``ipai_ops.envelope``)."""
+        from ipai_ops.envelope import envelope_from_exception
+
+        return envelope_from_exception(
+            self.registry(),
+            exc,
+            context=context,
+            evidence=evidence,
+            stacktrace=stacktrace,
+            in_app=("addons/", "ipai_ops/"),
+            details=details,
+        )

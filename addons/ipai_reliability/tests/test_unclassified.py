@@ -1,0 +1,103 @@
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+from odoo.exceptions import UserError
+from odoo.tests import tagged
+
+from ipai_ops import ssot
+from ipai_ops.taxonomy import load_registry
+
+from ..wizard.ipai_failure_mode_propose import propose_code, propose_signature
+from .common import ReliabilityCase
+
+MESSAGE = "Quota exceeded for tenant 'acme' after 1200 requests at 2026-01-01T10:00:00Z"
+
+
+@tagged("post_install", "-at_install")
+class TestUnclassified(ReliabilityCase):
+    def _propose(self, **upsert):
+        result = self.upsert(code="UNCLASSIFIED.UNKNOWN", service="billing-api", message=MESSAGE, **upsert)
+        error = self.error(result)
+        self.assertTrue(error.unclassified)
+        action = error.with_user(self.rel_manager).action_create_failure_mode()
+        return error, self.env[action["res_model"]].with_user(self.rel_manager).browse(action["res_id"])
+
+    def test_proposal_from_normalised_message(self):
+        pattern = propose_signature(MESSAGE)
+        self.assertRegex(MESSAGE, pattern)
+        self.assertRegex("Quota exceeded for tenant 'globex' after 7 requests at 2027-05-05T01:02:03Z", pattern)
+        self.assertNotRegex("Quota fine for tenant 'acme'", pattern)
+        self.assertEqual(propose_code(MESSAGE, prefix="billing-api"), "BILLING_API.QUOTA_EXCEEDED_TENANT_AFTER")
+
+    def test_classified_error_is_refused(self):
+        error = self.error(self.upsert())
+        with self.assertRaises(UserError):
+            error.action_create_failure_mode()
+
+    def test_create_offers_download_without_writeback(self):
+        __, wizard = self._propose()
+        self.assertEqual(wizard.code, "BILLING_API.QUOTA_EXCEEDED_TENANT_AFTER")
+        wizard.signature_pattern = "does not match"
+        with self.assertRaisesRegex(UserError, "does not match"):
+            wizard.action_create()
+        wizard.signature_pattern = "(unclosed"
+        with self.assertRaisesRegex(UserError, "compile"):
+            wizard.action_create()
+        wizard.signature_pattern = propose_signature(MESSAGE)
+        action = wizard.action_create()
+        self.assertEqual(action["type"], "ir.actions.act_url")
+        mode = self.Mode.search([("code", "=", wizard.code)])
+        self.assertEqual((mode.lifecycle, mode.origin, mode.category), ("active", "odoo", "BILLING_API"))
+        self.assertTrue(mode.runbook_html)
+        fallback = self.Mode.search([("fallback", "=", True)])
+        self.assertGreater(fallback.sequence, mode.sequence, "the fallback stays last")
+        names = (
+            self.env["ir.attachment"].search([("res_model", "=", mode._name), ("res_id", "=", mode.id)]).mapped("name")
+        )
+        self.assertEqual(sorted(names), ["BILLING_API.QUOTA_EXCEEDED_TENANT_AFTER.md", "failure_modes.yaml"])
+        # the next sync keeps the Odoo-created code active
+        self.Mode.sync_from_registry()
+        self.assertEqual(mode.lifecycle, "active")
+        # a second proposal of the same code is refused
+        __, again = self._propose()
+        with self.assertRaisesRegex(UserError, "already exists"):
+            again.action_create()
+
+    def test_writeback_to_a_writable_registry(self):
+        root = self.env["ipai.ops"].repo_root()
+        with tempfile.TemporaryDirectory() as tmpdir:
+            tmp = Path(tmpdir)
+            registry = tmp / "ssot" / "errors" / "failure_modes.yaml"
+            registry.parent.mkdir(parents=True)
+            shutil.copy(root / "ssot" / "errors" / "failure_modes.yaml", registry)
+            runbooks = tmp / "docs" / "runbooks" / "failures"
+            runbooks.mkdir(parents=True)
+            for path in (root / "docs" / "runbooks" / "failures").glob("*.md"):
+                (runbooks / path.name).symlink_to(path)
+            (tmp / "docs" / "runbooks" / "_template.md").symlink_to(root / "docs" / "runbooks" / "_template.md")
+            params = self.env["ir.config_parameter"]
+            params.set_param("ipai_reliability.registry_path", str(registry))
+            params.set_param("ipai_reliability.registry_writeback", "True")
+            header = registry.read_text(encoding="utf-8").split("schema_version", 1)[0]
+
+            __, wizard = self._propose()
+            action = wizard.action_create()
+            self.assertEqual(action["res_model"], "ipai.failure.mode")
+            text = registry.read_text(encoding="utf-8")
+            self.assertTrue(text.startswith(header), "the registry's header comment is kept")
+            written = load_registry(registry)
+            self.assertIn(wizard.code, written)
+            self.assertTrue(re.search(written[wizard.code].signatures[0].pattern, MESSAGE))
+            report = ssot.check(registry_path=registry, repo_root=tmp)
+            # only the new code and the registry itself: the other runbooks' relative links
+            # point outside this temporary checkout
+            own = [p.format() for p in report.problems if p.code == wizard.code or p.file == str(registry)]
+            self.assertEqual(own, [])
+            self.assertTrue((runbooks / f"{wizard.code}.md").is_file(), "a runbook stub is written")
+            # the next sync adopts it: origin becomes the registry, nothing else changes
+            result = self.Mode.sync_from_registry()
+            self.assertEqual(result["created"], [])
+            self.assertEqual(self.Mode.search([("code", "=", wizard.code)]).origin, "registry")
+            self.assertEqual(self.Mode.sync_from_registry()["updated"], {})

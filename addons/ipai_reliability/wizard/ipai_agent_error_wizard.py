@@ -1,0 +1,45 @@
+from odoo import api, fields, models
+from odoo.exceptions import UserError
+
+
+class IpaiAgentErrorWizard(models.TransientModel):
+    _name = "ipai.agent.error.wizard"
+    _description = "Agent error action (resolve in release, snooze, assign)"
+
+    action = fields.Selection(
+        [("resolve_release", "Resolve in release"), ("snooze", "Snooze"), ("assign", "Assign")], required=True
+    )
+    error_ids = fields.Many2many("ipai.agent.error", string="Errors")
+    version = fields.Char(string="Release", help="The service.version the fix ships in, e.g. 1.4.2")
+    snooze_until = fields.Datetime(string="Until")
+    snooze_occurrences = fields.Integer(string="Or for N more occurrences")
+    user_id = fields.Many2one("res.users", string="Assignee", domain=[("share", "=", False)])
+    note = fields.Text()
+
+    @api.model
+    def default_get(self, fields_list):
+        values = super().default_get(fields_list)
+        errors = self.env["ipai.agent.error"].browse(
+            values.get("error_ids") or self.env.context.get("default_error_ids") or []
+        )
+        if "version" in fields_list and errors:
+            versions = [v for v in errors.mapped("last_service_version") if v]
+            values.setdefault("version", versions[0] if versions else False)
+        return values
+
+    def action_apply(self):
+        self.ensure_one()
+        errors = self.error_ids
+        if not errors:
+            raise UserError(self.env._("Select at least one error."))
+        if self.action == "resolve_release":
+            if not (self.version or "").strip():
+                raise UserError(self.env._("Enter the release the fix ships in."))
+            errors.action_resolve_in_release(self.version)
+        elif self.action == "snooze":
+            errors.action_snooze(until=self.snooze_until or False, occurrences=self.snooze_occurrences or False)
+        elif self.action == "assign":
+            if not self.user_id:
+                raise UserError(self.env._("Choose a user to assign."))
+            errors.action_assign(self.user_id, note=self.note or None)
+        return {"type": "ir.actions.act_window_close"}

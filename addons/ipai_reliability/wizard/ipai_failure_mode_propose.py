@@ -1,0 +1,233 @@
+"""Create a failure mode from an unclassified error: propose a code and a signature."""
+
+import base64
+import logging
+import os
+import re
+
+from odoo import api, fields, models
+from odoo.exceptions import UserError
+
+from ..models.ipai_failure_mode import SEVERITIES
+
+try:
+    from ipai_ops.fingerprint import normalize_message
+    from ipai_ops.runbooks import REQUIRED_SECTIONS
+except ImportError:  # pragma: no cover
+    normalize_message = None
+    REQUIRED_SECTIONS = ()
+
+_logger = logging.getLogger(__name__)
+
+_PLACEHOLDER_RE = re.compile(r"'<str>'|\"<str>\"|<(?:pem|url|email|uuid|ts|date|time|hex|ip|path|n)>")
+_STOP_WORDS = {"a", "an", "the", "of", "to", "in", "on", "for", "is", "was", "be", "by", "at", "and", "or", "with"}
+# Bounded, lazy: the registry asks for linear patterns (no unbounded .* between literals).
+_WILDCARD = ".{1,200}?"
+
+
+def propose_signature(message):
+    """A regex matching every message with the same normalised shape as ``message``."""
+    normalized = normalize_message(message)
+    parts = []
+    position = 0
+    for match in _PLACEHOLDER_RE.finditer(normalized):
+        parts.append(re.escape(normalized[position : match.start()]))
+        parts.append(_WILDCARD)
+        position = match.end()
+    parts.append(re.escape(normalized[position:]))
+    pattern = "".join(parts)
+    pattern = re.sub(r"(\\ |\s)+", r"\\s+", pattern)
+    while pattern.startswith(_WILDCARD):
+        pattern = pattern[len(_WILDCARD) :]
+    while pattern.endswith(_WILDCARD):
+        pattern = pattern[: -len(_WILDCARD)]
+    return pattern[:500]
+
+
+def _segment(text, fallback):
+    seg = re.sub(r"[^A-Z0-9_]+", "_", (text or "").upper()).strip("_")
+    if not seg or not seg[0].isalpha():
+        seg = fallback
+    return seg[:40]
+
+
+def propose_code(message, *, prefix):
+    words = [
+        w
+        for w in re.findall(r"[A-Za-z][A-Za-z0-9]+", _PLACEHOLDER_RE.sub(" ", normalize_message(message)))
+        if w.lower() not in _STOP_WORDS
+    ]
+    name = _segment("_".join(words[:4]), "UNKNOWN_ERROR")
+    return f"{_segment(prefix, 'APP')}.{name}"
+
+
+def runbook_stub(code, title, signature):
+    sections = {
+        "Signatures": f"- `message`: `{signature}`",
+        "What the user sees": "TODO: what the error looks like where it surfaces.",
+        "Impact and severity": "TODO: who is affected and how badly.",
+        "Likely causes": "1. TODO",
+        "Diagnosis": "```sh\n# TODO: commands that confirm the cause\n```",
+        "Recovery": "1. TODO",
+        "Verify": "TODO: how to see that it is fixed (the error group stops growing).",
+        "Escalation": "TODO: who to call.",
+        "Prevention": "TODO: the test, alert or check that keeps it from coming back.",
+    }
+    lines = [f"# {code}: {title}", "", "Created in Odoo from an unclassified error; complete every section.", ""]
+    for section in REQUIRED_SECTIONS:
+        lines += [f"## {section}", "", sections.get(section, "TODO"), ""]
+    return "\n".join(lines)
+
+
+class IpaiFailureModePropose(models.TransientModel):
+    _name = "ipai.failure.mode.propose"
+    _description = "Create a failure mode from an unclassified error"
+
+    error_id = fields.Many2one("ipai.agent.error", required=True, readonly=True)
+    message = fields.Text(related="error_id.message")
+    normalized_message = fields.Text(compute="_compute_normalized_message")
+    code = fields.Char(required=True)
+    name = fields.Char(string="Title", required=True)
+    severity = fields.Selection(SEVERITIES, required=True, default="medium")
+    signature_on = fields.Selection(
+        [("type", "type"), ("message", "message"), ("text", "text")], default="message", required=True
+    )
+    signature_pattern = fields.Char(required=True)
+    description = fields.Text(required=True)
+    retryable = fields.Boolean()
+
+    @api.depends("error_id")
+    def _compute_normalized_message(self):
+        for wiz in self:
+            wiz.normalized_message = normalize_message(wiz.error_id.message or wiz.error_id.error_type or "")
+
+    @api.model
+    def proposal_for(self, error):
+        """Create values proposing a failure mode for ``error`` (code, title, signature)."""
+        message = error.message or error.error_type or ""
+        normalized = normalize_message(message)
+        return {
+            "error_id": error.id,
+            "code": propose_code(message, prefix=error.service or error.source or "APP"),
+            "name": (normalized[:100] or "Unnamed failure").strip(),
+            "severity": error.severity or "medium",
+            "signature_on": "message" if error.message else "type",
+            "signature_pattern": propose_signature(message),
+            "description": self.env._(
+                "Created from unclassified error %(fp)s (%(count)s occurrences): %(message)s",
+                fp=error.fingerprint,
+                count=error.count,
+                message=normalized[:300],
+            ),
+        }
+
+    def _validate(self):
+        self.ensure_one()
+        Mode = self.env["ipai.failure.mode"].with_context(active_test=False)
+        if Mode.search_count([("code", "=", self.code)]):
+            raise UserError(self.env._("The failure code %(code)s already exists.", code=self.code))
+        try:
+            regex = re.compile(self.signature_pattern)
+        except re.error as exc:
+            raise UserError(self.env._("The signature does not compile: %(error)s", error=exc)) from None
+        subject = {
+            "type": self.error_id.error_type or "",
+            "message": self.error_id.message or "",
+            "text": self.error_id.message or "",
+        }[self.signature_on]
+        if not regex.search(subject):
+            raise UserError(self.env._("The signature does not match this error's own %(on)s.", on=self.signature_on))
+
+    def action_create(self):
+        self.ensure_one()
+        Mode = self.env["ipai.failure.mode"]
+        Mode._check_manager()
+        self._validate()
+        code = self.code.strip()
+        fallback = Mode.search([("fallback", "=", True)], order="sequence desc", limit=1)
+        others = Mode.search([("fallback", "=", False)], order="sequence desc", limit=1)
+        sequence = (others.sequence + 1) if others else 10
+        if fallback and sequence >= fallback.sequence:
+            fallback.sudo().sequence = sequence + 1
+        stub = runbook_stub(code, self.name, self.signature_pattern)
+        mode = Mode.create(
+            {
+                "code": code,
+                "name": self.name,
+                "category": code.split(".")[0],
+                "severity": self.severity,
+                "description": self.description,
+                "retryable": self.retryable,
+                "lifecycle": "active",
+                "runbook_path": f"docs/runbooks/failures/{code}.md",
+                "runbook_markdown": stub,
+                "sequence": sequence,
+                "origin": "odoo",
+                "signature_ids": [(0, 0, {"on": self.signature_on, "pattern": self.signature_pattern})],
+            }
+        )
+        text = Mode.export_registry_yaml(header=Mode._registry_file_header())
+        problems = Mode.check_exported_yaml(text)
+        if problems:
+            raise UserError(
+                self.env._(
+                    "The new registry would not pass the check:\n%(problems)s",
+                    problems="\n".join(p.format() for p in problems[:20]),
+                )
+            )
+        written = self._write_back(text, code, stub)
+        if written:
+            mode.message_post(body=self.env._("Written back to %(path)s.", path=written))
+            return {
+                "type": "ir.actions.act_window",
+                "res_model": "ipai.failure.mode",
+                "res_id": mode.id,
+                "view_mode": "form",
+                "target": "current",
+            }
+        attachments = self.env["ir.attachment"].create(
+            [
+                {
+                    "name": "failure_modes.yaml",
+                    "datas": base64.b64encode(text.encode()),
+                    "mimetype": "application/x-yaml",
+                    "res_model": mode._name,
+                    "res_id": mode.id,
+                },
+                {
+                    "name": f"{code}.md",
+                    "datas": base64.b64encode(stub.encode()),
+                    "mimetype": "text/markdown",
+                    "res_model": mode._name,
+                    "res_id": mode.id,
+                },
+            ]
+        )
+        mode.message_post(
+            body=self.env._(
+                "Registry write-back is off: commit the attached failure_modes.yaml to ssot/errors/ "
+                "and the runbook stub to docs/runbooks/failures/."
+            ),
+            attachment_ids=attachments.ids,
+        )
+        return {
+            "type": "ir.actions.act_url",
+            "url": f"/web/content/{attachments[0].id}?download=true",
+            "target": "self",
+        }
+
+    def _write_back(self, text, code, stub):
+        """Write the registry (and a runbook stub) when enabled and writable; the path written, or None."""
+        params = self.env["ir.config_parameter"].sudo()
+        if params.get_param("ipai_reliability.registry_writeback", "False").lower() not in ("1", "true", "yes"):
+            return None
+        ops = self.env["ipai.ops"]
+        path = ops.registry_path()
+        if not (path.is_file() and os.access(path, os.W_OK)):
+            _logger.warning("registry write-back enabled but %s is not writable", path)
+            return None
+        runbook = ops.repo_root() / "docs" / "runbooks" / "failures" / f"{code}.md"
+        if not runbook.exists() and os.access(runbook.parent, os.W_OK):
+            runbook.write_text(stub, encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
+        return str(path)

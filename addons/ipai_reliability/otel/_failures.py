@@ -1,0 +1,142 @@
+"""Failures on spans and log records, classified against the failure-mode registry.
+
+One failure may leave two signals: the ``exception`` event this module records on
+the request or cron span, and the ERROR log record Odoo writes for the same
+exception (``Exception during request handling.``, ``Job ... failed``). The bridge
+counts an occurrence per ``(source, ipai.occurrence_id)``, so both carry the same id
+(docs/specs/telemetry_v1.md, Exceptions): the id lives on the exception object, set
+by whichever of the two sees it first, or earlier by code that wrote the occurrence
+to ``ops`` directly and stored its id in ``exc.ipai_occurrence_id``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import traceback
+import uuid
+from typing import Any
+
+from opentelemetry.trace import Span, Status, StatusCode
+
+from ipai_ops.bridge.extract import (
+    IPAI_FAILURE_CODE,
+    IPAI_FAILURE_FINGERPRINT,
+    IPAI_OCCURRENCE_ID,
+)
+
+_logger = logging.getLogger(__name__)
+
+#: Exception attributes shared with the code that writes ``ops`` rows directly.
+EXC_OCCURRENCE_ID = "ipai_occurrence_id"
+EXC_FAILURE_CODE = "ipai_failure_code"
+EXC_FINGERPRINT = "ipai_fingerprint"
+_EXC_RECORDED_ON = "_ipai_otel_recorded_on"
+
+
+def _stash(exc: BaseException, name: str, value: Any) -> None:
+    # Exceptions with __slots__ or read-only attributes keep nothing.
+    with contextlib.suppress(AttributeError, TypeError):
+        setattr(exc, name, value)
+
+
+def occurrence_id(exc: BaseException, default: str | None = None) -> str:
+    """The exception's occurrence id, assigning ``default`` (or a random one) the first time."""
+    occ = getattr(exc, EXC_OCCURRENCE_ID, None)
+    if isinstance(occ, str) and occ:
+        return occ
+    occ = default or f"odoo:{uuid.uuid4().hex}"
+    _stash(exc, EXC_OCCURRENCE_ID, occ)
+    return occ
+
+
+def classify(exc: BaseException, *, service: str = "odoo") -> tuple[str | None, str | None]:
+    """``(failure code, fingerprint)`` of ``exc``; ``(None, None)`` when the registry is unusable.
+
+    Reuses what a direct ``ops`` write stored on the exception so both paths agree.
+    """
+    code = getattr(exc, EXC_FAILURE_CODE, None)
+    fingerprint = getattr(exc, EXC_FINGERPRINT, None)
+    if isinstance(code, str) and isinstance(fingerprint, str):
+        return code, fingerprint
+    try:
+        from ipai_ops.envelope import envelope_from_exception
+        from ipai_ops.taxonomy import default_registry
+
+        # envelope_from_exception = classify_exception + the envelope's fingerprint
+        # (redacted message, top frames): the same values a direct write would carry.
+        envelope = envelope_from_exception(
+            default_registry(),
+            exc,
+            context={"source": "odoo", "service": service},
+            stacktrace="".join(traceback.format_exception(exc)),
+        )
+    except Exception:
+        _logger.debug("failure classification unavailable", exc_info=True)
+        return None, None
+    code, fingerprint = envelope["error"]["code"], envelope["error"]["fingerprint"]
+    _stash(exc, EXC_FAILURE_CODE, code)
+    _stash(exc, EXC_FINGERPRINT, fingerprint)
+    return code, fingerprint
+
+
+def record_exception(span: Span, exc: BaseException, *, service: str = "odoo", set_status: bool = True) -> str | None:
+    """Record ``exc`` on ``span`` once: ``exception`` event with the ``ipai.*`` attributes,
+    ``ipai.failure.code`` on the span, status ERROR described by the code. Returns the code.
+
+    Never raises: telemetry must not turn a handled failure into a different one.
+    """
+    try:
+        if not span.is_recording():
+            return None
+        ctx = span.get_span_context()
+        if getattr(exc, _EXC_RECORDED_ON, None) == ctx.span_id:
+            return getattr(exc, EXC_FAILURE_CODE, None)
+        code, fingerprint = classify(exc, service=service)
+        events = getattr(span, "events", ())
+        # The bridge's own id for this event would be the same string; sending it
+        # lets the ERROR log record of the same exception carry it too.
+        occ = occurrence_id(exc, f"{ctx.trace_id:032x}:{ctx.span_id:016x}:{len(events)}")
+        attributes: dict[str, str] = {IPAI_OCCURRENCE_ID: occ}
+        if code:
+            attributes[IPAI_FAILURE_CODE] = code
+        if fingerprint:
+            attributes[IPAI_FAILURE_FINGERPRINT] = fingerprint
+        span.record_exception(exc, attributes=attributes)
+        if code:
+            span.set_attribute(IPAI_FAILURE_CODE, code)
+        if set_status:
+            span.set_status(Status(StatusCode.ERROR, code or type(exc).__qualname__))
+        _stash(exc, _EXC_RECORDED_ON, ctx.span_id)
+        return code
+    except Exception:
+        _logger.debug("could not record an exception on a span", exc_info=True)
+        return None
+
+
+class FailureLogFilter(logging.Filter):
+    """On the OpenTelemetry log handler: give an exception's log record the ids of its span event,
+    and keep this package's own records out (no telemetry about telemetry)."""
+
+    def __init__(self, skip_prefix: str) -> None:
+        super().__init__()
+        self._skip_prefix = skip_prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith(self._skip_prefix):
+            return False
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None:
+            try:
+                extra = {IPAI_OCCURRENCE_ID: occurrence_id(exc)}
+                code = getattr(exc, EXC_FAILURE_CODE, None)
+                if isinstance(code, str):
+                    extra[IPAI_FAILURE_CODE] = code
+                fingerprint = getattr(exc, EXC_FINGERPRINT, None)
+                if isinstance(fingerprint, str):
+                    extra[IPAI_FAILURE_FINGERPRINT] = fingerprint
+                # The handler turns non-standard LogRecord attributes into OTel attributes.
+                record.__dict__.update(extra)
+            except Exception:
+                _logger.debug("could not tag a log record", exc_info=True)
+        return True

@@ -1,0 +1,3 @@
+from . import handlers
+from . import models
+from . import controllers

@@ -1,0 +1,21 @@
+{
+    "name": "Pulser Connector",
+    "summary": "Durable, traced, retried AI-agent intents with failure envelopes and ops error rows",
+    "version": "19.0.1.0.0",
+    "category": "Productivity",
+    "website": "https://github.com/ipai/ipai-ops",
+    "author": "IPAI",
+    "maintainers": ["ipai"],
+    "license": "LGPL-3",
+    "development_status": "Beta",
+    "depends": ["base", "web", "ipai_reliability"],
+    "external_dependencies": {"python": ["ipai_ops", "jsonschema", "opentelemetry-api"]},
+    "data": [
+        "security/ir.model.access.csv",
+        "data/ir_cron_data.xml",
+        "views/ipai_pulser_intent_event_views.xml",
+        "views/ipai_pulser_intent_views.xml",
+        "views/ipai_pulser_client_views.xml",
+        "views/ipai_pulser_menus.xml",
+    ],
+}

@@ -1,0 +1,98 @@
+import time
+
+from odoo.tests import TransactionCase
+
+from ..services.exceptions import IntentTimeout
+from ..services.handlers import intent_handler, unregister
+
+TEST_TYPES = ("test.crash", "test.retryable", "test.slow", "test.sql_slow", "test.cancel_self", "test.echo")
+
+
+def register_test_handlers():
+    """Handlers that fail on purpose; registered with the public decorator, as another addon would."""
+
+    @intent_handler("test.crash", schema={"type": "object"})
+    def crash(ctx):
+        raise RuntimeError(ctx.args.get("message", "boom: the handler fell over"))
+
+    @intent_handler("test.retryable", schema={"type": "object"})
+    def retryable(ctx):
+        raise IntentTimeout("upstream took too long", details={"step": "fetch"})
+
+    @intent_handler(
+        "test.slow",
+        schema={"type": "object", "properties": {"timeout_s": {"type": "number"}, "sleep_s": {"type": "number"}}},
+        timeout=0.05,
+    )
+    def slow(ctx):
+        time.sleep(ctx.args.get("sleep_s", 0.1))
+        ctx.check()
+        return {"late": True}
+
+    @intent_handler("test.sql_slow", schema={"type": "object"}, timeout=0.2)
+    def sql_slow(ctx):
+        ctx.env.cr.execute("SELECT pg_sleep(2)")
+        return {"late": True}
+
+    @intent_handler("test.cancel_self", schema={"type": "object"})
+    def cancel_self(ctx):
+        ctx.log("step 1 done")
+        ctx.env.cr.execute(
+            "UPDATE ipai_pulser_intent SET cancel_requested_at = now() at time zone 'UTC', "
+            "cancel_source = 'test' WHERE id = %s",
+            (ctx.intent.id,),
+        )
+        ctx.check_cancel_now()
+        return {"unreachable": True}
+
+    @intent_handler(
+        "test.echo",
+        schema={
+            "type": "object",
+            "required": ["value"],
+            "properties": {
+                "value": {"type": "string"},
+                "nested": {"type": "object", "properties": {"n": {"type": "integer"}}},
+            },
+        },
+    )
+    def echo(ctx):
+        ctx.tool_call("echo", size=len(ctx.args["value"]))
+        return {"value": ctx.args["value"]}
+
+
+def unregister_test_handlers():
+    for name in TEST_TYPES:
+        unregister(name)
+
+
+class PulserCase(TransactionCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        register_test_handlers()
+        cls.Intent = cls.env["ipai.pulser.intent"]
+        cls.Event = cls.env["ipai.pulser.intent.event"]
+
+    @classmethod
+    def tearDownClass(cls):
+        unregister_test_handlers()
+        super().tearDownClass()
+
+    def submit(self, intent_type="odoo.healthcheck", args=None, **kw):
+        intent, _created = self.Intent._submit(intent_type=intent_type, args=args or {}, **kw)
+        return intent
+
+    def run_worker(self, **kw):
+        kw.setdefault("worker_id", "odoo:test:host:1")
+        return self.Intent._run_worker(**kw)
+
+    def ops_row(self, fingerprint):
+        # A fresh cursor: the test transaction runs REPEATABLE READ and would not see rows
+        # committed on the ops writer's own connection after it began.
+        with self.registry.cursor() as cr:
+            cr.execute(
+                "SELECT id, count, code, source FROM ops.agent_errors WHERE fingerprint = %s",
+                (fingerprint,),
+            )
+            return cr.dictfetchone()

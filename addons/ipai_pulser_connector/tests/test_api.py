@@ -1,0 +1,179 @@
+import json
+import time
+
+import jsonschema
+from odoo.tests import HttpCase, tagged
+
+from ..services import signing
+from ..services.problems import PROBLEM_CONTENT_TYPE, PROBLEM_SCHEMA
+from .common import register_test_handlers, unregister_test_handlers
+
+API = "/pulser/v1/intents"
+
+
+@tagged("post_install", "-at_install")
+class TestApi(HttpCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        register_test_handlers()
+        cls.client, cls.key = cls.env["ipai.pulser.client"]._create_with_key("test agent")
+
+    @classmethod
+    def tearDownClass(cls):
+        unregister_test_handlers()
+        super().tearDownClass()
+
+    # -------------------------------------------------------------- helpers
+
+    def call(
+        self,
+        path,
+        payload=None,
+        *,
+        method=None,
+        key=None,
+        key_id=None,
+        timestamp=None,
+        raw=None,
+        content_type="application/json",
+        headers=None,
+    ):
+        body = raw if raw is not None else (json.dumps(payload).encode() if payload is not None else b"")
+        ts = int(time.time()) if timestamp is None else timestamp
+        all_headers = signing.signed_headers(key_id or self.client.key_id, key or self.key, body, ts)
+        all_headers["Content-Type"] = content_type
+        all_headers.update(headers or {})
+        method = method or ("POST" if payload is not None or raw is not None else "GET")
+        return self.url_open(path, data=body, headers=all_headers, method=method)
+
+    def assertProblem(self, response, status, code):
+        self.assertEqual(response.status_code, status, response.text)
+        self.assertEqual(response.headers["Content-Type"].split(";")[0], PROBLEM_CONTENT_TYPE)
+        body = response.json()
+        jsonschema.validate(body, PROBLEM_SCHEMA)
+        self.assertEqual(body["type"], f"urn:ipai:failure:{code}")
+        self.assertEqual(body["ipai"]["code"], code)
+        self.assertEqual(body["status"], status)
+        return body
+
+    # -------------------------------------------------------------- happy path
+
+    def test_create_get_cancel(self):
+        traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        response = self.call(
+            API,
+            {"type": "odoo.healthcheck", "args": {"echo": "hi"}, "work_item_ref": "WI-7"},
+            headers={"traceparent": traceparent},
+        )
+        self.assertEqual(response.status_code, 201, response.text)
+        created = response.json()
+        self.assertEqual(created["state"], "queued")
+        self.assertEqual(created["traceparent"], traceparent)
+        self.assertEqual(created["source"], self.client.key_id)
+        self.assertEqual(response.headers["Location"], f"{API}/{created['ref']}")
+        got = self.call(f"{API}/{created['ref']}").json()
+        self.assertEqual(got["id"], created["id"])
+        self.assertEqual([e["type"] for e in got["events"]], ["created"])
+        response = self.call(f"{API}/{created['ref']}/cancel", {})
+        self.assertEqual(response.status_code, 200, response.text)
+        self.assertEqual(response.json()["state"], "cancelled")
+        again = self.call(f"{API}/{created['ref']}/cancel", {"again": 1})
+        self.assertProblem(again, 409, "INTENT.STATE_CONFLICT")
+
+    def test_result_visible_after_worker(self):
+        created = self.call(API, {"type": "test.crash"}).json()
+        self.env["ipai.pulser.intent"]._run_worker(worker_id="odoo:test:http:1")
+        got = self.call(f"{API}/{created['ref']}").json()
+        self.assertEqual(got["state"], "failed")
+        self.assertEqual(got["failure_envelope"]["error"]["code"], "INTENT.HANDLER_CRASHED")
+        self.assertFalse(got["result"]["ok"])
+        self.assertIn("attempt_failed", [e["type"] for e in got["events"]])
+
+    def test_idempotent_create(self):
+        payload = {"type": "odoo.healthcheck", "idempotency_key": "idem-1"}
+        first = self.call(API, payload)
+        self.assertEqual(first.status_code, 201)
+        # a new request (new timestamp -> new signature) with the same key
+        second = self.call(API, payload, timestamp=int(time.time()) - 1)
+        self.assertEqual(second.status_code, 200)
+        self.assertEqual(second.json()["id"], first.json()["id"])
+        # the very same signed request replayed: still the existing intent, not a 409
+        ts = int(time.time()) - 2
+        self.assertEqual(self.call(API, payload, timestamp=ts).status_code, 200)
+        replay = self.call(API, payload, timestamp=ts)
+        self.assertEqual(replay.status_code, 200)
+        self.assertEqual(replay.json()["id"], first.json()["id"])
+        self.assertEqual(self.env["ipai.pulser.intent"].search_count([("idempotency_key", "=", "idem-1")]), 1)
+
+    # -------------------------------------------------------------- auth
+
+    def test_replay_without_idempotency_key_is_409(self):
+        ts = int(time.time())
+        payload = {"type": "odoo.healthcheck"}
+        self.assertEqual(self.call(API, payload, timestamp=ts).status_code, 201)
+        self.assertProblem(self.call(API, payload, timestamp=ts), 409, "WEBHOOK.DELIVERY_DUPLICATE")
+
+    def test_bad_signature(self):
+        body = self.assertProblem(
+            self.call(API, {"type": "odoo.healthcheck"}, key="0" * 64), 401, "WEBHOOK.SIGNATURE_INVALID"
+        )
+        self.assertFalse(body["ipai"]["retryable"])
+        self.assertEqual(body["instance"], API)
+
+    def test_unknown_key_id(self):
+        self.assertProblem(
+            self.call(API, {"type": "odoo.healthcheck"}, key_id="pk_unknown"), 401, "WEBHOOK.SIGNATURE_INVALID"
+        )
+
+    def test_stale_timestamp(self):
+        for skew in (-301, 3600):
+            with self.subTest(skew=skew):
+                self.assertProblem(
+                    self.call(API, {"type": "odoo.healthcheck"}, timestamp=int(time.time()) - skew),
+                    401,
+                    "WEBHOOK.TIMESTAMP_STALE",
+                )
+
+    def test_missing_headers(self):
+        response = self.url_open(API, data=b"{}", headers={"Content-Type": "application/json"})
+        body = self.assertProblem(response, 401, "API.AUTH_MISSING")
+        self.assertIn("X-Pulser-Signature", body["detail"])
+
+    # -------------------------------------------------------------- bad requests
+
+    def test_bad_json(self):
+        self.assertProblem(self.call(API, raw=b"{not json"), 400, "API.REQUEST_INVALID")
+        self.assertProblem(self.call(API, raw=b"[1, 2]"), 400, "API.REQUEST_INVALID")
+        self.assertProblem(
+            self.call(API, {"type": "odoo.healthcheck"}, content_type="text/plain"), 400, "API.REQUEST_INVALID"
+        )
+
+    def test_unknown_type(self):
+        self.assertProblem(self.call(API, {"type": "odoo.nope"}), 422, "INTENT.TYPE_UNKNOWN")
+
+    def test_bad_args_list_json_paths(self):
+        body = self.assertProblem(
+            self.call(API, {"type": "test.echo", "args": {"value": 1, "nested": {"n": "x"}}}),
+            422,
+            "INTENT.ARGS_INVALID",
+        )
+        self.assertEqual(sorted(e["path"] for e in body["errors"]), ["$.nested.n", "$.value"])
+        body = self.assertProblem(
+            self.call(API, {"type": "odoo.healthcheck", "priority": "high", "bogus": 1}), 422, "INTENT.ARGS_INVALID"
+        )
+        self.assertEqual(sorted(e["path"] for e in body["errors"]), ["$.bogus", "$.priority"])
+
+    def test_not_found_and_other_clients_intents(self):
+        self.assertProblem(self.call(f"{API}/{'f' * 32}"), 404, "INTENT.NOT_FOUND")
+        other, other_key = self.env["ipai.pulser.client"]._create_with_key("other agent")
+        theirs = self.call(API, {"type": "odoo.healthcheck"}, key_id=other.key_id, key=other_key).json()
+        self.assertProblem(self.call(f"{API}/{theirs['ref']}"), 404, "INTENT.NOT_FOUND")
+
+    def test_correlation_id_echoed_in_problem(self):
+        body = self.assertProblem(
+            self.call(API, {"type": "odoo.nope"}, headers={"X-Correlation-Id": "corr-42"}),
+            422,
+            "INTENT.TYPE_UNKNOWN",
+        )
+        self.assertEqual(body["ipai"]["correlation_id"], "corr-42")

@@ -1,0 +1,292 @@
+#!/usr/bin/env python3
+"""Throughput of the Pulser intent worker, telemetry off vs on, and concurrent claiming.
+
+    python benchmarks/intent_worker.py [--intents 400] [--rounds 3] [--claims 2000] [--keep-db NAME]
+
+Creates a throwaway Odoo database with ipai_reliability + ipai_pulser_connector
+(scripts/odoo_layer.py), then, in this process and against the real PostgreSQL:
+
+* worker  - ``odoo.healthcheck`` intents through ``_run_worker(commit=True)`` (claim,
+            savepoint, handler, result contract, event log, a commit per attempt: what the
+            cron does), alternating telemetry OFF (no-op) and ON (OpenTelemetry SDK
+            tracer + meter, spans batched to an in-memory exporter) for ``--rounds`` rounds
+            each; the median of each is compared: overhead = 1 - on/off (target <= 5%);
+* claim   - two workers on two cursors claiming (SELECT ... FOR UPDATE SKIP LOCKED +
+            lease + event) ``--claims`` intents in batches of 50; claims/s, and a check
+            that no intent was claimed twice and none was left behind;
+* drain   - two workers running ``--intents`` intents end to end, vs one worker.
+
+Figures are ratios within one run: the machine is shared and absolute numbers drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+
+import odoo_layer  # noqa: E402
+
+
+def setup_database(keep: str | None) -> tuple[str, Path, Path]:
+    odoo_src = odoo_layer.locate_odoo()
+    if odoo_src is None:
+        sys.exit("Odoo 19 not found (ODOO_SRC, import odoo, /opt/odoo)")
+    sys.path.insert(0, str(odoo_src))
+    work = Path(tempfile.mkdtemp(prefix="ipai_bench_"))
+    db = keep or f"ipai_bench_{uuid.uuid4().hex[:10]}"
+    config = odoo_layer.write_config(odoo_src, work / "odoo.conf", data_dir=work / "data")
+    if not keep:
+        odoo_layer.install(odoo_src, config, db, demo=False)
+    return db, config, work
+
+
+def open_registry(db: str, config: Path):
+    import odoo
+    from odoo.modules.registry import Registry
+    from odoo.tools import config as odoo_config
+
+    odoo_config.parse_config(["-c", str(config), "--log-level", "warn"])
+    odoo.netsvc.init_logger()
+    return Registry(db)
+
+
+def env_for(cr):
+    from odoo import SUPERUSER_ID, api
+
+    return api.Environment(cr, SUPERUSER_ID, {})
+
+
+def enqueue(registry, n: int, tag: str) -> None:
+    with registry.cursor() as cr:
+        env_for(cr)["ipai.pulser.intent"].create(
+            [{"intent_type": "odoo.healthcheck", "args": {}, "source": tag} for _ in range(n)]
+        )
+
+
+def purge(registry) -> None:
+    with registry.cursor() as cr:
+        cr.execute("DELETE FROM ipai_pulser_intent")
+
+
+def drain(registry, workers: int, batch: int = 25) -> float:
+    """Seconds until the queue is empty, with ``workers`` threads each on its own cursor."""
+    errors: list[str] = []
+    barrier = threading.Barrier(workers + 1)
+
+    def run(name: str) -> None:
+        try:
+            with registry.cursor() as cr:
+                intents = env_for(cr)["ipai.pulser.intent"]
+                barrier.wait()
+                while intents._run_worker(limit=batch, worker_id=f"bench:{name}", commit=True)["claimed"]:
+                    pass
+        except Exception as exc:
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=run, args=(f"w{i}",)) for i in range(workers)]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(errors)
+    return elapsed
+
+
+def check_all_succeeded(registry, n: int) -> None:
+    with registry.cursor() as cr:
+        cr.execute("SELECT state, attempts, count(*) FROM ipai_pulser_intent GROUP BY 1, 2")
+        rows = cr.fetchall()
+    if rows != [("succeeded", 1, n)]:
+        raise AssertionError(f"expected {n} intents succeeded once, got {rows}")
+
+
+def bench_worker(registry, n: int, rounds: int) -> dict:
+    from odoo.addons.ipai_pulser_connector.services import telemetry
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    tracer_provider = TracerProvider()
+    tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+    reader = InMemoryMetricReader()
+    meter_provider = MeterProvider(metric_readers=[reader])
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    # warm-up (imports, caches, plans)
+    telemetry.set_enabled(False)
+    enqueue(registry, 50, "warmup")
+    drain(registry, 1)
+    purge(registry)
+    for index in range(rounds):
+        # alternate the order so drift on a shared machine does not favour one mode
+        for mode in ("off", "on") if index % 2 == 0 else ("on", "off"):
+            telemetry.set_enabled(mode == "on")
+            telemetry.use_providers(tracer_provider, meter_provider)
+            enqueue(registry, n, f"bench-{mode}")
+            elapsed = drain(registry, 1)
+            check_all_succeeded(registry, n)
+            purge(registry)
+            rates[mode].append(n / elapsed)
+    tracer_provider.force_flush()
+    spans = len(exporter.get_finished_spans())
+    cost_us = {mode: telemetry_cost_us(telemetry, on=(mode == "on")) for mode in ("off", "on")}
+    telemetry.set_enabled(True)
+    telemetry.use_providers(None, None)
+    off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
+    return {
+        "off_per_s": off,
+        "on_per_s": on,
+        "overhead": 1 - on / off,
+        "spans": spans,
+        "rounds": rates,
+        "cost_us": cost_us["on"] - cost_us["off"],
+    }
+
+
+def telemetry_cost_us(telemetry, *, on: bool, n: int = 5000) -> float:
+    """What the worker's telemetry calls cost per attempt, without the database (µs)."""
+    telemetry.set_enabled(on)
+    attrs = {
+        "ipai.intent.id": 1,
+        "ipai.intent.type": "odoo.healthcheck",
+        "ipai.intent.attempt": 1,
+        "ipai.correlation_id": "c",
+    }
+    parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    started = time.perf_counter()
+    for _ in range(n):
+        with telemetry.attempt_span(traceparent=parent, attributes=attrs) as span:
+            telemetry.span_ids(span)
+        telemetry.observe("attempt_duration", 0.01, {"ipai.intent.type": "odoo.healthcheck"})
+        telemetry.count("intents", 1, {"ipai.intent.type": "odoo.healthcheck", "ipai.intent.outcome": "succeeded"})
+        telemetry.audit("run.state", "start", intent_id=1)
+        telemetry.audit("run.state", "complete", intent_id=1)
+    telemetry.set_enabled(True)
+    return (time.perf_counter() - started) / n * 1e6
+
+
+def bench_claim(registry, n: int, batch: int = 50) -> dict:
+    enqueue(registry, n, "bench-claim")
+    claims: dict[str, list[int]] = {"w1": [], "w2": []}
+    barrier = threading.Barrier(3)
+    errors: list[str] = []
+
+    def run(name: str) -> None:
+        try:
+            with registry.cursor() as cr:
+                intents = env_for(cr)["ipai.pulser.intent"]
+                barrier.wait()
+                while True:
+                    got = intents._claim(batch, f"bench:{name}")
+                    cr.commit()
+                    if not got:
+                        break
+                    claims[name].extend(got.ids)
+        except Exception as exc:
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in claims]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(errors)
+    all_ids = claims["w1"] + claims["w2"]
+    duplicates = len(all_ids) - len(set(all_ids))
+    with registry.cursor() as cr:
+        cr.execute("SELECT count(*) FROM ipai_pulser_intent WHERE state = 'queued'")
+        left = cr.fetchone()[0]
+    purge(registry)
+    return {
+        "claims_per_s": len(all_ids) / elapsed,
+        "w1": len(claims["w1"]),
+        "w2": len(claims["w2"]),
+        "duplicates": duplicates,
+        "left_queued": left,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--intents", type=int, default=400)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--claims", type=int, default=2000)
+    parser.add_argument("--keep-db", help="run against this existing database (both addons installed) and keep it")
+    args = parser.parse_args(argv)
+
+    db, config, work = setup_database(args.keep_db)
+    try:
+        registry = open_registry(db, config)
+        purge(registry)
+        worker = bench_worker(registry, args.intents, args.rounds)
+        print(f"worker  odoo.healthcheck x{args.intents}, {args.rounds} rounds each, median:")
+        print(f"        telemetry off {worker['off_per_s']:8.1f} intents/s")
+        print(
+            f"        telemetry on  {worker['on_per_s']:8.1f} intents/s   ({worker['spans']} spans exported in memory)"
+        )
+        print(
+            f"        overhead      {worker['overhead'] * 100:8.2f} %   target <= 5 %  "
+            f"{'OK' if worker['overhead'] <= 0.05 else 'OVER'}"
+        )
+        attempt_us = 1e6 / worker["off_per_s"]
+        print(
+            f"        telemetry calls alone: {worker['cost_us']:.1f} us per attempt = "
+            f"{worker['cost_us'] / attempt_us * 100:.2f} % of a {attempt_us / 1000:.1f} ms attempt"
+        )
+        print(
+            "        rounds off: "
+            + ", ".join(f"{r:.0f}" for r in worker["rounds"]["off"])
+            + " | on: "
+            + ", ".join(f"{r:.0f}" for r in worker["rounds"]["on"])
+        )
+        claim = bench_claim(registry, args.claims)
+        print(
+            f"claim   two workers: {claim['claims_per_s']:8.1f} claims/s  (w1 {claim['w1']}, w2 {claim['w2']}, "
+            f"duplicates {claim['duplicates']}, left queued {claim['left_queued']})"
+        )
+        enqueue(registry, args.intents, "bench-drain1")
+        one = drain(registry, 1)
+        check_all_succeeded(registry, args.intents)
+        purge(registry)
+        enqueue(registry, args.intents, "bench-drain2")
+        two = drain(registry, 2)
+        check_all_succeeded(registry, args.intents)
+        purge(registry)
+        print(
+            f"drain   1 worker {args.intents / one:8.1f} intents/s, 2 workers {args.intents / two:8.1f} intents/s "
+            f"(x{one / two:.2f})"
+        )
+        ok = claim["duplicates"] == 0 and claim["left_queued"] == 0
+        return 0 if ok else 1
+    finally:
+        if not args.keep_db:
+            from odoo.sql_db import close_db
+
+            close_db(db)
+            odoo_layer._psql_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Reports over exported intents (``ipai-ops report ...``)."""

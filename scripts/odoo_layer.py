@@ -102,6 +102,18 @@ def _psql_admin(sql: str) -> None:
     )
 
 
+def _addons_installed(db: str) -> bool:
+    """Both addons installed in ``db`` (then -u, else -i; an empty database gets -i)."""
+    opts = _db_options()
+    probe = subprocess.run(
+        ["psql", "-h", opts["db_host"], "-p", opts["db_port"], "-U", opts["db_user"], "-d", db, "-tAc",
+         "SELECT count(*) FROM ir_module_module WHERE state = 'installed'"
+         f" AND name IN ({', '.join(repr(a) for a in OUR_ADDONS)})"],
+        capture_output=True, text=True, check=False,
+    )
+    return probe.returncode == 0 and probe.stdout.strip() == str(len(OUR_ADDONS))
+
+
 def odoo_bin(odoo_src: Path, config: Path, *args: str) -> list[str]:
     return [sys.executable, str(odoo_src / "odoo-bin"), "-c", str(config), *args]
 
@@ -196,28 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         extra={"log_level": "info"},
     )
     if args.cmd == "install":
-        exists = (
-            subprocess.run(
-                [
-                    "psql",
-                    "-h",
-                    _db_options()["db_host"],
-                    "-p",
-                    _db_options()["db_port"],
-                    "-U",
-                    _db_options()["db_user"],
-                    "-d",
-                    "postgres",
-                    "-tAc",
-                    f"SELECT 1 FROM pg_database WHERE datname = '{args.db}'",
-                ],
-                capture_output=True,
-                text=True,
-                check=True,
-            ).stdout.strip()
-            == "1"
-        )
-        install(odoo_src, config, args.db, demo=args.demo, update=exists)
+        install(odoo_src, config, args.db, demo=args.demo, update=_addons_installed(args.db))
         return 0
     os.execv(sys.executable, odoo_bin(odoo_src, config, "-d", args.db, "--db-filter", f"^{args.db}$"))
     return 0  # pragma: no cover

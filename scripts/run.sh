@@ -89,10 +89,17 @@ if [ -n "$src" ]; then
   if running odoo; then
     say "Odoo already running (pid $(cat "$VAR/odoo.pid"))"
   else
-    say "Odoo 19 at $src: installing/upgrading ipai_reliability and ipai_pulser_connector on $DB (demo data)"
-    ODOO_DB_USER="$PGUSER" ODOO_DB_HOST="$PGHOST" ODOO_DB_PORT="$PGPORT" \
-      "$PY" scripts/odoo_layer.py install --db "$DB" --demo >"$VAR/odoo-install.log" 2>&1 \
-      || die "installing the addons failed (see $VAR/odoo-install.log)"
+    # Install on a new database; upgrade only when the addons changed since the last run.
+    addons_hash="$(find addons -type f -not -path '*/__pycache__/*' -print0 | sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)"
+    if [ "$(cat "$VAR/addons-$DB.hash" 2>/dev/null)" != "$addons_hash" ]; then
+      say "Odoo 19 at $src: installing/upgrading ipai_reliability and ipai_pulser_connector on $DB (demo data)"
+      ODOO_DB_USER="$PGUSER" ODOO_DB_HOST="$PGHOST" ODOO_DB_PORT="$PGPORT" \
+        "$PY" scripts/odoo_layer.py install --db "$DB" --demo >"$VAR/odoo-install.log" 2>&1 \
+        || die "installing the addons failed (see $VAR/odoo-install.log)"
+      echo "$addons_hash" >"$VAR/addons-$DB.hash"
+    else
+      say "addons unchanged since the last run: no upgrade"
+    fi
     say "starting Odoo on :$ODOO_PORT"
     ODOO_DB_USER="$PGUSER" ODOO_DB_HOST="$PGHOST" ODOO_DB_PORT="$PGPORT" \
       nohup "$PY" scripts/odoo_layer.py serve --db "$DB" --port "$ODOO_PORT" >"$VAR/odoo.log" 2>&1 &
@@ -101,6 +108,18 @@ if [ -n "$src" ]; then
   fi
 else
   say "Odoo 19 not found (ODOO_SRC, 'import odoo', /opt/odoo): running the bridge and the ops schema only"
+fi
+
+# Sample data once per database, so every view has real content on first login.
+if [ ! -f "$VAR/demo-$DB.done" ]; then
+  say "sample data: ipai-ops demo (agent telemetry through the bridge${src:+, intents into Odoo})"
+  demo_args=(--otlp-endpoint "http://127.0.0.1:$HTTP_PORT" --odoo-url "http://127.0.0.1:$ODOO_PORT" --odoo-db "$DB")
+  [ -n "$src" ] || demo_args+=(--no-intents)
+  if "$VENV/bin/ipai-ops" demo "${demo_args[@]}" >"$VAR/demo.log" 2>&1; then
+    touch "$VAR/demo-$DB.done"
+  else
+    say "sample data incomplete (see $VAR/demo.log); the services are up"
+  fi
 fi
 
 cat <<EOF

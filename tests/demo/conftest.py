@@ -1,0 +1,214 @@
+"""Demo fixtures: a real ``ipai-ops bridge serve`` on a throwaway ops database, and a
+stand-in for Odoo's Pulser API that verifies signatures with the addon's own code."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+IPAI_OPS = [sys.executable, "-c", "import sys; from ipai_ops.cli import main; sys.exit(main())"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Bridge:
+    def __init__(self, dsn: str, *, token: str = ""):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        cmd = [*IPAI_OPS, "bridge", "serve", "--host", "127.0.0.1", "--http-port", str(self.port)]
+        cmd += ["--grpc-port", "0", "--workers", "1", "--dsn", dsn, "--log-level", "WARNING"]
+        if token:
+            cmd += ["--token", token]
+        # A file, not a pipe: nobody reads the bridge's output while it runs.
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                self.log.seek(0)
+                raise RuntimeError(f"bridge exited: {self.log.read().decode(errors='replace')}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("bridge did not become healthy")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def bridge(module_ops_dsn: str) -> Iterator[Bridge]:
+    proc = Bridge(module_ops_dsn)
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def load_addon_signing() -> ModuleType:
+    """addons/ipai_pulser_connector/services/signing.py without Odoo (that folder imports none)."""
+    services = REPO / "addons" / "ipai_pulser_connector" / "services"
+    pkg_spec = importlib.util.spec_from_file_location(
+        "_pulser_services", services / "__init__.py", submodule_search_locations=[str(services)]
+    )
+    pkg = importlib.util.module_from_spec(pkg_spec)
+    sys.modules["_pulser_services"] = pkg
+    pkg_spec.loader.exec_module(pkg)
+    return importlib.import_module("_pulser_services.signing")
+
+
+class FakeOdoo:
+    """Just enough of Odoo for the demo: /web/login, /jsonrpc and /pulser/v1/intents.
+
+    Signatures are checked with the addon's own ``signing.verify``; intents validate like
+    the built-in handlers do at submit time and fail in the "worker" like they do there.
+    """
+
+    HANDLERS = ("odoo.healthcheck", "odoo.modules.status", "odoo.config.snapshot")
+
+    def __init__(self) -> None:
+        self.signing = load_addon_signing()
+        self.key_id = "pk_demo0000000000"
+        self.key = "k" * 64
+        self.intents: dict[str, dict] = {}
+        self.rpc_calls: list[tuple[str, str]] = []
+        self.worker_runs = 0
+        self.seen: set[str] = set()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_args):  # quiet
+                pass
+
+            def _send(self, status: int, doc: dict, ctype: str = "application/json") -> None:
+                body = json.dumps(doc).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if self.path == "/web/login":
+                    return self._send(200, {})
+                if self.path.startswith("/pulser/v1/intents/"):
+                    problem = fake.authenticate(self.headers, b"")
+                    if problem:
+                        return self._send(*problem)
+                    return self._send(200, fake.intents[self.path.rsplit("/", 1)[1]])
+                return self._send(404, {})
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path == "/jsonrpc":
+                    return self._send(200, {"jsonrpc": "2.0", "id": 1, "result": fake.rpc(json.loads(body))})
+                if self.path == "/pulser/v1/intents":
+                    return self._send(*fake.create(self.headers, body))
+                return self._send(404, {})
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def problem(self, status: int, code: str) -> tuple[int, dict, str]:
+        return (
+            status,
+            {"type": f"urn:ipai:failure:{code}", "status": status, "ipai": {"code": code}},
+            ("application/problem+json"),
+        )
+
+    def authenticate(self, headers, body: bytes):
+        try:
+            signed = self.signing.parse_headers(headers)
+            key = self.key if signed.key_id == self.key_id else None
+            self.signing.verify(signed, body, key, now=time.time())
+        except Exception as exc:
+            return self.problem(401, exc.failure_code)
+        return None
+
+    def create(self, headers, body: bytes):
+        problem = self.authenticate(headers, body)
+        if problem:
+            return problem
+        payload = json.loads(body)
+        if payload["type"] not in self.HANDLERS:
+            return self.problem(422, "INTENT.TYPE_UNKNOWN")
+        if not all(isinstance(v, str) for v in payload.get("args", {}).values()):
+            return self.problem(422, "INTENT.ARGS_INVALID")
+        ref = f"{len(self.intents) + 1:032x}"
+        self.intents[ref] = {"ref": ref, "type": payload["type"], "args": payload["args"], "state": "queued"}
+        return 201, self.intents[ref], "application/json"
+
+    def run_worker(self) -> None:
+        self.worker_runs += 1
+        for intent in self.intents.values():
+            args = intent["args"]
+            if args.get("profile", "default") not in ("default", "minimal"):
+                intent.update(state="failed", failure_code="INTENT.ALLOWLIST_PROFILE_UNKNOWN")
+            elif args.get("redaction_mode", "strict") not in ("strict", "names_only"):
+                intent.update(state="failed", failure_code="INTENT.REDACTION_MODE_UNSUPPORTED")
+            else:
+                intent.update(state="succeeded")
+
+    def rpc(self, request: dict):
+        params = request["params"]
+        if params["service"] == "common":
+            return 2 if params["args"][1:] == ["admin", "admin"] else False
+        _db, _uid, _pw, model, method, _args, _kw = params["args"]
+        self.rpc_calls.append((model, method))
+        if (model, method) == ("ipai.pulser.client", "search"):
+            return []
+        if (model, method) == ("ipai.pulser.client", "create"):
+            return [7]
+        if (model, method) == ("ipai.pulser.client", "action_show_new_key"):
+            return {"type": "ir.actions.client", "params": {"message": self.key}}
+        if (model, method) == ("ipai.pulser.client", "read"):
+            return [{"id": 7, "key_id": self.key_id}]
+        if (model, method) == ("ir.model.data", "search_read"):
+            return [{"id": 1, "res_id": 3}]
+        if (model, method) == ("ir.cron", "method_direct_trigger"):
+            self.run_worker()
+            return True
+        raise AssertionError(f"unexpected RPC {model}.{method}")
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake_odoo() -> Iterator[FakeOdoo]:
+    odoo = FakeOdoo()
+    try:
+        yield odoo
+    finally:
+        odoo.close()

@@ -56,7 +56,7 @@ def _db_options() -> dict[str, str]:
         "db_host": os.environ.get("ODOO_DB_HOST", "127.0.0.1"),
         "db_port": os.environ.get("ODOO_DB_PORT", "5432"),
         "db_user": os.environ.get("ODOO_DB_USER") or getpass.getuser(),
-        "db_password": os.environ.get("ODOO_DB_PASSWORD", "False"),
+        "db_password": os.environ.get("ODOO_DB_PASSWORD", ""),
     }
 
 
@@ -69,7 +69,7 @@ def write_config(
         "http_interface": "127.0.0.1",
         "http_port": str(http_port),
         "log_level": "warn",
-        **_db_options(),
+        **{k: v for k, v in _db_options().items() if v},
         **(extra or {}),
     }
     path.write_text("[options]\n" + "".join(f"{k} = {v}\n" for k, v in opts.items()), encoding="utf-8")
@@ -79,7 +79,7 @@ def write_config(
 def _psql_admin(sql: str) -> None:
     opts = _db_options()
     env = dict(os.environ)
-    if opts["db_password"] != "False":
+    if opts["db_password"]:
         env["PGPASSWORD"] = opts["db_password"]
     subprocess.run(
         [

@@ -25,6 +25,7 @@
         "wizard/ipai_failure_mode_propose_views.xml",
         "views/ipai_reliability_menus.xml",
     ],
+    "demo": ["demo/ipai_resolution_demo.xml"],
     "pre_init_hook": "pre_init_hook",
     "post_init_hook": "post_init_hook",
     "post_load": "_ipai_otel_post_load",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +19,7 @@ import jsonschema
 import yaml
 
 from ipai_ops import config
+from ipai_ops._yaml import line_of, load_with_lines, strip_lines
 
 CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)+$")
 SEVERITIES = ("critical", "high", "medium", "low")
@@ -172,55 +173,6 @@ class Registry:
 # --------------------------------------------------------------------------- loading
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that remembers the line of every mapping (1-based).
-
-    Booleans follow YAML 1.2 (only true/false): under YAML 1.1 the signature key
-    ``on`` (and yes/no/off) would silently turn into a boolean.
-    """
-
-
-_LineLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_LineLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
-    mapping = loader.construct_mapping(node, deep=True)
-    mapping["__line__"] = node.start_mark.line + 1
-    return mapping
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _strip_lines(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _strip_lines(v) for k, v in obj.items() if k != "__line__"}
-    if isinstance(obj, list):
-        return [_strip_lines(v) for v in obj]
-    return obj
-
-
-def _find_line(doc: Any, path: Iterable[Any]) -> int | None:
-    node, line = doc, None
-    for part in path:
-        if isinstance(node, dict):
-            line = node.get("__line__", line)
-            node = node.get(part)
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
-            node = node[part]
-        else:
-            break
-    if isinstance(node, dict):
-        line = node.get("__line__", line)
-    return line
-
-
 @lru_cache(maxsize=1)
 def _schema() -> dict[str, Any]:
     path = config.repo_root() / "ssot" / "schemas" / "failure_mode.schema.json"
@@ -238,7 +190,7 @@ def parse_registry(text: str, *, source: str = "<memory>") -> tuple[Registry | N
     """Parse and validate registry YAML text without touching the filesystem."""
     problems: list[Problem] = []
     try:
-        raw = yaml.load(text, Loader=_LineLoader)
+        raw = load_with_lines(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
@@ -247,12 +199,12 @@ def parse_registry(text: str, *, source: str = "<memory>") -> tuple[Registry | N
     if not isinstance(raw, dict):
         return None, [Problem(source, 1, None, "registry must be a mapping with 'failure_modes'")]
 
-    plain = _strip_lines(raw)
+    plain = strip_lines(raw)
     validator = jsonschema.Draft202012Validator(_schema())
     bad_entries: set[int] = set()
     for err in sorted(validator.iter_errors(plain), key=lambda e: list(map(str, e.path))):
         path = list(err.absolute_path)
-        line = _find_line(raw, path)
+        line = line_of(raw, path)
         code = None
         if len(path) >= 2 and path[0] == "failure_modes" and isinstance(path[1], int):
             bad_entries.add(path[1])

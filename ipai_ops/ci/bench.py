@@ -28,7 +28,9 @@ import jsonschema
 import yaml
 
 from ipai_ops import config
-from ipai_ops.ci._util import glob_to_regex, line_of, load_yaml_with_lines, sql, strip_lines
+from ipai_ops._yaml import line_of, strip_lines
+from ipai_ops._yaml import load_with_lines as load_yaml_with_lines
+from ipai_ops.ci._util import glob_to_regex, sql
 from ipai_ops.ci.gates import GateProblem, check_evidence_block
 
 CATEGORIES = ("evidence", "minimality", "risk", "ci", "time_to_green")

@@ -22,7 +22,8 @@ import jsonschema
 import yaml
 
 from ipai_ops import config
-from ipai_ops.ci._util import line_of, load_yaml_with_lines, strip_lines
+from ipai_ops._yaml import line_of, strip_lines
+from ipai_ops._yaml import load_with_lines as load_yaml_with_lines
 from ipai_ops.taxonomy import Registry
 
 EVIDENCE_SECTIONS = ("CONTEXT", "CHANGES", "EVIDENCE", "DIFF SUMMARY")

@@ -106,10 +106,23 @@ def _addons_installed(db: str) -> bool:
     """Both addons installed in ``db`` (then -u, else -i; an empty database gets -i)."""
     opts = _db_options()
     probe = subprocess.run(
-        ["psql", "-h", opts["db_host"], "-p", opts["db_port"], "-U", opts["db_user"], "-d", db, "-tAc",
-         "SELECT count(*) FROM ir_module_module WHERE state = 'installed'"
-         f" AND name IN ({', '.join(repr(a) for a in OUR_ADDONS)})"],
-        capture_output=True, text=True, check=False,
+        [
+            "psql",
+            "-h",
+            opts["db_host"],
+            "-p",
+            opts["db_port"],
+            "-U",
+            opts["db_user"],
+            "-d",
+            db,
+            "-tAc",
+            "SELECT count(*) FROM ir_module_module WHERE state = 'installed'"
+            f" AND name IN ({', '.join(repr(a) for a in OUR_ADDONS)})",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return probe.returncode == 0 and probe.stdout.strip() == str(len(OUR_ADDONS))
 

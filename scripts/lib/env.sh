@@ -29,12 +29,15 @@ ensure_venv() {
   stamp="$VENV/.ipai-stamp"
   if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     say "installing dependencies into $VENV"
-    "$PY" -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-    "$PY" -m pip install --quiet -e "$REPO_ROOT[test]" 2>&1 | grep -v "^WARNING: Location" || true
-    "$PY" -c 'import ipai_ops' || die "installing the project failed"
+    mkdir -p "$REPO_ROOT/var"
+    local log="$REPO_ROOT/var/pip.log"
+    "$PY" -m pip install --quiet --upgrade pip >"$log" 2>&1 || true
+    "$PY" -m pip install --quiet -e "$REPO_ROOT[test]" >>"$log" 2>&1 \
+      || { tail -20 "$log" >&2; die "installing the project's dependencies failed (full log: $log)"; }
     if [ -n "$src" ]; then
       say "Odoo found at $src: installing its Python dependencies"
-      "$PY" -m pip install --quiet -r "$REPO_ROOT/requirements/odoo19.txt" 2>&1 | grep -v "^WARNING: Location" || true
+      "$PY" -m pip install --quiet -r "$REPO_ROOT/requirements/odoo19.txt" >>"$log" 2>&1 \
+        || { tail -20 "$log" >&2; die "installing Odoo's dependencies failed (full log: $log)"; }
       # Odoo runs from its source tree: a .pth makes 'import odoo' work in the venv.
       "$PY" - "$src" <<'PYEOF'
 import sys, sysconfig, pathlib

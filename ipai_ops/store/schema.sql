@@ -414,6 +414,12 @@ CREATE INDEX agent_error_occurrences_occurred_idx ON ops.agent_error_occurrences
 
 CREATE INDEX agent_errors_code_idx ON ops.agent_errors USING btree (code, last_seen DESC);
 
+CREATE INDEX agent_errors_console_recent_idx ON ops.agent_errors USING btree (((last_seen AT TIME ZONE 'UTC'::text)) DESC, id DESC) INCLUDE (last_seen, status, severity, code, count, fingerprint);
+
+CREATE INDEX agent_errors_console_severity_idx ON ops.agent_errors USING btree (severity, status DESC, ((last_seen AT TIME ZONE 'UTC'::text)) DESC, id DESC) INCLUDE (last_seen, code, fingerprint);
+
+CREATE INDEX agent_errors_console_status_idx ON ops.agent_errors USING btree (status, ((last_seen AT TIME ZONE 'UTC'::text)) DESC, id DESC) INCLUDE (last_seen, code, fingerprint);
+
 CREATE INDEX agent_errors_last_seen_idx ON ops.agent_errors USING btree (last_seen DESC);
 
 CREATE INDEX agent_errors_source_idx ON ops.agent_errors USING btree (source, last_seen DESC);

@@ -347,6 +347,11 @@ def build_queries(cur, now: datetime) -> list[Query]:
         where_sql = f" WHERE {where}" if where else ""
         return Query("list", name, f"SELECT COUNT(*) FROM (SELECT  FROM {T}{where_sql} LIMIT 10001) t")
 
+    # The ORM turns the computed filters into conditions on ops columns
+    # (ipai.agent.error._search_unclassified / _search_assigned_to_me).
+    cur.execute("SELECT fingerprint FROM ipai_agent_error_assignment WHERE user_id = 2 ORDER BY fingerprint")
+    mine = ", ".join("'" + fp + "'" for (fp,) in cur.fetchall()) or "NULL"
+    unclassified = f"{T}.\"code\" IN ('UNCLASSIFIED.UNKNOWN')"
     queries = [
         list_q("list: open or regressed (default)", ON_FIRE),
         count_q("pager: count open or regressed", ON_FIRE),
@@ -356,9 +361,9 @@ def build_queries(cur, now: datetime) -> list[Query]:
         list_q(f"list: code ilike {rare_code} (rare)", f"({T}.\"code\" ILIKE '%{rare_code}%' AND {ON_FIRE})"),
         list_q("list: source = github_actions", f"({T}.\"source\" ILIKE '%github_actions%' AND {ON_FIRE})"),
         list_q("list: status = ignored", f"{T}.\"status\" IN ('ignored')"),
-        list_q("list: unclassified (its own menu)", f'({T}."unclassified" = TRUE AND {ON_FIRE})'),
-        count_q("pager: count unclassified", f'({T}."unclassified" = TRUE AND {ON_FIRE})'),
-        list_q("list: assigned to me", f'({T}."user_id" IN (2) AND {ON_FIRE})'),
+        list_q("list: unclassified (its own menu)", f"({unclassified} AND {ON_FIRE})"),
+        count_q("pager: count unclassified", f"({unclassified} AND {ON_FIRE})"),
+        list_q("list: assigned to me", f'({T}."fingerprint" IN ({mine}) AND {ON_FIRE})'),
         list_q("list: last 24 h + open/regressed", f"({last_24h} AND {ON_FIRE})"),
         count_q("pager: count last 24 h + open/regressed", f"({last_24h} AND {ON_FIRE})"),
         Query(

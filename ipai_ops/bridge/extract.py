@@ -55,19 +55,17 @@ from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME, SE
 from ipai_ops.classify import classify
 from ipai_ops.envelope import Caps, build_envelope
 from ipai_ops.fingerprint import frames_from_stacktrace
+from ipai_ops.semconv import (
+    AUDIT_EVENTS,
+    EVENT_NAME,
+    EXCEPTION_EVENT,
+    IPAI_FAILURE_CODE,
+    IPAI_FAILURE_FINGERPRINT,
+    IPAI_OCCURRENCE_ID,
+    IPAI_SOURCE,
+)
 from ipai_ops.taxonomy import Registry
 
-# ipai.* attribute names (docs/specs/telemetry_v1.md).
-IPAI_SOURCE = "ipai.source"
-IPAI_FAILURE_CODE = "ipai.failure.code"
-IPAI_FAILURE_FINGERPRINT = "ipai.failure.fingerprint"
-IPAI_OCCURRENCE_ID = "ipai.occurrence_id"
-#: semconv ``event.name`` (incubating namespace in opentelemetry-semantic-conventions).
-EVENT_NAME = "event.name"
-#: The span event name of the exception semantic conventions.
-EXCEPTION_EVENT = "exception"
-#: Audit log events that are never error reports, whatever their severity.
-AUDIT_EVENTS = frozenset({"run.state", "run.cancel"})
 DEFAULT_SERVICE = "unknown_service"
 
 #: SeverityNumber ERROR (logs data model): 17..24 are ERROR..FATAL4.

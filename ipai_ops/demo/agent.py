@@ -42,8 +42,8 @@ from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME, SE
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ipai_ops import __version__
-from ipai_ops.bridge.extract import IPAI_FAILURE_CODE, IPAI_SOURCE
 from ipai_ops.demo import DEFAULT_SERVICE_NAME, DEMO_SOURCE
+from ipai_ops.semconv import IPAI_FAILURE_CODE, IPAI_SOURCE
 
 _log = logging.getLogger(__name__)
 

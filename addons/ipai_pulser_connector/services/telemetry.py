@@ -13,6 +13,15 @@ from contextlib import contextmanager
 
 from opentelemetry import metrics, propagate, trace
 
+from ipai_ops.semconv import (
+    IPAI_CORRELATION_ID,
+    IPAI_FAILURE_CODE,
+    IPAI_INTENT_ATTEMPT,
+    IPAI_INTENT_ID,
+    IPAI_INTENT_OUTCOME,
+    IPAI_INTENT_TYPE,
+)
+
 try:  # semantic-convention constants when available (CONVENTIONS.md)
     from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_TYPE
 except ImportError:  # pragma: no cover
@@ -21,12 +30,12 @@ except ImportError:  # pragma: no cover
 SCOPE = "odoo.addons.ipai_pulser_connector"
 SPAN_ATTEMPT = "pulser.intent.attempt"
 
-ATTR_INTENT_ID = "ipai.intent.id"
-ATTR_INTENT_TYPE = "ipai.intent.type"
-ATTR_ATTEMPT = "ipai.intent.attempt"
-ATTR_CORRELATION = "ipai.correlation_id"
-ATTR_FAILURE_CODE = "ipai.failure.code"
-ATTR_OUTCOME = "ipai.intent.outcome"
+ATTR_INTENT_ID = IPAI_INTENT_ID
+ATTR_INTENT_TYPE = IPAI_INTENT_TYPE
+ATTR_ATTEMPT = IPAI_INTENT_ATTEMPT
+ATTR_CORRELATION = IPAI_CORRELATION_ID
+ATTR_FAILURE_CODE = IPAI_FAILURE_CODE
+ATTR_OUTCOME = IPAI_INTENT_OUTCOME
 
 _event_logger = logging.getLogger("odoo.addons.ipai_pulser_connector.audit")
 

@@ -22,6 +22,8 @@ import logging
 import os
 from collections.abc import Mapping
 
+from ipai_ops.semconv import IPAI_SOURCE
+
 from ._settings import OTEL_SEMCONV_STABILITY_OPT_IN, Settings, read_settings
 from ._state import STATE
 
@@ -30,8 +32,6 @@ __all__ = ["force_flush", "is_enabled", "record_exception", "settings", "setup_f
 _logger = logging.getLogger(__name__)
 #: The instrumentation scope of the spans this package creates.
 SCOPE = "odoo.addons.ipai_reliability"
-#: Resource attribute: the ops ``source`` of everything Odoo emits (telemetry_v1.md).
-IPAI_SOURCE = "ipai.source"
 ODOO_VERSION = "odoo.version"
 ODOO_DATABASE = "odoo.database"
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from opentelemetry.trace import Span, Status, StatusCode
 
-from ipai_ops.bridge.extract import (
+from ipai_ops.semconv import (
     IPAI_FAILURE_CODE,
     IPAI_FAILURE_FINGERPRINT,
     IPAI_OCCURRENCE_ID,

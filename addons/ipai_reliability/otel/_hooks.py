@@ -27,6 +27,8 @@ from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from ipai_ops.semconv import IPAI_CRON_ID, IPAI_CRON_NAME, IPAI_CRON_STATUS
+
 from ._failures import record_exception
 from ._state import STATE
 
@@ -34,9 +36,6 @@ _logger = logging.getLogger(__name__)
 
 #: Odoo-specific attributes (no semantic convention covers them).
 ODOO_DATABASE = "odoo.database"
-IPAI_CRON_ID = "ipai.cron.id"
-IPAI_CRON_NAME = "ipai.cron.name"
-IPAI_CRON_STATUS = "ipai.cron.status"
 
 _ENV_APP = "ipai.otel.app"
 _ENV_SPAN = "ipai.otel.span"

@@ -1,0 +1,34 @@
+"""The project's telemetry attribute and event names, in one place (docs/specs/telemetry_v1.md).
+
+Standard names come from ``opentelemetry.semconv``; these are the ``ipai.*`` ones the
+bridge reads and the producers (Odoo, the Pulser connector, the demo agent) write.
+"""
+
+from __future__ import annotations
+
+#: ops ``source`` of the telemetry (resource or record attribute): keys the occurrence.
+IPAI_SOURCE = "ipai.source"
+#: An explicit failure code: wins over signature classification.
+IPAI_FAILURE_CODE = "ipai.failure.code"
+IPAI_FAILURE_FINGERPRINT = "ipai.failure.fingerprint"
+#: The id a producer used for its own direct ops write, so the telemetry copy counts once.
+IPAI_OCCURRENCE_ID = "ipai.occurrence_id"
+IPAI_CORRELATION_ID = "ipai.correlation_id"
+
+IPAI_INTENT_ID = "ipai.intent.id"
+IPAI_INTENT_TYPE = "ipai.intent.type"
+IPAI_INTENT_ATTEMPT = "ipai.intent.attempt"
+IPAI_INTENT_OUTCOME = "ipai.intent.outcome"
+
+IPAI_CRON_ID = "ipai.cron.id"
+IPAI_CRON_NAME = "ipai.cron.name"
+IPAI_CRON_STATUS = "ipai.cron.status"
+
+#: semconv ``event.name`` (incubating namespace in opentelemetry-semantic-conventions).
+EVENT_NAME = "event.name"
+#: The span event name of the exception semantic conventions.
+EXCEPTION_EVENT = "exception"
+#: Audit log events (``event.name``): never error reports, whatever their severity.
+AUDIT_EVENT_RUN_STATE = "run.state"
+AUDIT_EVENT_RUN_CANCEL = "run.cancel"
+AUDIT_EVENTS = frozenset({AUDIT_EVENT_RUN_STATE, AUDIT_EVENT_RUN_CANCEL})

@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
@@ -135,6 +136,27 @@ def configure_logging(level: str) -> None:
         level=level.upper(),
         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
     )
+
+
+def ports_in_use(settings: Settings) -> list[str]:
+    """The configured ports another process already listens on.
+
+    Workers bind with SO_REUSEPORT, which would let a second bridge (same user) join the
+    first one's ports silently and split its traffic. A probe bind without
+    SO_REUSEPORT fails on a port someone listens on, so the conflict is caught up front.
+    """
+    busy = []
+    for label, port in (("OTLP/HTTP", settings.http_port), ("OTLP/gRPC", settings.grpc_port)):
+        if not port:
+            continue
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((settings.host, port))
+            except OSError as exc:
+                busy.append(f"{label} port {port} on {settings.host}: {exc.strerror}")
+    return busy
 
 
 def run(settings: Settings) -> int:

@@ -49,3 +49,18 @@ def test_invalid_settings_are_one_line():
     result = subprocess.run(cmd, check=False, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "IPAI_BRIDGE_MAX_INFLIGHT" in result.stderr
+
+
+def test_a_port_already_listened_on_is_refused_not_shared():
+    # Workers bind with SO_REUSEPORT: without the probe a second bridge would silently
+    # join the first one's port and take half its traffic.
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cmd = [*IPAI_OPS, "bridge", "serve", "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", "0"]
+        result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"OTLP/HTTP port {port} on 127.0.0.1" in result.stderr and "Traceback" not in result.stderr

@@ -173,6 +173,10 @@ BEGIN
         RETURN;
     END IF;
 
+    -- FOR NO KEY UPDATE, not FOR UPDATE: inserting an occurrence took FOR KEY SHARE on
+    -- its error row (the foreign key), and FOR UPDATE conflicts with another batch's KEY
+    -- SHARE on the same rows (a deadlock between batches with overlapping fingerprints).
+    -- The UPDATE below never changes the key, so NO KEY UPDATE is all it needs.
     PERFORM 1 FROM ops.agent_errors e
     WHERE e.id IN (SELECT n.error_id FROM unnest(v_new_keys) AS n)
     ORDER BY e.id FOR NO KEY UPDATE;

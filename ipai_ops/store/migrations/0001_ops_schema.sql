@@ -231,7 +231,7 @@ CREATE TYPE ops.occurrence_key AS (error_id bigint, source text, occurrence_id t
 -- Many occurrences in one round trip. Correct when the batch repeats a
 -- fingerprint or an occurrence, and when it repeats earlier deliveries. Locks
 -- are taken in a fixed order (fingerprint, then occurrence key, then error id)
--- so concurrent batches cannot deadlock each other.
+-- and in compatible modes, so concurrent batches cannot deadlock each other.
 CREATE FUNCTION ops.write_agent_errors(p_batch jsonb)
 RETURNS TABLE (received integer, new_occurrences integer, errors_touched integer)
 LANGUAGE plpgsql AS $$
@@ -285,9 +285,13 @@ BEGIN
         RETURN;
     END IF;
 
+    -- FOR NO KEY UPDATE, not FOR UPDATE: inserting an occurrence took FOR KEY SHARE on
+    -- its error row (the foreign key), and FOR UPDATE conflicts with another batch's KEY
+    -- SHARE on the same rows (a deadlock between batches with overlapping fingerprints).
+    -- The UPDATE below never changes the key, so NO KEY UPDATE is all it needs.
     PERFORM 1 FROM ops.agent_errors e
     WHERE e.id IN (SELECT n.error_id FROM unnest(v_new_keys) AS n)
-    ORDER BY e.id FOR UPDATE;
+    ORDER BY e.id FOR NO KEY UPDATE;
 
     -- One aggregate row per error: count, window, versions and the newest
     -- occurrence (no self-join: the planner cannot estimate unnest() sizes, and a

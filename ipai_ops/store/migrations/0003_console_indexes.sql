@@ -1,4 +1,4 @@
--- 0004: indexes for the Agent Errors console at 1M errors.
+-- 0003: indexes for the Agent Errors console at 1M errors.
 --
 -- The console (Odoo view ipai_agent_error) exposes last_seen as
 -- (last_seen AT TIME ZONE 'UTC'), because Odoo's Datetime fields are naive UTC; only

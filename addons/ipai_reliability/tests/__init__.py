@@ -5,3 +5,4 @@ from . import test_security
 from . import test_unclassified
 from . import test_views
 from . import test_otel
+from . import test_runbook_sql

@@ -39,7 +39,19 @@ def check(*, registry_path: str | Path | None = None, repo_root: str | Path | No
     except RegistryError as exc:
         return Report(str(path), exc.problems, 0, 0)
     problems = runbooks.check_all(registry, root)
+    problems.extend(_benchmark_problems(root))
     return Report(str(path), problems, len(registry), len(registry.active()))
+
+
+def _benchmark_problems(root: Path) -> list[Problem]:
+    """The agent benchmark config lives in ssot/ too: the same check validates it."""
+    path = root / "ssot" / "agents" / "benchmark.yaml"
+    if not path.is_file():
+        return []
+    from ipai_ops.ci.bench import parse_config
+
+    _, found = parse_config(path.read_text(encoding="utf-8"), source=str(path.relative_to(root)))
+    return [Problem(p.file, p.line, None, p.message) for p in found]
 
 
 def _root_for(registry_file: Path) -> Path:

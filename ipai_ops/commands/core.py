@@ -114,7 +114,8 @@ def cmd_ssot_check(args: argparse.Namespace) -> int:
         for problem in report.problems:
             print(problem.format(), file=sys.stderr)
         if report.ok:
-            print(f"ok: {report.codes} failure modes, {report.runbooks} runbooks checked ({report.registry})")
+            checked = f"{report.codes} failure modes, {report.runbooks} runbooks and the benchmark config"
+            print(f"ok: {checked} checked ({report.registry})")
         else:
             print(f"{len(report.problems)} problem(s) in {report.registry}", file=sys.stderr)
     return 0 if report.ok else EXIT_CHECK_FAILED

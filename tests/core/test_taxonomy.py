@@ -174,3 +174,14 @@ def test_missing_registry_file_is_one_clear_problem(tmp_path):
     with pytest.raises(RegistryError) as err:
         load_registry(tmp_path / "nope.yaml")
     assert "cannot read registry" in str(err.value)
+
+
+def test_ssot_check_also_validates_the_benchmark_config(mini_repo):
+    agents = mini_repo / "ssot" / "agents"
+    agents.mkdir(parents=True)
+    (agents / "benchmark.yaml").write_text("schema_version: 1\ncategories: nope\n")
+    report = ssot.check(registry_path=_registry_file(mini_repo))
+    assert report.problems and all(p.file == "ssot/agents/benchmark.yaml" for p in report.problems)
+    good = (REPO / "ssot" / "agents" / "benchmark.yaml").read_text()
+    (agents / "benchmark.yaml").write_text(good)
+    assert ssot.check(registry_path=_registry_file(mini_repo)).ok

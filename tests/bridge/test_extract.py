@@ -274,3 +274,18 @@ def test_fuzz_json_wrong_types(extractor, span_fields):
         assert exc.http_status == 400
         return
     _check(extractor.traces(decoded))
+
+
+def test_precheck_never_skips_a_body_with_an_error():
+    from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
+    from ipai_ops.bridge.extract import _may_hold_trace_errors
+
+    plain = traces([span(trace_id=b"\x01" * 16, span_id=b"\x02" * 8)]).SerializeToString()
+    assert not _may_hold_trace_errors(plain)
+    assert _may_hold_trace_errors(traces([span(error="boom")]).SerializeToString())
+    assert _may_hold_trace_errors(traces([span(exceptions=[{"exception.type": "X"}])]).SerializeToString())
+    # A non-minimal varint is still code 2 for every protobuf parser: the check must see it too.
+    non_minimal = b"\x18\x82\x00"
+    assert Status.FromString(non_minimal).code == Status.STATUS_CODE_ERROR
+    assert _may_hold_trace_errors(b"\x7a\x03" + non_minimal)

@@ -12,7 +12,6 @@ import logging
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 from odoo.tools import SQL
-from psycopg2 import sql
 
 from .ipai_failure_mode import SEVERITIES, SEVERITY_COLOR
 
@@ -134,13 +133,7 @@ class IpaiAgentError(models.Model):
         ops = self.env["ipai.ops"]
         if ops.ops_is_local():
             ops.ensure_schema()
-        self.env.cr.execute(SQL("DROP VIEW IF EXISTS %s", SQL.identifier(self._table)))
-        if ops.ops_schema_ready():
-            body = _VIEW_SQL
-        else:
-            # ops lives in another database: the console cannot read it (see readme/CONFIGURE.md).
-            body = "SELECT " + ", ".join(f"NULL::{typ} AS {col}" for col, typ in _COLUMNS) + " WHERE false"
-        self.env.cr.execute(sql.SQL("CREATE VIEW {} AS {}").format(sql.Identifier(self._table), sql.SQL(body)))
+        ops.create_ops_view(self._table, select_sql=_VIEW_SQL, columns=_COLUMNS, source="ops.agent_errors")
 
     @api.model
     def _fallback_codes(self):

@@ -1,6 +1,4 @@
 from odoo import fields, models
-from odoo.tools import SQL
-from psycopg2 import sql
 
 _COLUMNS = (
     ("id", "bigint"),
@@ -47,10 +45,6 @@ class IpaiBenchmarkResult(models.Model):
     scored_at = fields.Datetime(readonly=True)
 
     def init(self):
-        self.env.cr.execute(SQL("DROP VIEW IF EXISTS %s", SQL.identifier(self._table)))
-        self.env.cr.execute("SELECT to_regclass('ops.agent_benchmark_results') IS NOT NULL")
-        if self.env.cr.fetchone()[0]:
-            body = _VIEW_SQL
-        else:
-            body = "SELECT " + ", ".join(f"NULL::{typ} AS {col}" for col, typ in _COLUMNS) + " WHERE false"
-        self.env.cr.execute(sql.SQL("CREATE VIEW {} AS {}").format(sql.Identifier(self._table), sql.SQL(body)))
+        self.env["ipai.ops"].create_ops_view(
+            self._table, select_sql=_VIEW_SQL, columns=_COLUMNS, source="ops.agent_benchmark_results"
+        )

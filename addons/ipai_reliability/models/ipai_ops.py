@@ -16,6 +16,7 @@ from pathlib import Path
 import psycopg2.extensions
 from odoo import api, models, sql_db
 from odoo.exceptions import UserError
+from odoo.tools import SQL
 
 _logger = logging.getLogger(__name__)
 
@@ -124,10 +125,28 @@ class IpaiOps(models.AbstractModel):
         return names
 
     @api.model
-    def ops_schema_ready(self):
-        """True when ``ops.agent_errors`` is readable through Odoo's cursor (the console's condition)."""
-        self.env.cr.execute("SELECT to_regclass('ops.agent_errors') IS NOT NULL")
+    def ops_schema_ready(self, table="ops.agent_errors"):
+        """True when ``table`` is readable through Odoo's cursor (the console's condition)."""
+        self.env.cr.execute("SELECT to_regclass(%s) IS NOT NULL", [table])
         return bool(self.env.cr.fetchone()[0])
+
+    @api.model
+    def create_ops_view(self, view, *, select_sql, columns, source):
+        """(Re)create the SQL view ``view`` of an ``_auto = False`` model over an ops table.
+
+        When ``source`` is not in Odoo's database (ops lives elsewhere, see
+        readme/CONFIGURE.md), the view is an empty stand-in with the same ``columns``
+        ((name, SQL type) pairs), so the model's views load and show nothing.
+        """
+        self.env.cr.execute(SQL("DROP VIEW IF EXISTS %s", SQL.identifier(view)))
+        if self.ops_schema_ready(source):
+            body = SQL(select_sql)
+        else:
+            body = SQL(
+                "SELECT %s WHERE false",
+                SQL(", ").join(SQL("NULL::%s AS %s", SQL(typ), SQL.identifier(col)) for col, typ in columns),
+            )
+        self.env.cr.execute(SQL("CREATE VIEW %s AS %s", SQL.identifier(view), body))
 
     # ------------------------------------------------------------------ writing failures
 

@@ -44,8 +44,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue  # noqa:
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status  # noqa: E402
 
 from ipai_ops import store  # noqa: E402
+from ipai_ops.store import scratch  # noqa: E402
 
-ADMIN = os.environ.get("IPAI_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 LAUNCH = [sys.executable, "-c", "import sys; from ipai_ops.cli import main; sys.exit(main())"]
 CEILING_BATCH = 1000
 
@@ -105,25 +105,18 @@ def start_discard(*, workers: int) -> tuple[subprocess.Popen, str]:
 
 
 def create_db() -> str:
-    name = f"ipai_bench_{random.randrange(16**12):012x}"
-    conn = psycopg2.connect(ADMIN)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    dsn = ADMIN.rpartition("/")[0] + "/" + name
+    """A throwaway ops database (dropped by :func:`drop_db`)."""
+    dsn = scratch.dsn_for(scratch.create_database("ipai_bench"))
     conn = store.connect(dsn)
-    store.migrate(conn)
-    conn.close()
+    try:
+        store.migrate(conn)
+    finally:
+        conn.close()
     return dsn
 
 
 def drop_db(dsn: str) -> None:
-    conn = psycopg2.connect(ADMIN)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{dsn.rpartition("/")[2]}" WITH (FORCE)')
-    conn.close()
+    scratch.drop_database(dsn.rpartition("/")[2])
 
 
 def word(n: int) -> str:

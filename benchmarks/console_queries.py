@@ -36,9 +36,7 @@ from __future__ import annotations
 
 import argparse
 import ast
-import getpass
 import json
-import os
 import signal
 import statistics
 import sys
@@ -55,10 +53,10 @@ import psycopg2  # noqa: E402
 import psycopg2.extensions  # noqa: E402
 import psycopg2.extras  # noqa: E402
 
-from ipai_ops import store  # noqa: E402
+from ipai_ops import config, store  # noqa: E402
 from ipai_ops.taxonomy import default_registry  # noqa: E402
 
-ADMIN = os.environ.get("IPAI_TEST_PG", f"postgresql://{getpass.getuser()}@127.0.0.1:5432/postgres")
+ADMIN = config.test_admin_dsn()
 CONSOLE_MODEL = REPO / "addons" / "ipai_reliability" / "models" / "ipai_agent_error.py"
 HOT_OCCURRENCES = 200_000
 T = '"ipai_agent_error"'

@@ -22,22 +22,18 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import random
 import statistics
 import sys
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psycopg2
-
 from ipai_ops import store
+from ipai_ops.store.scratch import throwaway_database
 
-ADMIN = os.environ.get("IPAI_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 BATCH = 1000
 
 _MERGE_SQL = """
@@ -187,28 +183,6 @@ def _check(conn, expected: int, label: str) -> None:
         raise SystemExit(f"{label}: counted {total} occurrences, expected {expected}")
 
 
-class _Database:
-    def __enter__(self) -> str:
-        self.name = f"ipai_bench_{uuid.uuid4().hex[:10]}"
-        admin = psycopg2.connect(ADMIN)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{self.name}"')
-        admin.close()
-        self.dsn = ADMIN.rpartition("/")[0] + "/" + self.name
-        conn = store.connect(self.dsn)
-        store.migrate(conn)
-        conn.close()
-        return self.dsn
-
-    def __exit__(self, *exc) -> None:
-        admin = psycopg2.connect(ADMIN)
-        admin.autocommit = True
-        with admin.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-        admin.close()
-
-
 def measure_ceiling(dsn: str, *, events: int = 20000, fingerprints: int = 1000, redelivery: float = 0.05) -> float:
     """Events/s of the COPY-and-merge ceiling on ``dsn`` (an ops database; its error tables are truncated)."""
     conn = store.connect(dsn)
@@ -229,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
 
     events = workload(args.events, args.fingerprints, args.redelivery)
     single_events = events[: args.single_events]
-    with _Database() as dsn:
+    with throwaway_database("ipai_bench", migrate=True) as dsn:
         conn = store.connect(dsn)
         try:
             single = run_single(conn, single_events)

@@ -7,49 +7,21 @@ maintenance database; default ``postgresql://postgres@127.0.0.1:5432/postgres``)
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 
-import psycopg2
 import pytest
 
 from ipai_ops import store
+from ipai_ops.store.scratch import create_database, drop_database, dsn_for, throwaway_database
 
-ADMIN_DSN = os.environ.get("IPAI_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def dsn_for(dbname: str) -> str:
-    base, _, _ = ADMIN_DSN.rpartition("/")
-    return f"{base}/{dbname}"
-
-
-def create_database(prefix: str = "ipai_test") -> str:
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    conn = psycopg2.connect(ADMIN_DSN)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
-    return name
-
-
-def drop_database(name: str) -> None:
-    conn = psycopg2.connect(ADMIN_DSN)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
+__all__ = ["create_database", "drop_database", "dsn_for"]
 
 
 @pytest.fixture
 def empty_db_dsn() -> Iterator[str]:
     """DSN of a fresh, empty database (no ops schema)."""
-    name = create_database()
-    try:
-        yield dsn_for(name)
-    finally:
-        drop_database(name)
+    with throwaway_database("ipai_test") as dsn:
+        yield dsn
 
 
 @pytest.fixture
@@ -66,17 +38,8 @@ def ops_dsn(empty_db_dsn: str) -> str:
 @pytest.fixture(scope="module")
 def module_ops_dsn() -> Iterator[str]:
     """Like ``ops_dsn`` but shared by a test module (faster for read-mostly tests)."""
-    name = create_database()
-    dsn = dsn_for(name)
-    conn = store.connect(dsn)
-    try:
-        store.migrate(conn)
-    finally:
-        conn.close()
-    try:
+    with throwaway_database("ipai_test", migrate=True) as dsn:
         yield dsn
-    finally:
-        drop_database(name)
 
 
 @pytest.fixture

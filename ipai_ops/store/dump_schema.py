@@ -12,17 +12,13 @@ database (default ``postgresql://postgres@127.0.0.1:5432/postgres``).
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
-import psycopg2
-
-from ipai_ops import store
+from ipai_ops.store.scratch import throwaway_database
 
 SCHEMA_FILE = Path(__file__).with_name("schema.sql")
 HEADER = (
@@ -62,29 +58,9 @@ def pg_dump_ops(dsn: str) -> str:
     return normalise(out.stdout)
 
 
-def _admin() -> str:
-    return os.environ.get("IPAI_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
 def dump_from_migrations() -> str:
-    admin = _admin()
-    name = f"ipai_schema_{uuid.uuid4().hex[:10]}"
-    conn = psycopg2.connect(admin)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    dsn = admin.rpartition("/")[0] + "/" + name
-    try:
-        target = store.connect(dsn)
-        try:
-            store.migrate(target)
-        finally:
-            target.close()
+    with throwaway_database("ipai_schema", migrate=True) as dsn:
         return pg_dump_ops(dsn)
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -408,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (smoke test)")
     parser.add_argument("--workers", type=int, default=1, help="bridge/receiver workers for (a)")
+    parser.add_argument("--figures", default="abc", help="which figures to measure, e.g. 'a' or 'bc' (default abc)")
     parser.add_argument("--discard-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.discard_server:
@@ -417,6 +418,16 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     print(f"bridge throughput, {cores} cores, loopback, OTLP/HTTP protobuf")
 
+    if "a" in args.figures:
+        measure_a(args, quick)
+    if "b" in args.figures:
+        measure_b(quick)
+    if "c" in args.figures:
+        measure_c(quick, cores)
+    return 0
+
+
+def measure_a(args: argparse.Namespace, quick: bool) -> None:
     bridge_a, discard_a = figure_a(workers=args.workers, requests=48 if quick else 240, concurrency=8)
     print(
         f"(a) error-free traffic, {args.workers} worker(s): bridge {bridge_a:,.0f} spans/s, "
@@ -424,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{bridge_a / discard_a:.2f}x (target >= 0.7x)"
     )
 
+
+def measure_b(quick: bool) -> None:
     events = 5_000 if quick else 20_000
     # One worker: PostgreSQL, the load generator and the bridge share this machine's cores,
     # and the ceiling is measured with one connection too.
@@ -435,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{occurrences:,} distinct occurrences stored"
     )
 
+
+def measure_c(quick: bool, cores: int) -> None:
     peak_mb, statuses = figure_c(workers=cores, seconds=5 if quick else 15, concurrency=128)
     refused = statuses.get(503, 0)
     print(
@@ -442,7 +457,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{peak_mb:,.0f} MB (target < 300 MB) -> {peak_mb / 300:.2f}x of budget; "
         f"answers {dict(sorted(statuses.items()))}, {refused:,} refused with 503 + Retry-After"
     )
-    return 0
 
 
 if __name__ == "__main__":

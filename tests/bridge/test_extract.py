@@ -279,13 +279,53 @@ def test_fuzz_json_wrong_types(extractor, span_fields):
 def test_precheck_never_skips_a_body_with_an_error():
     from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
-    from ipai_ops.bridge.extract import _may_hold_trace_errors
+    from ipai_ops.bridge.skeleton import trace_errors_possible
 
     plain = traces([span(trace_id=b"\x01" * 16, span_id=b"\x02" * 8)]).SerializeToString()
-    assert not _may_hold_trace_errors(plain)
-    assert _may_hold_trace_errors(traces([span(error="boom")]).SerializeToString())
-    assert _may_hold_trace_errors(traces([span(exceptions=[{"exception.type": "X"}])]).SerializeToString())
+    assert not trace_errors_possible(plain)
+    assert trace_errors_possible(traces([span(error="boom")]).SerializeToString())
+    assert trace_errors_possible(traces([span(exceptions=[{"exception.type": "X"}])]).SerializeToString())
     # A non-minimal varint is still code 2 for every protobuf parser: the check must see it too.
     non_minimal = b"\x18\x82\x00"
     assert Status.FromString(non_minimal).code == Status.STATUS_CODE_ERROR
-    assert _may_hold_trace_errors(b"\x7a\x03" + non_minimal)
+    body = b"\x0a\x09" + b"\x12\x07" + b"\x12\x05" + b"\x7a\x03" + non_minimal
+    assert trace_errors_possible(body)
+    # Ids and attributes full of the bytes of an ERROR status are no longer false alarms.
+    decoy = span(
+        trace_id=b"\x18\x02" * 8,
+        span_id=b"\x7a\x02\x18\x02" * 2,
+        attributes={"n": 2, "text": "\x12\x09exception"},
+        name="exception",
+    )
+    assert not trace_errors_possible(traces([decoy]).SerializeToString())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(
+            st.binary(min_size=16, max_size=16),
+            st.binary(min_size=8, max_size=8),
+            st.sampled_from([0, 1, 2]),
+            st.lists(st.sampled_from(["exception", "log", "exceptions", "retry"]), max_size=3),
+        ),
+        min_size=1,
+        max_size=20,
+    )
+)
+def test_precheck_is_exact_on_spans(specs):
+    """The skeleton answer equals the span walk's, both ways: no miss and no false alarm."""
+    from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+
+    from ipai_ops.bridge.skeleton import trace_errors_possible
+
+    spans = []
+    for trace_id, span_id, code, event_names in specs:
+        item = Span(trace_id=trace_id, span_id=span_id, name="work")
+        if code:
+            item.status.CopyFrom(Status(code=code, message="failed" if code == 2 else ""))
+        for name in event_names:
+            item.events.add(name=name)
+        spans.append(item)
+    walk = any(s.status.code == Status.STATUS_CODE_ERROR or any(e.name == "exception" for e in s.events) for s in spans)
+    assert trace_errors_possible(traces(spans).SerializeToString()) == walk

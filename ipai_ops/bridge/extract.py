@@ -60,6 +60,7 @@ from ipai_ops.semconv import (
     AUDIT_EVENTS,
     EVENT_NAME,
     EXCEPTION_EVENT,
+    IPAI_CORRELATION_ID,
     IPAI_FAILURE_CODE,
     IPAI_FAILURE_FINGERPRINT,
     IPAI_OCCURRENCE_ID,
@@ -341,8 +342,10 @@ class Extractor:
         )
         occurred_at = _when(nanos)
         sample = dict(template.sample)
+        correlation_id = _str_attr(attrs, IPAI_CORRELATION_ID) or _str_attr(parent, IPAI_CORRELATION_ID)
         sample["context"] = {
             **template.sample["context"],
+            "correlation_id": correlation_id[:MAX_ID_CHARS] if correlation_id else None,
             "occurrence_id": occurrence_id,
             "trace_id": trace_hex,
             "span_id": span_hex,

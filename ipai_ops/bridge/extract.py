@@ -222,7 +222,7 @@ class _Resource:
 def _resource(resource: Any, default_source: str) -> _Resource:
     attrs = _attrs(resource.attributes)
     return _Resource(
-        source=(_str_attr(attrs, IPAI_SOURCE) or default_source)[:MAX_SOURCE_CHARS],
+        source=((_str_attr(attrs, IPAI_SOURCE) or "").strip() or default_source)[:MAX_SOURCE_CHARS],
         service=(_str_attr(attrs, SERVICE_NAME) or DEFAULT_SERVICE)[:MAX_SERVICE_CHARS],
         version=(_str_attr(attrs, SERVICE_VERSION) or None),
         env=_str_attr(attrs, DEPLOYMENT_ENVIRONMENT_NAME),
@@ -325,15 +325,15 @@ class Extractor:
             _str_attr(attrs, ERROR_TYPE),
             _str_attr(parent, ERROR_TYPE),
         )
-        source = (_str_attr(attrs, IPAI_SOURCE) or resource.source)[:MAX_SOURCE_CHARS]
-        occurrence_id = (_str_attr(attrs, IPAI_OCCURRENCE_ID) or occurrence_id)[:MAX_ID_CHARS]
+        source = ((_str_attr(attrs, IPAI_SOURCE) or "").strip() or resource.source)[:MAX_SOURCE_CHARS]
+        occurrence_id = ((_str_attr(attrs, IPAI_OCCURRENCE_ID) or "").strip() or occurrence_id)[:MAX_ID_CHARS]
         template = self._template(
             explicit_code=explicit[:256] if explicit else None,
             error_type=error_type[:1024] if error_type else None,
             message=message[:MAX_TEXT],
             stacktrace=stacktrace[-MAX_TEXT:] if stacktrace else None,
             text=text[:MAX_TEXT] if text else None,
-            fingerprint=(_str_attr(attrs, IPAI_FAILURE_FINGERPRINT) or "")[:128] or None,
+            fingerprint=(_str_attr(attrs, IPAI_FAILURE_FINGERPRINT) or "").strip()[:128] or None,
             source=source,
             service=resource.service,
             version=resource.version,

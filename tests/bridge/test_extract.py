@@ -276,6 +276,14 @@ def test_fuzz_json_wrong_types(extractor, span_fields):
     _check(extractor.traces(decoded))
 
 
+def test_blank_producer_ids_fall_back_to_derived_ones(extractor):
+    blank = {"ipai.failure.fingerprint": " ", "ipai.occurrence_id": "  ", "ipai.source": "\t"}
+    (occ,) = extractor.traces(traces([span(error="boom", attributes=blank)])).occurrences
+    assert occ["fingerprint"].startswith("fp1:")
+    assert occ["occurrence_id"].startswith("span:")
+    assert occ["source"] == "otlp"
+
+
 def test_precheck_never_skips_a_body_with_an_error():
     from opentelemetry.proto.trace.v1.trace_pb2 import Status
 

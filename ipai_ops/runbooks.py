@@ -92,8 +92,19 @@ def check_runbook(mode: FailureMode, registry: Registry, repo_root: Path) -> lis
         if at < last:
             add(at, f"section '## {section}' is out of order (expected order: {', '.join(REQUIRED_SECTIONS)})")
         last = max(last, at)
-        if not _section_body(lines, at, in_fence).strip():
+        body = _section_body(lines, at, in_fence)
+        if not body.strip():
             add(at, f"section '## {section}' is empty")
+        elif placeholder := _placeholder(body):
+            problems.append(
+                Problem(
+                    rel,
+                    at,
+                    mode.code,
+                    f"section '## {section}' is still a placeholder ({placeholder!r}): write what a reader does",
+                    severity="warning",
+                )
+            )
 
     for number, line in enumerate(lines, start=1):
         for code in _TICKED_CODE_RE.findall(line):
@@ -160,6 +171,16 @@ def _fence_mask(lines: list[str]) -> list[bool]:
         else:
             mask.append(inside)
     return mask
+
+
+# A stub's "TODO" (the Odoo "Create failure mode" wizard writes them) or a template line
+# such as "<Ranked, most likely first. Numbered list.>" left in place.
+_PLACEHOLDER_RE = re.compile(r"^\s*(?:(?:\d+\.|[-*]|#)\s*)?(TODO\b.*|<[A-Z][^<>]*>)\s*$", re.MULTILINE)
+
+
+def _placeholder(body: str) -> str | None:
+    match = _PLACEHOLDER_RE.search(body)
+    return match.group(1)[:60] if match else None
 
 
 def _section_body(lines: list[str], heading_line: int, in_fence: list[bool]) -> str:

@@ -16,14 +16,21 @@ class Report:
     problems: list[Problem]
     codes: int
     runbooks: int
+    #: Warnings (e.g. a runbook still holding TODO placeholders) fail the check too.
+    strict: bool = False
+
+    @property
+    def failures(self) -> list[Problem]:
+        return [p for p in self.problems if self.strict or p.severity != "warning"]
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.failures
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
+            "strict": self.strict,
             "registry": self.registry,
             "codes": self.codes,
             "runbooks_checked": self.runbooks,
@@ -31,16 +38,18 @@ class Report:
         }
 
 
-def check(*, registry_path: str | Path | None = None, repo_root: str | Path | None = None) -> Report:
+def check(
+    *, registry_path: str | Path | None = None, repo_root: str | Path | None = None, strict: bool = False
+) -> Report:
     path = config.registry_path(registry_path)
     root = Path(repo_root).resolve() if repo_root else _root_for(path)
     try:
         registry = load_registry(path)
     except RegistryError as exc:
-        return Report(str(path), exc.problems, 0, 0)
+        return Report(str(path), exc.problems, 0, 0, strict)
     problems = runbooks.check_all(registry, root)
     problems.extend(_benchmark_problems(root))
-    return Report(str(path), problems, len(registry), len(registry.active()))
+    return Report(str(path), problems, len(registry), len(registry.active()), strict)
 
 
 def _benchmark_problems(root: Path) -> list[Problem]:

@@ -42,14 +42,23 @@ class Problem:
     line: int | None
     code: str | None
     message: str
+    #: ``error`` fails the check; ``warning`` fails it only under ``ssot check --strict``.
+    severity: str = "error"
 
     def format(self) -> str:
         where = f"{self.file}:{self.line}" if self.line else self.file
         who = f" [{self.code}]" if self.code else ""
-        return f"{where}:{who} {self.message}"
+        level = " warning:" if self.severity == "warning" else ""
+        return f"{where}:{who}{level} {self.message}"
 
     def as_dict(self) -> dict[str, Any]:
-        return {"file": self.file, "line": self.line, "code": self.code, "message": self.message}
+        return {
+            "file": self.file,
+            "line": self.line,
+            "code": self.code,
+            "message": self.message,
+            "severity": self.severity,
+        }
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ say "lint: ruff"
 "$VENV/bin/ruff" check . --output-format concise
 "$VENV/bin/ruff" format --check . >/dev/null || { "$VENV/bin/ruff" format --check . ; die "ruff format: files need formatting"; }
 
-say "registry and runbooks: ipai-ops ssot check"
-"$VENV/bin/ipai-ops" ssot check
+say "registry and runbooks: ipai-ops ssot check --strict"
+"$VENV/bin/ipai-ops" ssot check --strict
 
 say "python tests (PostgreSQL at ${IPAI_TEST_PG:-postgresql://postgres@127.0.0.1:5432/postgres})"
 "$PY" -m pytest tests -n "${IPAI_TEST_WORKERS:-2}" -p no:cacheprovider "$@"

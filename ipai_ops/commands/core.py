@@ -26,6 +26,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check = ssot_sub.add_parser("check", help="validate the registry and every runbook; report all problems")
     check.add_argument("--registry", default=None, help=f"registry YAML (env {config.IPAI_OPS_REGISTRY})")
     check.add_argument("--repo-root", default=None, help="root that runbook paths are relative to")
+    check.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail on warnings too (runbooks still holding TODO or template placeholders); CI uses it",
+    )
     add_format_argument(check)
     check.set_defaults(handler=cmd_ssot_check)
 
@@ -107,7 +112,7 @@ def _duration(text: str) -> str:
 def cmd_ssot_check(args: argparse.Namespace) -> int:
     from ipai_ops.ssot import check
 
-    report = check(registry_path=args.registry, repo_root=args.repo_root)
+    report = check(registry_path=args.registry, repo_root=args.repo_root, strict=args.strict)
     if args.format == "json":
         emit_json(report.as_dict())
     else:
@@ -117,7 +122,7 @@ def cmd_ssot_check(args: argparse.Namespace) -> int:
             checked = f"{report.codes} failure modes, {report.runbooks} runbooks and the benchmark config"
             print(f"ok: {checked} checked ({report.registry})")
         else:
-            print(f"{len(report.problems)} problem(s) in {report.registry}", file=sys.stderr)
+            print(f"{len(report.failures)} problem(s) in {report.registry}", file=sys.stderr)
     return 0 if report.ok else EXIT_CHECK_FAILED
 
 

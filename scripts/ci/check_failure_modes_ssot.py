@@ -9,4 +9,4 @@ import sys
 from ipai_ops.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["ssot", "check", *sys.argv[1:]]))
+    sys.exit(main(["ssot", "check", "--strict", *sys.argv[1:]]))

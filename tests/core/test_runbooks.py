@@ -54,3 +54,33 @@ def test_unquoted_mermaid_label_with_syntax_characters_is_reported(mini_repo: Pa
     assert [p.message for p in problems] == [
         "mermaid label 'check the disk; then restart' needs quotes: it holds a character Mermaid parses as syntax"
     ]
+
+
+def test_placeholder_sections_warn_and_fail_only_under_strict(mini_repo: Path, capsys):
+    from ipai_ops import ssot
+    from ipai_ops.cli import main
+
+    path = mini_repo / "docs" / "runbooks" / "failures" / "BUILD.TEST_FAILED.md"
+    text = runbook_text("BUILD.TEST_FAILED")
+    text = text.replace("## Likely causes\n\nStep specific to BUILD.TEST_FAILED.", "## Likely causes\n\n1. TODO")
+    text = text.replace(
+        "## Diagnosis\n\nStep specific to BUILD.TEST_FAILED.",
+        "## Diagnosis\n\n<Commands and SQL, one per cause, telling the causes apart.>",
+    )
+    path.write_text(text)
+    registry_file = mini_repo / "ssot" / "errors" / "failure_modes.yaml"
+
+    report = ssot.check(registry_path=registry_file, repo_root=mini_repo)
+    assert report.ok  # a stub (as the Odoo wizard writes it) keeps working locally...
+    assert [(p.severity, p.message.split(" is ")[0]) for p in report.problems] == [
+        ("warning", "section '## Likely causes'"),
+        ("warning", "section '## Diagnosis'"),
+    ]
+    assert not ssot.check(registry_path=registry_file, repo_root=mini_repo, strict=True).ok  # ...and fails CI
+
+    args = ["ssot", "check", "--registry", str(registry_file), "--repo-root", str(mini_repo)]
+    assert main(args) == 0
+    assert main([*args, "--strict"]) == 1
+    err = capsys.readouterr().err
+    assert "warning: section '## Likely causes' is still a placeholder ('TODO')" in err
+    assert "2 problem(s)" in err

@@ -373,6 +373,21 @@ CREATE SEQUENCE ops.agent_runs_id_seq
 
 ALTER SEQUENCE ops.agent_runs_id_seq OWNED BY ops.agent_runs.id;
 
+CREATE TABLE ops.webhook_deliveries (
+    provider text NOT NULL,
+    delivery_id text NOT NULL,
+    endpoint text,
+    received_at timestamp with time zone DEFAULT now() NOT NULL,
+    claimed_at timestamp with time zone DEFAULT now() NOT NULL,
+    completed_at timestamp with time zone,
+    attempts integer DEFAULT 1 NOT NULL,
+    CONSTRAINT webhook_deliveries_attempts_check CHECK ((attempts >= 1)),
+    CONSTRAINT webhook_deliveries_delivery_id_check CHECK (((length(delivery_id) >= 1) AND (length(delivery_id) <= 256))),
+    CONSTRAINT webhook_deliveries_provider_check CHECK (((length(provider) >= 1) AND (length(provider) <= 64)))
+);
+
+COMMENT ON TABLE ops.webhook_deliveries IS 'Inbound webhook delivery ids per provider: claimed, completed or (released) gone; refuses duplicates.';
+
 ALTER TABLE ONLY ops.agent_ab_comparisons ALTER COLUMN id SET DEFAULT nextval('ops.agent_ab_comparisons_id_seq'::regclass);
 
 ALTER TABLE ONLY ops.agent_benchmark_results ALTER COLUMN id SET DEFAULT nextval('ops.agent_benchmark_results_id_seq'::regclass);
@@ -408,6 +423,9 @@ ALTER TABLE ONLY ops.agent_runs
 ALTER TABLE ONLY ops.agent_runs
     ADD CONSTRAINT agent_runs_run_id_key UNIQUE (run_id);
 
+ALTER TABLE ONLY ops.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (provider, delivery_id);
+
 CREATE INDEX agent_ab_comparisons_variants_idx ON ops.agent_ab_comparisons USING btree (baseline_variant, candidate_variant, compared_at DESC);
 
 CREATE INDEX agent_benchmark_results_variant_idx ON ops.agent_benchmark_results USING btree (variant_id, category);
@@ -433,6 +451,8 @@ CREATE INDEX agent_errors_status_idx ON ops.agent_errors USING btree (status, la
 CREATE INDEX agent_runs_agent_idx ON ops.agent_runs USING btree (agent, started_at DESC);
 
 CREATE INDEX agent_runs_variant_idx ON ops.agent_runs USING btree (((metadata ->> 'variant_id'::text)));
+
+CREATE INDEX webhook_deliveries_received_idx ON ops.webhook_deliveries USING btree (received_at);
 
 ALTER TABLE ONLY ops.agent_benchmark_results
     ADD CONSTRAINT agent_benchmark_results_run_id_fkey FOREIGN KEY (run_id) REFERENCES ops.agent_runs(run_id) ON DELETE CASCADE;

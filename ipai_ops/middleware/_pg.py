@@ -1,0 +1,121 @@
+"""One lazily opened PostgreSQL connection, shared by threads, with hard time bounds.
+
+The middleware writes on a request's error path: a database outage must cost that
+request a bounded, short wait at most, and then nothing at all for a while. So:
+
+* ``connect_timeout`` bounds the connect, ``statement_timeout`` the server's work and
+  ``tcp_user_timeout`` + keepalives a peer that vanished mid-query;
+* after a connection-level failure the connection is dropped and calls fail at once for
+  ``retry_interval`` seconds (no connect attempt per failing request during an outage);
+  the next call after that reconnects;
+* a lock serialises users of the one connection (error paths are rare; a pool would
+  hold idle connections in every worker for nothing).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+import psycopg2
+import psycopg2.extensions
+
+from ipai_ops.envelope import redact
+from ipai_ops.store import OpsDatabaseUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def _first_line(exc: BaseException) -> str:
+    return redact((str(exc).strip().splitlines() or [type(exc).__name__])[0]) or type(exc).__name__
+
+
+class SharedConnection:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        application_name: str,
+        connect_timeout: int = 2,
+        statement_timeout_ms: int = 2000,
+        retry_interval: float = 5.0,
+    ) -> None:
+        self.dsn = dsn
+        self.application_name = application_name
+        # libpq treats connect_timeout=1 as 2 (its documented minimum).
+        self.connect_timeout = max(2, int(connect_timeout))
+        self.statement_timeout_ms = int(statement_timeout_ms)
+        self.retry_interval = float(retry_interval)
+        self._lock = threading.Lock()
+        self._conn: psycopg2.extensions.connection | None = None
+        self._down_until = 0.0
+
+    def _connection(self) -> psycopg2.extensions.connection:
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        try:
+            conn = psycopg2.connect(
+                self.dsn,
+                application_name=self.application_name,
+                connect_timeout=self.connect_timeout,
+                keepalives=1,
+                keepalives_idle=5,
+                keepalives_interval=2,
+                keepalives_count=2,
+                tcp_user_timeout=self.statement_timeout_ms + 1000,
+            )
+        except psycopg2.OperationalError as exc:
+            raise OpsDatabaseUnavailable(f"ops database unreachable: {_first_line(exc)}") from None
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                # Session-wide: a SET inside a transaction would vanish with its rollback.
+                cur.execute("SELECT set_config('statement_timeout', %s, false)", (str(self.statement_timeout_ms),))
+                cur.execute("SELECT set_config('lock_timeout', %s, false)", (str(self.statement_timeout_ms),))
+            conn.autocommit = False
+        except psycopg2.Error as exc:
+            conn.close()
+            raise OpsDatabaseUnavailable(f"ops database unusable: {_first_line(exc)}") from None
+        self._conn = conn
+        return conn
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg2.Error):
+                conn.close()
+
+    def run(self, work: Callable[[psycopg2.extensions.connection], T]) -> T:
+        """``work(conn)`` under the lock; :class:`OpsDatabaseUnavailable` when PostgreSQL is not there.
+
+        Other database errors (a missing table: the ops migrations were not applied) are
+        raised as they are, after the connection was rolled back.
+        """
+        with self._lock:
+            if time.monotonic() < self._down_until:
+                raise OpsDatabaseUnavailable("ops database unavailable (recent failure; not retrying yet)")
+            try:
+                return work(self._connection())
+            except (OpsDatabaseUnavailable, psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                self._drop()
+                self._down_until = time.monotonic() + self.retry_interval
+                if isinstance(exc, OpsDatabaseUnavailable):
+                    raise
+                raise OpsDatabaseUnavailable(f"ops database unavailable: {_first_line(exc)}") from None
+            except psycopg2.Error:
+                if self._conn is not None and not self._conn.closed:
+                    try:
+                        self._conn.rollback()
+                    except psycopg2.Error:
+                        self._drop()
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()

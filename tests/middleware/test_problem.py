@@ -1,0 +1,73 @@
+"""ipai_ops.problem: the framework-free RFC 9457 builder that the Odoo connector's moves to."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from ipai_ops import problem as problems
+from ipai_ops.problem import PROBLEM_CONTENT_TYPE, ProblemInvalid, problem, problem_errors, validate_problem
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _addon_problems():
+    # By file: the addon package itself imports odoo; this one module does not.
+    path = REPO / "addons" / "ipai_pulser_connector" / "services" / "problems.py"
+    spec = importlib.util.spec_from_file_location("_addon_problems", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize(
+    ("code", "kwargs"),
+    [
+        ("WEBHOOK.SIGNATURE_INVALID", {}),
+        ("ARGS_INVALID", {"errors": [{"path": "$.name", "message": "required"}]}),
+        ("TRANSPORT.DATABASE_UNAVAILABLE", {"status": 503, "correlation_id": None}),
+        ("UNCLASSIFIED.UNKNOWN", {"extra": {"retry_after": 3}}),
+        ("NOT.A_CODE", {}),
+    ],
+)
+def test_same_document_as_the_connector_builder(registry, code, kwargs):
+    addon = _addon_problems()
+    args = {"detail": "d", "instance": "/x", "correlation_id": "c-1", **kwargs}
+    assert problem(registry, code, **args) == addon.problem(registry, code, **args)
+    assert PROBLEM_CONTENT_TYPE == addon.PROBLEM_CONTENT_TYPE
+    assert problems.TYPE_PREFIX == addon.TYPE_PREFIX
+
+
+def test_schema_file_is_the_connector_schema_plus_metadata():
+    mine = dict(problems.PROBLEM_SCHEMA)
+    for key in ("$id", "title", "description"):
+        mine.pop(key)
+    assert mine == _addon_problems().PROBLEM_SCHEMA
+
+
+def test_status_comes_from_the_mode_else_500(registry):
+    assert problem(registry, "WEBHOOK.DELIVERY_DUPLICATE", detail="", instance="/")["status"] == 409
+    assert problem(registry, "UNCLASSIFIED.UNKNOWN", detail="", instance="/")["status"] == 500
+    assert problem(registry, "WEBHOOK.DELIVERY_DUPLICATE", detail="", instance="/", status=422)["status"] == 422
+
+
+def test_alias_becomes_the_canonical_code(registry):
+    doc = problem(registry, "SIGNATURE_INVALID", detail="bad", instance="/hook", correlation_id="abc")
+    assert doc["type"] == "urn:ipai:failure:WEBHOOK.SIGNATURE_INVALID"
+    assert doc["ipai"] == {"code": "WEBHOOK.SIGNATURE_INVALID", "retryable": False, "correlation_id": "abc"}
+    validate_problem(doc)
+
+
+def test_invalid_documents_name_every_violation(registry):
+    doc = problem(registry, "WEBHOOK.SIGNATURE_INVALID", detail="bad", instance="/hook")
+    doc["type"] = "about:blank"
+    doc["status"] = 200
+    del doc["ipai"]["retryable"]
+    errors = problem_errors(doc)
+    assert len(errors) == 3
+    assert any(e.startswith("/type:") for e in errors) and any(e.startswith("/status:") for e in errors)
+    with pytest.raises(ProblemInvalid) as err:
+        validate_problem(doc)
+    assert err.value.errors == errors

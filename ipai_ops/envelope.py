@@ -88,6 +88,9 @@ _SECRET_KEYS = re.compile(
     r"password|passwd|secret|api[_-]?key|access[_-]?key|token|authorization|cookie|private[_-]?key|credential",
     re.I,
 )
+#: ...except numbers under a plural "tokens" key: usage counts (``input_tokens``,
+#: ``total_tokens``, ``max_tokens``), the evidence ``tokens`` is for, not credentials.
+_COUNT_KEYS = re.compile(r"tokens", re.I)
 
 
 #: A pattern runs only when its cheap hint is in the lower-cased text: most text holds
@@ -126,7 +129,12 @@ def redact_obj(value: Any, *, _depth: int = 0) -> Any:
     if isinstance(value, Mapping):
         out = {}
         for key, item in value.items():
-            if isinstance(key, str) and _SECRET_KEYS.search(key) and isinstance(item, (str, int, float)):
+            if (
+                isinstance(key, str)
+                and _SECRET_KEYS.search(key)
+                and isinstance(item, (str, int, float))
+                and not (isinstance(item, (int, float)) and _COUNT_KEYS.search(key))
+            ):
                 out[key] = "[REDACTED:secret]"
             else:
                 out[key] = redact_obj(item, _depth=_depth + 1)

@@ -59,6 +59,13 @@ def test_redact_obj_handles_secret_keys_and_nesting():
     assert SECRETS["github"] not in json.dumps(out)
 
 
+def test_redact_obj_keeps_token_usage_counts_but_not_numeric_secrets():
+    usage = {"input_tokens": 1200, "output_tokens": 80, "total_tokens": 1280, "max_tokens": 4096}
+    assert redact_obj({"tokens": usage}) == {"tokens": usage}
+    out = redact_obj({"pin_password": 1234, "token": 98765, "access_tokens": "ghp_abc", "api_key": 42})
+    assert set(out.values()) == {"[REDACTED:secret]"}
+
+
 def test_built_envelope_validates_and_redacts_and_caps(mini_registry):
     result = classify(mini_registry, message="could not connect to server")
     stdout = "line\n" * 5000

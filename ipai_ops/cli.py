@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "ipai_ops.ci.cli",
     "ipai_ops.reports.cli",
     "ipai_ops.demo.cli",
+    "ipai_ops.runs.cli",
 )
 
 EXIT_OK = 0

@@ -49,3 +49,45 @@ def registry_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     if env:
         return Path(env)
     return repo_root() / "ssot" / "errors" / "failure_modes.yaml"
+
+
+# --------------------------------------------------------------------------- agent runs (ipai-ops run)
+
+#: Directory holding one sub-directory of logs and envelopes per recorded run (``--artifacts``).
+IPAI_OPS_RUN_ARTIFACTS = "IPAI_OPS_RUN_ARTIFACTS"
+#: Bytes of stdout (and, separately, stderr) kept on disk per attempt (``--max-output-bytes``).
+IPAI_OPS_RUN_MAX_OUTPUT_BYTES = "IPAI_OPS_RUN_MAX_OUTPUT_BYTES"
+#: Run directories older than this many days are deleted (``--retention-days``).
+IPAI_OPS_RUN_RETENTION_DAYS = "IPAI_OPS_RUN_RETENTION_DAYS"
+#: Upper bound, in seconds, of the sleep before a retry; 0 retries at once (``--retry-delay-cap``).
+IPAI_OPS_RUN_RETRY_DELAY_CAP = "IPAI_OPS_RUN_RETRY_DELAY_CAP"
+#: The agent variant a run belongs to, stored as ``metadata.variant_id`` (``--variant-id``).
+IPAI_OPS_RUN_VARIANT_ID = "IPAI_OPS_RUN_VARIANT_ID"
+
+# Set BY the recorder for the command it runs (read by the agent, never by ipai_ops):
+#: The run id (``ops.agent_runs.run_id``).
+IPAI_RUN_ID = "IPAI_RUN_ID"
+#: 1-based attempt number of this execution of the command.
+IPAI_RUN_ATTEMPT = "IPAI_RUN_ATTEMPT"
+#: JSON Lines file the command may append tool-call, usage and metadata events to.
+IPAI_RUN_EVENTS = "IPAI_RUN_EVENTS"
+#: The attempt's artifact directory (logs, events, envelope).
+IPAI_RUN_DIR = "IPAI_RUN_DIR"
+#: W3C trace context of the recorder's active span, for the command's own spans
+#: (the environment-variable carrier of the OpenTelemetry specification).
+TRACEPARENT = "TRACEPARENT"
+#: XDG base directory for state; the default artifacts directory lives under it.
+XDG_STATE_HOME = "XDG_STATE_HOME"
+#: Set to "true" by CI systems (GitHub Actions, GitLab CI, ...): a run's envelope says env "ci".
+CI = "CI"
+
+
+def run_artifacts_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """Where run directories go: flag, env, else ``$XDG_STATE_HOME/ipai-ops/runs``."""
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    env = os.environ.get(IPAI_OPS_RUN_ARTIFACTS)
+    if env:
+        return Path(env).expanduser().resolve()
+    state = os.environ.get(XDG_STATE_HOME) or str(Path.home() / ".local" / "state")
+    return (Path(state) / "ipai-ops" / "runs").resolve()

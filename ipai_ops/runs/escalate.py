@@ -1,0 +1,563 @@
+"""The escalation bundle: one archive with everything the owner team needs (runbooks, "Escalation").
+
+``escalate(ref)`` takes a run id, an error (``ops.agent_errors.id`` or an ``fp1:``
+fingerprint) or an intent (``intent:<ref or id>``), gathers the evidence the runbook index
+asks for, and writes ``escalation-<kind>-<id>-<UTC stamp>.tar.gz``::
+
+    escalation-.../manifest.json   ids, command as run, settings (redacted), typed error,
+                                   UTC timestamps, artifact paths, envelope problems
+    escalation-.../README.txt      what this is and what to do with it
+    escalation-.../envelope.json   the failure envelope
+    escalation-.../error.json      the ops.agent_errors row (with recent occurrences)
+    escalation-.../run.json        the ops.agent_runs row / the recorder's run.json
+    escalation-.../intent.json     the intent row and its audit events (intents only)
+    escalation-.../logs/<attempt>/ the run's logs, events and envelopes still on disk (bounded)
+
+Everything is redacted again on the way in (the recorder already redacted what it wrote;
+an intent's arguments or an older envelope may not have been): the bundle is meant to be
+attached to a ticket.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from ipai_ops import __version__, config
+from ipai_ops.envelope import envelope_errors, iso_utc, redact, redact_obj
+from ipai_ops.runs._sql import sql
+from ipai_ops.runs.capture import LineRedactor
+from ipai_ops.runs.recorder import RUN_FILE, RUN_ID_RE
+from ipai_ops.store import OpsDatabaseUnavailable, connect, query
+from ipai_ops.taxonomy import Registry, default_registry
+
+BUNDLE_VERSION = 1
+#: Each log file is copied up to this many bytes (head and tail kept around a marker).
+DEFAULT_MAX_LOG_BYTES = 5 * 1024 * 1024
+_FINGERPRINT_RE = re.compile(r"^fp\d+:[0-9a-f]{32}$")
+_TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+_LOG_FILES = ("stdout.log", "stderr.log", "events.jsonl", "envelope.json", "events_envelope.json")
+KINDS = ("run", "error", "intent")
+
+
+class EscalationError(Exception):
+    """The reference cannot be bundled (unknown id, no intent table): one clear line."""
+
+    def __init__(self, message: str, *, failure_code: str | None = None):
+        super().__init__(message)
+        self.failure_code = failure_code
+
+
+@dataclass
+class EscalationResult:
+    path: Path
+    kind: str
+    manifest: dict[str, Any]
+    members: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"path": str(self.path), "kind": self.kind, "members": self.members, "manifest": self.manifest}
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """``(kind, value)`` of a reference: explicit ``intent:``/``run:``/``error:`` prefixes,
+    else a fingerprint or a number is an error, anything else a run id."""
+    ref = ref.strip()
+    for kind in KINDS:
+        prefix = f"{kind}:"
+        if ref.startswith(prefix) and not _FINGERPRINT_RE.match(ref):
+            value = ref[len(prefix) :].strip()
+            if not value:
+                raise EscalationError(f"{ref!r}: nothing after {prefix!r}")
+            return kind, value
+    if _FINGERPRINT_RE.match(ref) or (ref.isdigit() and len(ref) < 19):
+        return "error", ref
+    if not ref:
+        raise EscalationError("an id is required: a run id, an error id or fingerprint, or intent:<ref>")
+    return "run", ref
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso_utc(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _clean(value: Any) -> Any:
+    return redact_obj(_jsonable(value))
+
+
+def _rows(cur) -> list[dict[str, Any]]:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _exists(cur, relation: str) -> bool:
+    cur.execute("SELECT to_regclass(%s) IS NOT NULL", (relation,))
+    return bool(cur.fetchone()[0])
+
+
+def _bounded_copy(path: Path, limit: int) -> tuple[bytes, bool]:
+    """A log file's bytes (redacted again), head and tail when bigger than ``limit``."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        if size <= limit:
+            data, cut = handle.read(), False
+        else:
+            half = limit // 2
+            head = handle.read(half)
+            handle.seek(size - half)
+            data = head + f"\n[... {size - 2 * half} bytes omitted from the bundle ...]\n".encode() + handle.read()
+            cut = True
+    redactor = LineRedactor()
+    return redactor.feed(data) + redactor.flush(), cut
+
+
+class _Gather:
+    """Collects the facts of one reference from the database and the run directories."""
+
+    def __init__(self, *, dsn: str | None, use_db: bool, artifacts_dir: Path, registry: Registry):
+        self.dsn = dsn
+        self.use_db = use_db
+        self.artifacts_dir = artifacts_dir
+        self.registry = registry
+        self.conn = None
+        self.db_error: OpsDatabaseUnavailable | None = None
+        self.run: dict[str, Any] | None = None
+        self.run_source: str | None = None
+        self.error: dict[str, Any] | None = None
+        self.intent: dict[str, Any] | None = None
+        self.intent_events: list[dict[str, Any]] = []
+        self.envelope: dict[str, Any] | None = None
+        self.envelope_source: str | None = None
+        self.warnings: list[str] = []
+
+    def cursor(self):
+        if not self.use_db:
+            return None
+        if self.conn is None and self.db_error is None:
+            try:
+                self.conn = connect(self.dsn, application_name="ipai-ops escalate")
+                self.conn.autocommit = True
+            except OpsDatabaseUnavailable as exc:
+                self.db_error = exc
+        return self.conn.cursor() if self.conn is not None else None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+    # ------------------------------------------------------------------ lookups
+
+    def load_error(self, ref: str) -> bool:
+        cur = self.cursor()
+        if cur is None:
+            return False
+        with cur:
+            if not _exists(cur, "ops.agent_errors"):
+                return False
+            ref_id = int(ref) if ref.isdigit() and len(ref) < 19 else None
+            cur.execute(query("show_error"), {"ref": ref, "ref_id": ref_id})
+            rows = _rows(cur)
+        if not rows:
+            return False
+        self.error = rows[0]
+        return True
+
+    def load_run_row(self, run_id: str) -> bool:
+        cur = self.cursor()
+        if cur is None:
+            return False
+        with cur:
+            if not _exists(cur, "ops.agent_runs"):
+                return False
+            cur.execute(sql("get_run"), {"run_id": run_id})
+            rows = _rows(cur)
+        if not rows:
+            return False
+        self.run = rows[0]
+        self.run_source = "ops.agent_runs"
+        return True
+
+    def load_run_file(self, run_id: str) -> bool:
+        if not RUN_ID_RE.match(run_id):
+            return False
+        path = self.artifacts_dir / run_id / RUN_FILE
+        try:
+            record = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        self.run = record
+        self.run_source = str(path)
+        return True
+
+    def load_run(self, run_id: str) -> bool:
+        found = self.load_run_row(run_id) or self.load_run_file(run_id)
+        if found and self.run_source == "ops.agent_runs" and self.artifacts_dir:
+            # The database row has no log tails; the run directory, when still there, has the files.
+            run_dir = ((self.run.get("metadata") or {}).get("artifacts") or {}).get("run_dir")
+            if run_dir and not Path(run_dir).is_dir():
+                self.warnings.append(f"run directory {run_dir} no longer exists (retention, or another machine)")
+        return found
+
+    def run_for_error(self, error_id: int) -> None:
+        cur = self.cursor()
+        if cur is None:
+            return
+        with cur:
+            cur.execute(sql("latest_run_for_error"), {"error_id": error_id})
+            row = cur.fetchone()
+        if row:
+            self.load_run(row[0])
+
+    def error_for_run(self) -> None:
+        meta = (self.run or {}).get("metadata") or {}
+        error_id = (self.run or {}).get("error_id")
+        if error_id is None:
+            for item in reversed(meta.get("iterations") or []):
+                if item.get("error_id") is not None:
+                    error_id = item["error_id"]
+                    break
+        if error_id is not None:
+            self.load_error(str(error_id))
+        elif self.use_db and self.db_error is None:
+            fingerprint = next(
+                (i.get("fingerprint") for i in reversed(meta.get("iterations") or []) if i.get("fingerprint")), None
+            )
+            if fingerprint:
+                self.load_error(fingerprint)
+
+    def load_intent(self, ref: str) -> None:
+        cur = self.cursor()
+        if cur is None:
+            raise self.db_error or EscalationError("intents live in Odoo's database: --no-db cannot bundle one")
+        with cur:
+            if not _exists(cur, "ipai_pulser_intent"):
+                raise EscalationError(
+                    "this database has no intent table (ipai_pulser_intent): is ipai_pulser_connector installed, "
+                    "and is --dsn Odoo's database rather than a separate ops database?",
+                    failure_code="INTENT.NOT_FOUND",
+                )
+            ref_id = int(ref) if ref.isdigit() and len(ref) < 10 else None
+            cur.execute(sql("intent"), {"ref": ref, "ref_id": ref_id})
+            row = cur.fetchone()
+            if row is None:
+                raise EscalationError(f"no intent with ref or id {ref!r}", failure_code="INTENT.NOT_FOUND")
+            self.intent = row[0]
+            if _exists(cur, "ipai_pulser_intent_event"):
+                cur.execute(sql("intent_events"), {"intent_id": self.intent.get("id")})
+                self.intent_events = [r[0] for r in cur.fetchall()]
+        envelope = self.intent.get("failure_envelope")
+        if isinstance(envelope, dict):
+            self.envelope, self.envelope_source = envelope, "ipai_pulser_intent.failure_envelope"
+        if self.intent.get("ops_error_id"):
+            self.load_error(str(self.intent["ops_error_id"]))
+        if self.error is None and isinstance(envelope, dict):
+            fingerprint = (envelope.get("error") or {}).get("fingerprint")
+            if fingerprint:
+                self.load_error(fingerprint)
+
+    # ------------------------------------------------------------------ the envelope
+
+    def run_envelope(self) -> None:
+        """The run's own last failed attempt's envelope (the file), if still on disk."""
+        meta = (self.run or {}).get("metadata") or {}
+        wanted = (self.error or {}).get("fingerprint")
+        for item in reversed(meta.get("iterations") or []):
+            path = item.get("envelope")
+            if not path or (wanted and item.get("fingerprint") not in (None, wanted)):
+                continue
+            try:
+                self.envelope = json.loads(Path(path).read_text(encoding="utf-8"))
+                self.envelope_source = path
+                return
+            except (OSError, ValueError):
+                self.warnings.append(f"envelope file {path} is gone or unreadable")
+        if self.envelope is None and self.error and isinstance(self.error.get("sample"), dict):
+            self.envelope = self.error["sample"]
+            self.envelope_source = "ops.agent_errors.sample (the newest occurrence of the fingerprint)"
+
+
+def _trace_ids(traceparent: str | None) -> tuple[str | None, str | None]:
+    match = _TRACEPARENT_RE.match((traceparent or "").strip().lower())
+    return (match.group(1), match.group(2)) if match else (None, None)
+
+
+def _manifest(g: _Gather, *, kind: str, ref: str, now: datetime) -> dict[str, Any]:
+    run = g.run or {}
+    meta = run.get("metadata") or {}
+    error = g.error or {}
+    intent = g.intent or {}
+    envelope = g.envelope or {}
+    env_error = envelope.get("error") or {}
+    env_context = envelope.get("context") or {}
+    code = (
+        error.get("code")
+        or env_error.get("code")
+        or intent.get("failure_code")
+        or run.get("code")
+        or run.get("error_code")
+        or meta.get("code")
+    )
+    mode = g.registry.get(code) if code else None
+    fingerprint = error.get("fingerprint") or env_error.get("fingerprint")
+    intent_trace, intent_span = _trace_ids(intent.get("traceparent"))
+    iterations = meta.get("iterations") or []
+
+    if g.intent is not None:
+        command: dict[str, Any] = {
+            "intent_type": intent.get("intent_type"),
+            "args": intent.get("args"),
+            "source": intent.get("source"),
+            "idempotency_key": intent.get("idempotency_key"),
+        }
+    elif g.run is not None:
+        command = {"argv": meta.get("argv"), "shell": meta.get("command"), "cwd": meta.get("cwd")}
+    else:
+        command = {"shell": env_context.get("command")}
+
+    settings = {
+        "env": env_context.get("env") or (meta.get("settings") or {}).get("env"),
+        "service": env_context.get("service") or error.get("service") or run.get("agent"),
+        "service_version": env_context.get("service_version") or error.get("last_service_version"),
+        "model": meta.get("model") or (envelope.get("evidence") or {}).get("model"),
+        "host": meta.get("host"),
+        "variables": (meta.get("settings") or {}).get("variables"),
+        "versions": (meta.get("settings") or {}).get("versions"),
+    }
+    artifacts: list[dict[str, Any]] = []
+    for item in iterations:
+        for key in ("stdout_log", "stderr_log", "events_file", "envelope"):
+            if item.get(key):
+                artifacts.append({"attempt": item.get("attempt"), "kind": key, "path": item[key]})
+    return {
+        "bundle_version": BUNDLE_VERSION,
+        "generator": f"ipai-ops {__version__}",
+        "kind": kind,
+        "ref": ref,
+        "ids": {
+            "run_id": run.get("run_id"),
+            "intent_ref": intent.get("ref"),
+            "intent_id": intent.get("id"),
+            "error_id": error.get("id"),
+            "fingerprint": fingerprint,
+            "trace_id": env_context.get("trace_id")
+            or intent_trace
+            or meta.get("trace_id")
+            or error.get("last_trace_id"),
+            "span_id": env_context.get("span_id") or intent_span or error.get("last_span_id"),
+            "correlation_id": env_context.get("correlation_id") or intent.get("correlation_id") or run.get("run_id"),
+            "occurrence_ids": [i["occurrence_id"] for i in iterations if i.get("occurrence_id")],
+        },
+        "command": command,
+        "settings": settings,
+        "error": {
+            "code": code,
+            "title": mode.title if mode else None,
+            "category": mode.category if mode else env_error.get("category"),
+            "severity": error.get("severity") or env_error.get("severity"),
+            "retryable": mode.retryable if mode else env_error.get("retryable"),
+            "error_type": error.get("error_type") or env_error.get("error_type"),
+            "message": error.get("message") or env_error.get("message"),
+            "matched_by": env_error.get("matched_by"),
+            "signature": env_error.get("signature"),
+            "runbook": (mode.runbook if mode else None) or env_error.get("runbook"),
+            "owner": mode.owner if mode else None,
+            "status": error.get("status"),
+            "count": error.get("count"),
+            "show": f"ipai-ops errors show {fingerprint}" if fingerprint else None,
+        },
+        "status": {"run": run.get("status"), "intent": intent.get("state"), "attempts": len(iterations) or None},
+        "timestamps": {
+            "first_seen": error.get("first_seen"),
+            "last_seen": error.get("last_seen"),
+            "occurred_at": envelope.get("occurred_at"),
+            "started_at": run.get("started_at") or intent.get("started_at"),
+            "finished_at": run.get("finished_at") or intent.get("finished_at"),
+            "intent_created_at": intent.get("create_date"),
+            "bundled_at": iso_utc(now),
+        },
+        "artifacts": {
+            "run_dir": (meta.get("artifacts") or {}).get("run_dir") or run.get("run_dir"),
+            "files": artifacts,
+        },
+        "sources": {"run": g.run_source, "envelope": g.envelope_source},
+    }
+
+
+_README = """\
+Escalation bundle ({kind} {ref}), made by ipai-ops on {bundled_at}.
+
+Failure: {code}{title}
+Owner team: {owner}.  Runbook: {runbook}
+
+What to do with it
+  1. Attach this archive to the escalation for the owner team above (docs/runbooks/index.md,
+     "Escalation"). It holds the evidence that section asks for: manifest.json (ids, the
+     command as run, settings, the typed error, UTC timestamps, artifact paths),
+     envelope.json, error.json, the run or intent record, and the logs still on disk (logs/).
+  2. Check the envelope:      ipai-ops envelope validate envelope.json
+     See the error group:     {show}
+  3. Secrets were redacted ([REDACTED:...] markers) from everything in here. Look through
+     it anyway before sharing it outside the team.
+{problems}
+"""
+
+
+def escalate(
+    ref: str,
+    *,
+    dsn: str | None = None,
+    use_db: bool = True,
+    out_dir: str | Path | None = None,
+    artifacts_dir: str | Path | None = None,
+    registry: Registry | None = None,
+    max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
+    now: datetime | None = None,
+) -> EscalationResult:
+    """Write the escalation bundle of ``ref``; raise :class:`EscalationError` when it is unknown."""
+    if max_log_bytes < 1024:
+        raise EscalationError("the log size limit must be at least 1024 bytes")
+    kind, value = parse_ref(ref)
+    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    g = _Gather(
+        dsn=dsn,
+        use_db=use_db,
+        artifacts_dir=config.run_artifacts_dir(artifacts_dir),
+        registry=registry or default_registry(),
+    )
+    try:
+        if kind == "intent":
+            g.load_intent(value)
+        elif kind == "error":
+            if not use_db:
+                raise EscalationError(
+                    "errors live in the ops database: an error id or fingerprint needs it (no --no-db)"
+                )
+            if not g.load_error(value):
+                if g.db_error is not None:
+                    raise g.db_error
+                raise EscalationError(f"no error with id or fingerprint {value!r} in ops.agent_errors")
+            g.run_for_error(int(g.error["id"]))
+            g.run_envelope()
+        else:
+            if not g.load_run(value):
+                if g.db_error is not None:
+                    raise g.db_error
+                raise EscalationError(
+                    f"no run, error or intent {value!r}: not in ops.agent_runs, not under {g.artifacts_dir} "
+                    "(an error is a number or fp1:..., an intent is intent:<ref>)"
+                )
+            g.error_for_run()
+            g.run_envelope()
+        if g.db_error is not None:
+            g.warnings.append(f"TRANSPORT.DATABASE_UNAVAILABLE: {g.db_error}; bundled from the run directory only")
+        return _write_bundle(g, kind=kind, ref=ref, value=value, out_dir=out_dir, now=now, max_log_bytes=max_log_bytes)
+    finally:
+        g.close()
+
+
+def _write_bundle(
+    g: _Gather, *, kind: str, ref: str, value: str, out_dir: str | Path | None, now: datetime, max_log_bytes: int
+) -> EscalationResult:
+    manifest = _manifest(g, kind=kind, ref=ref, now=now)
+    problems = envelope_errors(g.envelope) if g.envelope is not None else ["no failure envelope found"]
+    manifest["envelope_problems"] = problems
+    files: dict[str, bytes] = {}
+    if g.envelope is not None:
+        files["envelope.json"] = _dump(_clean(g.envelope))
+    if g.error is not None:
+        files["error.json"] = _dump(_clean(g.error))
+    if g.run is not None:
+        files["run.json"] = _dump(_clean(g.run))
+    if g.intent is not None:
+        files["intent.json"] = _dump(_clean({"intent": g.intent, "events": g.intent_events}))
+
+    copied, missing = [], []
+    meta = (g.run or {}).get("metadata") or {}
+    for item in meta.get("iterations") or []:
+        attempt = str(item.get("attempt", "x"))
+        base = Path(item["stdout_log"]).parent if item.get("stdout_log") else None
+        if base is None:
+            continue
+        for name in _LOG_FILES:
+            path = base / name
+            member = f"logs/{attempt}/{name}"
+            if not path.is_file():
+                if name in ("stdout.log", "stderr.log") or item.get("envelope") == str(path):
+                    missing.append(str(path))
+                continue
+            data, cut = _bounded_copy(path, max_log_bytes)
+            files[member] = data
+            copied.append({"path": str(path), "member": member, "bytes": path.stat().st_size, "truncated": cut})
+    manifest["artifacts"]["copied"] = copied
+    manifest["artifacts"]["missing"] = missing
+    manifest["warnings"] = g.warnings
+
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip("-")[:80] or "x"
+    name = f"escalation-{kind}-{safe}-{stamp}"
+    target_dir = Path(out_dir).expanduser() if out_dir else Path.cwd()
+    target_dir.mkdir(parents=True, exist_ok=True)
+    path = (target_dir / f"{name}.tar.gz").resolve()
+    counter = 1
+    while path.exists():
+        counter += 1
+        path = (target_dir / f"{name}-{counter}.tar.gz").resolve()
+
+    err = manifest["error"]
+    files["README.txt"] = _README.format(
+        kind=kind,
+        ref=redact(ref),
+        bundled_at=manifest["timestamps"]["bundled_at"],
+        code=err["code"] or "(no typed error found)",
+        title=f": {err['title']}" if err.get("title") else "",
+        owner=err.get("owner") or "unknown (no registry entry)",
+        runbook=err.get("runbook") or "docs/runbooks/index.md",
+        show=err.get("show") or "ipai-ops errors list",
+        problems=(
+            "\nThe envelope has problems (see manifest.json, envelope_problems):\n"
+            + "".join(f"  - {p}\n" for p in problems)
+            if problems
+            else ""
+        ),
+    ).encode("utf-8")
+    manifest["members"] = sorted([*files, "manifest.json"])
+    files["manifest.json"] = _dump(_clean(manifest))
+
+    mtime = now.timestamp()
+    with tarfile.open(path, "w:gz") as archive:
+        for member in [
+            "manifest.json",
+            "README.txt",
+            *sorted(k for k in files if k not in ("manifest.json", "README.txt")),
+        ]:
+            data = files[member]
+            info = tarfile.TarInfo(f"{name}/{member}")
+            info.size = len(data)
+            info.mtime = mtime
+            info.mode = 0o644
+            archive.addfile(info, io.BytesIO(data))
+    return EscalationResult(
+        path, kind, json.loads(files["manifest.json"]), [f"{name}/{m}" for m in manifest["members"]]
+    )
+
+
+def _dump(value: Any) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n").encode("utf-8")

@@ -1,0 +1,1057 @@
+"""The agent-run recorder: run a command, keep everything it said, type how it ended.
+
+One run = one ``ops.agent_runs`` row and one directory::
+
+    <artifacts>/<run_id>/run.json              the run record (as in the database)
+    <artifacts>/<run_id>/<attempt>/stdout.log  redacted, size-capped (head + tail)
+    <artifacts>/<run_id>/<attempt>/stderr.log
+    <artifacts>/<run_id>/<attempt>/events.jsonl  what the command reported (IPAI_RUN_EVENTS)
+    <artifacts>/<run_id>/<attempt>/envelope.json the failure envelope of a failed attempt
+
+The row is written when the run starts (status ``running``), after every attempt and at
+the end, each time with everything known so far: a recorder that is killed leaves what it
+had. A failed attempt is one occurrence (``<run_id>:<attempt>``, source ``agent``) of a
+typed error in ``ops.agent_errors``; writing it again changes nothing. The database is
+optional: without it (``use_db=False``, or unreachable) the command still runs and the
+directory is still complete; a one-line ``TRANSPORT.DATABASE_UNAVAILABLE`` warning says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import platform
+import random
+import re
+import shlex
+import shutil
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+import psycopg2
+
+from ipai_ops import __version__, config
+from ipai_ops.classify import classify
+from ipai_ops.envelope import build_envelope, iso_utc, redact, redact_obj
+from ipai_ops.retry import Decision, RetryPolicy, decide
+from ipai_ops.runs._sql import sql
+from ipai_ops.runs.capture import DEFAULT_MAX_OUTPUT_BYTES, CappedLog, run_process
+from ipai_ops.runs.events import EVENTS_CODE_INVALID, EventSummary, parse_events
+from ipai_ops.runs.outcome import KINDS, Outcome, program_name, type_outcome
+from ipai_ops.store import ErrorOccurrence, OpsDatabaseUnavailable, connect, upsert_error
+from ipai_ops.taxonomy import Registry, default_registry
+
+log = logging.getLogger(__name__)
+
+SOURCE = "agent"
+RUN_RECORD_VERSION = 1
+DEFAULT_RETENTION_DAYS = 14
+DEFAULT_KILL_GRACE = 5.0
+RUN_FILE = "run.json"
+RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: Metadata keys the recorder owns: an events file cannot overwrite them.
+RESERVED_METADATA = frozenset(
+    {
+        "record_version",
+        "variant_id",
+        "command",
+        "argv",
+        "cwd",
+        "model",
+        "models",
+        "host",
+        "kind",
+        "settings",
+        "iterations",
+        "attempts",
+        "exit_code",
+        "exit_status",
+        "code",
+        "tokens",
+        "tokens_by_model",
+        "tool_calls",
+        "tool_call_count",
+        "tool_calls_failed",
+        "tool_summary",
+        "events",
+        "event_warnings",
+        "artifacts",
+        "warnings",
+        "timeout_seconds",
+        "max_attempts",
+        "trace_id",
+    }
+)
+#: Environment variables recorded as the run's provider/environment settings (values redacted).
+SETTINGS_PREFIXES = (
+    "OPENAI_",
+    "ANTHROPIC_",
+    "AZURE_OPENAI_",
+    "GEMINI_",
+    "GOOGLE_CLOUD_",
+    "MISTRAL_",
+    "OLLAMA_",
+    "OPENROUTER_",
+    "LITELLM_",
+    "OTEL_",
+    "IPAI_",
+    "ODOO_",
+    "PG",
+    "GITHUB_",
+    "RUNNER_",
+)
+SETTINGS_NAMES = frozenset({"CI", "PATH", "VIRTUAL_ENV", "NODE_ENV", "LANG", "TZ"})
+_SETTINGS_SECRET_KEYS = re.compile(r"HEADERS$|PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|CREDENTIAL|COOKIE", re.I)
+_MAX_SETTINGS = 200
+_MAX_SETTING_CHARS = 2000
+_NO_VARIANT = "no variant_id (--variant-id, IPAI_OPS_RUN_VARIANT_ID or a metadata event): not comparable in A/B"
+_TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+
+
+class RunSetupError(ValueError):
+    """The run cannot start as asked (bad option, run id taken): nothing was executed."""
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    """``run-<UTC yyyymmddThhmmss>-<12 hex>``: unique, sortable by start, safe as a directory name."""
+    moment = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    return f"run-{moment:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
+
+
+def _env_number(name: str, kind: type, default: Any) -> Any:
+    text = os.environ.get(name)
+    if text in (None, ""):
+        return default
+    try:
+        return kind(text)
+    except ValueError:
+        raise RunSetupError(f"{name}={text!r} is not a number") from None
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class Iteration:
+    """One execution of the command (an attempt)."""
+
+    attempt: int
+    started_at: str
+    finished_at: str
+    duration_ms: int
+    status: str
+    exit_code: int | None
+    exit_status: int
+    code: str | None
+    typed_by: str
+    message: str | None
+    stdout_log: str
+    stderr_log: str
+    events_file: str
+    output: dict[str, Any]
+    timed_out: bool = False
+    signal: str | None = None
+    kind: str | None = None
+    #: The command's process id (= its process group id: it runs in its own session).
+    pid: int | None = None
+    envelope: str | None = None
+    fingerprint: str | None = None
+    occurrence_id: str | None = None
+    error_id: int | None = None
+    events_envelope: str | None = None
+    events_error_id: int | None = None
+    tokens: dict[str, int] | None = None
+    tool_call_count: int = 0
+    model: str | None = None
+    retry: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class RunResult:
+    """A recorded run: what ``ipai-ops run --format json`` prints and ``run.json`` holds."""
+
+    run_id: str
+    status: str
+    code: str | None
+    exit_status: int
+    run_dir: Path
+    started_at: str
+    finished_at: str | None
+    duration_ms: int | None
+    agent: str
+    source: str
+    task_ref: str | None
+    error_id: int | None
+    iterations: list[Iteration]
+    metadata: dict[str, Any]
+    #: ``written``, ``disabled`` (use_db=False) or ``unavailable``.
+    db: str
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def attempts(self) -> int:
+        return len(self.iterations)
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.iterations[-1].exit_code if self.iterations else None
+
+    @property
+    def envelope(self) -> dict[str, Any] | None:
+        """The last failed attempt's envelope, read back from its file."""
+        for item in reversed(self.iterations):
+            if item.envelope:
+                return json.loads(Path(item.envelope).read_text(encoding="utf-8"))
+        return None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "record_version": RUN_RECORD_VERSION,
+            "run_id": self.run_id,
+            "source": self.source,
+            "agent": self.agent,
+            "task_ref": self.task_ref,
+            "status": self.status,
+            "code": self.code,
+            "exit_status": self.exit_status,
+            "exit_code": self.exit_code,
+            "attempts": self.attempts,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "duration_ms": self.duration_ms,
+            "error_id": self.error_id,
+            "run_dir": str(self.run_dir),
+            "db": self.db,
+            "warnings": self.warnings,
+            "metadata": self.metadata,
+        }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class _TextTee:
+    """A binary sink over a text stream (pytest's capture, a StringIO)."""
+
+    def __init__(self, stream: IO[str]):
+        self._stream = stream
+
+    def write(self, data: bytes) -> None:
+        self._stream.write(data.decode("utf-8", "replace"))
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+def _binary(stream: IO[Any] | None) -> BinaryIO | None:
+    if stream is None:
+        return None
+    if isinstance(stream, (io.RawIOBase, io.BufferedIOBase)):
+        return stream  # type: ignore[return-value]
+    buffer = getattr(stream, "buffer", None)
+    if buffer is not None:
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+        return buffer
+    return _TextTee(stream)  # type: ignore[return-value]
+
+
+def redact_argv(argv: Sequence[str]) -> list[str]:
+    """The command line with secrets redacted; a value after ``--password``-like flags goes too."""
+    out: list[str] = []
+    hide_next = False
+    for word in argv:
+        if hide_next:
+            out.append("[REDACTED:secret]")
+            hide_next = False
+            continue
+        out.append(redact(word) or word)
+        if re.fullmatch(r"--?[\w-]*(?:password|passwd|secret|token|api[_-]?key|auth)[\w-]*", word, re.I):
+            hide_next = True
+    return out
+
+
+def capture_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """Provider/environment settings worth having when escalating, secrets redacted.
+
+    A secret-named variable is kept as ``[REDACTED:secret]``: that it *was* set is
+    evidence (a missing key is a failure mode), its value is not.
+    """
+    picked: dict[str, str] = {}
+    for name in sorted(environ):
+        if name.startswith("IPAI_RUN_"):
+            continue
+        if name in SETTINGS_NAMES or name.startswith(SETTINGS_PREFIXES):
+            if len(picked) >= _MAX_SETTINGS:
+                break
+            value = environ[name]
+            if _SETTINGS_SECRET_KEYS.search(name):
+                picked[name] = "[REDACTED:secret]" if value else ""
+            else:
+                picked[name] = (redact(value) or "")[:_MAX_SETTING_CHARS]
+    return dict(redact_obj(picked))
+
+
+def _deployment_env(environ: Mapping[str, str]) -> str | None:
+    """``deployment.environment.name`` of the OTel resource (OTEL_RESOURCE_ATTRIBUTES), else "ci" in CI."""
+    try:
+        from opentelemetry.sdk.resources import Resource
+        from opentelemetry.semconv.attributes.deployment_attributes import DEPLOYMENT_ENVIRONMENT_NAME
+
+        attributes = Resource.create().attributes
+        value = attributes.get(DEPLOYMENT_ENVIRONMENT_NAME) or attributes.get("deployment.environment")
+        if value:
+            return str(value)
+    except Exception:  # the SDK is optional for this; a bad attribute string must not stop a run
+        log.debug("cannot read the OpenTelemetry resource", exc_info=True)
+    if environ.get(config.CI, "").lower() in ("true", "1", "yes"):
+        return "ci"
+    return None
+
+
+def _trace_context(environ: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
+    """(traceparent, trace_id, span_id): the active span's, else an inherited TRACEPARENT."""
+    carrier: dict[str, str] = {}
+    try:
+        from opentelemetry import propagate, trace
+
+        if trace.get_current_span().get_span_context().is_valid:
+            propagate.inject(carrier)
+    except Exception:
+        log.debug("cannot read the OpenTelemetry context", exc_info=True)
+    traceparent = carrier.get("traceparent") or environ.get(config.TRACEPARENT)
+    match = _TRACEPARENT_RE.match((traceparent or "").strip().lower())
+    if not match or match.group(1) == "0" * 32:
+        return None, None, None
+    return traceparent, match.group(1), match.group(2)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _utc(moment: float) -> str:
+    return iso_utc(datetime.fromtimestamp(moment, timezone.utc))
+
+
+# --------------------------------------------------------------------------- retention
+
+
+def prune_runs(root: Path, *, older_than_days: int, keep: Iterable[str] = (), now: float | None = None) -> list[Path]:
+    """Delete run directories under ``root`` last touched more than N days ago.
+
+    Only directories that hold a ``run.json`` are runs: a wrongly pointed ``--artifacts``
+    never costs anyone a directory the recorder did not make. ``keep`` names run ids
+    never deleted (the current run).
+    """
+    if older_than_days < 1:
+        raise RunSetupError("retention must be at least 1 day")
+    cutoff = (now if now is not None else time.time()) - older_than_days * 86400
+    kept = set(keep)
+    removed: list[Path] = []
+    if not root.is_dir():
+        return removed
+    for entry in sorted(root.iterdir()):
+        marker = entry / RUN_FILE
+        if entry.name in kept or entry.is_symlink() or not entry.is_dir() or not marker.is_file():
+            continue
+        try:
+            touched = max(marker.stat().st_mtime, entry.stat().st_mtime)
+        except OSError:
+            continue
+        if touched < cutoff:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+# --------------------------------------------------------------------------- the recorder
+
+
+class _Database:
+    """The recorder's connection: optional, and never a reason for the run to stop."""
+
+    def __init__(self, dsn: str | None, enabled: bool, warn: Callable[[str], None]):
+        self.dsn = dsn
+        self.enabled = enabled
+        self.state = "disabled" if not enabled else "written"
+        self._warn = warn
+        self._conn = None
+        self._warned = False
+
+    def _fail(self, exc: BaseException) -> None:
+        self.state = "unavailable"
+        self.close()
+        if self._warned:
+            return
+        self._warned = True
+        if isinstance(exc, (OpsDatabaseUnavailable, psycopg2.OperationalError)):
+            first = (str(exc).strip().splitlines() or ["connection failed"])[0]
+            self._warn(f"TRANSPORT.DATABASE_UNAVAILABLE: {first}; the run is recorded on disk only")
+        else:
+            first = ((getattr(exc, "pgerror", None) or str(exc)).strip().splitlines() or ["database error"])[0]
+            hint = " (is the ops schema migrated? ipai-ops db migrate)" if "does not exist" in first else ""
+            self._warn(f"the ops database refused the run record: {first}{hint}; the run is recorded on disk only")
+
+    def connection(self):
+        if not self.enabled or self.state == "unavailable":
+            return None
+        if self._conn is None or self._conn.closed:
+            try:
+                self._conn = connect(self.dsn, application_name="ipai-ops run", connect_timeout=3)
+            except OpsDatabaseUnavailable as exc:
+                self._fail(exc)
+                return None
+        return self._conn
+
+    def run(self, work: Callable[[Any], Any]) -> Any:
+        conn = self.connection()
+        if conn is None:
+            return None
+        try:
+            result = work(conn)
+        except (OpsDatabaseUnavailable, psycopg2.Error) as exc:
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            self._fail(exc)
+            return None
+        self.state = "written"
+        return result
+
+    def revive(self) -> None:
+        """Allow one more connection attempt (the run's last sync); no second warning if it fails."""
+        if self.enabled and self.state == "unavailable":
+            self.state = "written"
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self._conn = None
+
+
+class RunRecorder:
+    """Records runs of commands. Options here are per recorder; :meth:`run` takes per-run ones.
+
+    ``stdout``/``stderr`` are where the command's output is teed (default: this process's
+    own streams; ``quiet=True`` tees nothing). ``sleep`` and ``rng`` are injectable for
+    tests; ``retry_delay_cap=0`` retries without waiting.
+    """
+
+    def __init__(
+        self,
+        *,
+        dsn: str | None = None,
+        use_db: bool = True,
+        artifacts_dir: str | os.PathLike[str] | None = None,
+        registry: Registry | None = None,
+        max_output_bytes: int | None = None,
+        retention_days: int | None = None,
+        retry_delay_cap: float | None = None,
+        kill_grace: float = DEFAULT_KILL_GRACE,
+        quiet: bool = False,
+        stdout: IO[Any] | None = None,
+        stderr: IO[Any] | None = None,
+        source: str = SOURCE,
+        warn: Callable[[str], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ):
+        self.dsn = dsn
+        self.use_db = use_db
+        self.artifacts_dir = config.run_artifacts_dir(artifacts_dir)
+        self.registry = registry
+        self.max_output_bytes = (
+            max_output_bytes
+            if max_output_bytes is not None
+            else _env_number(config.IPAI_OPS_RUN_MAX_OUTPUT_BYTES, int, DEFAULT_MAX_OUTPUT_BYTES)
+        )
+        self.retention_days = (
+            retention_days
+            if retention_days is not None
+            else _env_number(config.IPAI_OPS_RUN_RETENTION_DAYS, int, DEFAULT_RETENTION_DAYS)
+        )
+        self.retry_delay_cap = (
+            retry_delay_cap
+            if retry_delay_cap is not None
+            else _env_number(config.IPAI_OPS_RUN_RETRY_DELAY_CAP, float, None)
+        )
+        if self.max_output_bytes < 1024:
+            raise RunSetupError("max output bytes must be at least 1024")
+        if self.retention_days < 1:
+            raise RunSetupError("retention must be at least 1 day")
+        if self.retry_delay_cap is not None and self.retry_delay_cap < 0:
+            raise RunSetupError("the retry delay cap must be >= 0 seconds")
+        if kill_grace < 0:
+            raise RunSetupError("the kill grace must be >= 0 seconds")
+        self.kill_grace = kill_grace
+        self.quiet = quiet
+        self._stdout = stdout
+        self._stderr = stderr
+        self.source = source
+        self._warn_fn = warn
+        self._sleep = sleep
+        self._rng = rng
+
+    # ------------------------------------------------------------------ small parts
+
+    def _warn(self, message: str) -> None:
+        # Not log.warning: without logging configured that would print the line twice.
+        log.info("warning: %s", message)
+        if self._warn_fn is not None:
+            self._warn_fn(message)
+        else:
+            print(f"ipai-ops run: warning: {message}", file=sys.stderr)
+
+    def _tees(self) -> tuple[BinaryIO | None, BinaryIO | None]:
+        if self.quiet:
+            return None, None
+        return _binary(self._stdout or sys.stdout), _binary(self._stderr or sys.stderr)
+
+    def prune(self, *, older_than_days: int | None = None, keep: Iterable[str] = ()) -> list[Path]:
+        return prune_runs(self.artifacts_dir, older_than_days=older_than_days or self.retention_days, keep=keep)
+
+    # ------------------------------------------------------------------ the run
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        agent: str | None = None,
+        variant_id: str | None = None,
+        task_ref: str | None = None,
+        model: str | None = None,
+        kind: str | None = None,
+        timeout: float | None = None,
+        max_attempts: int | None = None,
+        run_id: str | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> RunResult:
+        """Run ``argv`` (retrying transient failures) and record it. Raises only :class:`RunSetupError`."""
+        argv = [str(a) for a in argv]
+        if not argv or not argv[0]:
+            raise RunSetupError("no command given")
+        if kind is not None and kind not in KINDS:
+            raise RunSetupError(f"kind must be one of {', '.join(KINDS)}")
+        if timeout is not None and timeout <= 0:
+            raise RunSetupError("the timeout must be > 0 seconds")
+        if max_attempts is not None and max_attempts < 1:
+            raise RunSetupError("max attempts must be >= 1")
+        run_id = run_id or new_run_id()
+        if not RUN_ID_RE.match(run_id):
+            raise RunSetupError(f"run id {run_id!r} must be 1-128 letters, digits, '.', '_' or '-'")
+        environ = dict(os.environ if env is None else env)
+        variant_id = variant_id or environ.get(config.IPAI_OPS_RUN_VARIANT_ID) or None
+        registry = self.registry or default_registry()
+        run_dir = self.artifacts_dir / run_id
+        try:
+            self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+            run_dir.mkdir()
+        except FileExistsError:
+            raise RunSetupError(f"run id {run_id!r} was already recorded ({run_dir}); choose a new one") from None
+        except OSError as exc:
+            raise RunSetupError(f"cannot create the run directory {run_dir}: {exc.strerror}") from None
+        db = _Database(self.dsn, self.use_db, self._warn)
+        if self.use_db:
+            taken = db.run(lambda conn: _run_exists(conn, run_id))
+            if taken:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                db.close()
+                raise RunSetupError(f"run id {run_id!r} is already in ops.agent_runs; choose a new one")
+        removed = self.prune(keep={run_id})
+        if removed:
+            log.info("retention: removed %s run director%s", len(removed), "y" if len(removed) == 1 else "ies")
+        try:
+            return _Run(
+                recorder=self,
+                registry=registry,
+                db=db,
+                argv=argv,
+                run_id=run_id,
+                run_dir=run_dir,
+                agent=agent or program_name(argv),
+                variant_id=variant_id,
+                task_ref=task_ref,
+                model=model,
+                kind=kind,
+                timeout=timeout,
+                max_attempts=max_attempts,
+                cwd=str(Path(cwd).resolve()) if cwd else os.getcwd(),
+                environ=environ,
+                extra=dict(metadata or {}),
+            ).execute()
+        finally:
+            db.close()
+
+
+def _run_exists(conn, run_id: str) -> bool:
+    with conn, conn.cursor() as cur:
+        cur.execute("SELECT 1 FROM ops.agent_runs WHERE run_id = %s", (run_id,))
+        return cur.fetchone() is not None
+
+
+class _Run:
+    """The state of one run while it executes (private: RunRecorder.run is the API)."""
+
+    def __init__(
+        self,
+        *,
+        recorder: RunRecorder,
+        registry: Registry,
+        db: _Database,
+        argv: list[str],
+        run_id: str,
+        run_dir: Path,
+        agent: str,
+        variant_id: str | None,
+        task_ref: str | None,
+        model: str | None,
+        kind: str | None,
+        timeout: float | None,
+        max_attempts: int | None,
+        cwd: str,
+        environ: dict[str, str],
+        extra: dict[str, Any],
+    ):
+        self.r = recorder
+        self.registry = registry
+        self.db = db
+        self.argv = argv
+        self.run_id = run_id
+        self.run_dir = run_dir
+        self.agent = agent
+        self.variant_id = variant_id
+        self.task_ref = task_ref
+        self.model = model
+        self.kind = kind
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.cwd = cwd
+        self.environ = environ
+        self.started = time.time()
+        self.started_mono = time.monotonic()
+        self.traceparent, self.trace_id, self.span_id = _trace_context(environ)
+        self.env_name = _deployment_env(environ)
+        self.iterations: list[Iteration] = []
+        self.events = EventSummary()
+        self.warnings: list[str] = []
+        self.status = "running"
+        self.finished: float | None = None
+        self.duration_ms: int | None = None
+        self.error_id: int | None = None
+        self.code: str | None = None
+        self.exit_status = 0
+        # Keys a caller passes in ``metadata`` go first; the recorder's own win.
+        self.extra = {k: v for k, v in redact_obj(extra).items() if k not in RESERVED_METADATA}
+
+    # ------------------------------------------------------------------ record
+
+    def metadata(self) -> dict[str, Any]:
+        last = self.iterations[-1] if self.iterations else None
+        meta: dict[str, Any] = {
+            **self.extra,
+            **self.events.metadata,
+            "record_version": RUN_RECORD_VERSION,
+            "variant_id": self.effective_variant_id,
+            "argv": redact_argv(self.argv),
+            "command": shlex.join(redact_argv(self.argv)),
+            "cwd": self.cwd,
+            "host": socket.gethostname(),
+            "kind": self.kind,
+            "model": self.model or self.events.model,
+            "models": self.events.models,
+            "timeout_seconds": self.timeout,
+            "max_attempts": self.max_attempts,
+            "trace_id": self.trace_id,
+            "settings": {
+                "env": self.env_name,
+                "variables": capture_settings(self.environ),
+                "versions": {
+                    "ipai_ops": __version__,
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+            },
+            "attempts": len(self.iterations),
+            "iterations": [i.as_dict() for i in self.iterations],
+            "exit_code": last.exit_code if last else None,
+            "exit_status": last.exit_status if last else None,
+            "code": self.code,
+            "artifacts": {"run_dir": str(self.run_dir)},
+            "warnings": self.all_warnings(),
+            **self.events.as_metadata(),
+        }
+        return meta
+
+    def result(self) -> RunResult:
+        return RunResult(
+            run_id=self.run_id,
+            status=self.status,
+            code=self.code,
+            exit_status=self.exit_status,
+            run_dir=self.run_dir,
+            started_at=_utc(self.started),
+            finished_at=_utc(self.finished) if self.finished else None,
+            duration_ms=self.duration_ms,
+            agent=self.agent,
+            source=self.r.source,
+            task_ref=self.task_ref,
+            error_id=self.error_id,
+            iterations=list(self.iterations),
+            metadata=self.metadata(),
+            db=self.db.state,
+            warnings=self.all_warnings(),
+        )
+
+    @property
+    def effective_variant_id(self) -> str | None:
+        from_events = self.events.metadata.get("variant_id")
+        return self.variant_id or (str(from_events) if from_events not in (None, "") else None)
+
+    def all_warnings(self) -> list[str]:
+        if self.effective_variant_id is None:
+            return [*self.warnings, _NO_VARIANT]
+        return list(self.warnings)
+
+    def save(self) -> RunResult:
+        """Write the record so far to run.json and ops.agent_runs."""
+        result = self.result()
+        params = {
+            "run_id": self.run_id,
+            "source": self.r.source,
+            "agent": self.agent,
+            "task_ref": self.task_ref,
+            "status": self.status,
+            "started_at": result.started_at,
+            "finished_at": result.finished_at,
+            "duration_ms": result.duration_ms,
+            "error_id": self.error_id,
+            "metadata": json.dumps(result.metadata, default=str),
+        }
+
+        def work(conn):
+            with conn, conn.cursor() as cur:
+                cur.execute(sql("upsert_run"), params)
+
+        self.db.run(work)
+        result.db = self.db.state
+        _write_json(self.run_dir / RUN_FILE, result.as_dict())
+        return result
+
+    # ------------------------------------------------------------------ attempts
+
+    def child_env(self, attempt: int, attempt_dir: Path, events_path: Path) -> dict[str, str]:
+        env = dict(self.environ)
+        env[config.IPAI_RUN_ID] = self.run_id
+        env[config.IPAI_RUN_ATTEMPT] = str(attempt)
+        env[config.IPAI_RUN_EVENTS] = str(events_path)
+        env[config.IPAI_RUN_DIR] = str(attempt_dir)
+        if self.traceparent:
+            env[config.TRACEPARENT] = self.traceparent
+        return env
+
+    def execute(self) -> RunResult:
+        self.save()
+        attempt = 0
+        interrupted = False
+        while True:
+            attempt += 1
+            item, decision = self.attempt(attempt)
+            self.iterations.append(item)
+            self.status = "running" if decision and decision.retry else item.status
+            self.save()
+            if not (decision and decision.retry):
+                break
+            delay = decision.delay_seconds
+            if self.r.retry_delay_cap is not None:
+                delay = min(delay, self.r.retry_delay_cap)
+            log.info("run %s: %s; retrying in %.1fs", self.run_id, decision.reason, delay)
+            if delay > 0:
+                try:
+                    self.r._sleep(delay)
+                except KeyboardInterrupt:  # Ctrl-C while waiting to retry: the run is cancelled
+                    interrupted = True
+                    self.warnings.append(f"cancelled by SIGINT before attempt {attempt + 1}")
+                    break
+        last = self.iterations[-1]
+        self.finished = time.time()
+        self.duration_ms = int((time.monotonic() - self.started_mono) * 1000)
+        self.status = "cancelled" if interrupted else last.status
+        self.exit_status = 128 + signal.SIGINT if interrupted else last.exit_status
+        self.code = last.code
+        # A database that went away during the run gets one more try, and then the whole
+        # run: the errors it missed (same occurrence ids: nothing counts twice) and the row.
+        if self.db.state == "unavailable":
+            self.db.revive()
+            self.sync_errors()
+        self.error_id = last.error_id if last.status == "failed" else None  # kept when cancelled mid-retry
+        return self.save()
+
+    def sync_errors(self) -> None:
+        for item in self.iterations:
+            for path, attr in ((item.envelope, "error_id"), (item.events_envelope, "events_error_id")):
+                if not path or getattr(item, attr) is not None or self.db.state == "unavailable":
+                    continue
+                envelope = json.loads(Path(path).read_text(encoding="utf-8"))
+                setattr(item, attr, self._write_error(envelope, envelope["context"]["occurrence_id"]))
+
+    def attempt(self, attempt: int) -> tuple[Iteration, Decision | None]:
+        attempt_dir = self.run_dir / str(attempt)
+        attempt_dir.mkdir(exist_ok=True)
+        events_path = attempt_dir / "events.jsonl"
+        tee_out, tee_err = self.r._tees()
+        out = CappedLog(attempt_dir / "stdout.log", max_bytes=self.r.max_output_bytes, tee=tee_out)
+        err = CappedLog(attempt_dir / "stderr.log", max_bytes=self.r.max_output_bytes, tee=tee_err)
+        started = time.time()
+        try:
+            proc = run_process(
+                self.argv,
+                stdout=out,
+                stderr=err,
+                env=self.child_env(attempt, attempt_dir, events_path),
+                cwd=self.cwd,
+                timeout=self.timeout,
+                kill_grace=self.r.kill_grace,
+            )
+        finally:
+            out.close()
+            err.close()
+        finished = time.time()
+        summary = parse_events(events_path, reserved=RESERVED_METADATA - {"variant_id"})
+        self.events.merge(summary)
+        outcome = type_outcome(
+            self.registry,
+            argv=self.argv,
+            returncode=proc.returncode,
+            timed_out=proc.timed_out,
+            timeout_seconds=self.timeout,
+            spawn_error=proc.spawn_error,
+            cancelled_by=proc.cancelled_by,
+            kind=self.kind,
+            stdout_text=out.raw_tail(),
+            stderr_text=err.raw_tail(),
+        )
+        item = Iteration(
+            attempt=attempt,
+            started_at=_utc(started),
+            finished_at=_utc(finished),
+            duration_ms=proc.duration_ms,
+            status=outcome.status,
+            exit_code=proc.returncode,
+            exit_status=outcome.exit_status,
+            code=outcome.code,
+            typed_by=outcome.reason,
+            message=redact(outcome.message) or None,
+            stdout_log=str(out.path),
+            stderr_log=str(err.path),
+            events_file=str(events_path),
+            output={"stdout": out.stats(), "stderr": err.stats(), "max_bytes": self.r.max_output_bytes},
+            timed_out=proc.timed_out,
+            signal=outcome.signal,
+            pid=proc.pid,
+            kind=outcome.kind,
+            tokens=summary.tokens_or_none(),
+            tool_call_count=summary.tool_call_count,
+            model=self.model or summary.model,
+            warnings=[redact(w) or w for w in proc.warnings],
+        )
+        for warning in proc.warnings:
+            self.warnings.append(f"attempt {attempt}: {warning}")
+        decision = None
+        if outcome.failed:
+            self.record_failure(item, outcome=outcome, out=out, err=err, summary=summary, attempt_dir=attempt_dir)
+            assert outcome.classification is not None
+            if outcome.classification.mode.retryable:
+                decision = decide(
+                    outcome.classification.mode,
+                    attempt,
+                    max_attempts=self.max_attempts,
+                    base=RetryPolicy(),
+                    rng=self.r._rng,
+                )
+            else:
+                decision = Decision(False, 0.0, f"{outcome.code} is not retryable")
+            item.retry = {"retry": decision.retry, "delay_seconds": round(decision.delay_seconds, 3)}
+            item.retry["reason"] = decision.reason
+        if summary.unusable:
+            self.record_unusable_events(item, summary, attempt_dir)
+        return item, decision
+
+    # ------------------------------------------------------------------ failures
+
+    def context(self, attempt: int, occurrence_id: str) -> dict[str, Any]:
+        return {
+            "source": self.r.source,
+            "service": self.agent,
+            "attempt": attempt,
+            "occurrence_id": occurrence_id,
+            "correlation_id": self.run_id,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "env": self.env_name,
+            "run_id": self.run_id,
+            "task_ref": self.task_ref,
+            "variant_id": self.effective_variant_id,
+            "command": shlex.join(redact_argv(self.argv)),
+        }
+
+    def _write_error(self, envelope: dict[str, Any], occurrence_id: str) -> int | None:
+        error = envelope["error"]
+        occurrence = ErrorOccurrence(
+            source=self.r.source,
+            occurrence_id=occurrence_id,
+            fingerprint=error["fingerprint"],
+            code=error["code"],
+            severity=error["severity"],
+            message=error["message"],
+            occurred_at=envelope["occurred_at"],
+            error_type=error.get("error_type"),
+            service=self.agent,
+            trace_id=self.trace_id,
+            span_id=self.span_id,
+            sample=envelope,
+        )
+        upserted = self.db.run(lambda conn: upsert_error(conn, occurrence))
+        return upserted.error_id if upserted is not None else None
+
+    def record_failure(
+        self,
+        item: Iteration,
+        *,
+        outcome: Outcome,
+        out: CappedLog,
+        err: CappedLog,
+        summary: EventSummary,
+        attempt_dir: Path,
+    ) -> None:
+        assert outcome.classification is not None
+        occurrence_id = f"{self.run_id}:{item.attempt}"
+        program = program_name(self.argv)
+        envelope = build_envelope(
+            outcome.classification,
+            message=outcome.message,
+            error_type=outcome.error_type,
+            # One group per (agent, program, code): "1 failed" in two suites are two problems.
+            frames=(f"{self.agent}:{program}",),
+            context=self.context(item.attempt, occurrence_id),
+            details={
+                "run_id": self.run_id,
+                "attempt": item.attempt,
+                "argv": redact_argv(self.argv),
+                "cwd": self.cwd,
+                "typed_by": outcome.reason,
+                "kind": outcome.kind,
+                "signal": outcome.signal,
+                "timed_out": item.timed_out,
+                "timeout_seconds": self.timeout,
+                "output": item.output,
+                "event_warnings": summary.warnings,
+            },
+            evidence={
+                "exit_code": item.exit_code,
+                "duration_ms": item.duration_ms,
+                "stdout_tail": out.redacted_tail() or None,
+                "stderr_tail": err.redacted_tail() or None,
+                "tool_calls": summary.tool_calls,
+                "tokens": summary.tokens_or_none(),
+                "model": item.model,
+                "artifacts": [item.stdout_log, item.stderr_log, item.events_file],
+            },
+            occurred_at=item.finished_at,
+        )
+        path = attempt_dir / "envelope.json"
+        _write_json(path, envelope)
+        item.envelope = str(path)
+        item.fingerprint = envelope["error"]["fingerprint"]
+        item.occurrence_id = occurrence_id
+        item.message = envelope["error"]["message"]
+        item.error_id = self._write_error(envelope, occurrence_id)
+
+    def record_unusable_events(self, item: Iteration, summary: EventSummary, attempt_dir: Path) -> None:
+        """Events were written but none was usable: AGENT.RUN_METADATA_INVALID (the run's evidence is lost)."""
+        occurrence_id = f"{self.run_id}:{item.attempt}:events"
+        envelope = build_envelope(
+            classify(self.registry, explicit_code=EVENTS_CODE_INVALID),
+            message=f"run events file has {summary.lines} line(s) and none is a valid event",
+            error_type="run.events_invalid",
+            frames=(f"{self.agent}:events",),
+            context=self.context(item.attempt, occurrence_id),
+            details={"run_id": self.run_id, "events_file": item.events_file, "warnings": summary.warnings},
+            evidence={"duration_ms": item.duration_ms, "artifacts": [item.events_file]},
+            occurred_at=item.finished_at,
+        )
+        _write_json(attempt_dir / "events_envelope.json", envelope)
+        item.events_envelope = str(attempt_dir / "events_envelope.json")
+        item.events_error_id = self._write_error(envelope, occurrence_id)
+        self.warnings.append(f"attempt {item.attempt}: {EVENTS_CODE_INVALID}: no usable line in {item.events_file}")
+
+
+def record_run(
+    argv: Sequence[str],
+    *,
+    agent: str | None = None,
+    variant_id: str | None = None,
+    task_ref: str | None = None,
+    model: str | None = None,
+    kind: str | None = None,
+    timeout: float | None = None,
+    max_attempts: int | None = None,
+    run_id: str | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    dsn: str | None = None,
+    use_db: bool = True,
+    artifacts_dir: str | os.PathLike[str] | None = None,
+    registry: Registry | None = None,
+    max_output_bytes: int | None = None,
+    retention_days: int | None = None,
+    retry_delay_cap: float | None = None,
+    kill_grace: float = DEFAULT_KILL_GRACE,
+    quiet: bool = False,
+) -> RunResult:
+    """Run ``argv`` once (plus retries of transient failures) and record it; see :class:`RunRecorder`."""
+    recorder = RunRecorder(
+        dsn=dsn,
+        use_db=use_db,
+        artifacts_dir=artifacts_dir,
+        registry=registry,
+        max_output_bytes=max_output_bytes,
+        retention_days=retention_days,
+        retry_delay_cap=retry_delay_cap,
+        kill_grace=kill_grace,
+        quiet=quiet,
+    )
+    return recorder.run(
+        argv,
+        agent=agent,
+        variant_id=variant_id,
+        task_ref=task_ref,
+        model=model,
+        kind=kind,
+        timeout=timeout,
+        max_attempts=max_attempts,
+        run_id=run_id,
+        cwd=cwd,
+        env=env,
+        metadata=metadata,
+    )

@@ -1,0 +1,99 @@
+"""Fixtures of the agent-run tests: a recorder on a throwaway ops database, real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ipai_ops import store
+from ipai_ops.cli import main
+from ipai_ops.runs.recorder import RunRecorder
+
+PY = sys.executable
+#: The child pytest runs without the plugins of this virtualenv (pytest-odoo imports Odoo).
+CHILD_ENV = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def artifacts(tmp_path: Path) -> Path:
+    return tmp_path / "runs"
+
+
+@pytest.fixture
+def make_recorder(artifacts: Path, ops_dsn: str) -> Callable[..., RunRecorder]:
+    """A quiet recorder that retries at once, on the test's own database and artifacts directory."""
+
+    def make(**options: Any) -> RunRecorder:
+        settings: dict[str, Any] = {
+            "dsn": ops_dsn,
+            "artifacts_dir": artifacts,
+            "quiet": True,
+            "retry_delay_cap": 0,
+            "kill_grace": 1.0,
+        }
+        settings.update(options)
+        return RunRecorder(**settings)
+
+    return make
+
+
+@pytest.fixture
+def closed_dsn() -> str:
+    """A DSN whose port nobody listens on (connection refused at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"postgresql://postgres@127.0.0.1:{port}/nowhere"
+
+
+@pytest.fixture
+def run_cli(capsys) -> Callable[..., CliResult]:
+    """``ipai-ops ARGS...`` in-process: exit code, stdout, stderr."""
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+def fetch_one(dsn: str, sql: str, *params: Any) -> dict[str, Any] | None:
+    conn = store.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+            row = cur.fetchone()
+            if row is None:
+                return None
+            return dict(zip([d[0] for d in cur.description], row, strict=True))
+    finally:
+        conn.close()
+
+
+def run_row(dsn: str, run_id: str) -> dict[str, Any] | None:
+    return fetch_one(dsn, "SELECT * FROM ops.agent_runs WHERE run_id = %s", run_id)
+
+
+def error_row(dsn: str, error_id: int) -> dict[str, Any] | None:
+    return fetch_one(dsn, "SELECT * FROM ops.agent_errors WHERE id = %s", error_id)
+
+
+def dump(value: Any) -> str:
+    return json.dumps(value, default=str)

@@ -22,29 +22,18 @@ def _addon_problems():
     return module
 
 
-@pytest.mark.parametrize(
-    ("code", "kwargs"),
-    [
-        ("WEBHOOK.SIGNATURE_INVALID", {}),
-        ("ARGS_INVALID", {"errors": [{"path": "$.name", "message": "required"}]}),
-        ("TRANSPORT.DATABASE_UNAVAILABLE", {"status": 503, "correlation_id": None}),
-        ("UNCLASSIFIED.UNKNOWN", {"extra": {"retry_after": 3}}),
-        ("NOT.A_CODE", {}),
-    ],
-)
-def test_same_document_as_the_connector_builder(registry, code, kwargs):
+def test_the_connector_answers_with_this_builder():
+    """One implementation: the Odoo connector's services/problems.py re-exports the core's."""
     addon = _addon_problems()
-    args = {"detail": "d", "instance": "/x", "correlation_id": "c-1", **kwargs}
-    assert problem(registry, code, **args) == addon.problem(registry, code, **args)
-    assert PROBLEM_CONTENT_TYPE == addon.PROBLEM_CONTENT_TYPE
-    assert problems.TYPE_PREFIX == addon.TYPE_PREFIX
+    assert addon.problem is problem
+    assert addon.PROBLEM_CONTENT_TYPE == PROBLEM_CONTENT_TYPE
+    assert addon.problem_errors is problem_errors
 
 
-def test_schema_file_is_the_connector_schema_plus_metadata():
-    mine = dict(problems.PROBLEM_SCHEMA)
-    for key in ("$id", "title", "description"):
-        mine.pop(key)
-    assert mine == _addon_problems().PROBLEM_SCHEMA
+def test_schema_is_the_ssot_file():
+    schema = problems.problem_schema()
+    assert schema["$id"] == "urn:ipai:schema:problem:1"
+    assert schema["properties"]["type"]["pattern"].startswith("^urn:ipai:failure:")
 
 
 def test_status_comes_from_the_mode_else_500(registry):

@@ -456,9 +456,9 @@ class IpaiPulserIntent(models.Model):
         """
         worker_id = worker_id or self._worker_identity()
         stats = dict.fromkeys(("reaped", "claimed", "succeeded", "failed", "retried", "dead", "cancelled"), 0)
-        stats["reaped"] = self._reap_expired_leases(now=now)
+        stats["reaped"] = self._contended(lambda: self._reap_expired_leases(now=now), 0, commit=commit)
         self._commit_if(commit)
-        claimed = self._claim(limit, worker_id, now=now)
+        claimed = self._contended(lambda: self._claim(limit, worker_id, now=now), self.browse(), commit=commit)
         stats["claimed"] = len(claimed)
         self._commit_if(commit)
         for intent in claimed:
@@ -466,6 +466,27 @@ class IpaiPulserIntent(models.Model):
             stats[outcome] = stats.get(outcome, 0) + 1
             self._commit_if(commit)
         return stats
+
+    def _contended(self, work, nothing, *, commit, tries=3):
+        """Run a SKIP LOCKED claim, retrying when another worker won the race.
+
+        Odoo cursors are REPEATABLE READ: when a concurrent worker commits its claim of a row
+        after our snapshot was taken, our FOR UPDATE on that row (still ``queued`` in our
+        snapshot) fails with a serialization failure instead of skipping it. Only a new
+        transaction sees the current rows, so a worker that commits (nothing is pending: it
+        has just committed) rolls back and tries again; on a caller's transaction it claims
+        nothing this round and the next round does.
+        """
+        for _attempt in range(tries):
+            try:
+                with self.env.cr.savepoint():
+                    return work()
+            except psycopg2.errors.SerializationFailure:
+                if not commit:
+                    break
+                self.env.cr.rollback()
+        _logger.info("intent worker: claim lost to a concurrent worker; the next round takes the rest")
+        return nothing
 
     def _commit_if(self, commit):
         # A queue worker must commit: the claim has to be visible (and its row locks

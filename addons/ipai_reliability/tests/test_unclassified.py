@@ -93,8 +93,12 @@ class TestUnclassified(ReliabilityCase):
             report = ssot.check(registry_path=registry, repo_root=tmp)
             # only the new code and the registry itself: the other runbooks' relative links
             # point outside this temporary checkout
-            own = [p.format() for p in report.problems if p.code == wizard.code or p.file == str(registry)]
-            self.assertEqual(own, [])
+            own = [p for p in report.problems if p.code == wizard.code or p.file == str(registry)]
+            self.assertEqual([p.format() for p in own if p.severity == "error"], [])
+            # The stub works locally; its TODO sections are warnings that CI (--strict) refuses.
+            self.assertTrue(own, "the stub's TODO sections are reported")
+            self.assertEqual({p.severity for p in own}, {"warning"})
+            self.assertTrue(all("still a placeholder" in p.message for p in own))
             self.assertTrue((runbooks / f"{wizard.code}.md").is_file(), "a runbook stub is written")
             # the next sync adopts it: origin becomes the registry, nothing else changes
             result = self.Mode.sync_from_registry()

@@ -6,7 +6,9 @@ Selection (docs/specs/telemetry_v1.md, "How the bridge turns telemetry into ops 
   the span's status: the producer chose to record it;
 * a span with status ERROR and *no* exception event is one occurrence built from its
   status description and ``error.type``; an ERROR span *with* exception events is
-  counted through its events only, so one failure is never counted twice;
+  counted through its events only, so one failure is never counted twice; an event
+  without ``ipai.occurrence_id`` repeating the type and message of one with it on the
+  same span is an instrumentation's echo of a reported failure and is dropped;
 * a log record with ``severity_number >= 17`` (ERROR..FATAL4; or an unset number with an
   ERROR/FATAL/CRITICAL severity text) is one occurrence, except audit events
   (``event.name`` ``run.state`` / ``run.cancel``).
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -381,6 +384,8 @@ class Extractor:
                     if not is_error and not span.events:
                         continue
                     exception_events = [(i, ev) for i, ev in enumerate(span.events) if ev.name == EXCEPTION_EVENT]
+                    if len(exception_events) > 1:
+                        exception_events = _without_echoes(exception_events)
                     if not is_error and not exception_events:
                         continue
                     if not _valid_ids(span.trace_id, span.span_id, required=True):
@@ -490,6 +495,43 @@ class Extractor:
                 details=(("signal", "log"), ("severity", _clean(record.severity_text[:32]))),
             )
         )
+
+
+#: What ipai_ops.envelope.head appends to a capped message.
+_CAP_MARKER = re.compile(r" \[\.\.\. \d+ chars truncated\]$")
+
+
+def _same_text(echo: str, reported: str) -> bool:
+    """Equal, or the reported text is the capped start of the echo."""
+    return echo == reported or (bool(reported) and echo.startswith(reported))
+
+
+def _without_echoes(events: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+    """Drop a second recording of an exception a producer already reported with an id.
+
+    A reporter that writes a failure directly (ipai_ops.middleware, the Odoo connector)
+    puts ``ipai.occurrence_id`` on its exception event. When the exception is re-raised
+    (the response had already started), the HTTP instrumentation around it records it on
+    the same span once more, without the id: same ``exception.type``, same (redacted)
+    message, possibly uncapped. That echo is the same failure, not a second one.
+    """
+    reported = []
+    for _, event in events:
+        attrs = _attrs(event.attributes)
+        if _str_attr(attrs, IPAI_OCCURRENCE_ID):
+            message = _CAP_MARKER.sub("", _str_attr(attrs, EXCEPTION_MESSAGE) or "")
+            reported.append((_str_attr(attrs, EXCEPTION_TYPE), message))
+    if not reported:
+        return events
+    kept = []
+    for index, event in events:
+        attrs = _attrs(event.attributes)
+        if not _str_attr(attrs, IPAI_OCCURRENCE_ID):
+            kind, message = _str_attr(attrs, EXCEPTION_TYPE), _str_attr(attrs, EXCEPTION_MESSAGE) or ""
+            if any(kind == k and _same_text(message, m) for k, m in reported):
+                continue
+        kept.append((index, event))
+    return kept
 
 
 def _is_error_log(record: Any) -> bool:

@@ -337,3 +337,19 @@ def test_precheck_is_exact_on_spans(specs):
         spans.append(item)
     walk = any(s.status.code == Status.STATUS_CODE_ERROR or any(e.name == "exception" for e in s.events) for s in spans)
     assert trace_errors_possible(traces(spans).SerializeToString()) == walk
+
+
+def test_an_instrumentation_echo_of_a_reported_exception_is_not_a_second_occurrence(extractor):
+    reported = {
+        "exception.type": "billing.Failure",
+        "exception.message": "card declined [... 40 chars truncated]",
+        "ipai.occurrence_id": "occ-1",
+    }
+    echo = {"exception.type": "billing.Failure", "exception.message": "card declined for order 17 by the issuer bank"}
+    other = {"exception.type": "billing.Failure", "exception.message": "a different failure"}
+    (occ,) = extractor.traces(traces([span(exceptions=[reported, echo])])).occurrences
+    assert occ["occurrence_id"] == "occ-1"
+    both = extractor.traces(traces([span(exceptions=[reported, echo, other])])).occurrences
+    assert sorted(o["occurrence_id"].split(":")[0] for o in both) == ["event", "occ-1"]
+    # without a reported event nothing is deduplicated: two recordings stay two
+    assert len(extractor.traces(traces([span(exceptions=[echo, dict(echo)])])).occurrences) == 2

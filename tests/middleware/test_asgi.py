@@ -25,6 +25,7 @@ from ipai_ops.middleware import (
 from ipai_ops.middleware.webhooks import STANDARD_WEBHOOKS
 from ipai_ops.problem import PROBLEM_CONTENT_TYPE, validate_problem
 from ipai_ops.semconv import EXCEPTION_EVENT, IPAI_CORRELATION_ID, IPAI_FAILURE_CODE, IPAI_OCCURRENCE_ID, IPAI_SOURCE
+from ipai_ops.taxonomy import default_registry
 
 from .conftest import SERVICE, error_rows, serve_asgi
 
@@ -183,6 +184,15 @@ def test_failure_after_the_response_started_is_reported_and_reraised(served, cle
     # redacted in place first, so no copy of the secret leaves the process.
     texts = json.dumps([dict(e.attributes) for e in events] + [span.status.description])
     assert "hunter2xyz" not in texts and "abcdefghijklmnopqrstu" not in texts
+    assert len(events) == 2
+    # ...and the bridge knows that echo for what it is: the span is still one occurrence.
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from ipai_ops.bridge.extract import Extractor
+
+    request = encode_spans([span])
+    extracted = Extractor(default_registry()).traces(request, raw=request.SerializeToString())
+    assert [o["occurrence_id"] for o in extracted.occurrences] == row["occurrence_ids"]
 
 
 def test_standard_webhook_good_bad_stale_replayed(served, clean_ops_dsn):

@@ -44,9 +44,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_dsn_argument(st)
     add_format_argument(st)
     st.set_defaults(handler=cmd_db_status)
-    ret = db_sub.add_parser("retention", help="delete occurrences older than N days (aggregates untouched)")
+    ret = db_sub.add_parser(
+        "retention", help="delete occurrences (and remembered webhook delivery ids) older than N days; counts stay"
+    )
     add_dsn_argument(ret)
     ret.add_argument("--days", type=_positive_int, required=True)
+    ret.add_argument(
+        "--webhook-days",
+        type=_positive_int,
+        default=None,
+        help="keep webhook delivery ids this many days instead (default: --days); a purged id is accepted again",
+    )
     ret.add_argument("--chunk", type=_positive_int, default=10_000)
     ret.set_defaults(handler=cmd_db_retention)
 
@@ -167,13 +175,17 @@ def cmd_db_status(args: argparse.Namespace) -> int:
 
 def cmd_db_retention(args: argparse.Namespace) -> int:
     from ipai_ops import store
+    from ipai_ops.middleware.webhooks import purge_deliveries
 
+    webhook_days = args.webhook_days or args.days
     conn = _connect(args)
     try:
         deleted = store.purge_occurrences(conn, older_than_days=args.days, chunk=args.chunk)
+        forgotten = purge_deliveries(conn, older_than_days=webhook_days, chunk=args.chunk)
     finally:
         conn.close()
     print(f"deleted {deleted} occurrence(s) older than {args.days} day(s); error counts unchanged")
+    print(f"forgot {forgotten} webhook delivery id(s) older than {webhook_days} day(s)")
     return 0
 
 

@@ -220,6 +220,25 @@ def test_retention_deletes_old_occurrences_in_chunks_and_keeps_counts(ops_conn):
         store.purge_occurrences(ops_conn, older_than_days=0)
 
 
+def test_retention_command_purges_occurrences_and_webhook_delivery_ids(ops_dsn, ops_conn, capsys):
+    from ipai_ops.cli import main
+
+    store.write_batch(ops_conn, [occ(1, at=datetime.now(timezone.utc) - timedelta(days=40))])
+    with ops_conn, ops_conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO ops.webhook_deliveries (provider, delivery_id, received_at, claimed_at, completed_at)"
+            " VALUES ('github', 'old', now() - interval '10 days', now() - interval '10 days', now()),"
+            "        ('github', 'new', now() - interval '2 days', now() - interval '2 days', now())"
+        )
+    assert main(["db", "retention", "--dsn", ops_dsn, "--days", "30", "--webhook-days", "7"]) == 0
+    out = capsys.readouterr().out
+    assert "deleted 1 occurrence(s) older than 30 day(s)" in out
+    assert "forgot 1 webhook delivery id(s) older than 7 day(s)" in out
+    with ops_conn, ops_conn.cursor() as cur:
+        cur.execute("SELECT delivery_id FROM ops.webhook_deliveries")
+        assert cur.fetchall() == [("new",)]
+
+
 def test_empty_and_malformed_batches(ops_conn):
     assert store.write_batch(ops_conn, []) == store.BatchResult(0, 0, 0)
     # rows missing their identity are skipped by the SQL writer, not half-written

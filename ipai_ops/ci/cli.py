@@ -552,7 +552,8 @@ def cmd_bench_compare(args: argparse.Namespace) -> int:
 
 
 def _register_export(subparsers: argparse._SubParsersAction) -> None:
-    from ipai_ops.commands.core import _duration, _positive_int
+    from ipai_ops.cli import positive_int
+    from ipai_ops.commands.core import _duration
 
     export = subparsers.add_parser("export", help="turn ops data into files for training and analysis")
     sub = export.add_subparsers(dest="export_command", metavar="WHAT", required=True)
@@ -565,13 +566,13 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
     ds.add_argument("--variant", help="only runs with this metadata.variant_id")
     ds.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "cancelled"))
     ds.add_argument("--since", type=_duration, help="only runs started within, e.g. 30d")
-    ds.add_argument("--limit", type=_positive_int, help="at most this many runs")
+    ds.add_argument("--limit", type=positive_int, help="at most this many runs")
     ds.add_argument("--eval-fraction", type=_fraction, default=0.1, help="share of tasks in eval (default 0.1)")
     ds.add_argument("--salt", default="ipai-ops-dataset-v1", help="split salt: change it to draw a new split")
     ds.add_argument(
         "--margin", type=float, default=5.0, help="composite points the chosen run must lead by (default 5)"
     )
-    ds.add_argument("--max-pairs-per-task", type=_positive_int, default=16)
+    ds.add_argument("--max-pairs-per-task", type=positive_int, default=16)
     ds.add_argument("--config", default=None, help="benchmark YAML (its benchmark_version's scores are used)")
     ds.add_argument(
         "--progress",

@@ -16,6 +16,7 @@ from ipai_ops.cli import (
     add_dsn_argument,
     add_format_argument,
     emit_json,
+    positive_int,
 )
 
 
@@ -48,14 +49,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "retention", help="delete occurrences (and remembered webhook delivery ids) older than N days; counts stay"
     )
     add_dsn_argument(ret)
-    ret.add_argument("--days", type=_positive_int, required=True)
+    ret.add_argument("--days", type=positive_int, required=True)
     ret.add_argument(
         "--webhook-days",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="keep webhook delivery ids this many days instead (default: --days); a purged id is accepted again",
     )
-    ret.add_argument("--chunk", type=_positive_int, default=10_000)
+    ret.add_argument("--chunk", type=positive_int, default=10_000)
     ret.set_defaults(handler=cmd_db_retention)
 
     # errors
@@ -68,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ls.add_argument("--status", choices=("open", "resolved", "ignored", "regressed"))
     ls.add_argument("--source")
     ls.add_argument("--since", type=_duration, help="e.g. 1h, 24h, 7d")
-    ls.add_argument("--limit", type=_positive_int, default=50)
+    ls.add_argument("--limit", type=positive_int, default=50)
     ls.set_defaults(handler=cmd_errors_list)
     show = err_sub.add_parser("show", help="one error by id or fingerprint, with recent occurrences")
     add_dsn_argument(show)
@@ -91,16 +92,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     val = env_sub.add_parser("validate", help="validate an envelope JSON file against the v1 schema")
     val.add_argument("file", type=Path)
     val.set_defaults(handler=cmd_envelope_validate)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return value
 
 
 _DURATION_RE = re.compile(r"^(\d+)\s*([smhdw])$")

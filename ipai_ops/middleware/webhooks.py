@@ -368,19 +368,7 @@ def purge_deliveries(conn: psycopg2.extensions.connection, *, older_than_days: i
     timestamp window, so only a few minutes matter for them; GitHub deliveries carry no
     timestamp, so keep their ids at least as long as a replayed delivery must be refused.
     """
-    if older_than_days < 1:
-        raise ValueError("older_than_days must be >= 1")
-    if chunk < 1:
-        raise ValueError("chunk must be >= 1")
-    total = 0
-    sql = store.query("purge_webhook_deliveries")
-    while True:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql, {"days": older_than_days, "chunk": chunk})
-            deleted = cur.rowcount
-        total += deleted
-        if deleted < chunk:
-            return total
+    return store.purge_in_chunks(conn, "purge_webhook_deliveries", older_than_days=older_than_days, chunk=chunk)
 
 
 class DeliveryStore:

@@ -12,21 +12,11 @@ import math
 import sys
 
 from ipai_ops import config
-from ipai_ops.cli import CliError, add_dsn_argument, add_format_argument, emit_json
+from ipai_ops.cli import CliError, add_dsn_argument, add_format_argument, emit_json, positive_int
 from ipai_ops.runs.capture import DEFAULT_MAX_OUTPUT_BYTES
 from ipai_ops.runs.escalate import DEFAULT_MAX_LOG_BYTES
 from ipai_ops.runs.outcome import KINDS
 from ipai_ops.runs.recorder import DEFAULT_KILL_GRACE, DEFAULT_RETENTION_DAYS
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return value
 
 
 def _seconds(text: str, *, allow_zero: bool) -> float:
@@ -90,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     run.add_argument(
         "--max-attempts",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="attempts in all when the failure is retryable (default: the failure mode's max_attempts)",
     )
@@ -105,7 +95,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_artifacts_argument(run)
     run.add_argument(
         "--max-output-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help=f"bytes kept on disk per stream and attempt, head and tail (env {config.IPAI_OPS_RUN_MAX_OUTPUT_BYTES}; "
@@ -113,7 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     run.add_argument(
         "--retention-days",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="DAYS",
         help="run directories older than this are deleted when a run starts "
@@ -140,7 +130,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_artifacts_argument(esc)
     esc.add_argument(
         "--max-log-bytes",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_LOG_BYTES,
         metavar="N",
         help=f"bytes copied per log file, head and tail (default {DEFAULT_MAX_LOG_BYTES})",

@@ -293,12 +293,17 @@ def purge_occurrences(conn: Connection, *, older_than_days: int, chunk: int = 10
     a purged occurrence stays counted. A redelivery of a purged occurrence would
     count again, which is why retention must exceed every sender's retry window.
     """
+    return purge_in_chunks(conn, "purge_occurrences", older_than_days=older_than_days, chunk=chunk)
+
+
+def purge_in_chunks(conn: Connection, query_name: str, *, older_than_days: int, chunk: int = 10_000) -> int:
+    """Run the named purge query (``%(days)s``, ``%(chunk)s``) one transaction per chunk until done."""
     if older_than_days < 1:
         raise ValueError("older_than_days must be >= 1")
     if chunk < 1:
         raise ValueError("chunk must be >= 1")
     total = 0
-    sql = query("purge_occurrences")
+    sql = query(query_name)
     while True:
         with conn, conn.cursor() as cur:
             cur.execute(sql, {"days": older_than_days, "chunk": chunk})

@@ -9,7 +9,7 @@ Rules, first match wins (documented in docs/agent_runs.md, "Typing rules"):
 4. killed by a signal (negative return code), or a shell's 128+n for SIGABRT, SIGBUS,
    SIGKILL, SIGSEGV (134, 135, 137, 139): ``BUILD.AGENT_CRASHED``;
 5. the command could not be started (not found, not executable; also a shell's 127 and
-   126): ``ENV.KEY_MISSING``; see :func:`_spawn_outcome` for why that code;
+   126 with its "not found" line): ``ENV.COMMAND_NOT_FOUND``;
 6. ``kind`` given as test / lint / typecheck: that BUILD code;
 7. registry signatures ``on: text`` over the raw tails of stdout and stderr;
 8. registry signatures ``on: message`` over the last error line of stderr;
@@ -40,7 +40,7 @@ NOT_FOUND_EXIT = 127
 
 CODE_TIMEOUT = "BUILD.TIMEOUT"
 CODE_CRASHED = "BUILD.AGENT_CRASHED"
-CODE_NOT_STARTED = "ENV.KEY_MISSING"
+CODE_NOT_STARTED = "ENV.COMMAND_NOT_FOUND"
 KIND_CODES = {
     "test": "BUILD.TEST_FAILED",
     "lint": "BUILD.LINT_FAILED",
@@ -284,16 +284,13 @@ def _matching_text_line(text: str, match: re.Match[str]) -> str:
 def _spawn_outcome(
     registry: Registry, program: str, spawn_error: OSError | None, returncode: int | None, *, detail: str | None = None
 ) -> Outcome:
-    """The command never ran.
+    """The command never ran: ENV.COMMAND_NOT_FOUND.
 
-    No registry code is about a missing program. ENV.KEY_MISSING is the closest: the
-    process's environment lacks what it needs (the program is not installed in this
-    image/virtualenv, or PATH was not passed through: sudo, systemd, a CI step), it is
-    not retryable (re-running without changing the environment fails the same way),
-    it blocks, and its owner (platform) owns the environments. BUILD.AGENT_CRASHED would
-    be retried for nothing, UNCLASSIFIED.UNKNOWN would hide a cause we know exactly.
-    The error type (``run.command_not_found`` / ``run.command_not_executable``) keeps it
-    distinct from a missing variable inside the same code.
+    The program is not installed in this image/virtualenv, PATH was not passed through
+    (sudo, systemd, a CI step), or the file is not executable. The code is not retryable
+    (re-running without changing the environment fails the same way) and blocks. The
+    error type (``run.command_not_found``, exit 127 / ``run.command_not_executable``,
+    exit 126) tells the two cases apart inside the code.
     """
     not_found = (
         isinstance(spawn_error, FileNotFoundError)

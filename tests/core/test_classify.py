@@ -97,6 +97,27 @@ def test_classify_real_exceptions(mini_registry):
             {"text": "========================= 2 failed, 31 passed in 4.02s ========================="},
             "BUILD.TEST_FAILED",
         ),
+        (
+            {
+                "text": "=========================== short test summary info ============================\n"
+                "ERROR tests/test_x.py::test_y - RuntimeError: boom\n"
+                "=================== 1 passed, 1 deselected, 1 error in 0.03s ==================="
+            },
+            "BUILD.TEST_FAILED",
+        ),
+        (
+            {"text": "=============================== 1 error in 0.09s ==============================="},
+            "BUILD.TEST_FAILED",
+        ),
+        ({"text": "bash: line 1: foo: command not found"}, "ENV.COMMAND_NOT_FOUND"),
+        ({"text": "sh: 1: foo: not found"}, "ENV.COMMAND_NOT_FOUND"),
+        ({"text": "/usr/bin/env: \u2018python9\u2019: No such file or directory"}, "ENV.COMMAND_NOT_FOUND"),
+        (
+            {"text": 'sh: line 1: vite: command not found\nError: Command "vite build" exited with 127'},
+            "ENV.COMMAND_NOT_FOUND",
+        ),
+        ({"text": "FileNotFoundError: [Errno 2] No such file or directory: 'foo'"}, "UNCLASSIFIED.UNKNOWN"),
+        ({"text": "cat: ./notes.txt: Permission denied"}, "UNCLASSIFIED.UNKNOWN"),
         ({"message": "API rate limit exceeded for installation ID 123."}, "GITHUB.RATE_LIMITED"),
         ({"code": "ODOO_EXEC_ERROR", "message": "KeyError: 'name'"}, "INTENT.HANDLER_CRASHED"),
         ({"message": "nothing in the registry looks like this"}, "UNCLASSIFIED.UNKNOWN"),

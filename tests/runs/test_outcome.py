@@ -82,16 +82,36 @@ def test_a_forwarded_signal_is_a_cancellation_not_a_failure(registry):
 
 def test_cannot_start_is_typed_with_the_shell_conventions(registry):
     missing = type_outcome(registry, argv=["nope"], returncode=None, spawn_error=FileNotFoundError(2, "No such file"))
-    assert (missing.code, missing.exit_status, missing.error_type) == ("ENV.KEY_MISSING", 127, "run.command_not_found")
+    assert (missing.code, missing.exit_status, missing.error_type) == (
+        "ENV.COMMAND_NOT_FOUND",
+        127,
+        "run.command_not_found",
+    )
     denied = type_outcome(registry, argv=["./x"], returncode=None, spawn_error=PermissionError(13, "Permission denied"))
-    assert (denied.exit_status, denied.error_type) == (126, "run.command_not_executable")
+    assert (denied.code, denied.exit_status, denied.error_type) == (
+        "ENV.COMMAND_NOT_FOUND",
+        126,
+        "run.command_not_executable",
+    )
     shell = type_outcome(registry, argv=["sh", "-c", "jest"], returncode=127, stderr_text="sh: 1: jest: not found\n")
-    assert (shell.code, shell.exit_status) == ("ENV.KEY_MISSING", 127)
+    assert (shell.code, shell.exit_status) == ("ENV.COMMAND_NOT_FOUND", 127)
     assert "sh: 1: jest: not found" in shell.message
     no_x = type_outcome(
         registry, argv=["sh", "-c", "./x"], returncode=126, stderr_text="sh: 1: ./x: Permission denied\n"
     )
-    assert (no_x.code, no_x.exit_status, no_x.error_type) == ("ENV.KEY_MISSING", 126, "run.command_not_executable")
+    assert (no_x.code, no_x.exit_status, no_x.error_type) == (
+        "ENV.COMMAND_NOT_FOUND",
+        126,
+        "run.command_not_executable",
+    )
+
+
+def test_a_missing_program_inside_a_command_is_typed_by_its_signature(registry):
+    # make runs the recipe through /bin/sh, which answers 127; make itself exits 2
+    stderr = "/bin/sh: 1: vite: not found\nmake: *** [Makefile:3: build] Error 127\n"
+    out = type_outcome(registry, argv=["make", "build"], returncode=2, stderr_text=stderr)
+    assert (out.code, out.reason, out.exit_status) == ("ENV.COMMAND_NOT_FOUND", "signature", 2)
+    assert out.message == "/bin/sh: 1: vite: not found"
 
 
 def test_explicit_kind_wins_over_signatures(registry):

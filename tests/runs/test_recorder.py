@@ -175,7 +175,7 @@ def test_a_ruff_failure_is_lint_failed(make_recorder, tmp_path):
 
 def test_a_missing_program_is_a_clear_typed_error(make_recorder, ops_dsn):
     result = make_recorder().run(["ipai-no-such-agent-xyz", "--go"])
-    assert (result.status, result.code, result.exit_status) == ("failed", "ENV.KEY_MISSING", 127)
+    assert (result.status, result.code, result.exit_status) == ("failed", "ENV.COMMAND_NOT_FOUND", 127)
     assert "command not found: 'ipai-no-such-agent-xyz'" in result.iterations[0].message
     assert error_row(ops_dsn, result.error_id)["error_type"] == "run.command_not_found"
 

@@ -222,6 +222,7 @@ class IpaiFailureMode(models.Model):
                 changed.append(name)
         return changed
 
+    @api.private
     @api.model
     def sync_from_registry(self, registry=None, *, post=True):
         """Create/update failure modes from the registry; deprecate removed codes (never delete).
@@ -324,6 +325,7 @@ class IpaiFailureMode(models.Model):
             replaced_by=self.replaced_by_id.code or None,
         )
 
+    @api.private
     @api.model
     def export_registry_yaml(self, header=None):
         """Every failure mode (all companies, registry order) as registry YAML text."""
@@ -349,6 +351,7 @@ class IpaiFailureMode(models.Model):
                 break
         return "".join(header) or YAML_HEADER
 
+    @api.private
     @api.model
     def check_exported_yaml(self, text=None):
         """Problems ``ipai_ops.taxonomy.parse_registry`` finds in the export (empty list = valid)."""

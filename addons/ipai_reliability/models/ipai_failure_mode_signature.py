@@ -20,6 +20,7 @@ class IpaiFailureModeSignature(models.Model):
     pattern = fields.Char(required=True)
     flags = fields.Char(help="Comma-separated regex flags: IGNORECASE, MULTILINE")
 
+    @api.private
     def flag_list(self):
         self.ensure_one()
         flags = [f.strip().upper() for f in (self.flags or "").split(",") if f.strip()]

@@ -10,9 +10,11 @@ happen on Odoo's cursor.
 import contextlib
 import json
 import logging
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg2
 import psycopg2.extensions
 from odoo import api, models, sql_db
 from odoo.exceptions import UserError
@@ -24,12 +26,15 @@ try:
     from ipai_ops import config as ops_config
     from ipai_ops import store as ops_store
     from ipai_ops import taxonomy as ops_taxonomy
+    from ipai_ops.runs.escalate import EscalationError, escalate
 except ImportError:  # pragma: no cover - declared in external_dependencies
-    ops_config = ops_store = ops_taxonomy = None
+    ops_config = ops_store = ops_taxonomy = escalate = None
+    EscalationError = Exception
 
 PARAM_REGISTRY_PATH = "ipai_reliability.registry_path"
 PARAM_OPS_DSN = "ipai_reliability.ops_dsn"
 PARAM_REGISTRY_WRITEBACK = "ipai_reliability.registry_writeback"
+ESCALATION_MIMETYPE = "application/gzip"
 
 _UPSERT_SQL = "SELECT * FROM ops.upsert_agent_error(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
 
@@ -55,15 +60,18 @@ class IpaiOps(models.AbstractModel):
     def _param(self, key, default=None):
         return self.env["ir.config_parameter"].sudo().get_param(key, default)
 
+    @api.private
     @api.model
     def ops_dsn(self):
         """The DSN of a SEPARATE ops database, or None when ops lives in Odoo's database."""
         return (self._param(PARAM_OPS_DSN) or "").strip() or None
 
+    @api.private
     @api.model
     def ops_is_local(self):
         return self.ops_dsn() is None
 
+    @api.private
     @api.model
     def registry_path(self):
         configured = (self._param(PARAM_REGISTRY_PATH) or "").strip()
@@ -71,6 +79,7 @@ class IpaiOps(models.AbstractModel):
             return Path(configured)
         return ops_config.repo_root() / "ssot" / "errors" / "failure_modes.yaml"
 
+    @api.private
     @api.model
     def repo_root(self):
         """The checkout the registry lives in (``<root>/ssot/errors/x.yaml``), for runbook paths."""
@@ -79,6 +88,7 @@ class IpaiOps(models.AbstractModel):
             return path.parent.parent.parent
         return ops_config.repo_root()
 
+    @api.private
     @api.model
     def registry(self):
         """The validated :class:`ipai_ops.taxonomy.Registry`, re-read when the file changes."""
@@ -111,6 +121,7 @@ class IpaiOps(models.AbstractModel):
         finally:
             conn.close()
 
+    @api.private
     @api.model
     def ensure_schema(self):
         """Apply pending ops migrations on an own connection; returns the applied names."""
@@ -124,12 +135,14 @@ class IpaiOps(models.AbstractModel):
             _logger.info("ops schema: applied migrations %s", ", ".join(names))
         return names
 
+    @api.private
     @api.model
     def ops_schema_ready(self, table="ops.agent_errors"):
         """True when ``table`` is readable through Odoo's cursor (the console's condition)."""
         self.env.cr.execute("SELECT to_regclass(%s) IS NOT NULL", [table])
         return bool(self.env.cr.fetchone()[0])
 
+    @api.private
     @api.model
     def create_ops_view(self, view, *, select_sql, columns, source):
         """(Re)create the SQL view ``view`` of an ``_auto = False`` model over an ops table.
@@ -150,6 +163,7 @@ class IpaiOps(models.AbstractModel):
 
     # ------------------------------------------------------------------ writing failures
 
+    @api.private
     @api.model
     def record_failure(self, envelope, *, occurrence_id, source="odoo", service=None, service_version=None):
         """Upsert one occurrence of ``envelope`` into ``ops.agent_errors`` and commit it at once.
@@ -213,6 +227,7 @@ class IpaiOps(models.AbstractModel):
             error_id, count, is_new, status = cr.fetchone()
         return {"error_id": error_id, "count": count, "is_new": is_new, "status": status}
 
+    @api.private
     @api.model
     def envelope_for_exception(self, exc, *, context, evidence=None, stacktrace=None, details=None):
         """A classified failure envelope for ``exc`` (thin wrapper over ``ipai_ops.envelope``)."""
@@ -227,3 +242,72 @@ class IpaiOps(models.AbstractModel):
             in_app=("addons/", "ipai_ops/"),
             details=details,
         )
+
+    # ------------------------------------------------------------------ escalation bundle
+
+    def _escalation_failure(self, ref, message, code=None):
+        return UserError(
+            self.env._(
+                "The escalation bundle of %(ref)s could not be built: %(problem)s",
+                ref=ref,
+                problem=f"{code}: {message}" if code else message,
+            )
+        )
+
+    @api.model
+    def _escalation_bundle(self, ref, *, record, dsn=None):
+        """Write the escalation bundle of ``ref`` (``ipai-ops escalate``), attach it to ``record``
+        and return the action that downloads it.
+
+        :param ref: an ``escalate`` reference: an ops error id or ``fp1:`` fingerprint, or
+            ``intent:<ref or id>``
+        :param record: the record the bundle is about; whoever may read it may download the
+            bundle (the attachment is linked to it)
+        :param dsn: the database to read; default the ops database (:meth:`ops_dsn`, else
+            Odoo's own). Intents live in Odoo's database: pass :func:`local_dsn` for them.
+
+        The bundle is read on a connection of its own, so it holds what is committed: the
+        caller's uncommitted changes are not in it. Unknown references and an unreachable
+        database raise :class:`~odoo.exceptions.UserError` (with the typed code where one fits).
+        """
+        record.ensure_one()
+        record.check_access("read")
+        dsn = dsn or self.ops_dsn() or local_dsn(self.env.cr.dbname)
+        registry = self.registry()
+        with tempfile.TemporaryDirectory(prefix="ipai-escalation-") as tmp:
+            try:
+                result = escalate(ref, dsn=dsn, out_dir=tmp, registry=registry)
+            except EscalationError as exc:
+                raise self._escalation_failure(ref, str(exc), exc.failure_code) from None
+            except ops_store.OpsDatabaseUnavailable as exc:
+                raise self._escalation_failure(ref, str(exc), exc.failure_code) from None
+            except psycopg2.OperationalError as exc:
+                # the connection dropped mid-read (the connect error itself is OpsDatabaseUnavailable)
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise self._escalation_failure(ref, first, ops_store.OpsDatabaseUnavailable.failure_code) from None
+            except psycopg2.Error as exc:
+                # e.g. no privilege on the ops schema, or a schema older than this code
+                _logger.warning("escalation bundle of %s: database error", ref, exc_info=True)
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise self._escalation_failure(ref, first) from None
+            data = result.path.read_bytes()
+            name = result.path.name
+        # sudo: linking an attachment needs write access on the record; reading the record is
+        # what this bundle requires (checked above), and reading it again is what downloading
+        # the attachment requires (ir.attachment checks the linked record).
+        attachment = (
+            self.env["ir.attachment"]
+            .sudo()
+            .create(
+                {
+                    "name": name,
+                    "raw": data,
+                    "mimetype": ESCALATION_MIMETYPE,
+                    "res_model": record._name,
+                    "res_id": record.id,
+                    "description": self.env._("Escalation bundle of %(ref)s (ipai-ops escalate)", ref=ref),
+                }
+            )
+        )
+        _logger.info("escalation bundle %s (%s bytes) for %s by uid %s", name, len(data), ref, self.env.uid)
+        return {"type": "ir.actions.act_url", "url": f"/web/content/{attachment.id}?download=true", "target": "self"}

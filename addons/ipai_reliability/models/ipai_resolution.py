@@ -140,12 +140,14 @@ class IpaiResolution(models.Model):
         slug = re.sub(r"[^a-z0-9]+", "-", (self.name or "").lower().split(":", 1)[-1]).strip("-")
         return slug[:60].strip("-") or "resolution"
 
+    @api.private
     def export_filename(self):
         """``docs/resolutions/<YYYY>/<MM>/<YYYY-MM-DD>_<CODE>_<slug>.md``."""
         self.ensure_one()
         day = self.date_done or fields.Date.context_today(self)
         return f"docs/resolutions/{day:%Y}/{day:%m}/{day:%Y-%m-%d}_{self.code}_{self._slug()}.md"
 
+    @api.private
     def to_markdown(self):
         """This record in the docs/resolutions/_template.md format."""
         self.ensure_one()

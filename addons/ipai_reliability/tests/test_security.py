@@ -105,3 +105,28 @@ class TestSecurity(ReliabilityCase):
         )
         env = self.env(user=both, context={"allowed_company_ids": [self.company.id, self.other_company.id]})
         self.assertIn(self.other_resolution.id, env["ipai.resolution"].search([]).ids)
+
+    def test_service_methods_are_not_callable_over_rpc(self):
+        """ipai.ops reads secrets (the DSN), runs SQL and writes ops rows: Python callers only."""
+        from odoo.service.model import get_public_method
+
+        service = self.env["ipai.ops"]
+        for name in (
+            "ops_dsn",
+            "registry_path",
+            "ensure_schema",
+            "create_ops_view",
+            "record_failure",
+            "envelope_for_exception",
+        ):
+            with self.subTest(name=name), self.assertRaises(AccessError):
+                get_public_method(service, name)
+        for model, name in (
+            ("ipai.failure.mode", "sync_from_registry"),
+            ("ipai.failure.mode", "export_registry_yaml"),
+            ("ipai.resolution", "to_markdown"),
+        ):
+            with self.subTest(name=name), self.assertRaises(AccessError):
+                get_public_method(self.env[model], name)
+        # the buttons the views call stay callable
+        self.assertTrue(get_public_method(self.env["ipai.agent.error"], "action_resolve"))

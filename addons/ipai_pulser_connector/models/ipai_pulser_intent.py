@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import psycopg2.errors
 from odoo import api, fields, models, release
+from odoo.addons.ipai_reliability.models.ipai_ops import local_dsn
 from odoo.exceptions import UserError
 
 from ipai_ops.classify import classify, classify_exception, qualified_type
@@ -330,6 +331,18 @@ class IpaiPulserIntent(models.Model):
             "view_mode": "list,form",
             "domain": [("intent_id", "=", self.id)],
         }
+
+    def action_escalation_bundle(self):
+        """Download this intent's escalation bundle (``ipai-ops escalate intent:<ref>``): the
+        intent row and its audit events, its failure envelope and ops error, redacted.
+
+        The intent table is in Odoo's own database, so the bundle reads that one (an ops
+        database configured elsewhere is not consulted: its error row is then left out).
+        """
+        self.ensure_one()
+        return self.env["ipai.ops"]._escalation_bundle(
+            f"intent:{self.ref}", record=self, dsn=local_dsn(self.env.cr.dbname)
+        )
 
     # ------------------------------------------------------------------ API helpers
 

@@ -6,3 +6,4 @@ from . import test_api
 from . import test_concurrency
 from . import test_telemetry
 from . import test_report
+from . import test_escalation

@@ -359,6 +359,16 @@ class IpaiAgentError(models.Model):
             },
         }
 
+    def action_escalation_bundle(self):
+        """Download this error's escalation bundle (``ipai-ops escalate <id>``): manifest,
+        envelope, the error row, its newest run and the logs still on disk, redacted.
+
+        ``id`` is the ``ops.agent_errors`` id (the view selects it), so the bundle is read
+        from the ops database; it is attached to this record for whoever can read it.
+        """
+        self.ensure_one()
+        return self.env["ipai.ops"]._escalation_bundle(str(self.id), record=self)
+
     def action_create_failure_mode(self):
         """Propose a failure mode (code + signature) from an unclassified error."""
         self.ensure_one()

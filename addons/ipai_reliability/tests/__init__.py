@@ -6,3 +6,4 @@ from . import test_unclassified
 from . import test_views
 from . import test_otel
 from . import test_runbook_sql
+from . import test_escalation

@@ -113,6 +113,21 @@ def _exists(cur, relation: str) -> bool:
     return bool(cur.fetchone()[0])
 
 
+def _inside(path: str | Path, root: Path | None) -> bool:
+    """Whether ``path`` (symlinks resolved) lies under the artifacts directory ``root``.
+
+    Paths come from ``ops.agent_runs.metadata``, which any writer of that table controls:
+    the bundle (built on an Odoo server, say) must only ever read what the recorder wrote.
+    """
+    if root is None:
+        return False
+    try:
+        Path(path).resolve().relative_to(root.resolve())
+    except (OSError, ValueError):
+        return False
+    return True
+
+
 def _bounded_copy(path: Path, limit: int) -> tuple[bytes, bool]:
     """A log file's bytes (redacted again), head and tail when bigger than ``limit``."""
     size = path.stat().st_size
@@ -282,6 +297,11 @@ class _Gather:
         for item in reversed(meta.get("iterations") or []):
             path = item.get("envelope")
             if not path or (wanted and item.get("fingerprint") not in (None, wanted)):
+                continue
+            if not _inside(path, self.artifacts_dir):
+                self.warnings.append(
+                    f"envelope file {path} is outside the artifacts directory {self.artifacts_dir}: not read"
+                )
                 continue
             try:
                 self.envelope = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -495,6 +515,9 @@ def _write_bundle(
         attempt = str(item.get("attempt", "x"))
         base = Path(item["stdout_log"]).parent if item.get("stdout_log") else None
         if base is None:
+            continue
+        if not _inside(base, g.artifacts_dir):
+            g.warnings.append(f"logs in {base} are outside the artifacts directory {g.artifacts_dir}: not copied")
             continue
         for name in _LOG_FILES:
             path = base / name

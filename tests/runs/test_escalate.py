@@ -234,3 +234,27 @@ def test_an_invalid_envelope_is_reported_not_fatal_and_big_logs_are_bounded(
     assert len(stdout) < 4096 + 200 and "bytes omitted from the bundle" in stdout
     assert stdout.startswith("line 00000") and "line 04999" in stdout
     assert "envelope has problems" in files["README.txt"].decode()
+
+
+def test_paths_outside_the_artifacts_directory_are_never_read(failed_run, ops_dsn, artifacts, tmp_path):
+    """Run metadata is data anyone with write access to ops.agent_runs controls: no file reads outside."""
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "stdout.log").write_text("server-private-log\n")
+    (outside / "envelope.json").write_text(json.dumps({"secret": "server-private-json"}))
+    conn = store.connect(ops_dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "UPDATE ops.agent_runs SET metadata = jsonb_set(jsonb_set(metadata,"
+                " '{iterations,0,stdout_log}', to_jsonb(%s::text)), '{iterations,0,envelope}', to_jsonb(%s::text))"
+                " WHERE run_id = %s",
+                (str(outside / "stdout.log"), str(outside / "envelope.json"), failed_run.run_id),
+            )
+    finally:
+        conn.close()
+    result = escalate(failed_run.run_id, dsn=ops_dsn, artifacts_dir=artifacts, out_dir=tmp_path / "out")
+    blob = b"".join(_members(result.path).values())
+    assert b"server-private-log" not in blob and b"server-private-json" not in blob
+    warnings = " ".join(result.manifest["warnings"])
+    assert "outside the artifacts directory" in warnings

@@ -1,7 +1,9 @@
 import json
+import os
 import re
 import tempfile
 from pathlib import Path
+from unittest.mock import patch
 
 from odoo.exceptions import AccessError, UserError
 from odoo.tests import HttpCase, new_test_user, tagged
@@ -18,7 +20,10 @@ URL_RE = re.compile(r"/web/content/(\d+)\?download=true")
 @tagged("post_install", "-at_install")
 class TestEscalationBundle(CommittedOpsMixin, ReliabilityCase):
     def _failure_with_run(self):
-        run_dir = Path(self.enterContext(tempfile.TemporaryDirectory(prefix="ipai-esc-run-"))) / "attempt-1"
+        artifacts = Path(self.enterContext(tempfile.TemporaryDirectory(prefix="ipai-esc-run-")))
+        # The server reads run logs only under its configured artifacts directory (ipai-ops run --artifacts).
+        self.enterContext(patch.dict(os.environ, {"IPAI_OPS_RUN_ARTIFACTS": str(artifacts)}))
+        run_dir = artifacts / "attempt-1"
         run_dir.mkdir()
         (run_dir / "stdout.log").write_text("checking the webhook\n", encoding="utf-8")
         (run_dir / "stderr.log").write_text(f"ValueError: {MESSAGE}\nAuthorization: Bearer {SECRET}\n")

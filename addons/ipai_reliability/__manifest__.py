@@ -1,7 +1,7 @@
 {
     "name": "Reliability",
     "summary": "Failure modes, runbooks, resolutions and the Agent Errors console for AI agents",
-    "version": "19.0.1.0.0",
+    "version": "19.0.1.1.0",
     "category": "Productivity",
     "website": "https://github.com/ipai/ipai-ops",
     "author": "IPAI",
@@ -20,6 +20,7 @@
         "views/ipai_agent_error_views.xml",
         "views/ipai_resolution_views.xml",
         "views/ipai_benchmark_result_views.xml",
+        "views/ipai_agent_run_views.xml",
         "views/res_config_settings_views.xml",
         "wizard/ipai_agent_error_wizard_views.xml",
         "wizard/ipai_failure_mode_propose_views.xml",

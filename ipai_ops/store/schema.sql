@@ -450,6 +450,10 @@ CREATE INDEX agent_errors_status_idx ON ops.agent_errors USING btree (status, la
 
 CREATE INDEX agent_runs_agent_idx ON ops.agent_runs USING btree (agent, started_at DESC);
 
+CREATE INDEX agent_runs_error_idx ON ops.agent_runs USING btree (error_id) WHERE (error_id IS NOT NULL);
+
+CREATE INDEX agent_runs_recent_idx ON ops.agent_runs USING btree (((started_at AT TIME ZONE 'UTC'::text)) DESC, id DESC);
+
 CREATE INDEX agent_runs_variant_idx ON ops.agent_runs USING btree (((metadata ->> 'variant_id'::text)));
 
 CREATE INDEX webhook_deliveries_received_idx ON ops.webhook_deliveries USING btree (received_at);

@@ -7,5 +7,6 @@ from . import ipai_agent_error_assignment
 from . import ipai_agent_error
 from . import ipai_resolution
 from . import ipai_benchmark_result
+from . import ipai_agent_run
 from . import res_config_settings
 from . import ipai_benchmark_comparison

@@ -128,6 +128,7 @@ class IpaiAgentError(models.Model):
     failure_mode_name = fields.Char(related="failure_mode_id.name", string="Failure mode title")
     resolution_ids = fields.One2many("ipai.resolution", "error_id", string="Resolutions")
     sample_pretty = fields.Text(compute="_compute_sample_pretty", string="Envelope")
+    run_count = fields.Integer(compute="_compute_run_count", string="Runs")
 
     def init(self):
         ops = self.env["ipai.ops"]
@@ -177,6 +178,22 @@ class IpaiAgentError(models.Model):
                 error.sample_pretty = json.dumps(json.loads(error.sample), indent=2) if error.sample else False
             except ValueError:
                 error.sample_pretty = error.sample
+
+    def _compute_run_count(self):
+        counts = dict(self.env["ipai.agent.run"]._read_group([("error_id", "in", self.ids)], ["error_id"], ["__count"]))
+        for error in self:
+            error.run_count = counts.get(error, 0)
+
+    def action_view_runs(self):
+        """The agent runs whose final failure is this error (``ops.agent_runs.error_id``)."""
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id("ipai_reliability.ipai_agent_run_action")
+        action.update(
+            name=self.env._("Runs of %(code)s", code=self.code),
+            domain=[("error_id", "=", self.id)],
+            context={},
+        )
+        return action
 
     # ------------------------------------------------------------------ writing ops rows
 

@@ -11,12 +11,12 @@ import contextlib
 import json
 import logging
 import tempfile
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg2
 import psycopg2.extensions
-from odoo import api, models, sql_db
+from odoo import api, fields, models, sql_db
 from odoo.exceptions import UserError
 from odoo.tools import SQL
 
@@ -35,6 +35,11 @@ PARAM_REGISTRY_PATH = "ipai_reliability.registry_path"
 PARAM_OPS_DSN = "ipai_reliability.ops_dsn"
 PARAM_REGISTRY_WRITEBACK = "ipai_reliability.registry_writeback"
 ESCALATION_MIMETYPE = "application/gzip"
+PARAM_ESCALATION_RETENTION_DAYS = "ipai_reliability.escalation_retention_days"
+DEFAULT_ESCALATION_RETENTION_DAYS = 30
+#: The records the escalation buttons attach bundles to (console error, agent run, intent).
+ESCALATION_MODELS = ("ipai.agent.error", "ipai.agent.run", "ipai.pulser.intent")
+ESCALATION_GC_BATCH = 500
 
 _UPSERT_SQL = "SELECT * FROM ops.upsert_agent_error(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
 
@@ -311,3 +316,64 @@ class IpaiOps(models.AbstractModel):
         )
         _logger.info("escalation bundle %s (%s bytes) for %s by uid %s", name, len(data), ref, self.env.uid)
         return {"type": "ir.actions.act_url", "url": f"/web/content/{attachment.id}?download=true", "target": "self"}
+
+    # ------------------------------------------------------------------ escalation bundle retention
+
+    @api.model
+    def _escalation_retention_days(self):
+        """Days an escalation bundle attachment is kept; 0 keeps them forever, None = misconfigured."""
+        raw = (self._param(PARAM_ESCALATION_RETENTION_DAYS) or "").strip()
+        if not raw:
+            return DEFAULT_ESCALATION_RETENTION_DAYS
+        try:
+            days = int(raw)
+        except ValueError:
+            days = -1
+        if days < 0:
+            _logger.warning(
+                "%s = %r is not a whole number of days >= 0: escalation bundles are not deleted",
+                PARAM_ESCALATION_RETENTION_DAYS,
+                raw,
+            )
+            return None
+        return days
+
+    @api.model
+    def _gc_escalation_bundles(self, batch_size=ESCALATION_GC_BATCH):
+        """Delete escalation bundle attachments older than the retention (cron
+        *Reliability: delete old escalation bundles*); returns how many were deleted.
+
+        Only what the escalation buttons create is touched: gzip attachments named
+        ``escalation-*`` on the records those buttons attach them to. In a cron each batch is
+        committed and reported (``ir.cron._commit_progress``), and the scheduler runs the job
+        again while some are left; called from code, it deletes everything in one transaction.
+        """
+        days = self._escalation_retention_days()
+        if not days:
+            return 0
+        cutoff = fields.Datetime.now() - timedelta(days=days)
+        domain = [
+            ("res_model", "in", ESCALATION_MODELS),
+            ("mimetype", "=", ESCALATION_MIMETYPE),
+            ("name", "=like", "escalation-%"),
+            ("create_date", "<", cutoff),
+        ]
+        Attachment = self.env["ir.attachment"].sudo()
+        in_cron = bool(self.env.context.get("ir_cron_progress_id"))
+        deleted = 0
+        while True:
+            batch = Attachment.search(domain, order="id", limit=batch_size)
+            if not batch:
+                break
+            batch.unlink()
+            deleted += len(batch)
+            full = len(batch) == batch_size
+            if in_cron:
+                remaining = Attachment.search_count(domain) if full else 0
+                if not self.env["ir.cron"]._commit_progress(len(batch), remaining=remaining):
+                    break  # out of time: the scheduler runs the job again for the rest
+            if not full:
+                break
+        if deleted:
+            _logger.info("deleted %s escalation bundle(s) older than %s day(s)", deleted, days)
+        return deleted

@@ -8,6 +8,7 @@ maintenance database; default ``postgresql://postgres@127.0.0.1:5432/postgres``)
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -56,3 +57,24 @@ def registry():
     from ipai_ops.taxonomy import load_registry
 
     return load_registry()
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run ``ipai-ops ARGS...`` in-process; return exit code, stdout and stderr."""
+    from ipai_ops.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

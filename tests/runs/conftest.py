@@ -7,26 +7,17 @@ import os
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ipai_ops import store
-from ipai_ops.cli import main
 from ipai_ops.runs.recorder import RunRecorder
 
 PY = sys.executable
 #: The child pytest runs without the plugins of this virtualenv (pytest-odoo imports Odoo).
 CHILD_ENV = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-
-
-@dataclass
-class CliResult:
-    code: int
-    out: str
-    err: str
 
 
 @pytest.fixture
@@ -59,19 +50,6 @@ def closed_dsn() -> str:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     return f"postgresql://postgres@127.0.0.1:{port}/nowhere"
-
-
-@pytest.fixture
-def run_cli(capsys) -> Callable[..., CliResult]:
-    """``ipai-ops ARGS...`` in-process: exit code, stdout, stderr."""
-
-    def run(*args: str) -> CliResult:
-        capsys.readouterr()
-        code = main(list(args))
-        captured = capsys.readouterr()
-        return CliResult(code, captured.out, captured.err)
-
-    return run
 
 
 def fetch_one(dsn: str, sql: str, *params: Any) -> dict[str, Any] | None:

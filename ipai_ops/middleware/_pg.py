@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     return redact((str(exc).strip().splitlines() or [type(exc).__name__])[0]) or type(exc).__name__
 
 
@@ -46,6 +46,11 @@ class SharedConnection:
         statement_timeout_ms: int = 2000,
         retry_interval: float = 5.0,
     ) -> None:
+        try:
+            # A malformed DSN is a configuration error: say so now, not on every error path.
+            psycopg2.extensions.parse_dsn(dsn)
+        except psycopg2.ProgrammingError as exc:
+            raise ValueError(f"invalid PostgreSQL DSN: {first_line(exc)}") from None
         self.dsn = dsn
         self.application_name = application_name
         # libpq treats connect_timeout=1 as 2 (its documented minimum).
@@ -71,7 +76,7 @@ class SharedConnection:
                 tcp_user_timeout=self.statement_timeout_ms + 1000,
             )
         except psycopg2.OperationalError as exc:
-            raise OpsDatabaseUnavailable(f"ops database unreachable: {_first_line(exc)}") from None
+            raise OpsDatabaseUnavailable(f"ops database unreachable: {first_line(exc)}") from None
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
@@ -81,7 +86,7 @@ class SharedConnection:
             conn.autocommit = False
         except psycopg2.Error as exc:
             conn.close()
-            raise OpsDatabaseUnavailable(f"ops database unusable: {_first_line(exc)}") from None
+            raise OpsDatabaseUnavailable(f"ops database unusable: {first_line(exc)}") from None
         self._conn = conn
         return conn
 
@@ -107,7 +112,7 @@ class SharedConnection:
                 self._down_until = time.monotonic() + self.retry_interval
                 if isinstance(exc, OpsDatabaseUnavailable):
                     raise
-                raise OpsDatabaseUnavailable(f"ops database unavailable: {_first_line(exc)}") from None
+                raise OpsDatabaseUnavailable(f"ops database unavailable: {first_line(exc)}") from None
             except psycopg2.Error:
                 if self._conn is not None and not self._conn.closed:
                     try:

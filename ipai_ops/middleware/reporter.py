@@ -45,7 +45,7 @@ from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_MESS
 from opentelemetry.trace import Status, StatusCode, format_span_id, format_trace_id
 
 from ipai_ops.envelope import envelope_from_exception, head, iso_utc, redact, redact_obj, tail
-from ipai_ops.middleware._pg import SharedConnection
+from ipai_ops.middleware._pg import SharedConnection, first_line
 from ipai_ops.middleware.errors import Failure
 from ipai_ops.problem import PROBLEM_CONTENT_TYPE, problem
 from ipai_ops.semconv import (
@@ -187,15 +187,18 @@ class Reporter:
         statement_timeout_ms: int = 2000,
         retry_interval: float = 5.0,
     ) -> None:
-        if not service:
-            raise ValueError("service is required")
-        if not source or len(source) > 64:
+        if not service or not isinstance(service, str):
+            raise ValueError("service is required (a non-empty string)")
+        if not isinstance(source, str) or not 1 <= len(source) <= 64:
             raise ValueError("source must be 1..64 characters")
+        if isinstance(retry_after, bool) or not isinstance(retry_after, int) or retry_after < 0:
+            raise ValueError("retry_after must be whole seconds >= 0")
         self.service = service
         self.source = source
         self.env = env
         self.service_version = service_version
-        self.in_app = tuple(in_app)
+        # One fragment given as a plain string is one fragment, not its characters.
+        self.in_app = (in_app,) if isinstance(in_app, str) else tuple(in_app)
         self.retry_after = retry_after
         self._registry = registry
         self._db = (
@@ -227,6 +230,7 @@ class Reporter:
         instance: str | None = None,
     ) -> Report:
         """Report ``exc`` (once: a second call for the same exception returns the first report)."""
+        _require_exception(exc)
         previous = _previous(exc, instance)
         if previous is not None:
             return previous
@@ -245,6 +249,7 @@ class Reporter:
         instance: str | None = None,
     ) -> Report:
         """:meth:`report` for coroutines: the blocking upsert runs in a worker thread."""
+        _require_exception(exc)
         previous = _previous(exc, instance)
         if previous is not None:
             return previous
@@ -369,7 +374,7 @@ class Reporter:
                 occurrence.code,
                 occurrence.occurrence_id,
                 type(exc).__name__,
-                redact(str(exc).strip().splitlines()[0] if str(exc).strip() else ""),
+                first_line(exc),
             )
         return None
 
@@ -506,6 +511,11 @@ def scrub_exception(exc: BaseException) -> None:
             exc.args = (clean,)
             if isinstance(exc, Failure):
                 exc.message = clean
+
+
+def _require_exception(exc: Any) -> None:
+    if not isinstance(exc, BaseException):
+        raise TypeError(f"report() takes the exception itself, not {type(exc).__name__}")
 
 
 def _previous(exc: BaseException, instance: str | None) -> Report | None:

@@ -224,7 +224,7 @@ class StandardWebhooks(WebhookScheme):
         self, secret: str | bytes, body: bytes, *, delivery_id: str, timestamp: int | None = None
     ) -> dict[str, str]:
         stamp = str(int(time.time()) if timestamp is None else int(timestamp))
-        content = f"{delivery_id}.{stamp}.".encode() + body
+        content = self.signed_content(Signed(delivery_id, stamp, ()), body)
         digest = hmac.new(self.key(secret), content, hashlib.sha256).digest()
         return {
             self.id_header: delivery_id,
@@ -264,7 +264,8 @@ class GitHubWebhooks(WebhookScheme):
     def sign(
         self, secret: str | bytes, body: bytes, *, delivery_id: str, timestamp: int | None = None
     ) -> dict[str, str]:
-        digest = hmac.new(self.key(secret), body, hashlib.sha256).hexdigest()
+        content = self.signed_content(Signed(delivery_id, None, ()), body)
+        digest = hmac.new(self.key(secret), content, hashlib.sha256).hexdigest()
         return {"X-Hub-Signature-256": "sha256=" + digest, "X-GitHub-Delivery": delivery_id}
 
 
@@ -473,7 +474,13 @@ class WebhookVerifier:
         deliveries: DeliveryStore | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.scheme = SCHEMES[scheme] if isinstance(scheme, str) else scheme
+        if isinstance(scheme, str):
+            if scheme not in SCHEMES:
+                raise KeyError(f"unknown webhook scheme {scheme!r}; known: {', '.join(SCHEMES)}")
+            scheme = SCHEMES[scheme]
+        if not isinstance(scheme, WebhookScheme):
+            raise TypeError(f"scheme must be a scheme name or a WebhookScheme, not {type(scheme).__name__}")
+        self.scheme = scheme
         if isinstance(secrets, (str, bytes)):
             secrets = [secrets]
         self._keys = tuple(self.scheme.key(secret) for secret in secrets)

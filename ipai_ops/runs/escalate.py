@@ -20,6 +20,7 @@ attached to a ticket.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import re
@@ -35,7 +36,7 @@ from ipai_ops import __version__, config
 from ipai_ops.envelope import envelope_errors, iso_utc, redact, redact_obj
 from ipai_ops.runs._sql import sql
 from ipai_ops.runs.capture import LineRedactor
-from ipai_ops.runs.recorder import RUN_FILE, RUN_ID_RE
+from ipai_ops.runs.recorder import RUN_FILE, RUN_ID_RE, trace_ids
 from ipai_ops.store import OpsDatabaseUnavailable, connect, query
 from ipai_ops.taxonomy import Registry, default_registry
 
@@ -43,7 +44,6 @@ BUNDLE_VERSION = 1
 #: Each log file is copied up to this many bytes (head and tail kept around a marker).
 DEFAULT_MAX_LOG_BYTES = 5 * 1024 * 1024
 _FINGERPRINT_RE = re.compile(r"^fp\d+:[0-9a-f]{32}$")
-_TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 _LOG_FILES = ("stdout.log", "stderr.log", "events.jsonl", "envelope.json", "events_envelope.json")
 KINDS = ("run", "error", "intent")
 
@@ -113,17 +113,15 @@ def _exists(cur, relation: str) -> bool:
     return bool(cur.fetchone()[0])
 
 
-def _inside(path: str | Path, root: Path | None) -> bool:
+def _inside(path: str | Path, root: Path) -> bool:
     """Whether ``path`` (symlinks resolved) lies under the artifacts directory ``root``.
 
     Paths come from ``ops.agent_runs.metadata``, which any writer of that table controls:
     the bundle (built on an Odoo server, say) must only ever read what the recorder wrote.
     """
-    if root is None:
-        return False
     try:
         Path(path).resolve().relative_to(root.resolve())
-    except (OSError, ValueError):
+    except (OSError, TypeError, ValueError):  # TypeError: not a path at all
         return False
     return True
 
@@ -206,8 +204,7 @@ class _Gather:
             rows = _rows(cur)
         if not rows:
             return False
-        self.run = rows[0]
-        self.run_source = "ops.agent_runs"
+        self._set_run(rows[0], "ops.agent_runs")
         return True
 
     def load_run_file(self, run_id: str) -> bool:
@@ -216,15 +213,41 @@ class _Gather:
         path = self.artifacts_dir / run_id / RUN_FILE
         try:
             record = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except OSError:
             return False
-        self.run = record
-        self.run_source = str(path)
+        except ValueError as exc:
+            self.warnings.append(f"{path} is not JSON ({exc}): not read")
+            return False
+        if not isinstance(record, dict):
+            self.warnings.append(f"{path} is not a run record (not a JSON object): not read")
+            return False
+        self._set_run(record, str(path))
         return True
+
+    def _set_run(self, record: dict[str, Any], source: str) -> None:
+        """Keep a run record, with ``metadata.iterations`` as a list of objects whatever was stored.
+
+        Both sources are data some writer controls (``ops.agent_runs`` is open to every writer of
+        the ops schema, run.json to anyone on the machine): the bundle must not crash on either.
+        """
+        meta = record.get("metadata")
+        if not isinstance(meta, dict):
+            if meta is not None:
+                self.warnings.append(f"run metadata in {source} is not an object: ignored")
+            meta = {}
+        iterations = meta.get("iterations")
+        if iterations is not None and (
+            not isinstance(iterations, list) or not all(isinstance(i, dict) for i in iterations)
+        ):
+            self.warnings.append(f"run iterations in {source} are not a list of objects: the malformed ones ignored")
+            iterations = [i for i in iterations if isinstance(i, dict)] if isinstance(iterations, list) else []
+            meta = {**meta, "iterations": iterations}
+        self.run = {**record, "metadata": meta}
+        self.run_source = source
 
     def load_run(self, run_id: str) -> bool:
         found = self.load_run_row(run_id) or self.load_run_file(run_id)
-        if found and self.run_source == "ops.agent_runs" and self.artifacts_dir:
+        if found and self.run_source == "ops.agent_runs":
             # The database row has no log tails; the run directory, when still there, has the files.
             run_dir = ((self.run.get("metadata") or {}).get("artifacts") or {}).get("run_dir")
             if run_dir and not Path(run_dir).is_dir():
@@ -314,11 +337,6 @@ class _Gather:
             self.envelope_source = "ops.agent_errors.sample (the newest occurrence of the fingerprint)"
 
 
-def _trace_ids(traceparent: str | None) -> tuple[str | None, str | None]:
-    match = _TRACEPARENT_RE.match((traceparent or "").strip().lower())
-    return (match.group(1), match.group(2)) if match else (None, None)
-
-
 def _manifest(g: _Gather, *, kind: str, ref: str, now: datetime) -> dict[str, Any]:
     run = g.run or {}
     meta = run.get("metadata") or {}
@@ -337,7 +355,7 @@ def _manifest(g: _Gather, *, kind: str, ref: str, now: datetime) -> dict[str, An
     )
     mode = g.registry.get(code) if code else None
     fingerprint = error.get("fingerprint") or env_error.get("fingerprint")
-    intent_trace, intent_span = _trace_ids(intent.get("traceparent"))
+    intent_trace, intent_span = trace_ids(intent.get("traceparent"))
     iterations = meta.get("iterations") or []
 
     if g.intent is not None:
@@ -483,6 +501,7 @@ def escalate(
                 raise EscalationError(
                     f"no run, error or intent {value!r}: not in ops.agent_runs, not under {g.artifacts_dir} "
                     "(an error is a number or fp1:..., an intent is intent:<ref>)"
+                    + "".join(f"; {w}" for w in g.warnings)
                 )
             g.error_for_run()
             g.run_envelope()
@@ -513,9 +532,10 @@ def _write_bundle(
     meta = (g.run or {}).get("metadata") or {}
     for item in meta.get("iterations") or []:
         attempt = str(item.get("attempt", "x"))
-        base = Path(item["stdout_log"]).parent if item.get("stdout_log") else None
-        if base is None:
+        stdout_log = item.get("stdout_log")
+        if not stdout_log or not isinstance(stdout_log, str):
             continue
+        base = Path(stdout_log).parent
         if not _inside(base, g.artifacts_dir):
             g.warnings.append(f"logs in {base} are outside the artifacts directory {g.artifacts_dir}: not copied")
             continue
@@ -537,7 +557,10 @@ def _write_bundle(
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", value).strip("-")[:80] or "x"
     name = f"escalation-{kind}-{safe}-{stamp}"
     target_dir = Path(out_dir).expanduser() if out_dir else Path.cwd()
-    target_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        target_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # FileExistsError too: the path is a file
+        raise EscalationError(f"cannot write the bundle to {target_dir}: {exc.strerror}") from None
     path = (target_dir / f"{name}.tar.gz").resolve()
     counter = 1
     while path.exists():
@@ -565,18 +588,23 @@ def _write_bundle(
     files["manifest.json"] = _dump(_clean(manifest))
 
     mtime = now.timestamp()
-    with tarfile.open(path, "w:gz") as archive:
-        for member in [
-            "manifest.json",
-            "README.txt",
-            *sorted(k for k in files if k not in ("manifest.json", "README.txt")),
-        ]:
-            data = files[member]
-            info = tarfile.TarInfo(f"{name}/{member}")
-            info.size = len(data)
-            info.mtime = mtime
-            info.mode = 0o644
-            archive.addfile(info, io.BytesIO(data))
+    try:
+        with tarfile.open(path, "w:gz") as archive:
+            for member in [
+                "manifest.json",
+                "README.txt",
+                *sorted(k for k in files if k not in ("manifest.json", "README.txt")),
+            ]:
+                data = files[member]
+                info = tarfile.TarInfo(f"{name}/{member}")
+                info.size = len(data)
+                info.mtime = mtime
+                info.mode = 0o644
+                archive.addfile(info, io.BytesIO(data))
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)  # no half-written archive left to be attached
+        raise EscalationError(f"cannot write the bundle {path}: {exc.strerror or exc}") from None
     return EscalationResult(
         path, kind, json.loads(files["manifest.json"]), [f"{name}/{m}" for m in manifest["members"]]
     )

@@ -22,6 +22,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import os
 import platform
 import random
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 import psycopg2
+import psycopg2.extensions
 
 from ipai_ops import __version__, config
 from ipai_ops.classify import classify
@@ -134,9 +136,12 @@ def _env_number(name: str, kind: type, default: Any) -> Any:
     if text in (None, ""):
         return default
     try:
-        return kind(text)
+        value = kind(text)
     except ValueError:
         raise RunSetupError(f"{name}={text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise RunSetupError(f"{name}={text!r} is not a finite number")
+    return value
 
 
 # --------------------------------------------------------------------------- results
@@ -335,10 +340,18 @@ def _trace_context(environ: Mapping[str, str]) -> tuple[str | None, str | None, 
     except Exception:
         log.debug("cannot read the OpenTelemetry context", exc_info=True)
     traceparent = carrier.get("traceparent") or environ.get(config.TRACEPARENT)
+    trace_id, span_id = trace_ids(traceparent)
+    if trace_id is None:
+        return None, None, None
+    return traceparent, trace_id, span_id
+
+
+def trace_ids(traceparent: str | None) -> tuple[str | None, str | None]:
+    """(trace_id, span_id) of a W3C ``traceparent``; (None, None) when it is not a valid one."""
     match = _TRACEPARENT_RE.match((traceparent or "").strip().lower())
     if not match or match.group(1) == "0" * 32:
-        return None, None, None
-    return traceparent, match.group(1), match.group(2)
+        return None, None
+    return match.group(1), match.group(2)
 
 
 def _write_json(path: Path, value: Any) -> None:
@@ -390,7 +403,7 @@ class _Database:
 
     def __init__(self, dsn: str | None, enabled: bool, warn: Callable[[str], None]):
         self.dsn = dsn
-        self.enabled = enabled
+        #: ``disabled`` for good when not enabled; else ``written`` or ``unavailable``.
         self.state = "disabled" if not enabled else "written"
         self._warn = warn
         self._conn = None
@@ -411,7 +424,7 @@ class _Database:
             self._warn(f"the ops database refused the run record: {first}{hint}; the run is recorded on disk only")
 
     def connection(self):
-        if not self.enabled or self.state == "unavailable":
+        if self.state != "written":
             return None
         if self._conn is None or self._conn.closed:
             try:
@@ -437,7 +450,7 @@ class _Database:
 
     def revive(self) -> None:
         """Allow one more connection attempt (the run's last sync); no second warning if it fails."""
-        if self.enabled and self.state == "unavailable":
+        if self.state == "unavailable":
             self.state = "written"
 
     def close(self) -> None:
@@ -501,6 +514,11 @@ class RunRecorder:
             raise RunSetupError("the retry delay cap must be >= 0 seconds")
         if kill_grace < 0:
             raise RunSetupError("the kill grace must be >= 0 seconds")
+        if use_db:
+            try:
+                psycopg2.extensions.parse_dsn(config.dsn(dsn))
+            except psycopg2.ProgrammingError as exc:
+                raise RunSetupError(f"invalid PostgreSQL DSN: {redact(str(exc).strip().splitlines()[0])}") from None
         self.kill_grace = kill_grace
         self.quiet = quiet
         self._stdout = stdout
@@ -565,6 +583,9 @@ class RunRecorder:
         run_dir = self.artifacts_dir / run_id
         try:
             self.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # FileExistsError too: the path is a file
+            raise RunSetupError(f"cannot create the artifacts directory {self.artifacts_dir}: {exc.strerror}") from None
+        try:
             run_dir.mkdir()
         except FileExistsError:
             raise RunSetupError(f"run id {run_id!r} was already recorded ({run_dir}); choose a new one") from None
@@ -647,10 +668,23 @@ class _Run:
         self.max_attempts = max_attempts
         self.cwd = cwd
         self.environ = environ
+        # Fixed for the run: computed once, not on every save (start, each attempt, end).
+        self.redacted_argv = redact_argv(argv)
+        self.command = shlex.join(self.redacted_argv)
+        self.host = socket.gethostname()
         self.started = time.time()
         self.started_mono = time.monotonic()
         self.traceparent, self.trace_id, self.span_id = _trace_context(environ)
         self.env_name = _deployment_env(environ)
+        self.settings = {
+            "env": self.env_name,
+            "variables": capture_settings(environ),
+            "versions": {
+                "ipai_ops": __version__,
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+            },
+        }
         self.iterations: list[Iteration] = []
         self.events = EventSummary()
         self.warnings: list[str] = []
@@ -672,25 +706,17 @@ class _Run:
             **self.events.metadata,
             "record_version": RUN_RECORD_VERSION,
             "variant_id": self.effective_variant_id,
-            "argv": redact_argv(self.argv),
-            "command": shlex.join(redact_argv(self.argv)),
+            "argv": list(self.redacted_argv),
+            "command": self.command,
             "cwd": self.cwd,
-            "host": socket.gethostname(),
+            "host": self.host,
             "kind": self.kind,
             "model": self.model or self.events.model,
             "models": self.events.models,
             "timeout_seconds": self.timeout,
             "max_attempts": self.max_attempts,
             "trace_id": self.trace_id,
-            "settings": {
-                "env": self.env_name,
-                "variables": capture_settings(self.environ),
-                "versions": {
-                    "ipai_ops": __version__,
-                    "python": platform.python_version(),
-                    "platform": platform.platform(),
-                },
-            },
+            "settings": self.settings,
             "attempts": len(self.iterations),
             "iterations": [i.as_dict() for i in self.iterations],
             "exit_code": last.exit_code if last else None,
@@ -890,8 +916,11 @@ class _Run:
                 )
             else:
                 decision = Decision(False, 0.0, f"{outcome.code} is not retryable")
-            item.retry = {"retry": decision.retry, "delay_seconds": round(decision.delay_seconds, 3)}
-            item.retry["reason"] = decision.reason
+            item.retry = {
+                "retry": decision.retry,
+                "delay_seconds": round(decision.delay_seconds, 3),
+                "reason": decision.reason,
+            }
         if summary.unusable:
             self.record_unusable_events(item, summary, attempt_dir)
         return item, decision
@@ -911,7 +940,7 @@ class _Run:
             "run_id": self.run_id,
             "task_ref": self.task_ref,
             "variant_id": self.effective_variant_id,
-            "command": shlex.join(redact_argv(self.argv)),
+            "command": self.command,
         }
 
     def _write_error(self, envelope: dict[str, Any], occurrence_id: str) -> int | None:
@@ -956,7 +985,7 @@ class _Run:
             details={
                 "run_id": self.run_id,
                 "attempt": item.attempt,
-                "argv": redact_argv(self.argv),
+                "argv": list(self.redacted_argv),
                 "cwd": self.cwd,
                 "typed_by": outcome.reason,
                 "kind": outcome.kind,

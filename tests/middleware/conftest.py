@@ -12,11 +12,15 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import psycopg2
 import pytest
+import requests
 import uvicorn
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from ipai_ops.middleware import CORRELATION_HEADER
+from ipai_ops.problem import PROBLEM_CONTENT_TYPE, validate_problem
 
 SERVICE = "svc-under-test"
 
@@ -135,3 +139,15 @@ def error_rows(dsn: str) -> list[dict[str, Any]]:
             return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
     finally:
         conn.close()
+
+
+def assert_problem(resp: requests.Response, *, status: int, code: str, cid: str, instance: str) -> dict:
+    """A valid RFC 9457 answer of ``code`` for the request with correlation id ``cid``; its document."""
+    assert resp.status_code == status
+    assert resp.headers["Content-Type"] == PROBLEM_CONTENT_TYPE
+    assert resp.headers[CORRELATION_HEADER] == cid
+    doc = resp.json()
+    validate_problem(doc)
+    assert (doc["type"], doc["status"], doc["instance"]) == (f"urn:ipai:failure:{code}", status, instance)
+    assert doc["ipai"]["code"] == code and doc["ipai"]["correlation_id"] == cid
+    return doc

@@ -23,11 +23,10 @@ from ipai_ops.middleware import (
     current_correlation_id,
 )
 from ipai_ops.middleware.webhooks import STANDARD_WEBHOOKS
-from ipai_ops.problem import PROBLEM_CONTENT_TYPE, validate_problem
 from ipai_ops.semconv import EXCEPTION_EVENT, IPAI_CORRELATION_ID, IPAI_FAILURE_CODE, IPAI_OCCURRENCE_ID, IPAI_SOURCE
 from ipai_ops.taxonomy import default_registry
 
-from .conftest import SERVICE, error_rows, serve_asgi
+from .conftest import SERVICE, assert_problem, error_rows, serve_asgi
 
 SECRET = "whsec_" + "c2VjcmV0LWtleS1mb3ItdGhlLWFzZ2ktdGVzdHM="
 LEAKY = "upstream said: Authorization: Bearer abcdefghijklmnopqrstu and password=hunter2xyz"
@@ -106,17 +105,6 @@ def call(url: str, path: str, *, method: str = "GET", **kwargs) -> tuple[request
     cid = "t-" + uuid.uuid4().hex
     headers = {CORRELATION_HEADER: cid, **kwargs.pop("headers", {})}
     return requests.request(method, url + path, headers=headers, timeout=10, **kwargs), cid
-
-
-def assert_problem(resp: requests.Response, *, status: int, code: str, cid: str, instance: str) -> dict:
-    assert resp.status_code == status
-    assert resp.headers["content-type"] == PROBLEM_CONTENT_TYPE
-    assert resp.headers[CORRELATION_HEADER] == cid
-    doc = resp.json()
-    validate_problem(doc)
-    assert (doc["type"], doc["status"], doc["instance"]) == (f"urn:ipai:failure:{code}", status, instance)
-    assert doc["ipai"]["code"] == code and doc["ipai"]["correlation_id"] == cid
-    return doc
 
 
 def test_lifespan_and_success_pass_through(served):

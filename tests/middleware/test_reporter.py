@@ -309,3 +309,28 @@ def test_correlation_ids_are_validated(headers, expected):
         assert len(got) == 32 and int(got, 16) >= 0
     else:
         assert got == expected
+
+
+def test_bad_configuration_is_a_clear_error_at_construction(registry):
+    for kwargs, message in (
+        ({"service": ""}, "service is required"),
+        ({"service": 7}, "service is required"),
+        ({"service": "svc", "source": 5}, "source must be 1..64"),
+        ({"service": "svc", "retry_after": -1}, "retry_after must be whole seconds"),
+        ({"service": "svc", "retry_after": "5"}, "retry_after must be whole seconds"),
+        # A typo'd DSN fails here, not as a warning on every error path.
+        ({"service": "svc", "dsn": "host=db password=hunter2xyz oops"}, "invalid PostgreSQL DSN"),
+    ):
+        with pytest.raises(ValueError, match=message) as err:
+            Reporter(registry=registry, **kwargs)
+        assert "hunter2xyz" not in str(err.value)
+    # One fragment as a plain string is that fragment, not its characters.
+    assert Reporter("svc", registry=registry, in_app="billing_api/").in_app == ("billing_api/",)
+
+
+def test_reporting_something_that_is_not_an_exception_is_a_type_error(registry):
+    reporter = Reporter("svc", registry=registry)
+    with pytest.raises(TypeError, match="takes the exception itself, not str"):
+        reporter.report("boom")
+    with pytest.raises(TypeError, match="not NoneType"):
+        asyncio.run(reporter.areport(None))

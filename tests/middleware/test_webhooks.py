@@ -335,3 +335,12 @@ def test_secret_material_never_reaches_the_rejection():
     text = json.dumps({"message": err.message, "details": err.details})
     assert SECRET.removeprefix("whsec_") not in text and OLD_SECRET.removeprefix("whsec_") not in text
     assert "tok_" not in text
+
+
+def test_scheme_errors_name_the_known_schemes():
+    with pytest.raises(KeyError, match="unknown webhook scheme 'stripe'; known: standard, github"):
+        WebhookVerifier("stripe", secrets=["x"])
+    with pytest.raises(TypeError, match="not NoneType"):
+        WebhookVerifier(None, secrets=["x"])
+    with pytest.raises(ValueError, match="invalid PostgreSQL DSN"):
+        DeliveryStore("not a dsn")

@@ -23,10 +23,9 @@ from ipai_ops.middleware import (
     current_correlation_id,
 )
 from ipai_ops.middleware.webhooks import GITHUB
-from ipai_ops.problem import PROBLEM_CONTENT_TYPE, validate_problem
 from ipai_ops.semconv import EXCEPTION_EVENT, IPAI_CORRELATION_ID, IPAI_FAILURE_CODE, IPAI_OCCURRENCE_ID
 
-from .conftest import SERVICE, error_rows, serve_wsgi
+from .conftest import SERVICE, assert_problem, error_rows, serve_wsgi
 
 GITHUB_SECRET = "wsgi-test-secret"
 # Not in the raise line itself: a traceback quotes its source line (the test would find it there).
@@ -96,18 +95,6 @@ def get(url: str, path: str, **kwargs) -> tuple[requests.Response, str]:
     cid = "t-" + uuid.uuid4().hex
     resp = requests.get(url + path, headers={CORRELATION_HEADER: cid}, timeout=10, **kwargs)
     return resp, cid
-
-
-def assert_problem(resp: requests.Response, *, status: int, code: str, cid: str, instance: str) -> dict:
-    assert resp.status_code == status
-    assert resp.headers["Content-Type"] == PROBLEM_CONTENT_TYPE
-    assert resp.headers[CORRELATION_HEADER] == cid
-    doc = resp.json()
-    validate_problem(doc)
-    assert doc["type"] == f"urn:ipai:failure:{code}" and doc["status"] == status
-    assert doc["instance"] == instance
-    assert doc["ipai"]["code"] == code and doc["ipai"]["correlation_id"] == cid
-    return doc
 
 
 def test_success_passes_through_with_the_correlation_id(server):

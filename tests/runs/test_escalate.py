@@ -258,3 +258,33 @@ def test_paths_outside_the_artifacts_directory_are_never_read(failed_run, ops_ds
     assert b"server-private-log" not in blob and b"server-private-json" not in blob
     warnings = " ".join(result.manifest["warnings"])
     assert "outside the artifacts directory" in warnings
+
+
+def test_an_unwritable_out_dir_is_a_clear_error(failed_run, ops_dsn, artifacts, tmp_path):
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("")
+    with pytest.raises(EscalationError, match="cannot write the bundle to"):
+        escalate(failed_run.run_id, dsn=ops_dsn, artifacts_dir=artifacts, out_dir=not_a_dir)
+
+
+@pytest.mark.parametrize(
+    ("record", "found"),
+    [
+        ("[1, 2]", False),
+        ("{truncated", False),
+        ('{"run_id": "r", "metadata": "not an object"}', True),
+        ('{"run_id": "r", "metadata": {"iterations": ["x", {"attempt": 1, "stdout_log": 5}]}}', True),
+    ],
+)
+def test_a_malformed_run_file_is_never_a_crash(artifacts, tmp_path, record, found):
+    run_dir = artifacts / "run-hand-edited"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(record)
+    if not found:
+        with pytest.raises(EscalationError, match="no run, error or intent") as err:
+            escalate("run-hand-edited", use_db=False, artifacts_dir=artifacts, out_dir=tmp_path)
+        assert "run.json is not" in str(err.value)  # says why the file that is there was not used
+        return
+    result = escalate("run-hand-edited", use_db=False, artifacts_dir=artifacts, out_dir=tmp_path)
+    assert any("ignored" in w for w in result.manifest["warnings"])
+    assert "run.json" in _members(result.path)

@@ -421,3 +421,17 @@ def test_signal_handlers_are_restored_after_a_run(make_recorder):
     before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     make_recorder(use_db=False).run([PY, "-c", "pass"])
     assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_bad_settings_are_setup_errors_before_anything_runs(make_recorder, artifacts, tmp_path, monkeypatch):
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("")
+    with pytest.raises(RunSetupError, match="cannot create the artifacts directory"):
+        make_recorder(artifacts_dir=not_a_dir).run([PY, "-c", "pass"])
+    with pytest.raises(RunSetupError, match="invalid PostgreSQL DSN"):
+        make_recorder(dsn="host=db password=hunter2 oops")
+    make_recorder(dsn="host=db password=hunter2 oops", use_db=False)  # no database, nothing to check
+    monkeypatch.setenv("IPAI_OPS_RUN_RETRY_DELAY_CAP", "nan")
+    with pytest.raises(RunSetupError, match="not a finite number"):
+        make_recorder(retry_delay_cap=None)
+    assert not artifacts.exists()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import os
 import random
 import signal
@@ -28,20 +27,22 @@ import statistics
 import string
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "benchmarks"))
 
-import psycopg2  # noqa: E402
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue  # noqa: E402
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status  # noqa: E402
+from ops_write import measure_ceiling  # noqa: E402  (the batch-write ceiling of figure b)
 
 from ipai_ops import store  # noqa: E402
 from ipai_ops.store import scratch  # noqa: E402
@@ -104,19 +105,9 @@ def start_discard(*, workers: int) -> tuple[subprocess.Popen, str]:
     return proc, url
 
 
-def create_db() -> str:
-    """A throwaway ops database (dropped by :func:`drop_db`)."""
-    dsn = scratch.dsn_for(scratch.create_database("ipai_bench"))
-    conn = store.connect(dsn)
-    try:
-        store.migrate(conn)
-    finally:
-        conn.close()
-    return dsn
-
-
-def drop_db(dsn: str) -> None:
-    scratch.drop_database(dsn.rpartition("/")[2])
+def ops_database():
+    """A throwaway ops database (migrated), dropped on exit."""
+    return scratch.throwaway_database("ipai_bench", migrate=True)
 
 
 def word(n: int) -> str:
@@ -273,23 +264,22 @@ def figure_a(*, workers: int, requests: int, concurrency: int, rounds: int = 3) 
     bodies = [request_body([plain_span(rng, now) for _ in range(512)]) for _ in range(16)]
     repeat = max(1, requests // len(bodies))
     spans = 512 * len(bodies) * repeat
-    dsn = create_db()
     servers: dict[str, tuple[subprocess.Popen, str]] = {}
     rates: dict[str, list[float]] = {"discard": [], "bridge": []}
-    try:
-        servers["discard"] = start_discard(workers=workers)
-        servers["bridge"] = start_bridge(dsn, workers=workers)
-        for _, url in servers.values():
-            run_load(url, bodies[:4], concurrency=concurrency)  # warm up
-        for _ in range(rounds):
-            for name, (_, url) in servers.items():
-                elapsed, statuses = run_load(url, bodies, concurrency=concurrency, repeat=repeat)
-                assert statuses == {200: len(bodies) * repeat}, statuses
-                rates[name].append(spans / elapsed)
-    finally:
-        for proc, _ in servers.values():
-            stop(proc)
-        drop_db(dsn)
+    with ops_database() as dsn:
+        try:
+            servers["discard"] = start_discard(workers=workers)
+            servers["bridge"] = start_bridge(dsn, workers=workers)
+            for _, url in servers.values():
+                run_load(url, bodies[:4], concurrency=concurrency)  # warm up
+            for _ in range(rounds):
+                for name, (_, url) in servers.items():
+                    elapsed, statuses = run_load(url, bodies, concurrency=concurrency, repeat=repeat)
+                    assert statuses == {200: len(bodies) * repeat}, statuses
+                    rates[name].append(spans / elapsed)
+        finally:
+            for proc, _ in servers.values():
+                stop(proc)
     return statistics.median(rates["bridge"]), statistics.median(rates["discard"])
 
 
@@ -310,22 +300,8 @@ def error_workload(events: int, fingerprints: int, redelivery: float) -> list[by
     ]
 
 
-def load_ceiling():
-    path = ROOT / "benchmarks" / "ops_write.py"
-    if not path.exists():
-        return None
-    spec = importlib.util.spec_from_file_location("ops_write_bench", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.measure_ceiling
-
-
 def figure_b(*, workers: int, events: int, concurrency: int) -> tuple[float, float, int]:
-    measure_ceiling = load_ceiling()
-    if measure_ceiling is None:
-        raise SystemExit("benchmarks/ops_write.py (measure_ceiling) is missing")
-    ceiling_dsn, bridge_dsn = create_db(), create_db()
-    try:
+    with ops_database() as ceiling_dsn, ops_database() as bridge_dsn:
         ceiling = measure_ceiling(ceiling_dsn, events=events, fingerprints=1000, redelivery=0.05)
         bodies = error_workload(events, 1000, 0.05)
         proc, url = start_bridge(bridge_dsn, workers=workers)
@@ -335,15 +311,14 @@ def figure_b(*, workers: int, events: int, concurrency: int) -> tuple[float, flo
             assert statuses == {200: len(bodies)}, statuses
         finally:
             stop(proc)
-        conn = psycopg2.connect(bridge_dsn)
-        with conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM ops.agent_error_occurrences")
-            occurrences = cur.fetchone()[0]
-        conn.close()
+        conn = store.connect(bridge_dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM ops.agent_error_occurrences")
+                occurrences = cur.fetchone()[0]
+        finally:
+            conn.close()
         return events / elapsed, ceiling, occurrences
-    finally:
-        drop_db(ceiling_dsn)
-        drop_db(bridge_dsn)
 
 
 def _rss_kib(pids: list[int]) -> int:
@@ -370,16 +345,13 @@ def _family(pid: int) -> list[int]:
 
 
 def figure_c(*, workers: int, seconds: float, concurrency: int) -> tuple[float, dict[int, int]]:
-    dsn = create_db()
-    try:
+    with ops_database() as dsn:
         proc, url = start_bridge(dsn, workers=workers)
         peak = 0
         try:
             # 1,000 error spans (~150 KB) per request: every admitted one holds a DB write.
             bodies = error_workload(20_000, 1000, 0.0)
             peak = _rss_kib(_family(proc.pid))
-            import threading
-
             outcome: dict[str, object] = {}
 
             def blast() -> None:
@@ -400,8 +372,6 @@ def figure_c(*, workers: int, seconds: float, concurrency: int) -> tuple[float, 
         finally:
             stop(proc)
         return peak / 1024, outcome.get("statuses", {})
-    finally:
-        drop_db(dsn)
 
 
 def main(argv: list[str] | None = None) -> int:

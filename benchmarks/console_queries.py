@@ -41,7 +41,6 @@ import signal
 import statistics
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -53,10 +52,10 @@ import psycopg2  # noqa: E402
 import psycopg2.extensions  # noqa: E402
 import psycopg2.extras  # noqa: E402
 
-from ipai_ops import config, store  # noqa: E402
+from ipai_ops import store  # noqa: E402
+from ipai_ops.store import scratch  # noqa: E402
 from ipai_ops.taxonomy import default_registry  # noqa: E402
 
-ADMIN = config.test_admin_dsn()
 CONSOLE_MODEL = REPO / "addons" / "ipai_reliability" / "models" / "ipai_agent_error.py"
 HOT_OCCURRENCES = 200_000
 T = '"ipai_agent_error"'
@@ -417,7 +416,13 @@ def build_queries(cur, now: datetime) -> list[Query]:
         )
     )
     cur.execute("SELECT id, count FROM ops.agent_errors WHERE id > 1 AND count BETWEEN 8 AND 12 LIMIT 1")
-    typical_id, typical_count = cur.fetchone()
+    typical = cur.fetchone()
+    if typical is None:
+        raise SystemExit(
+            f"no error with 8-12 occurrences to time: --occurrences must exceed the hot error's"
+            f" {HOT_OCCURRENCES:,} by about 10x --errors"
+        )
+    typical_id, typical_count = typical
     occ_cols = "source, occurrence_id, occurred_at, received_at, trace_id, span_id, service_version"
     for label, error_id in (
         (f"hot error, {HOT_OCCURRENCES} occ.", 1),
@@ -537,12 +542,6 @@ def report(queries: list[Query], target_ms: float, facts: dict, *, show_plans: b
     return ok
 
 
-def _admin():
-    conn = psycopg2.connect(ADMIN)
-    conn.autocommit = True
-    return conn
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--errors", type=int, default=1_000_000)
@@ -560,13 +559,10 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C / SIGTERM interrupt a running statement (psycopg2 cancels it) and still drop the DB.
     psycopg2.extensions.set_wait_callback(psycopg2.extras.wait_select)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    dbname = args.reuse or f"ipai_console_bench_{uuid.uuid4().hex[:8]}"
-    admin = _admin()
+    dbname = args.reuse or scratch.create_database("ipai_console_bench")
     started = time.perf_counter()
     try:
-        if not args.reuse:
-            admin.cursor().execute(f'CREATE DATABASE "{dbname}"')
-        dsn = psycopg2.extensions.make_dsn(ADMIN, dbname=dbname)
+        dsn = scratch.dsn_for(dbname)
         conn = psycopg2.connect(dsn, application_name="ipai-console-bench")
         if args.reuse:
             conn.autocommit = True
@@ -606,10 +602,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"kept database {dbname}")
         else:
             try:
-                admin.cursor().execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+                scratch.drop_database(dbname)
             except KeyboardInterrupt:
-                admin.cursor().execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-        admin.close()
+                scratch.drop_database(dbname)
 
 
 def reused_facts(conn) -> dict:

@@ -38,10 +38,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(refusal)
     busy = server.ports_in_use(settings)
     if busy:
-        raise CliError(
-            "cannot listen (another bridge running? choose other ports with --http-port/--grpc-port): "
-            + "; ".join(busy)
-        )
+        raise CliError("cannot listen: " + "; ".join(busy))
     # Fail fast on a broken registry (RegistryError is reported by ipai_ops.cli) before forking.
     default_registry()
     server.configure_logging(settings.log_level)

@@ -118,14 +118,13 @@ class Extraction:
 
 
 def _clean(text: str) -> str:
-    """PostgreSQL text and jsonb refuse NUL and lone surrogates (JSON bodies may carry both)."""
+    """PostgreSQL text and jsonb refuse NUL, which both OTLP encodings carry.
+
+    Lone surrogates never get this far: both protobuf backends refuse a string field
+    that is not UTF-8, and the JSON parser refuses an unpaired ``\\ud800`` (400).
+    """
     if "\x00" in text:
-        text = text.replace("\x00", "\ufffd")
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            text = text.encode("utf-8", "replace").decode("utf-8")
+        return text.replace("\x00", "\ufffd")
     return text
 
 
@@ -383,7 +382,9 @@ class Extractor:
                     is_error = span.status.code == _STATUS_ERROR
                     if not is_error and not span.events:
                         continue
-                    exception_events = [(i, ev) for i, ev in enumerate(span.events) if ev.name == EXCEPTION_EVENT]
+                    exception_events = [
+                        (i, _attrs(ev.attributes)) for i, ev in enumerate(span.events) if ev.name == EXCEPTION_EVENT
+                    ]
                     if len(exception_events) > 1:
                         exception_events = _without_echoes(exception_events)
                     if not is_error and not exception_events:
@@ -396,13 +397,17 @@ class Extractor:
                     self._span(out, resource, span, exception_events)
         return out
 
-    def _span(self, out: Extraction, resource: _Resource, span: Any, events: list[tuple[int, Any]]) -> None:
+    def _span(
+        self, out: Extraction, resource: _Resource, span: Any, events: list[tuple[int, dict[str, AnyValue]]]
+    ) -> None:
+        """``events``: (index in the span's events, attributes) of its exception events."""
         trace_hex = span.trace_id.hex()
         span_hex = span.span_id.hex()
         span_attrs = _attrs(span.attributes)
-        details = (("signal", "span"), ("span_name", _clean(span.name[:256])))
+        span_name = _clean(span.name[:256])
+        details = (("signal", "span"), ("span_name", span_name))
         if not events:
-            message = _clean(span.status.message) or f"span {_clean(span.name[:256])!s} failed"
+            message = _clean(span.status.message) or f"span {span_name!s} failed"
             out.occurrences.append(
                 self._occurrence(
                     resource=resource,
@@ -420,8 +425,7 @@ class Extractor:
                 )
             )
             return
-        for index, event in events:
-            attrs = _attrs(event.attributes)
+        for index, attrs in events:
             stacktrace = _str_attr(attrs, EXCEPTION_STACKTRACE)
             error_type = _str_attr(attrs, EXCEPTION_TYPE)
             message = (
@@ -435,7 +439,7 @@ class Extractor:
                     occurrence_id=f"event:{trace_hex}:{span_hex}:{index}",
                     trace_hex=trace_hex,
                     span_hex=span_hex,
-                    nanos=event.time_unix_nano or span.end_time_unix_nano,
+                    nanos=span.events[index].time_unix_nano or span.end_time_unix_nano,
                     error_type=error_type,
                     message=message,
                     stacktrace=stacktrace,
@@ -506,7 +510,7 @@ def _same_text(echo: str, reported: str) -> bool:
     return echo == reported or (bool(reported) and echo.startswith(reported))
 
 
-def _without_echoes(events: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
+def _without_echoes(events: list[tuple[int, dict[str, AnyValue]]]) -> list[tuple[int, dict[str, AnyValue]]]:
     """Drop a second recording of an exception a producer already reported with an id.
 
     A reporter that writes a failure directly (ipai_ops.middleware, the Odoo connector)
@@ -516,21 +520,19 @@ def _without_echoes(events: list[tuple[int, Any]]) -> list[tuple[int, Any]]:
     message, possibly uncapped. That echo is the same failure, not a second one.
     """
     reported = []
-    for _, event in events:
-        attrs = _attrs(event.attributes)
+    for _, attrs in events:
         if _str_attr(attrs, IPAI_OCCURRENCE_ID):
             message = _CAP_MARKER.sub("", _str_attr(attrs, EXCEPTION_MESSAGE) or "")
             reported.append((_str_attr(attrs, EXCEPTION_TYPE), message))
     if not reported:
         return events
     kept = []
-    for index, event in events:
-        attrs = _attrs(event.attributes)
+    for index, attrs in events:
         if not _str_attr(attrs, IPAI_OCCURRENCE_ID):
             kind, message = _str_attr(attrs, EXCEPTION_TYPE), _str_attr(attrs, EXCEPTION_MESSAGE) or ""
             if any(kind == k and _same_text(message, m) for k, m in reported):
                 continue
-        kept.append((index, event))
+        kept.append((index, attrs))
     return kept
 
 

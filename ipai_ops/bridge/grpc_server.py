@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 
 import grpc
@@ -13,7 +12,7 @@ from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from ipai_ops.bridge import metrics
-from ipai_ops.bridge.otlp import OtlpRejected
+from ipai_ops.bridge.otlp import OtlpRejected, check_bearer
 from ipai_ops.bridge.pipeline import Pipeline
 from ipai_ops.bridge.settings import Settings
 
@@ -32,12 +31,11 @@ class _Export:
     def _check_token(self, context: grpc.aio.ServicerContext) -> None:
         if not self.settings.token:
             return
-        presented = ""
+        presented = None
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 presented = value if isinstance(value, str) else value.decode("latin-1")
-        if not hmac.compare_digest(presented.encode(), f"Bearer {self.settings.token}".encode()):
-            raise OtlpRejected(401, grpc.StatusCode.UNAUTHENTICATED, "unauthenticated", "missing or wrong bearer token")
+        check_bearer(presented, self.settings.token)
 
     async def Export(self, request, context: grpc.aio.ServicerContext):
         try:

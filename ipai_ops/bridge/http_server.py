@@ -6,11 +6,9 @@ bodies itself, without our decompressed-size limit.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 
-import grpc
 from aiohttp import web
 
 from ipai_ops.bridge import metrics
@@ -18,6 +16,7 @@ from ipai_ops.bridge.otlp import (
     JSON,
     PROTOBUF,
     OtlpRejected,
+    check_bearer,
     check_content_encoding,
     check_content_type,
     check_declared_length,
@@ -35,16 +34,6 @@ log = logging.getLogger(__name__)
 
 PIPELINE = web.AppKey("pipeline", Pipeline)
 SETTINGS = web.AppKey("settings", Settings)
-
-
-def check_bearer(header: str | None, token: str) -> None:
-    """OTLP/HTTP leaves auth to the deployment; we take ``Authorization: Bearer``, compared in constant time."""
-    if not token:
-        return
-    presented = (header or "").encode()
-    expected = f"Bearer {token}".encode()
-    if not hmac.compare_digest(presented, expected):
-        raise OtlpRejected(401, grpc.StatusCode.UNAUTHENTICATED, "unauthenticated", "missing or wrong bearer token")
 
 
 async def read_body(request: web.Request, *, limit: int) -> bytes:
@@ -132,10 +121,6 @@ async def metrics_handler(request: web.Request) -> web.Response:
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type
     return response
-
-
-async def method_not_allowed(request: web.Request) -> web.Response:
-    raise web.HTTPMethodNotAllowed(request.method, ["POST"])
 
 
 def build_app(pipeline: Pipeline, settings: Settings) -> web.Application:

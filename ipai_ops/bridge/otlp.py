@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import json
 import zlib
 from typing import Any
@@ -59,6 +60,19 @@ class OtlpRejected(Exception):
         self.grpc_code = grpc_code
         self.reason = reason
         self.message = message
+
+
+def check_bearer(header: str | None, token: str) -> None:
+    """OTLP leaves auth to the deployment: ``Authorization: Bearer <token>``, compared in constant time.
+
+    Shared by OTLP/HTTP and OTLP/gRPC. A header that is not valid UTF-8 (aiohttp keeps
+    its bytes as surrogates) is simply wrong, never a crash.
+    """
+    if not token:
+        return
+    presented = (header or "").encode("utf-8", "surrogateescape")
+    if not hmac.compare_digest(presented, f"Bearer {token}".encode()):
+        raise OtlpRejected(401, grpc.StatusCode.UNAUTHENTICATED, "unauthenticated", "missing or wrong bearer token")
 
 
 def media_type(content_type: str | None) -> str:

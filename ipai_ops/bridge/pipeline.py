@@ -30,12 +30,10 @@ class Pipeline:
         writer: Writer,
         max_inflight: int,
         default_source: str,
-        retry_after_seconds: int,
     ) -> None:
         self.extractor = Extractor(registry, default_source=default_source)
         self.writer = writer
         self.max_inflight = max_inflight
-        self.retry_after_seconds = retry_after_seconds
         self.inflight = 0
 
     @contextmanager

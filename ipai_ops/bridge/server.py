@@ -10,6 +10,7 @@ if they die; SIGTERM/SIGINT stop everything gracefully (in-flight requests finis
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import multiprocessing
 import os
@@ -76,7 +77,6 @@ async def serve_worker(settings: Settings, *, stop: asyncio.Event, started: Call
         writer=writer,
         max_inflight=settings.max_inflight,
         default_source=settings.default_source,
-        retry_after_seconds=settings.retry_after_seconds,
     )
     runner = web.AppRunner(
         build_app(pipeline, settings),
@@ -139,23 +139,28 @@ def configure_logging(level: str) -> None:
 
 
 def ports_in_use(settings: Settings) -> list[str]:
-    """The configured ports another process already listens on.
+    """Why the configured ports cannot be listened on, one line each (empty: they can).
 
     Workers bind with SO_REUSEPORT, which would let a second bridge (same user) join the
     first one's ports silently and split its traffic. A probe bind without
-    SO_REUSEPORT fails on a port someone listens on, so the conflict is caught up front.
+    SO_REUSEPORT fails on a port someone listens on, so the conflict is caught up front
+    (and so are an unresolvable host and a privileged port).
     """
     busy = []
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     for label, port in (("OTLP/HTTP", settings.http_port), ("OTLP/gRPC", settings.grpc_port)):
         if not port:
             continue
-        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((settings.host, port))
             except OSError as exc:
-                busy.append(f"{label} port {port} on {settings.host}: {exc.strerror}")
+                hint = " (another bridge running? choose other ports with --http-port/--grpc-port)"
+                busy.append(
+                    f"{label} port {port} on {settings.host}: {exc.strerror}"
+                    + (hint if exc.errno == errno.EADDRINUSE else "")
+                )
     return busy
 
 

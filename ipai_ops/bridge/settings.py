@@ -8,6 +8,8 @@ prefix (``IPAI_BRIDGE_HTTP_PORT`` <-> ``--http-port``); the DSN keeps the projec
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
@@ -47,6 +49,7 @@ IPAI_BRIDGE_LOG_LEVEL = "IPAI_BRIDGE_LOG_LEVEL"
 PROMETHEUS_MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 _TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
 
 
 @dataclass(frozen=True)
@@ -74,9 +77,12 @@ class Settings:
     def validate(self) -> list[str]:
         """Problems that make these settings unusable, one line each."""
         problems = []
-        for name in ("http_port", "grpc_port"):
-            if not 0 <= getattr(self, name) <= 65535:
-                problems.append(f"{name} must be 0..65535")
+        if not 1 <= self.http_port <= 65535:
+            problems.append("http_port must be 1..65535")
+        if not 0 <= self.grpc_port <= 65535:
+            problems.append("grpc_port must be 0..65535 (0 disables gRPC)")
+        if self.workers < 0:
+            problems.append("workers must be >= 0 (0 = one per CPU)")
         for name in ("max_body_bytes", "max_decompressed_bytes", "max_inflight", "db_pool"):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
@@ -86,9 +92,31 @@ class Settings:
             problems.append("retry_after_seconds must be >= 0")
         if self.event_loop not in ("auto", "uvloop", "asyncio"):
             problems.append("event_loop must be auto, uvloop or asyncio")
+        elif self.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+            problems.append("event_loop uvloop is not installed (use auto or asyncio)")
         if not self.default_source.strip():
             problems.append("default_source must not be empty")
+        # getLevelName maps a known name to its number (anything else to "Level X").
+        if not isinstance(logging.getLevelName(self.log_level.upper()), int):
+            problems.append("log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        dsn_problem = _dsn_problem(self.dsn)
+        if dsn_problem:
+            problems.append(dsn_problem)
         return problems
+
+
+def _dsn_problem(dsn: str) -> str | None:
+    """Checked at start: a malformed DSN would otherwise fail every request with a 500."""
+    import psycopg2.extensions
+
+    from ipai_ops.envelope import redact
+
+    try:
+        psycopg2.extensions.parse_dsn(dsn)
+    except psycopg2.ProgrammingError as exc:
+        reason = (str(exc).strip().splitlines() or ["invalid dsn"])[0]
+        return f"dsn is not a PostgreSQL connection string: {redact(reason)}"
+    return None
 
 
 #: field name -> environment variable (the DSN is the project-wide variable).
@@ -136,7 +164,10 @@ def _flag(field_name: str) -> str:
 def _coerce(field_name: str, raw: str) -> Any:
     default = getattr(Settings(), field_name)
     if isinstance(default, bool):
-        return raw.strip().lower() in _TRUE
+        flag = raw.strip().lower()
+        if flag not in _TRUE | _FALSE:
+            raise ValueError(f"{ENV_VARS[field_name]}: {raw!r} is not a boolean (1/0, true/false, yes/no, on/off)")
+        return flag in _TRUE
     if isinstance(default, int):
         try:
             return int(raw)

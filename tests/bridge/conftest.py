@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
+import string
 import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,36 +173,54 @@ def proxied_dsn(dsn: str, port: int) -> str:
     return dsn.replace(":5432/", f":{port}/")
 
 
-def error_rows(dsn: str, **where: str) -> list[dict]:
-    clauses = " AND ".join(f"{key} = %({key})s" for key in where) or "true"
+def _select(dsn: str, sql: str, where: dict[str, str], *, alias: str = "") -> tuple[list[str], list[tuple]]:
+    """Column names and rows of ``sql`` (which ends in ``WHERE {where}``), filtered on equal columns."""
+    clauses = " AND ".join(f"{alias}{key} = %({key})s" for key in where) or "true"
     conn = psycopg2.connect(dsn)
     try:
         with conn.cursor() as cur:
-            cur.execute(
-                "SELECT code, count, source, service, message, error_type, last_trace_id, last_span_id,"
-                " fingerprint, last_service_version, sample, severity"
-                f" FROM ops.agent_errors WHERE {clauses} ORDER BY code, message",
-                where,
-            )
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+            cur.execute(sql.format(where=clauses), where)
+            return [d[0] for d in cur.description], cur.fetchall()
     finally:
         conn.close()
+
+
+def error_rows(dsn: str, **where: str) -> list[dict]:
+    names, rows = _select(
+        dsn,
+        "SELECT code, count, source, service, message, error_type, last_trace_id, last_span_id,"
+        " fingerprint, last_service_version, sample, severity"
+        " FROM ops.agent_errors WHERE {where} ORDER BY code, message",
+        where,
+    )
+    return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 def occurrence_ids(dsn: str, **where: str) -> list[tuple[str, str]]:
-    clauses = " AND ".join(f"e.{key} = %({key})s" for key in where) or "true"
-    conn = psycopg2.connect(dsn)
+    return _select(
+        dsn,
+        "SELECT o.source, o.occurrence_id FROM ops.agent_error_occurrences o"
+        " JOIN ops.agent_errors e ON e.id = o.error_id WHERE {where} ORDER BY 1, 2",
+        where,
+        alias="e.",
+    )[1]
+
+
+def unique_letters() -> str:
+    """Letters only: fingerprints normalise digits and hex away, a letter token keeps rows apart."""
+    return "".join(random.choices(string.ascii_lowercase, k=12))
+
+
+def post(url: str, body: bytes, *, content_type: str = "application/x-protobuf", headers=None):
+    """POST ``body``; (status, headers, answer) whatever the status."""
+    req = urllib.request.Request(
+        url, data=body, method="POST", headers={"Content-Type": content_type, **(headers or {})}
+    )
     try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT o.source, o.occurrence_id FROM ops.agent_error_occurrences o"
-                f" JOIN ops.agent_errors e ON e.id = o.error_id WHERE {clauses} ORDER BY 1, 2",
-                where,
-            )
-            return cur.fetchall()
-    finally:
-        conn.close()
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
 
 
 @pytest.fixture(scope="module")

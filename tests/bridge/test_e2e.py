@@ -5,8 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import logging
-import random
-import string
 import urllib.error
 import urllib.request
 import uuid
@@ -20,28 +18,12 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
 from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.trace import Status, StatusCode
 
-from tests.bridge.conftest import BridgeProcess, error_rows, occurrence_ids
+from tests.bridge.conftest import BridgeProcess, error_rows, occurrence_ids, post, unique_letters
 from tests.bridge.otlp_factory import span, traces
-
-
-def token() -> str:
-    """Letters only: fingerprints normalise digits and hex away, a letter token keeps rows apart."""
-    return "".join(random.choices(string.ascii_lowercase, k=12))
-
-
-def post(url: str, body: bytes, *, content_type: str = "application/x-protobuf", headers=None):
-    req = urllib.request.Request(
-        url, data=body, method="POST", headers={"Content-Type": content_type, **(headers or {})}
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, dict(resp.headers), resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
 
 
 def _emit(tracer_provider: TracerProvider, logger_provider: LoggerProvider, service: str) -> None:
@@ -94,7 +76,7 @@ def _assert_rows(dsn: str, service: str) -> None:
 
 @pytest.mark.parametrize("transport", ["http", "grpc"])
 def test_sdk_exporters_land_rows(bridge: BridgeProcess, transport: str):
-    service = f"sdk{transport}{token()}"
+    service = f"sdk{transport}{unique_letters()}"
     if transport == "http":
         exporters = (
             HttpSpanExporter(endpoint=bridge.url + "/v1/traces"),
@@ -114,7 +96,7 @@ def test_sdk_exporters_land_rows(bridge: BridgeProcess, transport: str):
 
 
 def test_replay_changes_no_count_in_any_encoding(bridge: BridgeProcess):
-    service = f"replay{token()}"
+    service = f"replay{unique_letters()}"
     request = traces(
         [
             span(error=f"replayed failure {service}"),
@@ -172,7 +154,7 @@ def _json_request(service: str, trace_hex: str, span_hex: str) -> dict:
 
 
 def test_hand_made_json_with_partial_success_and_replay(bridge: BridgeProcess):
-    service = f"json{token()}"
+    service = f"json{unique_letters()}"
     trace_hex, span_hex = uuid.uuid4().hex, uuid.uuid4().hex[:16]
     body = json.dumps(_json_request(service, trace_hex, span_hex)).encode()
     for _ in range(2):
@@ -226,17 +208,14 @@ def test_bearer_token(module_ops_dsn: str):
         body = traces([span()]).SerializeToString()
         assert post(proc.url + "/v1/traces", body)[0] == 401
         assert post(proc.url + "/v1/traces", body, headers={"Authorization": "Bearer wrong"})[0] == 401
+        # Not UTF-8 on the wire (urllib sends latin-1): wrong, not a 500.
+        assert post(proc.url + "/v1/traces", body, headers={"Authorization": "Bearer \xff\xfe"})[0] == 401
         assert post(proc.url + "/v1/traces", body, headers={"Authorization": "Bearer s3cret-token"})[0] == 200
         ok = GrpcSpanExporter(
             endpoint=f"127.0.0.1:{proc.grpc_port}", insecure=True, headers={"authorization": "Bearer s3cret-token"}
         )
         bad = GrpcSpanExporter(endpoint=f"127.0.0.1:{proc.grpc_port}", insecure=True, timeout=2)
-        tp = TracerProvider()
-        tp.get_tracer("t").start_span("s").end()
-        from opentelemetry.sdk.trace import ReadableSpan
-        from opentelemetry.sdk.trace.export import SpanExportResult
-
-        finished = ReadableSpan(name="s", context=tp.get_tracer("t").start_span("x").get_span_context())
+        finished = ReadableSpan(name="s", context=TracerProvider().get_tracer("t").start_span("x").get_span_context())
         assert ok.export([finished]) == SpanExportResult.SUCCESS
         assert bad.export([finished]) == SpanExportResult.FAILURE
     finally:

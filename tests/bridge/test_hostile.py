@@ -6,7 +6,6 @@ import gzip
 import http.client
 import json
 import os
-import random
 import string
 import time
 import zlib
@@ -16,15 +15,10 @@ import pytest
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from tests.bridge.conftest import BridgeProcess, error_rows
+from tests.bridge.conftest import BridgeProcess, error_rows, post, unique_letters
 from tests.bridge.otlp_factory import span, traces
-from tests.bridge.test_e2e import post
 
 MiB = 1024 * 1024
-
-
-def _letters() -> str:
-    return "".join(random.choices(string.ascii_lowercase, k=12))
 
 
 def _varint(n: int) -> bytes:
@@ -119,7 +113,7 @@ def test_oversize_bodies_declared_or_chunked_are_413(bridge: BridgeProcess):
 
 
 def test_huge_attribute_values_and_10k_attributes_are_stored_capped(bridge: BridgeProcess):
-    service = f"hostile{_letters()}"
+    service = f"hostile{unique_letters()}"
     huge = span(exceptions=[{"exception.type": "E", "exception.message": "m" * (3 * MiB)}])
     many = span(error=f"many attributes {service}", attributes={f"attr.{i}": "v" * 10 for i in range(10_000)})
     body = traces([huge, many], resource={"service.name": service}).SerializeToString()
@@ -161,7 +155,7 @@ def test_moderately_nested_anyvalue_is_fine_and_deep_json_is_400(bridge: BridgeP
 
 
 def test_good_traffic_keeps_flowing_under_hostile_load(bridge: BridgeProcess):
-    service = f"steady{_letters()}"
+    service = f"steady{unique_letters()}"
     hostile = [(body, headers, ctype) for body, headers, _, ctype in CASES.values()]
     bomb = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     bomb_body = b"".join(bomb.compress(b"\0" * MiB) for _ in range(64)) + bomb.flush()

@@ -7,7 +7,6 @@ PostgreSQL server itself is never touched.
 
 from __future__ import annotations
 
-import random
 import string
 import threading
 import time
@@ -26,13 +25,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Status, StatusCode
 
-from tests.bridge.conftest import BridgeProcess, TcpProxy, error_rows, proxied_dsn
+from tests.bridge.conftest import BridgeProcess, TcpProxy, error_rows, post, proxied_dsn, unique_letters
 from tests.bridge.otlp_factory import span, traces
-from tests.bridge.test_e2e import post
-
-
-def _letters() -> str:
-    return "".join(random.choices(string.ascii_lowercase, k=12))
 
 
 def _finished_spans(service: str, n: int):
@@ -60,7 +54,7 @@ def proxy():
 def test_outage_answers_retryable_then_sdk_retry_lands_everything_once(module_ops_dsn: str, proxy: TcpProxy):
     bridge = BridgeProcess(proxied_dsn(module_ops_dsn, proxy.port)).start()
     try:
-        service = f"outage{_letters()}"
+        service = f"outage{unique_letters()}"
         http_spans = _finished_spans(service + "http", 4)
         grpc_spans = _finished_spans(service + "grpc", 3)
         proxy.down()
@@ -102,7 +96,7 @@ def test_at_capacity_answers_503_instead_of_queueing(module_ops_dsn: str):
     bridge = BridgeProcess(module_ops_dsn, max_inflight=1, grpc_port=0).start()
     locker = psycopg2.connect(module_ops_dsn)
     try:
-        service = f"capacity{_letters()}"
+        service = f"capacity{unique_letters()}"
         with locker.cursor() as cur:
             cur.execute("LOCK TABLE ops.agent_errors IN ACCESS EXCLUSIVE MODE")  # writes now wait
         slow_body = traces([span(error=f"slow {service}")], resource={"service.name": service}).SerializeToString()

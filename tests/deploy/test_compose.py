@@ -75,6 +75,16 @@ def raw() -> dict:
 
 
 @pytest.fixture(scope="module")
+def schema() -> dict:
+    return json.loads(SCHEMA.read_text())
+
+
+@pytest.fixture(scope="module")
+def collector_config() -> dict:
+    return yaml.safe_load(COLLECTOR_CONFIG.read_text())
+
+
+@pytest.fixture(scope="module")
 def compose(raw) -> dict:
     """The model `docker compose config` would see with .env copied from .env.example."""
     return _interpolate_tree(raw, env_example())
@@ -93,9 +103,8 @@ def _strings(node: Any) -> list[str]:
     return [node] if isinstance(node, str) else []
 
 
-def referenced_variables() -> set[str]:
+def referenced_variables(raw: dict) -> set[str]:
     """Variables compose interpolates: in values (and keys) of the parsed file, not comments."""
-    raw = yaml.safe_load(COMPOSE.read_text())
     return {m["braced"] or m["bare"] for text in _strings(raw) for m in _VAR.finditer(text) if not m["escaped"]}
 
 
@@ -129,23 +138,20 @@ def depends(service: dict) -> dict[str, str]:
 # --------------------------------------------------------------------------- the specification
 
 
-def test_schema_is_the_vendored_compose_spec():
-    schema = json.loads(SCHEMA.read_text())
+def test_schema_is_the_vendored_compose_spec(schema):
     assert schema["title"] == "Compose Specification"
     assert schema["$id"] == "compose_spec.json"
     jsonschema.Draft7Validator.check_schema(schema)
 
 
 @pytest.mark.parametrize("stage", ["as written", "interpolated"])
-def test_valid_against_compose_spec(stage, raw, compose):
-    schema = json.loads(SCHEMA.read_text())
+def test_valid_against_compose_spec(stage, schema, raw, compose):
     document = raw if stage == "as written" else compose
     errors = sorted(jsonschema.Draft7Validator(schema).iter_errors(document), key=lambda e: list(e.absolute_path))
     assert not errors, "\n".join(f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
 
 
-def test_the_validator_catches_mistakes(raw):
-    schema = json.loads(SCHEMA.read_text())
+def test_the_validator_catches_mistakes(schema, raw):
     broken = json.loads(json.dumps(raw))
     broken["services"]["odoo"]["depends_on"]["postgres"]["condition"] = "service_ready"
     broken["services"]["bridge"]["healthcheck"]["intervall"] = "5s"
@@ -155,11 +161,12 @@ def test_the_validator_catches_mistakes(raw):
 # --------------------------------------------------------------------------- variables
 
 
-def test_every_variable_is_documented_in_env_example():
+def test_every_variable_is_documented_in_env_example(raw):
     documented = env_example()
-    missing = referenced_variables() - set(documented)
+    referenced = referenced_variables(raw)
+    missing = referenced - set(documented)
     assert not missing, f"add to .env.example (with a comment): {sorted(missing)}"
-    unused = set(documented) - referenced_variables()
+    unused = set(documented) - referenced
     assert not unused, f".env.example documents variables docker-compose.yml does not use: {sorted(unused)}"
 
 
@@ -215,8 +222,10 @@ def test_build_contexts_dockerfiles_and_copied_files_exist(services):
 
 
 def test_odoo_image_build_context_keeps_what_it_copies():
-    ignore = (REPO / "docker" / "odoo" / "Dockerfile.dockerignore").read_text().split()
-    assert ignore[ignore.index("*") if "*" in ignore else 0] == "*"
+    lines = (REPO / "docker" / "odoo" / "Dockerfile.dockerignore").read_text().splitlines()
+    ignore = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    # Exclude everything first: each later "!path" then lets exactly that path in.
+    assert ignore[0] == "*", ignore
     kept = {p.lstrip("!").rstrip("/") for p in ignore if p.startswith("!")}
     for line in (REPO / "docker" / "odoo" / "Dockerfile").read_text().splitlines():
         if line.startswith("COPY "):
@@ -239,15 +248,15 @@ def test_mounted_files_exist_and_volumes_are_declared(compose, services):
     assert {"pgdata", "odoo-data", "otelcol-queue"} <= declared
 
 
-def test_collector_mounts_the_project_config(services):
+def test_collector_mounts_the_project_config(services, collector_config):
     collector = services["otel-collector"]
     assert collector["image"].startswith("otel/opentelemetry-collector-contrib:")
     mounts = dict(v.split(":")[:2] for v in collector["volumes"])
     target = mounts["./otel/collector/config.yaml"]
     assert f"--config={target}" in collector["command"]
     # file_storage directory of the bridge exporter's queue is on a volume.
-    config = yaml.safe_load(COLLECTOR_CONFIG.read_text())
-    queue_dir = next(v["directory"] for k, v in config["extensions"].items() if k.startswith("file_storage"))
+    extensions = collector_config["extensions"]
+    queue_dir = next(v["directory"] for k, v in extensions.items() if k.startswith("file_storage"))
     assert any(queue_dir.startswith(target) for target in mounts.values()), queue_dir
 
 
@@ -271,7 +280,7 @@ def test_services_and_images(services):
     assert "odoo:19" in (REPO / "docker" / "odoo" / "Dockerfile").read_text()
 
 
-def test_published_ports_are_unique_and_match_listeners(services):
+def test_published_ports_are_unique_and_match_listeners(services, collector_config):
     host_ports = [(ip or "0.0.0.0", host) for svc in services.values() for ip, host, _ in published(svc)]
     assert len(host_ports) == len(set(host_ports)), f"duplicate host ports: {host_ports}"
     just_ports = [port for _, port in host_ports]
@@ -285,8 +294,8 @@ def test_published_ports_are_unique_and_match_listeners(services):
     assert targets("bridge") == {4317, 4318}
     assert {host for _, host, _ in published(services["bridge"])} == {4317, 4318}
 
-    config = yaml.safe_load(COLLECTOR_CONFIG.read_text())
-    receiver_ports = {int(p["endpoint"].rsplit(":", 1)[1]) for p in config["receivers"]["otlp"]["protocols"].values()}
+    protocols = collector_config["receivers"]["otlp"]["protocols"]
+    receiver_ports = {int(p["endpoint"].rsplit(":", 1)[1]) for p in protocols.values()}
     assert targets("otel-collector") == receiver_ports == {4317, 4318}
     collector_host = {host for _, host, _ in published(services["otel-collector"])}
     assert not collector_host & {4317, 4318}, "the collector's host ports must differ from the bridge's"

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
+import jsonschema
 import yaml
 
 
@@ -39,6 +40,24 @@ LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _cons
 def load_with_lines(text: str) -> Any:
     """Parse YAML; every mapping carries ``__line__``. Raises ``yaml.YAMLError``."""
     return yaml.load(text, Loader=LineLoader)
+
+
+def parse_error(exc: yaml.YAMLError) -> tuple[int | None, str]:
+    """Where parsing failed (1-based line, when PyYAML knows it) and ``invalid YAML: <why>``."""
+    mark = getattr(exc, "problem_mark", None)
+    reason = getattr(exc, "problem", None) or str(exc)
+    return (mark.line + 1 if mark else None), f"invalid YAML: {reason}"
+
+
+def schema_errors(validator: jsonschema.protocols.Validator, doc: Any) -> list[tuple[int | None, str]]:
+    """Every schema violation of a :func:`load_with_lines` document as
+    ``(line, "schema: <json/path>: <message>")``, in path order."""
+    out = []
+    for err in sorted(validator.iter_errors(strip_lines(doc)), key=lambda e: list(map(str, e.absolute_path))):
+        path = list(err.absolute_path)
+        where = "/".join(str(p) for p in path) or "document"
+        out.append((line_of(doc, path), f"schema: {where}: {err.message}"))
+    return out
 
 
 def strip_lines(obj: Any) -> Any:

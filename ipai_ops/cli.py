@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from ipai_ops import __version__, config
@@ -50,15 +53,53 @@ def add_dsn_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def positive_int(text: str) -> int:
-    """argparse ``type=`` for counts and sizes: a whole number >= 1, else a one-line usage error."""
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """argparse ``type=``: a whole number >= ``minimum``, else a one-line usage error."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be >= {minimum}")
+        return value
+
+    return parse
+
+
+#: argparse ``type=`` for counts and sizes: a whole number >= 1.
+positive_int = int_at_least(1)
+
+_DURATION_RE = re.compile(r"^(\d+)\s*([smhdw])$")
+_DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def duration(text: str) -> str:
+    """argparse ``type=`` for ``--since``: ``15m``, ``24h``, ``7d`` -> a PostgreSQL interval (``7 days``)."""
+    match = _DURATION_RE.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 15m, 24h or 7d")
+    return f"{match.group(1)} {_DURATION_UNITS[match.group(2)]}"
+
+
+def read_text(path: str | os.PathLike[str], *, what: str) -> str:
+    """A UTF-8 input file (undecodable bytes replaced), ``-`` for stdin; else a one-line :class:`CliError`."""
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return value
+        if str(path) == "-":
+            return sys.stdin.read()
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise CliError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
+def read_json(path: str | os.PathLike[str], *, what: str) -> Any:
+    """:func:`read_text`, parsed as JSON; malformed JSON is a one-line :class:`CliError` with its position."""
+    text = read_text(path, what=what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{path}:{exc.lineno}:{exc.colno}: {what} is not JSON: {exc.msg}") from None
 
 
 def add_format_argument(parser: argparse.ArgumentParser) -> None:

@@ -51,6 +51,17 @@ def registry_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     return repo_root() / "ssot" / "errors" / "failure_modes.yaml"
 
 
+# --------------------------------------------------------------------------- GitHub (ipai-ops ingest github-actions)
+
+#: Token for the REST API. The variable GitHub Actions itself uses (``secrets.GITHUB_TOKEN``).
+GITHUB_TOKEN = "GITHUB_TOKEN"
+#: REST API base URL; set by GitHub Actions runners (GitHub Enterprise Server differs).
+GITHUB_API_URL = "GITHUB_API_URL"
+#: ``OWNER/REPO`` of the workflow run; set by GitHub Actions runners (``--repo``).
+GITHUB_REPOSITORY = "GITHUB_REPOSITORY"
+DEFAULT_GITHUB_API_URL = "https://api.github.com"
+
+
 # --------------------------------------------------------------------------- agent runs (ipai-ops run)
 
 #: Directory holding one sub-directory of logs and envelopes per recorded run (``--artifacts``).

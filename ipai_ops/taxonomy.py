@@ -19,7 +19,7 @@ import jsonschema
 import yaml
 
 from ipai_ops import config
-from ipai_ops._yaml import line_of, load_with_lines, strip_lines
+from ipai_ops._yaml import line_of, load_with_lines, parse_error, strip_lines
 
 CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)+$")
 SEVERITIES = ("critical", "high", "medium", "low")
@@ -201,10 +201,8 @@ def parse_registry(text: str, *, source: str = "<memory>") -> tuple[Registry | N
     try:
         raw = load_with_lines(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        reason = getattr(exc, "problem", None) or str(exc)
-        return None, [Problem(source, line, None, f"invalid YAML: {reason}")]
+        line, message = parse_error(exc)
+        return None, [Problem(source, line, None, message)]
     if not isinstance(raw, dict):
         return None, [Problem(source, 1, None, "registry must be a mapping with 'failure_modes'")]
 
@@ -338,6 +336,9 @@ def load_registry(path: str | Path | None = None) -> Registry:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise RegistryError([Problem(str(file), None, None, f"cannot read registry: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        reason = f"cannot read registry: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        raise RegistryError([Problem(str(file), None, None, reason)]) from None
     registry, problems = parse_registry(text, source=str(file))
     if registry is None:
         raise RegistryError(problems)

@@ -13,9 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from ipai_ops import store
-from ipai_ops.store.scratch import create_database, drop_database, dsn_for, throwaway_database
-
-__all__ = ["create_database", "drop_database", "dsn_for"]
+from ipai_ops.store.scratch import throwaway_database
 
 
 @pytest.fixture
@@ -26,14 +24,10 @@ def empty_db_dsn() -> Iterator[str]:
 
 
 @pytest.fixture
-def ops_dsn(empty_db_dsn: str) -> str:
+def ops_dsn() -> Iterator[str]:
     """DSN of a fresh database with the ops schema migrated to head."""
-    conn = store.connect(empty_db_dsn)
-    try:
-        store.migrate(conn)
-    finally:
-        conn.close()
-    return empty_db_dsn
+    with throwaway_database("ipai_test", migrate=True) as dsn:
+        yield dsn
 
 
 @pytest.fixture(scope="module")

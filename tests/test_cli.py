@@ -107,6 +107,10 @@ def test_envelope_validate(tmp_path: Path):
     result = ipai_ops("envelope", "validate", str(broken))
     assert result.returncode == 2 and "not JSON" in result.stderr and "Traceback" not in result.stderr
     assert ipai_ops("envelope", "validate", str(tmp_path / "absent.json")).returncode == 2
+    binary = tmp_path / "binary.json"
+    binary.write_bytes(b'{"envelope_version": "\xd0\x00')
+    result = ipai_ops("envelope", "validate", str(binary))
+    assert result.returncode == 2 and "not JSON" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_invalid_registry_is_reported_not_raised(tmp_path: Path):

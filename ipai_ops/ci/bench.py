@@ -28,7 +28,7 @@ import jsonschema
 import yaml
 
 from ipai_ops import config
-from ipai_ops._yaml import line_of, strip_lines
+from ipai_ops._yaml import line_of, parse_error, schema_errors, strip_lines
 from ipai_ops._yaml import load_with_lines as load_yaml_with_lines
 from ipai_ops.ci._util import glob_to_regex, sql
 from ipai_ops.ci.gates import GateProblem, check_evidence_block
@@ -104,18 +104,12 @@ def parse_config(text: str, *, source: str = "<memory>") -> tuple[BenchmarkConfi
     try:
         doc = load_yaml_with_lines(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        reason = getattr(exc, "problem", None) or str(exc)
-        return None, [GateProblem(source, mark.line + 1 if mark else None, f"invalid YAML: {reason}")]
-    plain = strip_lines(doc)
-    problems = []
+        return None, [GateProblem(source, *parse_error(exc))]
     validator = jsonschema.Draft202012Validator(_schema())
-    for err in sorted(validator.iter_errors(plain), key=lambda e: list(map(str, e.absolute_path))):
-        path = list(err.absolute_path)
-        where = "/".join(str(p) for p in path) or "document"
-        problems.append(GateProblem(source, line_of(doc, path), f"schema: {where}: {err.message}"))
+    problems = [GateProblem(source, line, message) for line, message in schema_errors(validator, doc)]
     if problems:
         return None, problems
+    plain = strip_lines(doc)
 
     categories = plain["categories"]
     weights = {name: float(spec["weight"]) for name, spec in categories.items()}
@@ -179,6 +173,9 @@ def load_config(path: str | Path | None = None) -> BenchmarkConfig:
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise BenchmarkConfigError([GateProblem(str(file), None, f"cannot read: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        reason = f"cannot read: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        raise BenchmarkConfigError([GateProblem(str(file), None, reason)]) from None
     cfg, problems = parse_config(text, source=str(file))
     if cfg is None:
         raise BenchmarkConfigError(problems)

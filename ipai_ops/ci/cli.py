@@ -8,7 +8,6 @@ cannot be read exits 2; an unreachable database exits 3 (handled by ipai_ops.cli
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -18,10 +17,17 @@ from typing import Any
 from ipai_ops import config
 from ipai_ops.cli import (
     EXIT_CHECK_FAILED,
+    EXIT_UNAVAILABLE,
+    EXIT_USAGE,
     CliError,
     add_dsn_argument,
     add_format_argument,
+    duration,
     emit_json,
+    int_at_least,
+    positive_int,
+    read_json,
+    read_text,
 )
 
 
@@ -30,23 +36,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _register_ingest(subparsers)
     _register_bench(subparsers)
     _register_export(subparsers)
-
-
-def _read_text(path: Path | str, *, what: str) -> str:
-    try:
-        if str(path) == "-":
-            return sys.stdin.read()
-        return Path(path).read_text(encoding="utf-8", errors="replace")
-    except OSError as exc:
-        raise CliError(f"cannot read {what} {path}: {exc.strerror}") from None
-
-
-def _read_json(path: Path | str, *, what: str) -> Any:
-    text = _read_text(path, what=what)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CliError(f"{path}:{exc.lineno}:{exc.colno}: {what} is not JSON: {exc.msg}") from None
 
 
 # --------------------------------------------------------------------------- gate
@@ -101,7 +90,7 @@ def _report_gate(result, fmt: str) -> int:
 def cmd_gate_evidence_block(args: argparse.Namespace) -> int:
     from ipai_ops.ci.gates import check_evidence_block
 
-    text = _read_text(args.body_file, what="PR body")
+    text = read_text(args.body_file, what="PR body")
     source = "<stdin>" if args.body_file == "-" else args.body_file
     return _report_gate(check_evidence_block(text, source=source), args.format)
 
@@ -112,11 +101,11 @@ def cmd_gate_resolution_ref(args: argparse.Namespace) -> int:
 
     pr = PullRequestText()
     if args.event:
-        event = _read_json(args.event, what="event")
+        event = read_json(args.event, what="event")
         if not isinstance(event, dict):
             raise CliError(f"{args.event}: the event must be a JSON object")
         pr = PullRequestText.from_event(event)
-    body = _read_text(args.body_file, what="PR body") if args.body_file else pr.body
+    body = read_text(args.body_file, what="PR body") if args.body_file else pr.body
     pr = PullRequestText(
         title=args.title if args.title is not None else pr.title,
         body=body,
@@ -135,7 +124,7 @@ def cmd_gate_resolution_ref(args: argparse.Namespace) -> int:
 def cmd_gate_dns_placeholders(args: argparse.Namespace) -> int:
     from ipai_ops.ci.gates import check_dns_placeholders
 
-    text = _read_text(args.registry_file, what="DNS registry")
+    text = read_text(args.registry_file, what="DNS registry")
     return _report_gate(check_dns_placeholders(text, source=args.registry_file), args.format)
 
 
@@ -143,8 +132,8 @@ def cmd_gate_dns_placeholders(args: argparse.Namespace) -> int:
 
 
 def _register_ingest(subparsers: argparse._SubParsersAction) -> None:
-    from ipai_ops.ci import github_actions as gha
-
+    # Names from config, not ipai_ops.ci.github_actions: building the parser for every
+    # command must not import requests and the ingest machinery.
     ingest = subparsers.add_parser("ingest", help="bring failures from elsewhere into ops.agent_errors")
     sub = ingest.add_subparsers(dest="ingest_command", metavar="SOURCE", required=True)
     gh = sub.add_parser(
@@ -155,21 +144,21 @@ def _register_ingest(subparsers: argparse._SubParsersAction) -> None:
     )
     gh.add_argument(
         "--repo",
-        default=os.environ.get("GITHUB_REPOSITORY"),
-        help="OWNER/REPO (env GITHUB_REPOSITORY)",
+        default=os.environ.get(config.GITHUB_REPOSITORY),
+        help=f"OWNER/REPO (env {config.GITHUB_REPOSITORY})",
     )
     gh.add_argument("--run-id", type=int, required=True, help="workflow run id")
     gh.add_argument(
         "--attempt",
-        type=int,
+        type=positive_int,
         default=None,
         help="run attempt (default: the run's latest; offline 1)",
     )
-    gh.add_argument("--token", default=None, help=f"GitHub token (env {gha.GITHUB_TOKEN})")
+    gh.add_argument("--token", default=None, help=f"GitHub token (env {config.GITHUB_TOKEN})")
     gh.add_argument(
         "--api-url",
         default=None,
-        help=f"REST API base URL (env {gha.GITHUB_API_URL}; default {gha.DEFAULT_API_URL})",
+        help=f"REST API base URL (env {config.GITHUB_API_URL}; default {config.DEFAULT_GITHUB_API_URL})",
     )
     gh.add_argument(
         "--max-wait",
@@ -202,17 +191,19 @@ def cmd_ingest_github_actions(args: argparse.Namespace) -> int:
         else:
             if args.jobs_json or args.run_json:
                 raise CliError("--jobs-json and --run-json go with --logs-archive (offline ingest)")
-            token = args.token or os.environ.get(gha.GITHUB_TOKEN)
+            token = args.token or os.environ.get(config.GITHUB_TOKEN)
             if not token:
                 raise CliError(
-                    f"no GitHub token: pass --token or set {gha.GITHUB_TOKEN} (or ingest offline with --logs-archive)",
+                    f"no GitHub token: pass --token or set {config.GITHUB_TOKEN} "
+                    "(or ingest offline with --logs-archive)",
                     failure_code="GITHUB.AUTH_FAILED",
                 )
-            client = gha.GitHubClient(
-                token=token,
-                api_url=args.api_url or os.environ.get(gha.GITHUB_API_URL) or gha.DEFAULT_API_URL,
-                max_wait=args.max_wait,
-            )
+            api_url = args.api_url or os.environ.get(config.GITHUB_API_URL) or config.DEFAULT_GITHUB_API_URL
+            if not re.match(r"^https?://[^/\s]", api_url):
+                raise CliError(
+                    f"--api-url must be an http(s) URL such as {config.DEFAULT_GITHUB_API_URL} (got {api_url!r})"
+                )
+            client = gha.GitHubClient(token=token, api_url=api_url, max_wait=args.max_wait)
             run, jobs, archive, warnings = gha.fetch_run(client, args.repo, args.run_id, attempt=args.attempt)
             report = gha.build_report(registry, run, jobs=jobs, archive=archive, warnings=warnings)
     except gha.GitHubError as exc:
@@ -221,7 +212,8 @@ def cmd_ingest_github_actions(args: argparse.Namespace) -> int:
             "TRANSPORT.UPSTREAM_5XX",
             "TRANSPORT.UPSTREAM_TIMEOUT",
         )
-        raise CliError(str(exc), failure_code=exc.failure_code, code=3 if transient else 2) from None
+        code = EXIT_UNAVAILABLE if transient else EXIT_USAGE
+        raise CliError(str(exc), failure_code=exc.failure_code, code=code) from None
 
     if not args.dry_run and report.failures:
         conn = store.connect(args.dsn)
@@ -261,6 +253,12 @@ def cmd_ingest_github_actions(args: argparse.Namespace) -> int:
 def _ingest_offline(args: argparse.Namespace, registry) -> Any:
     from ipai_ops.ci import github_actions as gha
 
+    def run_id_of(run_json: Any) -> int | None:
+        try:
+            return int(run_json.get("id"))
+        except (TypeError, ValueError):
+            return None
+
     try:
         data = args.logs_archive.read_bytes()
     except OSError as exc:
@@ -270,8 +268,10 @@ def _ingest_offline(args: argparse.Namespace, registry) -> Any:
     except ValueError as exc:
         raise CliError(f"{args.logs_archive}: {exc}") from None
     if args.run_json is not None:
-        run_json = _read_json(args.run_json, what="run JSON")
-        if int(run_json.get("id", -1)) != args.run_id:
+        run_json = read_json(args.run_json, what="run JSON")
+        if not isinstance(run_json, dict):
+            raise CliError(f"{args.run_json}: expected the run response (a JSON object)")
+        if run_id_of(run_json) != args.run_id:
             raise CliError(f"{args.run_json} is run {run_json.get('id')}, not --run-id {args.run_id}")
         run = gha.RunInfo.from_api(args.repo, run_json, attempt=args.attempt)
     else:
@@ -285,10 +285,13 @@ def _ingest_offline(args: argparse.Namespace, registry) -> Any:
         )
     jobs = None
     if args.jobs_json is not None:
-        body = _read_json(args.jobs_json, what="jobs JSON")
+        body = read_json(args.jobs_json, what="jobs JSON")
         jobs = body.get("jobs") if isinstance(body, dict) else body
-        if not isinstance(jobs, list):
-            raise CliError(f'{args.jobs_json}: expected the jobs response ({{"jobs": [...]}}) or a list of jobs')
+        if not isinstance(jobs, list) or not all(isinstance(j, dict) and "id" in j and "name" in j for j in jobs):
+            raise CliError(
+                f'{args.jobs_json}: expected the jobs response ({{"jobs": [...]}}) or a list of jobs, '
+                "each with an id and a name"
+            )
     return gha.build_report(registry, run, jobs=jobs, archive=archive)
 
 
@@ -337,12 +340,12 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
         help="give twice: the baseline first, then the candidate",
     )
     cmp_.add_argument("--agent", help="only results of this agent")
-    cmp_.add_argument("--resamples", type=_int_at_least(100), default=5000)
+    cmp_.add_argument("--resamples", type=int_at_least(100), default=5000)
     cmp_.add_argument("--confidence", type=_confidence, default=0.95)
     cmp_.add_argument("--seed", type=int, default=0, help="bootstrap seed (fixed: same data, same interval)")
     cmp_.add_argument(
         "--min-runs",
-        type=_int_at_least(2),
+        type=int_at_least(2),
         default=5,
         help="fewest scored subjects per variant before a verdict other than 'no evidence'",
     )
@@ -351,19 +354,6 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
     add_dsn_argument(cmp_)
     add_format_argument(cmp_)
     cmp_.set_defaults(handler=cmd_bench_compare)
-
-
-def _int_at_least(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{text!r} must be >= {minimum}")
-        return value
-
-    return parse
 
 
 def _confidence(text: str) -> float:
@@ -430,7 +420,7 @@ def cmd_bench_score(args: argparse.Namespace) -> int:
         if args.subject_file:
             subjects = []
             for file in args.subject_file:
-                data = _read_json(file, what="subject")
+                data = read_json(file, what="subject")
                 try:
                     subjects.append(bench.Subject.from_mapping(data))
                 except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -552,9 +542,6 @@ def cmd_bench_compare(args: argparse.Namespace) -> int:
 
 
 def _register_export(subparsers: argparse._SubParsersAction) -> None:
-    from ipai_ops.cli import positive_int
-    from ipai_ops.commands.core import _duration
-
     export = subparsers.add_parser("export", help="turn ops data into files for training and analysis")
     sub = export.add_subparsers(dest="export_command", metavar="WHAT", required=True)
     ds = sub.add_parser(
@@ -565,7 +552,7 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
     ds.add_argument("--agent", help="only runs of this agent")
     ds.add_argument("--variant", help="only runs with this metadata.variant_id")
     ds.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "cancelled"))
-    ds.add_argument("--since", type=_duration, help="only runs started within, e.g. 30d")
+    ds.add_argument("--since", type=duration, help="only runs started within, e.g. 30d")
     ds.add_argument("--limit", type=positive_int, help="at most this many runs")
     ds.add_argument("--eval-fraction", type=_fraction, default=0.1, help="share of tasks in eval (default 0.1)")
     ds.add_argument("--salt", default="ipai-ops-dataset-v1", help="split salt: change it to draw a new split")

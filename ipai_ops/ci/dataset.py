@@ -167,7 +167,9 @@ def export_dataset(
     from tqdm import tqdm
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    total = count_rows(conn, filters)
+    show = sys.stderr.isatty() if progress is None else progress
+    # The count scans what the export reads: pay for it only when a bar shows it.
+    total = count_rows(conn, filters) if show else None
     writers = {key: _HashedWriter(out_dir / name) for key, name in FILES.items()}
     counts = {
         "rows_read": 0,
@@ -176,7 +178,6 @@ def export_dataset(
         "pairs": dict.fromkeys(SPLITS, 0),
         "tasks": dict.fromkeys(SPLITS, 0),
     }
-    show = sys.stderr.isatty() if progress is None else progress
     try:
         with conn:  # a named cursor lives inside one transaction
             bar = tqdm(total=total, unit="run", desc="export", disable=not show, file=sys.stderr, leave=False)

@@ -22,8 +22,8 @@ import jsonschema
 import yaml
 
 from ipai_ops import config
-from ipai_ops._yaml import line_of, strip_lines
 from ipai_ops._yaml import load_with_lines as load_yaml_with_lines
+from ipai_ops._yaml import parse_error, schema_errors
 from ipai_ops.taxonomy import Registry
 
 EVIDENCE_SECTIONS = ("CONTEXT", "CHANGES", "EVIDENCE", "DIFF SUMMARY")
@@ -365,16 +365,10 @@ def check_dns_placeholders(text: str, *, source: str) -> GateResult:
     try:
         doc = load_yaml_with_lines(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        reason = getattr(exc, "problem", None) or str(exc)
-        problems.append(GateProblem(source, mark.line + 1 if mark else None, f"invalid YAML: {reason}"))
+        problems.append(GateProblem(source, *parse_error(exc)))
         return GateResult("dns-placeholders", "DNS.PLACEHOLDER_ACTIVE", source, problems)
-    plain = strip_lines(doc)
     validator = jsonschema.Draft202012Validator(_dns_schema())
-    for err in sorted(validator.iter_errors(plain), key=lambda e: list(map(str, e.absolute_path))):
-        path = list(err.absolute_path)
-        where = "/".join(str(p) for p in path) or "document"
-        problems.append(GateProblem(source, line_of(doc, path), f"schema: {where}: {err.message}"))
+    problems += [GateProblem(source, line, message) for line, message in schema_errors(validator, doc)]
     records = doc.get("records") if isinstance(doc, dict) else None
     active = 0
     for record in records if isinstance(records, list) else ():

@@ -34,6 +34,7 @@ from typing import Any
 
 import requests
 
+from ipai_ops import config
 from ipai_ops.classify import Classification, classify
 from ipai_ops.envelope import build_envelope, iso_utc
 from ipai_ops.store import ErrorOccurrence
@@ -41,11 +42,10 @@ from ipai_ops.taxonomy import Registry
 
 log = logging.getLogger(__name__)
 
-#: Token for the REST API. The variable GitHub Actions itself uses (``secrets.GITHUB_TOKEN``).
-GITHUB_TOKEN = "GITHUB_TOKEN"
-#: REST API base URL; set by GitHub Actions runners (GitHub Enterprise Server differs).
-GITHUB_API_URL = "GITHUB_API_URL"
-DEFAULT_API_URL = "https://api.github.com"
+# The environment variables live in ipai_ops.config (with every other one).
+GITHUB_TOKEN = config.GITHUB_TOKEN
+GITHUB_API_URL = config.GITHUB_API_URL
+DEFAULT_API_URL = config.DEFAULT_GITHUB_API_URL
 SOURCE = "github_actions"
 #: The REST API version this client was written against (sent on every call).
 API_VERSION = "2022-11-28"
@@ -256,8 +256,20 @@ class GitHubClient:
             status=status,
         )
 
+    @staticmethod
+    def _json(response: requests.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise GitHubError(
+                f"GitHub answered HTTP {response.status_code} with a body that is not JSON ({response.url}): "
+                "is --api-url the REST API (https://api.github.com, or https://HOST/api/v3 on GitHub Enterprise)?",
+                failure_code="UNCLASSIFIED.UNKNOWN",
+                status=response.status_code,
+            ) from None
+
     def get_json(self, path_or_url: str, *, params: Mapping[str, Any] | None = None) -> Any:
-        return self.request("GET", path_or_url, params=params).json()
+        return self._json(self.request("GET", path_or_url, params=params))
 
     def paginate(self, path: str, *, key: str, params: Mapping[str, Any] | None = None) -> Iterator[dict[str, Any]]:
         """Every item of a paginated list endpoint, following ``Link: rel="next"``."""
@@ -265,7 +277,7 @@ class GitHubClient:
         query: Mapping[str, Any] | None = {"per_page": 100, **(params or {})}
         while url:
             response = self.request("GET", url, params=query)
-            body = response.json()
+            body = self._json(response)
             yield from body.get(key, []) if isinstance(body, dict) else body
             url = _link_next(response.headers.get("link"))
             query = None  # the next URL carries its own query string
@@ -369,29 +381,24 @@ class LogArchive:
         return out
 
     def job_log(self, name: str) -> str | None:
-        if name in self.job_logs:
-            return self.job_logs[name]
-        wanted = _key(name)
-        for candidate, text in self.job_logs.items():
-            if _key(candidate) == wanted:
-                return text
-        return None
+        return _by_job(self.job_logs, name)
 
     def steps_of(self, name: str) -> dict[int, str]:
-        return self._by_job(self.step_logs, name)
+        return _by_job(self.step_logs, name) or {}
 
     def step_names_of(self, name: str) -> dict[int, str]:
-        return self._by_job(self.step_names, name)
+        return _by_job(self.step_names, name) or {}
 
-    @staticmethod
-    def _by_job(table: dict[str, dict[int, str]], name: str) -> dict[int, str]:
-        if name in table:
-            return table[name]
-        wanted = _key(name)
-        for candidate, steps in table.items():
-            if _key(candidate) == wanted:
-                return steps
-        return {}
+
+def _by_job(table: Mapping[str, Any], name: str) -> Any:
+    """``table[name]``, else the entry whose name matches once reduced to an archive path (:func:`_key`)."""
+    if name in table:
+        return table[name]
+    wanted = _key(name)
+    for candidate, value in table.items():
+        if _key(candidate) == wanted:
+            return value
+    return None
 
 
 def _parse_ts(text: str | None) -> datetime | None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,8 +13,11 @@ from ipai_ops.cli import (
     CliError,
     add_dsn_argument,
     add_format_argument,
+    duration,
     emit_json,
     positive_int,
+    read_json,
+    read_text,
 )
 
 
@@ -68,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ls.add_argument("--code")
     ls.add_argument("--status", choices=("open", "resolved", "ignored", "regressed"))
     ls.add_argument("--source")
-    ls.add_argument("--since", type=_duration, help="e.g. 1h, 24h, 7d")
+    ls.add_argument("--since", type=duration, help="e.g. 1h, 24h, 7d")
     ls.add_argument("--limit", type=positive_int, default=50)
     ls.set_defaults(handler=cmd_errors_list)
     show = err_sub.add_parser("show", help="one error by id or fingerprint, with recent occurrences")
@@ -92,17 +93,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     val = env_sub.add_parser("validate", help="validate an envelope JSON file against the v1 schema")
     val.add_argument("file", type=Path)
     val.set_defaults(handler=cmd_envelope_validate)
-
-
-_DURATION_RE = re.compile(r"^(\d+)\s*([smhdw])$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def _duration(text: str) -> str:
-    match = _DURATION_RE.match(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 15m, 24h or 7d")
-    return f"{match.group(1)} {_UNITS[match.group(2)]}"
 
 
 # --------------------------------------------------------------------------- ssot
@@ -246,12 +236,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from ipai_ops.fingerprint import fingerprint, normalize_message
     from ipai_ops.taxonomy import load_registry
 
-    text = None
-    if args.text_file is not None:
-        try:
-            text = sys.stdin.read() if str(args.text_file) == "-" else args.text_file.read_text(errors="replace")
-        except OSError as exc:
-            raise CliError(f"cannot read {args.text_file}: {exc.strerror}") from None
+    text = read_text(args.text_file, what="text file") if args.text_file is not None else None
     if not any((args.code, args.error_type, args.message, text)):
         raise CliError("give at least one of --code, --type, --message, --text-file")
     registry = load_registry(args.registry)
@@ -279,12 +264,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 def cmd_envelope_validate(args: argparse.Namespace) -> int:
     from ipai_ops.envelope import envelope_errors
 
-    try:
-        data = json.loads(args.file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise CliError(f"cannot read {args.file}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise CliError(f"{args.file}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from None
+    data = read_json(args.file, what="envelope")
     errors = envelope_errors(data)
     for error in errors:
         print(f"{args.file}: {error}", file=sys.stderr)

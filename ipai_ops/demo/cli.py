@@ -106,6 +106,8 @@ class _Progress:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import requests
+
     from ipai_ops.demo import agent, intents
 
     text = args.format == "text"
@@ -113,7 +115,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     exit_code = 0
     if args.runs < 1:
         raise CliError("--runs must be >= 1")
-    if args.wait < 0:
+    if not args.wait >= 0:  # NaN too: it would make every wait endless
         raise CliError("--wait must be >= 0")
 
     if not args.no_agent:
@@ -192,11 +194,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             if text:
                 print(f"  skipped: {exc}", flush=True)
             result["intents"] = {"skipped": str(exc)}
-        except Exception as exc:  # requests errors mid-run: one line, like every other failure
-            import requests
-
-            if not isinstance(exc, requests.RequestException):
-                raise
+        except requests.RequestException as exc:  # mid-run: one line, like every other failure
             raise CliError(f"talking to Odoo at {url} failed: {exc}", code=EXIT_UNAVAILABLE) from None
         else:
             if text:

@@ -38,6 +38,8 @@ def load_records(path: str | Path, *, text: str | None = None) -> list[dict[str,
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise InputError(f"cannot read {path}: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise InputError(f"cannot read {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     stripped = text.strip()
     if not stripped:
         return []
@@ -120,10 +122,9 @@ def _moment(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return moment.replace(tzinfo=None) if moment.tzinfo is None else moment
 
 
 def _failure_code(record: Mapping[str, Any]) -> str | None:

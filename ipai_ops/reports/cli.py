@@ -57,8 +57,11 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     report = baseline.compute(records)
     text = baseline.render_json(report) if args.format == "json" else baseline.render_markdown(report)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        try:
+            with open(args.output, "w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as exc:
+            raise CliError(f"cannot write {args.output}: {exc.strerror}", code=EXIT_USAGE) from None
     else:
         sys.stdout.write(text)
     return 0

@@ -226,3 +226,12 @@ def test_score_bad_subject_file(run_cli, tmp_path):
     bad.write_text("{}")
     result = run_cli("bench", "score", "--dry-run", "--subject-file", str(bad))
     assert result.code == 2 and "not a PR-shaped subject" in result.err
+
+
+def test_config_that_is_not_text_is_one_problem(run_cli, tmp_path):
+    config = tmp_path / "benchmark.yaml"
+    config.write_bytes(b"benchmark_version: \xd0\x00\n")
+    with pytest.raises(bench.BenchmarkConfigError, match="not UTF-8 text"):
+        bench.load_config(config)
+    result = run_cli("bench", "validate", "--config", str(config))
+    assert result.code == 1 and "not UTF-8 text" in result.err and "Traceback" not in result.err

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -20,20 +22,13 @@ EXPECTED = {
 JOB_IDS = {"lint": 31000000101, "test (3.11)": 31000000102, "gates": 31000000103}
 
 
+def _gh(run_cli, *args: str, repo: str = "acme/shop"):
+    """``ipai-ops ingest github-actions --repo REPO ARGS...``."""
+    return run_cli("ingest", "github-actions", "--repo", repo, *args)
+
+
 def _ingest(run_cli, fake: FakeGitHub, *extra: str):
-    return run_cli(
-        "ingest",
-        "github-actions",
-        "--repo",
-        fake.repo,
-        "--run-id",
-        "9001",
-        "--api-url",
-        fake.url,
-        "--token",
-        fake.token,
-        *extra,
-    )
+    return _gh(run_cli, "--run-id", "9001", "--api-url", fake.url, "--token", fake.token, *extra, repo=fake.repo)
 
 
 def _client(fake: FakeGitHub, **kwargs) -> gha.GitHubClient:
@@ -99,22 +94,10 @@ def test_offline_archive_gives_the_same_occurrences_as_online(run_cli, fake_gith
     jobs.write_text(json.dumps({"total_count": 4, "jobs": fake_github.jobs()}))
     run = tmp_path / "run.json"
     run.write_text(json.dumps(fake_github.run_json()))
-    offline = run_cli(
-        "ingest",
-        "github-actions",
-        "--repo",
-        "acme/shop",
-        "--run-id",
-        "9001",
-        "--logs-archive",
-        str(archive),
-        "--jobs-json",
-        str(jobs),
-        "--run-json",
-        str(run),
-        "--dry-run",
-        "--format",
-        "json",
+    offline = _gh(
+        run_cli,
+        *("--run-id", "9001", "--logs-archive", str(archive), "--jobs-json", str(jobs), "--run-json", str(run)),
+        *("--dry-run", "--format", "json"),
     )
     assert offline.code == 0, offline.err
     key = ("occurrence_id", "code", "fingerprint", "message")
@@ -126,11 +109,8 @@ def test_offline_archive_gives_the_same_occurrences_as_online(run_cli, fake_gith
 def test_offline_archive_alone_finds_failed_steps_by_error_marks(run_cli, fake_github, tmp_path):
     archive = tmp_path / "logs.zip"
     archive.write_bytes(fake_github.archive())
-    result = run_cli(
-        "ingest",
-        "github-actions",
-        "--repo",
-        "acme/shop",
+    result = _gh(
+        run_cli,
         "--run-id",
         "9001",
         "--logs-archive",
@@ -214,7 +194,7 @@ def test_expired_signed_log_url_is_logs_expired_not_auth(run_cli, fake_github):
 
 def test_missing_token_is_a_clear_error(run_cli, monkeypatch):
     monkeypatch.delenv("GITHUB_TOKEN", raising=False)
-    result = run_cli("ingest", "github-actions", "--repo", "acme/shop", "--run-id", "9001", "--dry-run")
+    result = _gh(run_cli, "--run-id", "9001", "--dry-run")
     assert result.code == 2
     assert result.err.strip() == (
         "ipai-ops: error: GITHUB.AUTH_FAILED: no GitHub token: pass --token or set GITHUB_TOKEN "
@@ -223,54 +203,82 @@ def test_missing_token_is_a_clear_error(run_cli, monkeypatch):
 
 
 def test_bad_token_and_unknown_run(run_cli, fake_github):
-    bad = run_cli(
-        "ingest",
-        "github-actions",
-        "--repo",
-        "acme/shop",
-        "--run-id",
-        "9001",
-        "--api-url",
-        fake_github.url,
-        "--token",
-        "ghp_wrong",
-        "--dry-run",
-    )
+    bad = _gh(run_cli, "--run-id", "9001", "--api-url", fake_github.url, "--token", "ghp_wrong", "--dry-run")
     assert bad.code == 2
     assert "GITHUB.AUTH_FAILED: GitHub rejected the token: Bad credentials" in bad.err
-    gone = run_cli(
-        "ingest",
-        "github-actions",
-        "--repo",
-        "acme/shop",
-        "--run-id",
-        "1",
-        "--api-url",
-        fake_github.url,
-        "--token",
-        fake_github.token,
-        "--dry-run",
-    )
+    gone = _gh(run_cli, "--run-id", "1", "--api-url", fake_github.url, "--token", fake_github.token, "--dry-run")
     assert gone.code == 2
     assert "GITHUB.NOT_FOUND: HTTP 404: Not Found" in gone.err
 
 
 def test_unreachable_api_is_transport_error(run_cli):
-    result = run_cli(
-        "ingest",
-        "github-actions",
-        "--repo",
-        "acme/shop",
-        "--run-id",
-        "9001",
-        "--api-url",
-        "http://127.0.0.1:9",
-        "--token",
-        "t",
-        "--dry-run",
-    )
+    result = _gh(run_cli, "--run-id", "9001", "--api-url", "http://127.0.0.1:9", "--token", "t", "--dry-run")
     assert result.code == 3
     assert "TRANSPORT.UPSTREAM_TIMEOUT: cannot reach GitHub" in result.err
+
+
+def _one_line_usage_error(result, *needles: str) -> None:
+    assert result.code == 2, result.err
+    assert result.err.startswith("ipai-ops: error: ") and result.err.count("\n") == 1, result.err
+    for needle in needles:
+        assert needle in result.err
+
+
+def test_api_url_that_is_not_a_url_is_a_usage_error(run_cli):
+    result = _gh(run_cli, "--run-id", "9001", "--api-url", "api.github.com", "--token", "t", "--dry-run")
+    _one_line_usage_error(result, "--api-url must be an http(s) URL")
+
+
+def test_api_answering_html_is_one_line(run_cli):
+    """--api-url pointing at a web page (e.g. a GitHub Enterprise host without /api/v3)."""
+
+    class Html(BaseHTTPRequestHandler):
+        def log_message(self, *_args):
+            pass
+
+        def do_GET(self):
+            body = b"<html><body>Sign in</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Html)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        result = _gh(run_cli, "--run-id", "9001", "--api-url", url, "--token", "t", "--dry-run")
+    finally:
+        server.shutdown()
+        server.server_close()
+    _one_line_usage_error(result, "UNCLASSIFIED.UNKNOWN: GitHub answered HTTP 200 with a body that is not JSON")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("--run-json", [9001], "expected the run response (a JSON object)"),
+        ("--run-json", {"id": "not a number"}, "is run not a number, not --run-id 9001"),
+        ("--jobs-json", {"jobs": [1, 2]}, "a list of jobs, each with an id and a name"),
+        ("--jobs-json", [{"id": 1, "conclusion": "failure"}], "a list of jobs, each with an id and a name"),
+    ],
+)
+def test_offline_files_of_the_wrong_shape_are_one_line(run_cli, fake_github, tmp_path, case):
+    flag, content, needle = case
+    archive = tmp_path / "logs.zip"
+    archive.write_bytes(fake_github.archive())
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps(content))
+    result = _gh(run_cli, "--run-id", "9001", "--logs-archive", str(archive), "--workflow-name", "ci", flag, str(saved))
+    _one_line_usage_error(result, needle)
+
+
+def test_attempt_must_be_positive(run_cli, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        _gh(run_cli, "--run-id", "9001", "--attempt", "0", "--logs-archive", "x.zip", "--workflow-name", "ci")
+    assert exit_.value.code == 2
+    assert "'0' must be >= 1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

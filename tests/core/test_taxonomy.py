@@ -176,6 +176,15 @@ def test_missing_registry_file_is_one_clear_problem(tmp_path):
     assert "cannot read registry" in str(err.value)
 
 
+def test_registry_that_is_not_text_is_one_clear_problem(tmp_path):
+    binary = tmp_path / "failure_modes.yaml"
+    binary.write_bytes(b"schema_version: 1\nfailure_modes: [\xd0\x00]\n")
+    with pytest.raises(RegistryError) as err:
+        load_registry(binary)
+    assert "cannot read registry: not UTF-8 text" in str(err.value)
+    assert len(err.value.problems) == 1
+
+
 def test_ssot_check_also_validates_the_benchmark_config(mini_repo):
     agents = mini_repo / "ssot" / "agents"
     agents.mkdir(parents=True)

@@ -5,69 +5,26 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-IPAI_OPS = [sys.executable, "-c", "import sys; from ipai_ops.cli import main; sys.exit(main())"]
+from tests.bridge.conftest import REPO, BridgeProcess
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Bridge:
-    def __init__(self, dsn: str, *, token: str = ""):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [*IPAI_OPS, "bridge", "serve", "--host", "127.0.0.1", "--http-port", str(self.port)]
-        cmd += ["--grpc-port", "0", "--workers", "1", "--dsn", dsn, "--log-level", "WARNING"]
-        if token:
-            cmd += ["--token", token]
-        # A file, not a pipe: nobody reads the bridge's output while it runs.
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in stop())
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.log.seek(0)
-                raise RuntimeError(f"bridge exited: {self.log.read().decode(errors='replace')}")
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("bridge did not become healthy")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.log.close()
+def start_bridge(dsn: str, **flags: object) -> BridgeProcess:
+    """The bridge's own test harness, HTTP only (the demo exports OTLP/HTTP)."""
+    return BridgeProcess(dsn, grpc_port=0, **flags).start()
 
 
 @pytest.fixture(scope="module")
-def bridge(module_ops_dsn: str) -> Iterator[Bridge]:
-    proc = Bridge(module_ops_dsn)
+def bridge(module_ops_dsn: str) -> Iterator[BridgeProcess]:
+    proc = start_bridge(module_ops_dsn)
     try:
         yield proc
     finally:

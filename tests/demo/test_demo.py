@@ -11,8 +11,9 @@ import pytest
 from ipai_ops.classify import classify
 from ipai_ops.cli import main
 from ipai_ops.demo import DEMO_SOURCE, agent
+from tests.bridge.conftest import free_port
 
-from .conftest import Bridge, free_port
+from .conftest import start_bridge
 
 FAILING = [t for t in agent.TASKS if t.expect]
 
@@ -108,7 +109,7 @@ def test_database_without_ops_schema(capsys, bridge, empty_db_dsn):
 
 
 def test_bridge_token(capsys, module_ops_dsn):
-    secured = Bridge(module_ops_dsn, token="s3cret-token")
+    secured = start_bridge(module_ops_dsn, token="s3cret-token")
     try:
         code, _out, err = run(capsys, "--otlp-endpoint", secured.url, "--no-check", "--no-intents")
         assert code == 1 and "--bridge-token" in err
@@ -155,7 +156,7 @@ def test_intents_with_given_key_and_no_login(capsys, fake_odoo, monkeypatch):
     assert "pending" in out
 
 
-@pytest.mark.parametrize("argv", [["--runs", "0"], ["--wait", "-1"]])
+@pytest.mark.parametrize("argv", [["--runs", "0"], ["--wait", "-1"], ["--wait", "nan"]])
 def test_bad_usage(capsys, argv):
     code, _out, err = run(capsys, *argv, "--no-intents")
     assert code == 2 and err.startswith("ipai-ops: error:")

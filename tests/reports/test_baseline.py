@@ -116,3 +116,16 @@ def test_cli_bad_input(tmp_path, capsys):
     assert main(["report", "baseline", "--input", str(path)]) == 2
     assert "bad.jsonl:2" in capsys.readouterr().err
     assert main(["report", "baseline", "--input", str(tmp_path / "missing.json")]) == 2
+
+
+def test_cli_unreadable_input_and_output_are_one_line(tmp_path, capsys):
+    binary = tmp_path / "intents.bin"
+    binary.write_bytes(b'{"state": "\xd0\x00"}')
+    assert main(["report", "baseline", "--input", str(binary)]) == 2
+    err = capsys.readouterr().err
+    assert "not UTF-8 text" in err and err.count("\n") == 1
+    good = tmp_path / "intents.json"
+    good.write_text(json.dumps(RECORDS))
+    assert main(["report", "baseline", "--input", str(good), "--output", str(tmp_path / "no" / "dir.md")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ipai-ops: error: cannot write") and err.count("\n") == 1

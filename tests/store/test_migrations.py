@@ -9,8 +9,7 @@ import pytest
 
 from ipai_ops import store
 from ipai_ops.store import dump_schema
-
-from ..conftest import create_database, drop_database, dsn_for
+from ipai_ops.store.scratch import create_database, drop_database, dsn_for
 
 
 def test_migrate_is_idempotent(empty_db_dsn):

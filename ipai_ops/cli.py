@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     import psycopg2
 
-    from ipai_ops.store import MigrationError, OpsDatabaseUnavailable
+    from ipai_ops.store import InvalidDsn, MigrationError, OpsDatabaseUnavailable
     from ipai_ops.taxonomy import RegistryError
 
     parser = build_parser()
@@ -144,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         prefix = f"{exc.failure_code}: " if exc.failure_code else ""
         print(f"ipai-ops: error: {prefix}{exc}", file=sys.stderr)
         return exc.exit_code
+    except InvalidDsn as exc:
+        print(f"ipai-ops: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except OpsDatabaseUnavailable as exc:
         print(f"ipai-ops: error: TRANSPORT.DATABASE_UNAVAILABLE: {exc}", file=sys.stderr)
         return EXIT_UNAVAILABLE

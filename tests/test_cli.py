@@ -37,6 +37,24 @@ def test_unreachable_database_is_one_line_exit_3(args):
     assert len(lines) == 1 and lines[0].startswith("ipai-ops: error: TRANSPORT.DATABASE_UNAVAILABLE:")
 
 
+@pytest.mark.parametrize("command", [("db", "migrate"), ("errors", "list"), ("db", "retention", "--days", "9")])
+def test_malformed_dsn_is_a_usage_error_without_its_password(command):
+    result = ipai_ops(*command, "--dsn", "host=db password=hunter2xyz oops")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ipai-ops: error: invalid PostgreSQL DSN:"), lines
+    assert "hunter2xyz" not in result.stderr
+
+
+def test_check_dsn_redacts_what_libpq_quotes():
+    from ipai_ops.store import InvalidDsn, check_dsn
+
+    assert check_dsn("postgresql://u:pw@h/db") == "postgresql://u:pw@h/db"
+    with pytest.raises(InvalidDsn) as info:
+        check_dsn("dbname=ops password=hunter2xyz ==")
+    assert isinstance(info.value, ValueError) and "hunter2xyz" not in str(info.value)
+
+
 def test_bad_usage_exits_2_with_argparse_message():
     result = ipai_ops("errors", "list", "--since", "yesterday")
     assert result.returncode == 2 and "is not a duration like 15m, 24h or 7d" in result.stderr

@@ -107,15 +107,12 @@ class Settings:
 
 def _dsn_problem(dsn: str) -> str | None:
     """Checked at start: a malformed DSN would otherwise fail every request with a 500."""
-    import psycopg2.extensions
-
-    from ipai_ops.envelope import redact
+    from ipai_ops.store import InvalidDsn, check_dsn
 
     try:
-        psycopg2.extensions.parse_dsn(dsn)
-    except psycopg2.ProgrammingError as exc:
-        reason = (str(exc).strip().splitlines() or ["invalid dsn"])[0]
-        return f"dsn is not a PostgreSQL connection string: {redact(reason)}"
+        check_dsn(dsn)
+    except InvalidDsn as exc:
+        return f"dsn is not a PostgreSQL connection string: {exc.reason}"
     return None
 
 

@@ -24,6 +24,7 @@ from typing import TypeVar
 import psycopg2
 import psycopg2.extensions
 
+from ipai_ops import store
 from ipai_ops.envelope import redact
 from ipai_ops.store import OpsDatabaseUnavailable
 
@@ -46,12 +47,9 @@ class SharedConnection:
         statement_timeout_ms: int = 2000,
         retry_interval: float = 5.0,
     ) -> None:
-        try:
-            # A malformed DSN is a configuration error: say so now, not on every error path.
-            psycopg2.extensions.parse_dsn(dsn)
-        except psycopg2.ProgrammingError as exc:
-            raise ValueError(f"invalid PostgreSQL DSN: {first_line(exc)}") from None
-        self.dsn = dsn
+        # A malformed DSN is a configuration error: say so now (InvalidDsn, a ValueError),
+        # not on every error path.
+        self.dsn = store.check_dsn(dsn)
         self.application_name = application_name
         # libpq treats connect_timeout=1 as 2 (its documented minimum).
         self.connect_timeout = max(2, int(connect_timeout))

@@ -43,7 +43,7 @@ from typing import IO, Any, BinaryIO
 import psycopg2
 import psycopg2.extensions
 
-from ipai_ops import __version__, config
+from ipai_ops import __version__, config, store
 from ipai_ops.classify import classify
 from ipai_ops.envelope import build_envelope, iso_utc, redact, redact_obj
 from ipai_ops.retry import Decision, RetryPolicy, decide
@@ -516,9 +516,9 @@ class RunRecorder:
             raise RunSetupError("the kill grace must be >= 0 seconds")
         if use_db:
             try:
-                psycopg2.extensions.parse_dsn(config.dsn(dsn))
-            except psycopg2.ProgrammingError as exc:
-                raise RunSetupError(f"invalid PostgreSQL DSN: {redact(str(exc).strip().splitlines()[0])}") from None
+                store.check_dsn(config.dsn(dsn))
+            except store.InvalidDsn as exc:
+                raise RunSetupError(str(exc)) from None
         self.kill_grace = kill_grace
         self.quiet = quiet
         self._stdout = stdout

@@ -45,9 +45,32 @@ def _redacted_dsn(dsn: str) -> str:
     return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", re.sub(r"password=\S+", "password=***", dsn))
 
 
+class InvalidDsn(ValueError):
+    """A DSN libpq cannot parse: a configuration error, never worth retrying."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(f"invalid PostgreSQL DSN: {reason}")
+
+
+def check_dsn(dsn: str) -> str:
+    """``dsn`` when libpq can parse it, else :class:`InvalidDsn` with a redacted reason.
+
+    psycopg2's message quotes the unparsable piece of the DSN, which may be its password.
+    """
+    from ipai_ops.envelope import redact
+
+    try:
+        psycopg2.extensions.parse_dsn(dsn)
+    except psycopg2.ProgrammingError as exc:
+        reason = (str(exc).strip().splitlines() or ["unparsable"])[0]
+        raise InvalidDsn(redact(_redacted_dsn(reason))) from None
+    return dsn
+
+
 def connect(dsn: str | None = None, *, application_name: str = "ipai-ops", connect_timeout: int = 5) -> Connection:
-    """A psycopg2 connection, or :class:`OpsDatabaseUnavailable` with one clear line."""
-    target = config.dsn(dsn)
+    """A psycopg2 connection, or :class:`OpsDatabaseUnavailable` / :class:`InvalidDsn` with one clear line."""
+    target = check_dsn(config.dsn(dsn))
     try:
         return psycopg2.connect(target, application_name=application_name, connect_timeout=connect_timeout)
     except psycopg2.OperationalError as exc:

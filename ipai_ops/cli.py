@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     import psycopg2
 
+    from ipai_ops.envelope import first_line
     from ipai_ops.store import InvalidDsn, MigrationError, OpsDatabaseUnavailable
     from ipai_ops.taxonomy import RegistryError
 
@@ -157,12 +158,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ipai-ops: error: CI.SSOT_INVALID: the failure-mode registry is invalid:\n{exc}", file=sys.stderr)
         return EXIT_CHECK_FAILED
     except psycopg2.OperationalError as exc:
-        first = (str(exc).strip().splitlines() or ["connection lost"])[0]
-        print(f"ipai-ops: error: TRANSPORT.DATABASE_UNAVAILABLE: {first}", file=sys.stderr)
+        print(f"ipai-ops: error: TRANSPORT.DATABASE_UNAVAILABLE: {first_line(exc, 'connection lost')}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except psycopg2.Error as exc:
-        first = ((exc.pgerror or str(exc)).strip().splitlines() or ["database error"])[0]
-        print(f"ipai-ops: error: database refused the request: {first}", file=sys.stderr)
+        print(f"ipai-ops: error: database refused the request: {first_line(exc, 'database error')}", file=sys.stderr)
         return EXIT_CHECK_FAILED
     except KeyboardInterrupt:
         print("ipai-ops: interrupted", file=sys.stderr)

@@ -120,6 +120,20 @@ def redact(text: str | None) -> str | None:
     return text
 
 
+def first_line(error: BaseException | str, default: str | None = None) -> str:
+    """The first line of an error's text (libpq and requests messages run to several).
+
+    For a database error the server's own message (``pgerror``) is preferred; an empty
+    text gives ``default``, else the exception's type name.
+    """
+    if isinstance(error, BaseException):
+        text = getattr(error, "pgerror", None) or str(error)
+        fallback = default or type(error).__name__
+    else:
+        text, fallback = error, default or "error"
+    return (text.strip().splitlines() or [fallback])[0]
+
+
 def redact_obj(value: Any, *, _depth: int = 0) -> Any:
     """Redact strings anywhere in a JSON-like value; values under secret-looking keys go whole."""
     if _depth > 32:

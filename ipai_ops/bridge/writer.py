@@ -19,6 +19,7 @@ import psycopg2
 import psycopg2.errors
 
 from ipai_ops import store
+from ipai_ops.envelope import first_line
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +82,11 @@ class Writer:
             return store.write_batch(self._connection(), occurrences)
         except (store.OpsDatabaseUnavailable, psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             self._discard()
-            raise DatabaseUnavailable(_first_line(exc)) from exc
+            raise DatabaseUnavailable(first_line(exc)) from exc
         except _RETRYABLE_PROGRAMMING as exc:
             self._discard()
-            log.error("ops schema is not usable (run `ipai-ops db migrate`): %s", _first_line(exc))
-            raise DatabaseUnavailable(f"ops schema not ready: {_first_line(exc)}") from exc
+            log.error("ops schema is not usable (run `ipai-ops db migrate`): %s", first_line(exc))
+            raise DatabaseUnavailable(f"ops schema not ready: {first_line(exc)}") from exc
 
     async def write(self, occurrences: list[dict[str, Any]]) -> store.BatchResult:
         loop = asyncio.get_running_loop()
@@ -102,7 +103,7 @@ class Writer:
             state = store.status(conn)
             conn.rollback()
         except psycopg2.Error as exc:
-            return False, {"database": "error", "detail": _first_line(exc)}
+            return False, {"database": "error", "detail": first_line(exc)}
         finally:
             conn.close()
         detail = {"database": "ok", "migrations": {"head": state["head"], "pending": state["pending"]}}
@@ -126,7 +127,3 @@ class Writer:
         for conn in conns:
             with contextlib.suppress(psycopg2.Error):
                 conn.close()
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

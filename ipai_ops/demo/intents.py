@@ -23,6 +23,8 @@ from typing import Any
 
 import requests
 
+from ipai_ops.envelope import first_line
+
 HEADER_KEY_ID = "X-Pulser-Key-Id"
 HEADER_TIMESTAMP = "X-Pulser-Timestamp"
 HEADER_SIGNATURE = "X-Pulser-Signature"
@@ -250,7 +252,7 @@ def reason(exc: requests.RequestException) -> str:
         return "timed out"
     if isinstance(exc, requests.ConnectionError):
         return "connection refused or host unreachable"
-    return (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+    return first_line(exc)[:200]
 
 
 def reachable(url: str, *, timeout: float = 5) -> str | None:

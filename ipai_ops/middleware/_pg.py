@@ -25,6 +25,7 @@ import psycopg2
 import psycopg2.extensions
 
 from ipai_ops import store
+from ipai_ops.envelope import first_line as envelope_first_line
 from ipai_ops.envelope import redact
 from ipai_ops.store import OpsDatabaseUnavailable
 
@@ -34,7 +35,7 @@ T = TypeVar("T")
 
 
 def first_line(exc: BaseException) -> str:
-    return redact((str(exc).strip().splitlines() or [type(exc).__name__])[0]) or type(exc).__name__
+    return redact(envelope_first_line(exc)) or type(exc).__name__
 
 
 class SharedConnection:

@@ -45,7 +45,7 @@ import psycopg2.extensions
 
 from ipai_ops import __version__, config, store
 from ipai_ops.classify import classify
-from ipai_ops.envelope import build_envelope, iso_utc, redact, redact_obj
+from ipai_ops.envelope import build_envelope, first_line, iso_utc, redact, redact_obj
 from ipai_ops.retry import Decision, RetryPolicy, decide
 from ipai_ops.runs._sql import sql
 from ipai_ops.runs.capture import DEFAULT_MAX_OUTPUT_BYTES, CappedLog, run_process
@@ -416,10 +416,10 @@ class _Database:
             return
         self._warned = True
         if isinstance(exc, (OpsDatabaseUnavailable, psycopg2.OperationalError)):
-            first = (str(exc).strip().splitlines() or ["connection failed"])[0]
+            first = first_line(exc, "connection failed")
             self._warn(f"TRANSPORT.DATABASE_UNAVAILABLE: {first}; the run is recorded on disk only")
         else:
-            first = ((getattr(exc, "pgerror", None) or str(exc)).strip().splitlines() or ["database error"])[0]
+            first = first_line(exc, "database error")
             hint = " (is the ops schema migrated? ipai-ops db migrate)" if "does not exist" in first else ""
             self._warn(f"the ops database refused the run record: {first}{hint}; the run is recorded on disk only")
 

@@ -22,6 +22,8 @@ import psycopg2.errors
 import psycopg2.extensions
 
 from ipai_ops import config
+from ipai_ops.envelope import first_line as _first_line
+from ipai_ops.envelope import redact as _redact
 
 #: pg_advisory_lock key for migrations: the first 8 bytes of sha256("ipai_ops.migrate").
 MIGRATION_LOCK_KEY = int.from_bytes(hashlib.sha256(b"ipai_ops.migrate").digest()[:8], "big", signed=True)
@@ -58,13 +60,10 @@ def check_dsn(dsn: str) -> str:
 
     psycopg2's message quotes the unparsable piece of the DSN, which may be its password.
     """
-    from ipai_ops.envelope import redact
-
     try:
         psycopg2.extensions.parse_dsn(dsn)
     except psycopg2.ProgrammingError as exc:
-        reason = (str(exc).strip().splitlines() or ["unparsable"])[0]
-        raise InvalidDsn(redact(_redacted_dsn(reason))) from None
+        raise InvalidDsn(_redact(_redacted_dsn(_first_line(exc, "unparsable")))) from None
     return dsn
 
 
@@ -74,8 +73,8 @@ def connect(dsn: str | None = None, *, application_name: str = "ipai-ops", conne
     try:
         return psycopg2.connect(target, application_name=application_name, connect_timeout=connect_timeout)
     except psycopg2.OperationalError as exc:
-        first = (str(exc).strip().splitlines() or ["connection failed"])[0]
-        raise OpsDatabaseUnavailable(f"ops database unreachable ({_redacted_dsn(target)}): {first}") from None
+        reason = _first_line(exc, "connection failed")
+        raise OpsDatabaseUnavailable(f"ops database unreachable ({_redacted_dsn(target)}): {reason}") from None
 
 
 # --------------------------------------------------------------------------- migrations
@@ -252,7 +251,7 @@ def _retrying(conn: Connection, work):
                 raise
             time.sleep(0.01 * attempt)
         except psycopg2.OperationalError as exc:
-            raise OpsDatabaseUnavailable(f"ops database unavailable: {str(exc).strip().splitlines()[0]}") from exc
+            raise OpsDatabaseUnavailable(f"ops database unavailable: {_first_line(exc)}") from exc
     raise AssertionError("unreachable")
 
 

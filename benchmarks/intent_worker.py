@@ -22,6 +22,7 @@ Figures are ratios within one run: the machine is shared and absolute numbers dr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
@@ -77,25 +78,27 @@ def purge(registry) -> None:
         cr.execute("DELETE FROM ipai_pulser_intent")
 
 
-def drain(registry, workers: int, batch: int = 25) -> float:
-    """Seconds until the queue is empty, with ``workers`` threads each on its own cursor."""
+def timed_workers(registry, names, work) -> float:
+    """Seconds ``work(intents, name, cr)`` takes in one thread per name, each on its own cursor,
+    timed from the moment all are ready; a worker's exception is raised here."""
     errors: list[str] = []
-    barrier = threading.Barrier(workers + 1)
+    barrier = threading.Barrier(len(names) + 1)
 
     def run(name: str) -> None:
         try:
             with registry.cursor() as cr:
                 intents = env_for(cr)["ipai.pulser.intent"]
                 barrier.wait()
-                while intents._run_worker(limit=batch, worker_id=f"bench:{name}", commit=True)["claimed"]:
-                    pass
+                work(intents, name, cr)
         except Exception as exc:
-            errors.append(repr(exc))
+            errors.append(f"{name}: {exc!r}")
+            barrier.abort()  # a worker that failed before the start must not leave the rest waiting
 
-    threads = [threading.Thread(target=run, args=(f"w{i}",)) for i in range(workers)]
+    threads = [threading.Thread(target=run, args=(name,)) for name in names]
     for thread in threads:
         thread.start()
-    barrier.wait()
+    with contextlib.suppress(threading.BrokenBarrierError):  # raised below, with the worker's error
+        barrier.wait()
     started = time.perf_counter()
     for thread in threads:
         thread.join()
@@ -103,6 +106,16 @@ def drain(registry, workers: int, batch: int = 25) -> float:
     if errors:
         raise RuntimeError(errors)
     return elapsed
+
+
+def drain(registry, workers: int, batch: int = 25) -> float:
+    """Seconds until the queue is empty, with ``workers`` threads each on its own cursor."""
+
+    def work(intents, name, _cr):
+        while intents._run_worker(limit=batch, worker_id=f"bench:{name}", commit=True)["claimed"]:
+            pass
+
+    return timed_workers(registry, [f"w{i}" for i in range(workers)], work)
 
 
 def check_all_succeeded(registry, n: int) -> None:
@@ -183,33 +196,16 @@ def telemetry_cost_us(telemetry, *, on: bool, n: int = 5000) -> float:
 def bench_claim(registry, n: int, batch: int = 50) -> dict:
     enqueue(registry, n, "bench-claim")
     claims: dict[str, list[int]] = {"w1": [], "w2": []}
-    barrier = threading.Barrier(3)
-    errors: list[str] = []
 
-    def run(name: str) -> None:
-        try:
-            with registry.cursor() as cr:
-                intents = env_for(cr)["ipai.pulser.intent"]
-                barrier.wait()
-                while True:
-                    got = intents._claim(batch, f"bench:{name}")
-                    cr.commit()
-                    if not got:
-                        break
-                    claims[name].extend(got.ids)
-        except Exception as exc:
-            errors.append(repr(exc))
+    def work(intents, name, cr):
+        while True:
+            got = intents._claim(batch, f"bench:{name}")
+            cr.commit()
+            if not got:
+                break
+            claims[name].extend(got.ids)
 
-    threads = [threading.Thread(target=run, args=(name,)) for name in claims]
-    for thread in threads:
-        thread.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    if errors:
-        raise RuntimeError(errors)
+    elapsed = timed_workers(registry, list(claims), work)
     all_ids = claims["w1"] + claims["w2"]
     duplicates = len(all_ids) - len(set(all_ids))
     with registry.cursor() as cr:
@@ -282,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             from odoo.sql_db import close_db
 
             close_db(db)
-            odoo_layer._psql_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            odoo_layer.drop_database(db)
         import shutil
 
         shutil.rmtree(work, ignore_errors=True)

@@ -76,50 +76,32 @@ def write_config(
     return path
 
 
-def _psql_admin(sql: str) -> None:
+def _psql(db: str, *args: str, check: bool, **run_kw) -> subprocess.CompletedProcess:
+    """``psql`` on ``db`` with the connection settings of :func:`_db_options`."""
     opts = _db_options()
     env = dict(os.environ)
     if opts["db_password"]:
         env["PGPASSWORD"] = opts["db_password"]
-    subprocess.run(
-        [
-            "psql",
-            "-h",
-            opts["db_host"],
-            "-p",
-            opts["db_port"],
-            "-U",
-            opts["db_user"],
-            "-d",
-            "postgres",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-qc",
-            sql,
-        ],
-        check=True,
-        env=env,
-    )
+    cmd = ["psql", "-h", opts["db_host"], "-p", opts["db_port"], "-U", opts["db_user"], "-d", db, *args]
+    return subprocess.run(cmd, check=check, env=env, **run_kw)
+
+
+def drop_database(db: str) -> None:
+    """Drop a throwaway database. Runs in cleanup: a failure is reported, never raised, so it
+    cannot hide the error that led here."""
+    sql = f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'
+    done = _psql("postgres", "-v", "ON_ERROR_STOP=1", "-qc", sql, check=False)
+    if done.returncode:
+        print(f"odoo_layer: could not drop database {db} (psql exited with {done.returncode})", file=sys.stderr)
 
 
 def _addons_installed(db: str) -> bool:
     """Both addons installed in ``db`` (then -u, else -i; an empty database gets -i)."""
-    opts = _db_options()
-    probe = subprocess.run(
-        [
-            "psql",
-            "-h",
-            opts["db_host"],
-            "-p",
-            opts["db_port"],
-            "-U",
-            opts["db_user"],
-            "-d",
-            db,
-            "-tAc",
-            "SELECT count(*) FROM ir_module_module WHERE state = 'installed'"
-            f" AND name IN ({', '.join(repr(a) for a in OUR_ADDONS)})",
-        ],
+    probe = _psql(
+        db,
+        "-tAc",
+        "SELECT count(*) FROM ir_module_module WHERE state = 'installed'"
+        f" AND name IN ({', '.join(repr(a) for a in OUR_ADDONS)})",
         capture_output=True,
         text=True,
         check=False,
@@ -140,7 +122,7 @@ def install(odoo_src: Path, config: Path, db: str, *, demo: bool, update: bool =
     subprocess.run(cmd, check=True)
 
 
-def cmd_test(args: argparse.Namespace, odoo_src: Path) -> int:
+def cmd_test(pytest_args: list[str], odoo_src: Path) -> int:
     work = Path(tempfile.mkdtemp(prefix="ipai_odoo_test_"))
     db = f"ipai_odoo_test_{uuid.uuid4().hex[:10]}"
     config = write_config(odoo_src, work / "odoo.conf", data_dir=work / "data", http_port=_free_port())
@@ -164,12 +146,12 @@ def cmd_test(args: argparse.Namespace, odoo_src: Path) -> int:
             f"--odoo-config={config}",
             "--odoo-http",
             *tests,
-            *args.pytest_args,
+            *pytest_args,
         ]
         print("odoo: " + " ".join(cmd[2:]), flush=True)
         return subprocess.run(cmd, check=False, cwd=REPO).returncode
     finally:
-        _psql_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        drop_database(db)
         shutil.rmtree(work, ignore_errors=True)
 
 
@@ -185,8 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Odoo layer of the test and run commands")
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("locate")
-    test = sub.add_parser("test")
-    test.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    # Everything after "test" goes to pytest. Not an argparse.REMAINDER positional: that
+    # refuses a first argument starting with "-" ("unrecognized arguments: -k").
+    sub.add_parser("test", usage="%(prog)s [pytest args]", add_help=False)
     inst = sub.add_parser("install")
     inst.add_argument("--db", required=True)
     inst.add_argument("--demo", action="store_true")
@@ -195,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--db", required=True)
     serve.add_argument("--port", type=int, default=8069)
     serve.add_argument("--data-dir", default=str(REPO / "var" / "odoo-data"))
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.cmd != "test":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
 
     odoo_src = locate_odoo()
     if args.cmd == "locate":
@@ -209,8 +194,17 @@ def main(argv: list[str] | None = None) -> int:
     if odoo_src is None:
         print("odoo_layer: Odoo 19 not found (ODOO_SRC, import odoo, /opt/odoo)", file=sys.stderr)
         return 1
+    try:
+        return _run(args, extra, odoo_src)
+    except subprocess.CalledProcessError as exc:
+        # The command's own output (Odoo's log, psql's error) is above; no traceback on top.
+        print(f"odoo_layer: {Path(exc.cmd[1]).name} exited with {exc.returncode}", file=sys.stderr)
+        return exc.returncode or 1
+
+
+def _run(args: argparse.Namespace, extra: list[str], odoo_src: Path) -> int:
     if args.cmd == "test":
-        return cmd_test(args, odoo_src)
+        return cmd_test(extra, odoo_src)
     var = Path(args.data_dir)
     var.mkdir(parents=True, exist_ok=True)
     config = write_config(

@@ -115,7 +115,7 @@ def log(msg: str) -> None:
 def _dsn(db: str) -> str:
     opts = odoo_layer._db_options()
     parts = {"dbname": db, "host": opts["db_host"], "port": opts["db_port"], "user": opts["db_user"]}
-    if opts["db_password"] != "False":
+    if opts["db_password"]:
         parts["password"] = opts["db_password"]
     return " ".join(f"{k}={v}" for k, v in parts.items())
 
@@ -409,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep_db:
             log(f"kept database {db} (config {work / 'odoo.conf'})")
         else:
-            odoo_layer._psql_admin(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            odoo_layer.drop_database(db)
             shutil.rmtree(work, ignore_errors=True)
 
 

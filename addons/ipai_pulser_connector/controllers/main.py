@@ -5,18 +5,24 @@ JSON only, signed (services/signing.py), every error an RFC 9457 problem documen
 check succeeded: the API client is authenticated by its key, not by an Odoo session.
 """
 
+import functools
 import json
 import logging
+import math
 import re
 import time
+from datetime import timedelta
 
 import psycopg2
 from odoo import SUPERUSER_ID, fields, http
+from odoo.exceptions import ConcurrencyError
 from odoo.http import request
+from odoo.service.model import PG_CONCURRENCY_EXCEPTIONS_TO_RETRY
 
 from ..services import signing
 from ..services.exceptions import (
     ArgsInvalid,
+    DatabaseUnavailable,
     DeliveryDuplicate,
     IntentNotFound,
     PulserError,
@@ -28,8 +34,18 @@ _logger = logging.getLogger(__name__)
 
 API_PREFIX = "/pulser/v1/intents"
 MAX_BODY_BYTES = 1024 * 1024
+#: ``last_used_at`` is refreshed at most this often: a write per request would make every
+#: concurrent request of one client contend for the client's row.
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
-_REF = re.compile(r"^[0-9a-f]{32}$")
+_REF = re.compile(r"[0-9a-f]{32}")
+_ID = re.compile(r"[0-9]{1,18}")
+#: Path patterns and methods of the API, for the 404/405 answers of :meth:`fallback`.
+_ENDPOINTS = (
+    (re.compile(re.escape(API_PREFIX)), "POST"),
+    (re.compile(re.escape(API_PREFIX) + r"/[^/]+"), "GET"),
+    (re.compile(re.escape(API_PREFIX) + r"/[^/]+/cancel"), "POST"),
+)
 _CREATE_SCHEMA_KEYS = {
     "type",
     "args",
@@ -39,6 +55,37 @@ _CREATE_SCHEMA_KEYS = {
     "priority",
     "max_attempts",
 }
+_api_route = functools.partial(http.route, type="http", auth="none", csrf=False, readonly=False, save_session=False)
+
+
+def _reject_constant(name):
+    # RFC 8259 section 6: NaN and Infinity are not JSON numbers (PostgreSQL's jsonb agrees).
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        _reject_constant(text)
+    return value
+
+
+def _contains_nul(payload):
+    """True when a string anywhere in ``payload`` holds U+0000, which PostgreSQL cannot store.
+
+    Iterative: a payload nested as deep as the JSON parser allows must not overflow the stack."""
+    stack = [payload]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value)
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
 
 
 class PulserIntentController(http.Controller):
@@ -55,14 +102,14 @@ class PulserIntentController(http.Controller):
             _logger.exception("ipai_pulser: failure-mode registry unavailable")
             return None
 
-    def _problem(self, exc, *, correlation_id=None, status=None):
+    def _problem(self, exc, *, status=None):
         errors = exc.errors if isinstance(exc, ArgsInvalid) else None
         body = problem(
             self._registry(),
             exc.failure_code,
             detail=str(exc),
             instance=request.httprequest.path,
-            correlation_id=correlation_id,
+            correlation_id=request.httprequest.headers.get("X-Correlation-Id"),
             status=status,
             errors=errors,
         )
@@ -86,14 +133,22 @@ class PulserIntentController(http.Controller):
         key = client._signing_key() if client else None
         signing.verify(signed, body, key, now=time.time())
         fresh = env["ipai.pulser.request.nonce"]._remember(signed.key_id, signed.signature, signed.timestamp)
-        client.sudo().write({"last_used_at": fields.Datetime.now()})
+        now = fields.Datetime.now()
+        if not client.last_used_at or now - client.last_used_at >= LAST_USED_RESOLUTION:
+            client.write({"last_used_at": now})
         return client, signed, not fresh
 
     def _read_body(self):
-        body = request.httprequest.get_data(cache=True)
-        if len(body) > MAX_BODY_BYTES:
-            raise RequestInvalid(f"request body exceeds {MAX_BODY_BYTES} bytes", details={"size": len(body)})
-        return body
+        # The declared length is checked before anything is read (the body is held in memory);
+        # the read length too, for a chunked body that declares none.
+        size = request.httprequest.content_length or 0
+        if size <= MAX_BODY_BYTES:
+            # cached: Odoo runs the route again after a serialization failure
+            body = request.httprequest.get_data(cache=True)
+            size = len(body)
+            if size <= MAX_BODY_BYTES:
+                return body
+        raise RequestInvalid(f"request body exceeds {MAX_BODY_BYTES} bytes", details={"size": size})
 
     def _parse_json(self, body):
         content_type = (request.httprequest.mimetype or "").lower()
@@ -103,40 +158,44 @@ class PulserIntentController(http.Controller):
                 details={"content_type": content_type},
             )
         try:
-            payload = json.loads(body.decode("utf-8"))
+            payload = json.loads(body.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
         except (UnicodeDecodeError, ValueError) as exc:
             raise RequestInvalid(f"request body is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise RequestInvalid("request body is not valid JSON: nested too deeply") from None
         if not isinstance(payload, dict):
             raise RequestInvalid("request body must be a JSON object")
+        if _contains_nul(payload):
+            raise RequestInvalid("request body contains the character U+0000, which cannot be stored")
         return payload
 
     def _guard(self, work):
         """Run ``work()``; turn every failure into a problem document."""
-        correlation_id = request.httprequest.headers.get("X-Correlation-Id")
         try:
             return work()
         except PulserError as exc:
             request.env.cr.rollback()
-            if isinstance(exc, DeliveryDuplicate):
-                # The nonce row belongs to the first delivery; nothing to undo here.
-                pass
-            return self._problem(exc, correlation_id=correlation_id)
+            return self._problem(exc)
+        except (ConcurrencyError, *PG_CONCURRENCY_EXCEPTIONS_TO_RETRY):
+            # A concurrent request won a row or a key: Odoo rolls back and runs the whole
+            # request again (odoo.service.model.retrying), which then sees the winner.
+            raise
         except psycopg2.OperationalError as exc:
             _logger.warning("ipai_pulser: database unavailable: %s", exc)
-            err = PulserError("database unavailable, retry later", failure_code="TRANSPORT.DATABASE_UNAVAILABLE")
-            return self._problem(err, correlation_id=correlation_id, status=503)
+            err = DatabaseUnavailable("database unavailable, retry later")
+            return self._problem(err, status=503)
         except Exception as exc:
             _logger.exception("ipai_pulser: unexpected API failure")
             request.env.cr.rollback()
             err = PulserError(f"unexpected server error: {type(exc).__name__}")
-            return self._problem(err, correlation_id=correlation_id, status=500)
+            return self._problem(err, status=500)
 
     def _find_intent(self, ref, client):
         Intent = self._env()["ipai.pulser.intent"]
         domain = [("source", "=", client.key_id)]
-        if _REF.match(ref or ""):
+        if _REF.fullmatch(ref or ""):
             intent = Intent.search([("ref", "=", ref), *domain], limit=1)
-        elif (ref or "").isdigit():
+        elif _ID.fullmatch(ref or ""):
             intent = Intent.search([("id", "=", int(ref)), *domain], limit=1)
         else:
             intent = Intent
@@ -146,7 +205,7 @@ class PulserIntentController(http.Controller):
 
     # ------------------------------------------------------------------ routes
 
-    @http.route(API_PREFIX, type="http", auth="none", methods=["POST"], csrf=False, readonly=False, save_session=False)
+    @_api_route(API_PREFIX, methods=["POST"])
     def create_intent(self, **_kw):
         def work():
             body = self._read_body()
@@ -199,15 +258,7 @@ class PulserIntentController(http.Controller):
 
         return self._guard(work)
 
-    @http.route(
-        f"{API_PREFIX}/<string:ref>",
-        type="http",
-        auth="none",
-        methods=["GET"],
-        csrf=False,
-        readonly=False,
-        save_session=False,
-    )
+    @_api_route(f"{API_PREFIX}/<string:ref>", methods=["GET"])
     def get_intent(self, ref, **_kw):
         def work():
             client, _signed, _replayed = self._authenticate(self._read_body())
@@ -216,15 +267,7 @@ class PulserIntentController(http.Controller):
 
         return self._guard(work)
 
-    @http.route(
-        f"{API_PREFIX}/<string:ref>/cancel",
-        type="http",
-        auth="none",
-        methods=["POST"],
-        csrf=False,
-        readonly=False,
-        save_session=False,
-    )
+    @_api_route(f"{API_PREFIX}/<string:ref>/cancel", methods=["POST"])
     def cancel_intent(self, ref, **_kw):
         def work():
             client, _signed, replayed = self._authenticate(self._read_body())
@@ -233,5 +276,32 @@ class PulserIntentController(http.Controller):
             intent = self._find_intent(ref, client)
             outcome = intent._request_cancel(source=f"api:{client.key_id}")
             return self._json(intent._api_dict(), status=200 if outcome == "cancelled" else 202)
+
+        return self._guard(work)
+
+    @_api_route("/pulser/v1/<path:_rest>")
+    def fallback(self, _rest=None, **_kw):
+        """Every other path or method under /pulser/v1: a problem document, not Odoo's HTML page.
+
+        Werkzeug tries this rule only after the API's own rules refused the path or the method.
+        """
+
+        def work():
+            path = request.httprequest.path
+            allowed = [method for pattern, method in _ENDPOINTS if pattern.fullmatch(path)]
+            if allowed:
+                err = RequestInvalid(
+                    f"method {request.httprequest.method} is not allowed here; use {', '.join(allowed)}",
+                    details={"allowed_methods": allowed},
+                )
+                response = self._problem(err, status=405)
+                response.headers["Allow"] = ", ".join(allowed)
+                return response
+            err = RequestInvalid(
+                f"no endpoint {path}; the API is POST {API_PREFIX}, GET {API_PREFIX}/<ref>, "
+                f"POST {API_PREFIX}/<ref>/cancel",
+                details={"path": path},
+            )
+            return self._problem(err, status=404)
 
         return self._guard(work)

@@ -10,7 +10,7 @@ from datetime import timedelta
 import psycopg2.errors
 from odoo import api, fields, models, release
 from odoo.addons.ipai_reliability.models.ipai_ops import local_dsn
-from odoo.exceptions import UserError
+from odoo.exceptions import ConcurrencyError
 
 from ipai_ops.classify import classify, classify_exception, qualified_type
 from ipai_ops.envelope import build_envelope
@@ -23,8 +23,8 @@ from ..services.exceptions import (
     HandlerCrashed,
     IntentCancelled,
     IntentTimeout,
+    IntentTypeUnknown,
     LeaseExpired,
-    PulserError,
     StateConflict,
 )
 from ..services.handlers import HandlerContext, get_handler, timeout_for, validate_args
@@ -365,15 +365,16 @@ class IpaiPulserIntent(models.Model):
 
         The same (source, idempotency key) returns the existing intent instead of a duplicate.
         """
+        args = {} if args is None else args
+        same_key = [("source", "=", source), ("idempotency_key", "=", idempotency_key)]
         if idempotency_key:
-            existing = self.search([("source", "=", source), ("idempotency_key", "=", idempotency_key)], limit=1)
+            existing = self.search(same_key, limit=1)
             if existing:
                 return existing, False
-        handler = validate_args(intent_type, args if args is not None else {})
-        del handler
+        validate_args(intent_type, args)
         vals = {
             "intent_type": intent_type,
-            "args": args if args is not None else {},
+            "args": args,
             "source": source,
             "client_id": client.id if client else False,
             "idempotency_key": idempotency_key or False,
@@ -385,13 +386,17 @@ class IpaiPulserIntent(models.Model):
         if correlation_id:
             vals["correlation_id"] = correlation_id
         if idempotency_key:
-            # Two concurrent creates with one key: the unique index lets one win; the
-            # loser finds the winner's intent.
+            # Two concurrent creates with one key: the unique index lets one win. The loser's
+            # snapshot (REPEATABLE READ) predates the winner's commit, so it cannot read the
+            # winner's intent: it asks Odoo to run the request again, which then finds it.
             try:
                 with self.env.cr.savepoint():
                     return self.create(vals), True
-            except psycopg2.errors.UniqueViolation:
-                return self.search([("source", "=", source), ("idempotency_key", "=", idempotency_key)], limit=1), False
+            except psycopg2.errors.UniqueViolation as exc:
+                existing = self.search(same_key, limit=1)
+                if not existing:
+                    raise ConcurrencyError(f"idempotency key {idempotency_key!r} taken concurrently") from exc
+                return existing, False
         return self.create(vals), True
 
     def _api_dict(self, *, with_events=True):
@@ -614,10 +619,10 @@ class IpaiPulserIntent(models.Model):
             return "cancelled"
         attempt = self.attempts + 1
         try:
-            handler = get_handler(self.intent_type)
-            budget = timeout_for(handler, self.args or {})
-        except PulserError:
-            handler, budget = None, 10.0
+            budget = timeout_for(get_handler(self.intent_type), self.args or {})
+        except IntentTypeUnknown:
+            # validate_args raises it again inside the attempt, where it becomes the failure
+            budget = 10.0
         self._transition(
             sm.RUNNING,
             vals={
@@ -761,11 +766,7 @@ class IpaiPulserIntent(models.Model):
 
     @api.model
     def _ops_registry(self):
-        if "ipai.ops" in self.env:
-            return self.env["ipai.ops"].registry()
-        from ipai_ops.taxonomy import default_registry
-
-        return default_registry()
+        return self.env["ipai.ops"].registry()
 
     def _build_envelope(self, exc, *, attempt, duration_ms, span, stacktrace, ctx):
         trace_id, span_id = telemetry.span_ids(span) if span is not None else (None, None)
@@ -803,8 +804,6 @@ class IpaiPulserIntent(models.Model):
     def _record_ops_error(self, envelope, occurrence):
         """Upsert the failure into ops.agent_errors on a separate connection: it survives a
         rollback of this transaction. A broken ops store never breaks the worker."""
-        if "ipai.ops" not in self.env:
-            return None
         try:
             return self.env["ipai.ops"].record_failure(
                 envelope,
@@ -834,15 +833,10 @@ class IpaiPulserIntent(models.Model):
             new_state, outcome = sm.DEAD, "dead"
         else:
             new_state, outcome = sm.FAILED, "failed"
-        failure_mode = (
-            self.env["ipai.failure.mode"].search([("code", "=", code)], limit=1)
-            if "ipai.failure.mode" in self.env
-            else None
-        )
         vals = {
             "failure_envelope": envelope,
             "failure_code": code,
-            "failure_mode_id": failure_mode.id if failure_mode else False,
+            "failure_mode_id": self.env["ipai.failure.mode"].search([("code", "=", code)], limit=1).id,
             "result": contract.failure(self._intent_info(attempt), self._trace_info(attempt, span), envelope),
             "duration_ms": duration_ms,
             "lease_owner": False,
@@ -890,12 +884,3 @@ class IpaiPulserIntent(models.Model):
         )
         _logger.info("ipai_pulser: intent %s attempt %s failed with %s -> %s", self.id, attempt, code, new_state)
         return outcome
-
-    # ------------------------------------------------------------------ UI helpers
-
-    def action_run_now(self):
-        """Run the worker once from the backend (debugging aid for managers)."""
-        if not self.env.user.has_group("ipai_reliability.group_ipai_reliability_manager"):
-            raise UserError(self.env._("Only reliability managers can run the worker by hand."))
-        self._run_worker(limit=DEFAULT_BATCH)
-        return True

@@ -43,8 +43,6 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED, DEAD})
-#: States whose intent holds a lease (a worker owns it).
-LEASED = frozenset({ASSIGNED, RUNNING})
 #: States from which an operator may requeue.
 REQUEUEABLE = frozenset({FAILED, DEAD})
 

@@ -1,6 +1,8 @@
 import json
 import time
+from datetime import timedelta
 
+from odoo import fields
 from odoo.tests import HttpCase, tagged
 
 from ..services import signing
@@ -178,3 +180,49 @@ class TestApi(HttpCase):
             "INTENT.TYPE_UNKNOWN",
         )
         self.assertEqual(body["ipai"]["correlation_id"], "corr-42")
+
+    def test_hostile_bodies_are_problems(self):
+        """What PostgreSQL or the parser would choke on is refused as 400, never a 500."""
+        bodies = {
+            "NUL in args": b'{"type": "test.echo", "args": {"value": "a\\u0000b"}}',
+            "NUL in a key": b'{"type": "odoo.healthcheck", "idempotency_key": "a\\u0000b"}',
+            "NaN": b'{"type": "test.crash", "args": {"n": NaN}}',
+            "overflowing float": b'{"type": "test.crash", "args": {"n": 1e400}}',
+            "nested too deeply": b"[" * 100_000 + b"]" * 100_000,
+            "over the size limit": b" " * (1024 * 1024 + 1),
+        }
+        for name, raw in bodies.items():
+            with self.subTest(name):
+                self.assertProblem(self.call(API, raw=raw), 400, "API.REQUEST_INVALID")
+        self.assertFalse(self.env["ipai.pulser.intent"].search_count([("source", "=", self.client.key_id)]))
+
+    def test_non_ascii_digits_ref_is_not_found(self):
+        # str.isdigit() says yes to "²", int() says no: a 404, not a 500
+        for ref in ("\u00b2", "\u0663", "9" * 40):
+            with self.subTest(ref=ref):
+                self.assertProblem(self.call(f"{API}/{ref}"), 404, "INTENT.NOT_FOUND")
+
+    def test_wrong_method_and_unknown_path(self):
+        wrong = ((API, "GET", "POST"), (f"{API}/abc/cancel", "GET", "POST"), (f"{API}/abc", "PUT", "GET"))
+        for path, method, allowed in wrong:
+            with self.subTest(path=path, method=method):
+                response = self.url_open(path, data=b"{}" if method != "GET" else None, method=method)
+                body = self.assertProblem(response, 405, "API.REQUEST_INVALID")
+                self.assertEqual(response.headers["Allow"], allowed)
+                self.assertEqual(body["instance"], path)
+        for path in (f"{API}/abc/retry", "/pulser/v1/other"):
+            with self.subTest(path=path):
+                self.assertProblem(self.url_open(path), 404, "API.REQUEST_INVALID")
+
+    def test_last_used_at_is_refreshed_at_most_once_a_minute(self):
+        client, key = self.env["ipai.pulser.client"]._create_with_key("busy agent")
+        self.assertEqual(self.call(API, {"type": "odoo.healthcheck"}, key_id=client.key_id, key=key).status_code, 201)
+        self.assertTrue(client.last_used_at)
+        for age, refreshed in ((30, False), (90, True)):
+            with self.subTest(age=age):
+                before = fields.Datetime.now() - timedelta(seconds=age)
+                client.last_used_at = before
+                client.flush_recordset()
+                self.call(API, {"type": "odoo.healthcheck", "priority": age}, key_id=client.key_id, key=key)
+                client.invalidate_recordset(["last_used_at"])
+                self.assertEqual(client.last_used_at != before, refreshed)

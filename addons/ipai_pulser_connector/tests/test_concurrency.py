@@ -2,6 +2,7 @@ import threading
 from collections import Counter
 
 from odoo import SUPERUSER_ID, api
+from odoo.exceptions import ConcurrencyError
 from odoo.tests import TransactionCase, tagged
 
 SOURCE = "concurrency-test"
@@ -69,3 +70,24 @@ class TestConcurrentWorkers(TransactionCase):
         self.assertEqual(sum(claims.values()), N_INTENTS)
         by_worker = Counter(worker for _id, _count, worker in rows)
         self.assertEqual(set(by_worker), {"odoo:test:w1", "odoo:test:w2"}, "both workers did work")
+
+
+@tagged("post_install", "-at_install")
+class TestIdempotencyRace(TransactionCase):
+    def test_idempotency_key_taken_by_a_concurrent_commit_asks_for_a_retry(self):
+        """The key's winner committed after this transaction's snapshot: the unique index refuses
+        our insert, but the winner is invisible here (REPEATABLE READ). ConcurrencyError makes
+        Odoo run the request again, which then returns the winner's intent."""
+        Intent = self.env["ipai.pulser.intent"]
+        Intent.search_count([])  # this transaction's snapshot is taken
+        self.addCleanup(self._cleanup)
+        with self.registry.cursor() as cr:
+            api.Environment(cr, SUPERUSER_ID, {})["ipai.pulser.intent"]._submit(
+                intent_type="odoo.healthcheck", args={}, source=SOURCE, idempotency_key="race-1"
+            )
+        with self.assertRaises(ConcurrencyError):
+            Intent._submit(intent_type="odoo.healthcheck", args={}, source=SOURCE, idempotency_key="race-1")
+
+    def _cleanup(self):
+        with self.registry.cursor() as cr:
+            cr.execute("DELETE FROM ipai_pulser_intent WHERE source = %s", (SOURCE,))

@@ -274,7 +274,7 @@ def upsert_error(conn: Connection, occ: ErrorOccurrence) -> UpsertResult:
                 occ.trace_id,
                 occ.span_id,
                 occ.service_version,
-                json.dumps(occ.sample) if occ.sample is not None else None,
+                json.dumps(occ.sample, default=str) if occ.sample is not None else None,
             ),
         )
         return UpsertResult(*cur.fetchone())

@@ -84,6 +84,15 @@ def test_batch_with_repeats_inside_and_across_deliveries(ops_conn):
     assert rows <= 3
 
 
+def test_single_and_batch_writers_serialise_samples_alike(ops_conn):
+    """encode_batch stringifies non-JSON values (datetimes); the single upsert must too."""
+    from dataclasses import replace
+
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    store.upsert_error(ops_conn, replace(occ(1), sample={"at": when}))
+    assert error_row(ops_conn)["sample"] == {"at": str(when)}
+
+
 def test_batch_and_single_writers_agree(ops_conn):
     store.write_batch(ops_conn, [occ(1), occ(2)])
     assert store.upsert_error(ops_conn, occ(2)).is_new is False

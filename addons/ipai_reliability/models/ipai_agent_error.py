@@ -10,7 +10,7 @@ import json
 import logging
 
 from odoo import api, fields, models
-from odoo.exceptions import UserError
+from odoo.exceptions import MissingError, UserError
 from odoo.tools import SQL
 
 from .ipai_failure_mode import SEVERITIES, SEVERITY_COLOR
@@ -208,6 +208,10 @@ class IpaiAgentError(models.Model):
         if not self:
             raise UserError(self.env._("Select at least one error."))
         self.check_access("write")
+        if missing := self - self.exists():
+            raise MissingError(
+                self.env._("Agent errors %(ids)s no longer exist.", ids=", ".join(map(str, missing.ids)))
+            )
 
     def _ops_update(self, assignments, where_status=None):
         """``UPDATE ops.agent_errors SET <assignments> WHERE id IN self`` (+ optional status guard)."""
@@ -249,6 +253,8 @@ class IpaiAgentError(models.Model):
         """Resolved in ``version``: only occurrences from that release or later regress it."""
         if version is None:
             return self._open_wizard("resolve_release")
+        if not isinstance(version, str) or not version.strip():
+            raise UserError(self.env._("Enter the release the fix ships in, e.g. 1.4.2."))
         self._resolve(version)
         return True
 
@@ -263,17 +269,34 @@ class IpaiAgentError(models.Model):
             return self._open_wizard("snooze")
         if not until and not occurrences:
             raise UserError(self.env._("Snooze until a date or for a number of occurrences."))
-        if occurrences is not None and occurrences is not False and int(occurrences) < 1:
-            raise UserError(self.env._("The number of occurrences must be at least 1."))
+        if occurrences is not None and occurrences is not False:
+            try:
+                occurrences = int(occurrences)
+            except (TypeError, ValueError):
+                raise UserError(
+                    self.env._(
+                        "The number of occurrences must be a whole number (got %(value)s).", value=repr(occurrences)
+                    )
+                ) from None
+            if occurrences < 1:
+                raise UserError(self.env._("The number of occurrences must be at least 1."))
         if until:
-            until = fields.Datetime.to_datetime(until)
+            try:
+                until = fields.Datetime.to_datetime(until)
+            except (TypeError, ValueError):
+                raise UserError(
+                    self.env._(
+                        "The snooze date must be a date and time, e.g. 2026-01-31 18:00:00 (got %(value)s).",
+                        value=repr(until),
+                    )
+                ) from None
             if until <= fields.Datetime.now():
                 raise UserError(self.env._("The snooze date must be in the future."))
         self._ops_update(
             {
                 "status": SQL("'ignored'"),
                 "snooze_until": SQL("%s::timestamp AT TIME ZONE 'UTC'", until) if until else SQL("NULL"),
-                "snooze_until_count": SQL("count + %s", int(occurrences)) if occurrences else SQL("NULL"),
+                "snooze_until_count": SQL("count + %s", occurrences) if occurrences else SQL("NULL"),
             }
         )
         return True
@@ -298,8 +321,9 @@ class IpaiAgentError(models.Model):
         if user is None:
             return self._open_wizard("assign")
         self._check_console()
-        user = self.env["res.users"].browse(user) if isinstance(user, int) else user
-        if not user:
+        if isinstance(user, int) and not isinstance(user, bool):
+            user = self.env["res.users"].browse(user)
+        if not isinstance(user, models.BaseModel) or user._name != "res.users" or len(user.exists()) != 1:
             raise UserError(self.env._("Choose a user to assign."))
         Assignment = self.env["ipai.agent.error.assignment"].sudo()
         for error in self:

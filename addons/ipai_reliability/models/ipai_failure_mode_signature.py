@@ -20,10 +20,14 @@ class IpaiFailureModeSignature(models.Model):
     pattern = fields.Char(required=True)
     flags = fields.Char(help="Comma-separated regex flags: IGNORECASE, MULTILINE")
 
+    def _flag_names(self):
+        """The names in ``flags``, upper-cased (unknown ones included: the constraint reports them)."""
+        return {f.strip().upper() for f in (self.flags or "").split(",") if f.strip()}
+
     @api.private
     def flag_list(self):
         self.ensure_one()
-        flags = [f.strip().upper() for f in (self.flags or "").split(",") if f.strip()]
+        flags = self._flag_names()
         return [name for name in FLAG_NAMES if name in flags]
 
     @api.constrains("pattern", "flags")
@@ -31,7 +35,7 @@ class IpaiFailureModeSignature(models.Model):
         import re
 
         for sig in self:
-            unknown = {f.strip().upper() for f in (sig.flags or "").split(",") if f.strip()} - set(FLAG_NAMES)
+            unknown = sig._flag_names() - set(FLAG_NAMES)
             if unknown:
                 raise ValidationError(
                     self.env._(

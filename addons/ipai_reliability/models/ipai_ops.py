@@ -8,6 +8,7 @@ happen on Odoo's cursor.
 """
 
 import contextlib
+import dataclasses
 import json
 import logging
 import tempfile
@@ -185,50 +186,45 @@ class IpaiOps(models.AbstractModel):
         context = envelope.get("context") or {}
         if not error.get("fingerprint") or not error.get("code"):
             raise ValueError("the envelope's error has no fingerprint or code")
-        params = (
-            source or context.get("source") or "odoo",
-            str(occurrence_id),
-            error["fingerprint"],
-            error["code"],
-            error.get("severity") or "medium",
-            error.get("message") or "",
-            error.get("error_type"),
-            service or context.get("service"),
-            envelope.get("occurred_at") or datetime.now(UTC).isoformat(),
-            context.get("trace_id"),
-            context.get("span_id"),
-            service_version or context.get("service_version"),
-            json.dumps(envelope, default=str),
+        occ = ops_store.ErrorOccurrence(
+            source=source or context.get("source") or "odoo",
+            occurrence_id=str(occurrence_id),
+            fingerprint=error["fingerprint"],
+            code=error["code"],
+            severity=error.get("severity") or "medium",
+            message=error.get("message") or "",
+            error_type=error.get("error_type"),
+            service=service or context.get("service"),
+            occurred_at=envelope.get("occurred_at") or datetime.now(UTC).isoformat(),
+            trace_id=context.get("trace_id"),
+            span_id=context.get("span_id"),
+            service_version=service_version or context.get("service_version"),
+            sample=envelope,
         )
-        dsn = self.ops_dsn()
-        if dsn:
-            occurrence = ops_store.ErrorOccurrence(
-                source=params[0],
-                occurrence_id=params[1],
-                fingerprint=params[2],
-                code=params[3],
-                severity=params[4],
-                message=params[5],
-                error_type=params[6],
-                service=params[7],
-                occurred_at=params[8],
-                trace_id=params[9],
-                span_id=params[10],
-                service_version=params[11],
-                sample=envelope,
-            )
+        if self.ops_dsn():
             with self._own_connection() as conn:
-                result = ops_store.upsert_error(conn, occurrence)
-            return {
-                "error_id": result.error_id,
-                "count": result.count,
-                "is_new": result.is_new,
-                "status": result.status,
-            }
+                return dataclasses.asdict(ops_store.upsert_error(conn, occ))
         # A cursor of its own, committed when the block exits: independent of the caller's
         # transaction (in test mode the registry hands out a test cursor instead).
         with self.env.registry.cursor() as cr:
-            cr.execute(_UPSERT_SQL, params)
+            cr.execute(
+                _UPSERT_SQL,
+                (
+                    occ.source,
+                    occ.occurrence_id,
+                    occ.fingerprint,
+                    occ.code,
+                    occ.severity,
+                    occ.message,
+                    occ.error_type,
+                    occ.service,
+                    occ.occurred_at,
+                    occ.trace_id,
+                    occ.span_id,
+                    occ.service_version,
+                    json.dumps(envelope, default=str),
+                ),
+            )
             error_id, count, is_new, status = cr.fetchone()
         return {"error_id": error_id, "count": count, "is_new": is_new, "status": status}
 
@@ -282,9 +278,7 @@ class IpaiOps(models.AbstractModel):
         with tempfile.TemporaryDirectory(prefix="ipai-escalation-") as tmp:
             try:
                 result = escalate(ref, dsn=dsn, out_dir=tmp, registry=registry)
-            except EscalationError as exc:
-                raise self._escalation_failure(ref, str(exc), exc.failure_code) from None
-            except ops_store.OpsDatabaseUnavailable as exc:
+            except (EscalationError, ops_store.OpsDatabaseUnavailable) as exc:
                 raise self._escalation_failure(ref, str(exc), exc.failure_code) from None
             except psycopg2.OperationalError as exc:
                 # the connection dropped mid-read (the connect error itself is OpsDatabaseUnavailable)

@@ -1,4 +1,7 @@
-from odoo import fields, models
+from odoo import api, fields, models
+from odoo.exceptions import ValidationError
+
+from ipai_ops import store as ops_store
 
 
 class ResConfigSettings(models.TransientModel):
@@ -18,6 +21,21 @@ class ResConfigSettings(models.TransientModel):
         config_parameter="ipai_reliability.ops_dsn",
         help="Empty = ops lives in Odoo's database (required for the Agent Errors console).",
     )
+
+    @api.constrains("ipai_ops_dsn")
+    def _check_ipai_ops_dsn(self):
+        for settings in self:
+            if not (settings.ipai_ops_dsn or "").strip():
+                continue
+            try:
+                ops_store.check_dsn(settings.ipai_ops_dsn.strip())
+            except ops_store.InvalidDsn:
+                raise ValidationError(
+                    self.env._(
+                        "The ops database DSN is neither a libpq connection string (host=... dbname=...) "
+                        "nor a URI (postgresql://user@host:5432/ops)."
+                    )
+                ) from None
 
     def action_ipai_sync_registry(self):
         return self.env["ipai.failure.mode"].action_sync_registry()

@@ -32,6 +32,7 @@ __all__ = ["force_flush", "is_enabled", "record_exception", "settings", "setup_f
 _logger = logging.getLogger(__name__)
 #: The instrumentation scope of the spans this package creates.
 SCOPE = "odoo.addons.ipai_reliability"
+#: Odoo-specific attributes (no semantic convention covers them).
 ODOO_VERSION = "odoo.version"
 ODOO_DATABASE = "odoo.database"
 
@@ -51,7 +52,8 @@ def _addon_version() -> str | None:
 
         manifest = Manifest.for_addon("ipai_reliability")
         return manifest["version"] if manifest else None
-    except Exception:
+    except Exception:  # telemetry goes on without a version rather than not at all
+        _logger.debug("no ipai_reliability manifest version", exc_info=True)
         return None
 
 
@@ -65,7 +67,8 @@ def _resource_defaults() -> dict[str, str | None]:
         odoo_version = release.version
         dbs = config.get("db_name") or []
         db = dbs[0] if isinstance(dbs, list) and len(dbs) == 1 else (dbs if isinstance(dbs, str) else None)
-    except Exception:
+    except Exception:  # the resource goes without them rather than telemetry not starting
+        _logger.debug("no Odoo version or database name for the resource", exc_info=True)
         odoo_version, db = None, None
     addon = _addon_version()
     # The manifest version is "<odoo series>.<x.y.z>" (19.0.1.0.0): Odoo's and the addon's at once.

@@ -29,13 +29,11 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from ipai_ops.semconv import IPAI_CRON_ID, IPAI_CRON_NAME, IPAI_CRON_STATUS
 
+from . import ODOO_DATABASE
 from ._failures import record_exception
 from ._state import STATE
 
 _logger = logging.getLogger(__name__)
-
-#: Odoo-specific attributes (no semantic convention covers them).
-ODOO_DATABASE = "odoo.database"
 
 _ENV_APP = "ipai.otel.app"
 _ENV_SPAN = "ipai.otel.span"

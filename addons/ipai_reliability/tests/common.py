@@ -11,9 +11,7 @@ from ipai_ops import store as ops_store
 from ipai_ops.classify import classify
 from ipai_ops.envelope import build_envelope
 
-from ..models.ipai_ops import local_dsn
-
-UPSERT = "SELECT * FROM ops.upsert_agent_error(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
+from ..models.ipai_ops import _UPSERT_SQL, local_dsn
 
 
 def read_bundle(raw):
@@ -157,7 +155,7 @@ class ReliabilityCase(TransactionCase):
         """One occurrence through ops.upsert_agent_error on the test cursor (rolled back after the test)."""
         fingerprint = fingerprint or f"fp1:test{uuid.uuid4().hex[:28]}"
         self.env.cr.execute(
-            UPSERT,
+            _UPSERT_SQL,
             (
                 source,
                 occurrence_id or uuid.uuid4().hex,

@@ -2,9 +2,12 @@ import uuid
 from datetime import timedelta
 
 from odoo import fields
-from odoo.exceptions import UserError
-from odoo.tests import tagged
+from odoo.exceptions import MissingError, UserError, ValidationError
+from odoo.tests import Form, tagged
 
+from ipai_ops import store as ops_store
+
+from ..models.ipai_ops import local_dsn
 from .common import ReliabilityCase
 
 
@@ -110,6 +113,49 @@ class TestConsole(ReliabilityCase):
         self.assertEqual(action["res_model"], "ipai.agent.error.wizard")
         self.assertEqual(error.status, "open")
 
+    def test_bad_input_over_rpc_is_a_user_error(self):
+        """The console actions are public: arguments of the wrong type or value, and ids that
+        do not exist, get a one-line UserError (never a traceback), and change nothing."""
+        error = self.error(self.upsert())
+        calls = {
+            "snooze, occurrences not a number": lambda: error.action_snooze(occurrences="abc"),
+            "snooze, occurrences a list": lambda: error.action_snooze(occurrences=[1]),
+            "snooze, until not a date": lambda: error.action_snooze(until="garbage"),
+            "snooze, until a number": lambda: error.action_snooze(until=123),
+            "resolve in release, a number": lambda: error.action_resolve_in_release(123),
+            "resolve in release, empty": lambda: error.action_resolve_in_release(" "),
+            "assign, unknown user id": lambda: error.action_assign(987654321),
+            "assign, a name": lambda: error.action_assign("bob"),
+            "assign, a list": lambda: error.action_assign([self.rel_user.id]),
+            "assign, no user": lambda: error.action_assign(self.env["res.users"]),
+            "assign, two users": lambda: error.action_assign(self.rel_user | self.rel_manager),
+        }
+        for label, call in calls.items():
+            with self.subTest(label), self.assertRaises(UserError):
+                call()
+        self.assertEqual((error.status, error.user_id), ("open", self.env["res.users"]))
+        gone = self.Error.browse(987654321)
+        with self.assertRaisesRegex(MissingError, "987654321"):
+            gone.action_resolve()
+        with self.assertRaises(MissingError):
+            (error | gone).action_ignore()
+        self.assertEqual(error.status, "open")
+        # an int user id is fine
+        error.action_assign(self.rel_user.id)
+        self.assertEqual(error.user_id, self.rel_user)
+
+    def test_wizard_opened_from_the_console(self):
+        """As the web client does: the button's action, then the wizard form with its context."""
+        result = self.upsert(service_version="1.7.3")
+        error = self.error(result)
+        action = error.action_resolve_in_release()
+        with Form(self.env[action["res_model"]].with_context(**action["context"])) as wizard:
+            self.assertEqual(wizard.version, "1.7.3", "prefilled with the release it was last seen in")
+            self.assertEqual(wizard.action, "resolve_release")
+            wizard.version = "1.8.0"
+        wizard.record.action_apply()
+        self.assertEqual((error.status, error.resolved_in_version), ("resolved", "1.8.0"))
+
     def test_ignore_and_reopen(self):
         result = self.upsert()
         error = self.error(result)
@@ -202,6 +248,45 @@ class TestConsole(ReliabilityCase):
             ops.record_failure({"error": {}}, occurrence_id="x")
         with self.assertRaises(ValueError):
             ops.record_failure(envelope, occurrence_id="")
+
+    def test_record_failure_with_a_separate_ops_database(self):
+        """With ``ops_dsn`` set, record_failure writes through ``ipai_ops.store`` on a connection of
+        its own (here the same database, reached by DSN) and answers the same dict."""
+        fingerprint = f"fp1:dsn{uuid.uuid4().hex[:29]}"
+        envelope = {
+            "error": {"code": "INTENT.HANDLER_CRASHED", "message": "boom", "fingerprint": fingerprint},
+            "context": {"service": "worker", "service_version": "3.1.0"},
+            "occurred_at": "2026-01-01T00:00:00Z",
+        }
+        ops = self.env["ipai.ops"]
+        dsn = local_dsn(self.env.cr.dbname)
+        self.env["ir.config_parameter"].set_param("ipai_reliability.ops_dsn", dsn)
+        conn = ops_store.connect(dsn, application_name="ipai-reliability-test")
+        self.addCleanup(conn.close)
+        try:
+            first = ops.record_failure(envelope, occurrence_id="dsn-1")
+            again = ops.record_failure(envelope, occurrence_id="dsn-2")
+            self.assertEqual(set(first), {"error_id", "count", "is_new", "status"})
+            self.assertEqual((first["count"], first["is_new"], first["status"]), (1, True, "open"))
+            self.assertEqual((again["error_id"], again["count"], again["is_new"]), (first["error_id"], 2, True))
+            # committed by another connection after this test's snapshot: read it on one too
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT source, service, severity, last_service_version FROM ops.agent_errors WHERE id = %s",
+                    [first["error_id"]],
+                )
+                self.assertEqual(cur.fetchone(), ("odoo", "worker", "medium", "3.1.0"))
+        finally:
+            with conn.cursor() as cur:
+                cur.execute("DELETE FROM ops.agent_errors WHERE fingerprint = %s", [fingerprint])
+            conn.commit()
+
+    def test_settings_refuse_a_malformed_ops_dsn(self):
+        Settings = self.env["res.config.settings"]
+        with self.assertRaisesRegex(ValidationError, "DSN"):
+            Settings.create({"ipai_ops_dsn": "not a dsn at all"})
+        Settings.create({"ipai_ops_dsn": "postgresql://nobody@127.0.0.1:1/x"})
+        Settings.create({"ipai_ops_dsn": " "})
 
     def test_record_failure_from_exception_envelope(self):
         ops = self.env["ipai.ops"]

@@ -39,7 +39,9 @@ class TestSecurity(ReliabilityCase):
         error.action_reopen()
         error.action_assign(self.env.user)
         self.assertEqual(error.user_id, self.env.user)
-        self.assertFalse(self.env["ipai.benchmark.result"].search([], limit=1) and False)
+        # benchmark results are readable too (search raises AccessError otherwise)
+        self.env["ipai.benchmark.result"].search([], limit=1)
+        self.assertTrue(self.env["ipai.benchmark.result"].has_access("read"))
 
     @users("rel_user")
     def test_user_writes_resolutions(self):
@@ -69,7 +71,8 @@ class TestSecurity(ReliabilityCase):
         self.assertEqual(mode.owner, "platform")
         action = self.env["ipai.failure.mode"].action_sync_registry()
         self.assertEqual(action["params"]["type"], "success")
-        self.assertEqual(mode.owner, "odoo" if self.mode.owner == "odoo" else self.mode.owner)
+        # the sync puts the registry's owner back over the edit
+        self.assertEqual(mode.owner, self.env["ipai.ops"].registry()[mode.code].owner or False)
         action = self.env["ipai.failure.mode"].action_export_yaml()
         self.assertEqual(action["type"], "ir.actions.act_url")
 
@@ -125,6 +128,7 @@ class TestSecurity(ReliabilityCase):
             ("ipai.failure.mode", "sync_from_registry"),
             ("ipai.failure.mode", "export_registry_yaml"),
             ("ipai.resolution", "to_markdown"),
+            ("ipai.failure.mode.propose", "proposal_for"),
         ):
             with self.subTest(name=name), self.assertRaises(AccessError):
                 get_public_method(self.env[model], name)

@@ -64,6 +64,10 @@ class TestUnclassified(ReliabilityCase):
         __, again = self._propose()
         with self.assertRaisesRegex(UserError, "already exists"):
             again.action_create()
+        # surrounding spaces are stripped on create, so they do not make a new code
+        again.code = f"  {wizard.code} "
+        with self.assertRaisesRegex(UserError, "already exists"):
+            again.action_create()
 
     def test_writeback_to_a_writable_registry(self):
         root = self.env["ipai.ops"].repo_root()

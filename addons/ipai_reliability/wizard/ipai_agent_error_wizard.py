@@ -19,9 +19,8 @@ class IpaiAgentErrorWizard(models.TransientModel):
     @api.model
     def default_get(self, fields_list):
         values = super().default_get(fields_list)
-        errors = self.env["ipai.agent.error"].browse(
-            values.get("error_ids") or self.env.context.get("default_error_ids") or []
-        )
+        # values["error_ids"] holds commands ([Command.set(ids)]); the console passes plain ids.
+        errors = self.env["ipai.agent.error"].browse(self.env.context.get("default_error_ids") or [])
         if "version" in fields_list and errors:
             versions = [v for v in errors.mapped("last_service_version") if v]
             values.setdefault("version", versions[0] if versions else False)
@@ -32,14 +31,11 @@ class IpaiAgentErrorWizard(models.TransientModel):
         errors = self.error_ids
         if not errors:
             raise UserError(self.env._("Select at least one error."))
+        # The console actions check what is entered (an empty release or user is a UserError).
         if self.action == "resolve_release":
-            if not (self.version or "").strip():
-                raise UserError(self.env._("Enter the release the fix ships in."))
-            errors.action_resolve_in_release(self.version)
+            errors.action_resolve_in_release(self.version or "")
         elif self.action == "snooze":
             errors.action_snooze(until=self.snooze_until or False, occurrences=self.snooze_occurrences or False)
         elif self.action == "assign":
-            if not self.user_id:
-                raise UserError(self.env._("Choose a user to assign."))
             errors.action_assign(self.user_id, note=self.note or None)
         return {"type": "ir.actions.act_window_close"}

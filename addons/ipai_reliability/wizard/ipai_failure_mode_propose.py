@@ -9,6 +9,7 @@ from odoo import api, fields, models
 from odoo.exceptions import UserError
 
 from ..models.ipai_failure_mode import SEVERITIES
+from ..models.ipai_failure_mode_signature import SIGNATURE_TIERS
 
 try:
     from ipai_ops.fingerprint import normalize_message
@@ -89,9 +90,7 @@ class IpaiFailureModePropose(models.TransientModel):
     code = fields.Char(required=True)
     name = fields.Char(string="Title", required=True)
     severity = fields.Selection(SEVERITIES, required=True, default="medium")
-    signature_on = fields.Selection(
-        [("type", "type"), ("message", "message"), ("text", "text")], default="message", required=True
-    )
+    signature_on = fields.Selection([(tier, tier) for tier in SIGNATURE_TIERS], default="message", required=True)
     signature_pattern = fields.Char(required=True)
     description = fields.Text(required=True)
     retryable = fields.Boolean()
@@ -101,6 +100,7 @@ class IpaiFailureModePropose(models.TransientModel):
         for wiz in self:
             wiz.normalized_message = normalize_message(wiz.error_id.message or wiz.error_id.error_type or "")
 
+    @api.private
     @api.model
     def proposal_for(self, error):
         """Create values proposing a failure mode for ``error`` (code, title, signature)."""
@@ -123,9 +123,10 @@ class IpaiFailureModePropose(models.TransientModel):
 
     def _validate(self):
         self.ensure_one()
+        code = self.code.strip()
         Mode = self.env["ipai.failure.mode"].with_context(active_test=False)
-        if Mode.search_count([("code", "=", self.code)]):
-            raise UserError(self.env._("The failure code %(code)s already exists.", code=self.code))
+        if Mode.search_count([("code", "=", code)]):
+            raise UserError(self.env._("The failure code %(code)s already exists.", code=code))
         try:
             regex = re.compile(self.signature_pattern)
         except re.error as exc:

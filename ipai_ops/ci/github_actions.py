@@ -704,17 +704,12 @@ def analyse_step(registry: Registry, run: RunInfo, step: FailedStep) -> StepFail
         },
         occurred_at=occurred,
     )
-    occurrence = ErrorOccurrence(
+    occurrence = ErrorOccurrence.from_envelope(
+        envelope,
         source=SOURCE,
         occurrence_id=occurrence_id,
-        fingerprint=envelope["error"]["fingerprint"],
-        code=classification.code,
-        severity=classification.mode.severity,
-        message=envelope["error"]["message"],
-        occurred_at=envelope["occurred_at"],
         error_type="github_actions.step_failed",
         service=service,
-        sample=envelope,
     )
     return StepFailure(step, classification, envelope["error"]["message"], errors, occurrence)
 

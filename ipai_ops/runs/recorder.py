@@ -944,20 +944,13 @@ class _Run:
         }
 
     def _write_error(self, envelope: dict[str, Any], occurrence_id: str) -> int | None:
-        error = envelope["error"]
-        occurrence = ErrorOccurrence(
+        occurrence = ErrorOccurrence.from_envelope(
+            envelope,
             source=self.r.source,
             occurrence_id=occurrence_id,
-            fingerprint=error["fingerprint"],
-            code=error["code"],
-            severity=error["severity"],
-            message=error["message"],
-            occurred_at=envelope["occurred_at"],
-            error_type=error.get("error_type"),
             service=self.agent,
             trace_id=self.trace_id,
             span_id=self.span_id,
-            sample=envelope,
         )
         upserted = self.db.run(lambda conn: upsert_error(conn, occurrence))
         return upserted.error_id if upserted is not None else None

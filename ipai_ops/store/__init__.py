@@ -12,7 +12,7 @@ import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -214,6 +214,35 @@ class ErrorOccurrence:
     span_id: str | None = None
     service_version: str | None = None
     sample: dict[str, Any] | None = None
+
+    @classmethod
+    def from_envelope(
+        cls, envelope: dict[str, Any], *, source: str, occurrence_id: str, **fields: Any
+    ) -> ErrorOccurrence:
+        """The occurrence a failure envelope describes; ``fields`` that are not None win.
+
+        Code, fingerprint, severity, message and type come from ``envelope["error"]``;
+        service, version and trace ids from ``envelope["context"]``; the envelope is the sample.
+        """
+        error = envelope["error"]
+        context = envelope.get("context") or {}
+        values: dict[str, Any] = {
+            "source": source,
+            "occurrence_id": str(occurrence_id),
+            "fingerprint": error["fingerprint"],
+            "code": error["code"],
+            "severity": error.get("severity") or "medium",
+            "message": error.get("message") or "",
+            "occurred_at": envelope.get("occurred_at") or datetime.now(timezone.utc).isoformat(),
+            "error_type": error.get("error_type"),
+            "service": context.get("service"),
+            "trace_id": context.get("trace_id"),
+            "span_id": context.get("span_id"),
+            "service_version": context.get("service_version"),
+            "sample": envelope,
+        }
+        values.update({name: value for name, value in fields.items() if value is not None})
+        return cls(**values)
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)

@@ -287,3 +287,20 @@ def test_concurrent_batches_with_overlapping_fingerprints_do_not_deadlock(ops_ds
         cur.execute("SELECT sum(count) FROM ops.agent_errors")
         assert cur.fetchone()[0] == 4 * 25 * 40
     conn.close()
+
+
+def test_occurrence_from_envelope_reads_error_and_context_and_explicit_fields_win():
+    envelope = {
+        "error": {"code": "BUILD.TEST_FAILED", "fingerprint": "fp1:" + "b" * 32, "severity": "high", "message": "m"},
+        "context": {"service": "ctx-svc", "trace_id": "t" * 32, "span_id": "s" * 16, "service_version": "1.2"},
+        "occurred_at": "2026-01-02T03:04:05.000Z",
+    }
+    occ = ErrorOccurrence.from_envelope(envelope, source="agent", occurrence_id=7, service="explicit", span_id=None)
+    assert (occ.source, occ.occurrence_id, occ.code, occ.fingerprint) == (
+        "agent",
+        "7",
+        "BUILD.TEST_FAILED",
+        "fp1:" + "b" * 32,
+    )
+    assert (occ.service, occ.trace_id, occ.span_id, occ.service_version) == ("explicit", "t" * 32, "s" * 16, "1.2")
+    assert (occ.severity, occ.message, occ.occurred_at, occ.sample) == ("high", "m", envelope["occurred_at"], envelope)

@@ -12,7 +12,7 @@ import dataclasses
 import json
 import logging
 import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import psycopg2
@@ -186,20 +186,12 @@ class IpaiOps(models.AbstractModel):
         context = envelope.get("context") or {}
         if not error.get("fingerprint") or not error.get("code"):
             raise ValueError("the envelope's error has no fingerprint or code")
-        occ = ops_store.ErrorOccurrence(
+        occ = ops_store.ErrorOccurrence.from_envelope(
+            envelope,
             source=source or context.get("source") or "odoo",
-            occurrence_id=str(occurrence_id),
-            fingerprint=error["fingerprint"],
-            code=error["code"],
-            severity=error.get("severity") or "medium",
-            message=error.get("message") or "",
-            error_type=error.get("error_type"),
-            service=service or context.get("service"),
-            occurred_at=envelope.get("occurred_at") or datetime.now(UTC).isoformat(),
-            trace_id=context.get("trace_id"),
-            span_id=context.get("span_id"),
-            service_version=service_version or context.get("service_version"),
-            sample=envelope,
+            occurrence_id=occurrence_id,
+            service=service,
+            service_version=service_version,
         )
         if self.ops_dsn():
             with self._own_connection() as conn:

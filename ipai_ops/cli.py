@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import re
 import sys
@@ -63,6 +64,31 @@ def int_at_least(minimum: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"{text!r} must be >= {minimum}")
+        return value
+
+    return parse
+
+
+def float_in(
+    low: float, high: float = math.inf, *, low_open: bool = False, high_open: bool = False, unit: str = ""
+) -> Callable[[str], float]:
+    """argparse ``type=``: a finite number in the interval (``*_open`` excludes that end)."""
+    left, right = "(" if low_open else "[", ")" if high_open or high == math.inf else "]"
+    suffix = f" {unit}" if unit else ""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number{suffix and ' of' + suffix}") from None
+        too_low = value <= low if low_open else value < low
+        too_high = value >= high if high_open else value > high
+        if not math.isfinite(value) or too_low or too_high:
+            if high == math.inf:
+                wanted = f"{'>' if low_open else '>='} {low:g}{suffix}"
+            else:
+                wanted = f"in {left}{low:g}, {high:g}{right}{suffix}"
+            raise argparse.ArgumentTypeError(f"{text!r} must be {wanted}")
         return value
 
     return parse

@@ -136,3 +136,23 @@ def test_invalid_registry_is_reported_not_raised(tmp_path: Path):
     bad.write_text("schema_version: 1\nfailure_modes:\n  - code: nope\n")
     result = ipai_ops("classify", "--registry", str(bad), "--message", "x")
     assert result.returncode == 1 and "CI.SSOT_INVALID" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "good", "bad"),
+    [
+        ({"low": 0, "low_open": True, "unit": "seconds"}, ["0.5", "1e3"], ["0", "-1", "nan", "inf", "x"]),
+        ({"low": 0.5, "high": 1, "high_open": True}, ["0.5", "0.95"], ["1", "0.4", "nan"]),
+        ({"low": 0, "high": 1}, ["0", "1"], ["1.01", "-0.1"]),
+    ],
+)
+def test_float_in_accepts_the_interval_only(kwargs, good, bad):
+    import argparse
+
+    from ipai_ops.cli import float_in
+
+    parse = float_in(**kwargs)
+    assert [parse(text) for text in good] == [float(text) for text in good]
+    for text in bad:
+        with pytest.raises(argparse.ArgumentTypeError):
+            parse(text)

@@ -24,6 +24,7 @@ from ipai_ops.cli import (
     add_format_argument,
     duration,
     emit_json,
+    float_in,
     int_at_least,
     positive_int,
     read_json,
@@ -162,7 +163,7 @@ def _register_ingest(subparsers: argparse._SubParsersAction) -> None:
     )
     gh.add_argument(
         "--max-wait",
-        type=float,
+        type=float_in(0, unit="seconds"),
         default=900.0,
         help="longest rate-limit wait to sleep through, seconds (default 900)",
     )
@@ -356,14 +357,7 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
     cmp_.set_defaults(handler=cmd_bench_compare)
 
 
-def _confidence(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.5 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be in [0.5, 1), e.g. 0.95")
-    return value
+_confidence = float_in(0.5, 1, high_open=True)
 
 
 def _bench_config(path: str | None):
@@ -557,7 +551,7 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
     ds.add_argument("--eval-fraction", type=_fraction, default=0.1, help="share of tasks in eval (default 0.1)")
     ds.add_argument("--salt", default="ipai-ops-dataset-v1", help="split salt: change it to draw a new split")
     ds.add_argument(
-        "--margin", type=float, default=5.0, help="composite points the chosen run must lead by (default 5)"
+        "--margin", type=float_in(0), default=5.0, help="composite points the chosen run must lead by (default 5)"
     )
     ds.add_argument("--max-pairs-per-task", type=positive_int, default=16)
     ds.add_argument("--config", default=None, help="benchmark YAML (its benchmark_version's scores are used)")
@@ -572,14 +566,7 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
     ds.set_defaults(handler=cmd_export_dataset)
 
 
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be between 0 and 1")
-    return value
+_fraction = float_in(0, 1)
 
 
 def cmd_export_dataset(args: argparse.Namespace) -> int:

@@ -8,33 +8,17 @@ by signal n, 127/126 when it cannot be started), so it drops into CI scripts unc
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
 from ipai_ops import config
-from ipai_ops.cli import CliError, add_dsn_argument, add_format_argument, emit_json, positive_int
+from ipai_ops.cli import CliError, add_dsn_argument, add_format_argument, emit_json, float_in, positive_int
 from ipai_ops.runs.capture import DEFAULT_MAX_OUTPUT_BYTES
 from ipai_ops.runs.escalate import DEFAULT_MAX_LOG_BYTES
 from ipai_ops.runs.outcome import KINDS
 from ipai_ops.runs.recorder import DEFAULT_KILL_GRACE, DEFAULT_RETENTION_DAYS
 
-
-def _seconds(text: str, *, allow_zero: bool) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise argparse.ArgumentTypeError(f"{text!r} must be {'>= 0' if allow_zero else '> 0'} seconds")
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    return _seconds(text, allow_zero=False)
-
-
-def _non_negative_seconds(text: str) -> float:
-    return _seconds(text, allow_zero=True)
+_positive_seconds = float_in(0, low_open=True, unit="seconds")
+_non_negative_seconds = float_in(0, unit="seconds")
 
 
 def _add_artifacts_argument(parser: argparse.ArgumentParser) -> None:

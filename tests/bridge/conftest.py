@@ -17,8 +17,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg2
 import pytest
+
+from tests.conftest import query_rows
 
 REPO = Path(__file__).resolve().parents[2]
 #: ``ipai-ops`` in this interpreter. Not ``-m ipai_ops.cli``: that runs cli.py as
@@ -173,37 +174,31 @@ def proxied_dsn(dsn: str, port: int) -> str:
     return dsn.replace(":5432/", f":{port}/")
 
 
-def _select(dsn: str, sql: str, where: dict[str, str], *, alias: str = "") -> tuple[list[str], list[tuple]]:
-    """Column names and rows of ``sql`` (which ends in ``WHERE {where}``), filtered on equal columns."""
+def _select(dsn: str, sql: str, where: dict[str, str], *, alias: str = "") -> list[dict]:
+    """Rows of ``sql`` (which ends in ``WHERE {where}``), filtered on equal columns."""
     clauses = " AND ".join(f"{alias}{key} = %({key})s" for key in where) or "true"
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(sql.format(where=clauses), where)
-            return [d[0] for d in cur.description], cur.fetchall()
-    finally:
-        conn.close()
+    return query_rows(dsn, sql.format(where=clauses), where)
 
 
 def error_rows(dsn: str, **where: str) -> list[dict]:
-    names, rows = _select(
+    return _select(
         dsn,
         "SELECT code, count, source, service, message, error_type, last_trace_id, last_span_id,"
         " fingerprint, last_service_version, sample, severity"
         " FROM ops.agent_errors WHERE {where} ORDER BY code, message",
         where,
     )
-    return [dict(zip(names, row, strict=True)) for row in rows]
 
 
 def occurrence_ids(dsn: str, **where: str) -> list[tuple[str, str]]:
-    return _select(
+    rows = _select(
         dsn,
         "SELECT o.source, o.occurrence_id FROM ops.agent_error_occurrences o"
         " JOIN ops.agent_errors e ON e.id = o.error_id WHERE {where} ORDER BY 1, 2",
         where,
         alias="e.",
-    )[1]
+    )
+    return [(row["source"], row["occurrence_id"]) for row in rows]
 
 
 def unique_letters() -> str:

@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from ipai_ops.middleware import CORRELATION_HEADER
 from ipai_ops.problem import PROBLEM_CONTENT_TYPE, validate_problem
+from tests.conftest import query_rows
 
 SERVICE = "svc-under-test"
 
@@ -125,20 +126,14 @@ def clean_ops_dsn(module_ops_dsn: str) -> str:
 
 
 def error_rows(dsn: str) -> list[dict[str, Any]]:
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT e.code, e.count, e.source, e.service, e.message, e.fingerprint, e.sample,"
-                " e.last_trace_id, e.last_span_id,"
-                " array_agg(o.occurrence_id ORDER BY o.occurrence_id) AS occurrence_ids"
-                " FROM ops.agent_errors e LEFT JOIN ops.agent_error_occurrences o ON o.error_id = e.id"
-                " GROUP BY e.id ORDER BY e.code, e.id"
-            )
-            names = [d[0] for d in cur.description]
-            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-    finally:
-        conn.close()
+    return query_rows(
+        dsn,
+        "SELECT e.code, e.count, e.source, e.service, e.message, e.fingerprint, e.sample,"
+        " e.last_trace_id, e.last_span_id,"
+        " array_agg(o.occurrence_id ORDER BY o.occurrence_id) AS occurrence_ids"
+        " FROM ops.agent_errors e LEFT JOIN ops.agent_error_occurrences o ON o.error_id = e.id"
+        " GROUP BY e.id ORDER BY e.code, e.id",
+    )
 
 
 def assert_problem(resp: requests.Response, *, status: int, code: str, cid: str, instance: str) -> dict:

@@ -20,6 +20,7 @@ from ipai_ops.middleware.webhooks import (
     purge_deliveries,
 )
 from tests.bridge.conftest import free_port
+from tests.conftest import query_rows
 
 # The published examples of each scheme (the standard's reference tests, GitHub's docs).
 STANDARD_VECTOR = {
@@ -184,16 +185,12 @@ def deliveries(clean_ops_dsn):
 
 
 def rows(dsn: str) -> list[tuple]:
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cur:
-            cur.execute(
-                "SELECT provider, delivery_id, endpoint, attempts, completed_at IS NOT NULL"
-                " FROM ops.webhook_deliveries ORDER BY 1, 2"
-            )
-            return cur.fetchall()
-    finally:
-        conn.close()
+    found = query_rows(
+        dsn,
+        "SELECT provider, delivery_id, endpoint, attempts, completed_at IS NOT NULL AS completed"
+        " FROM ops.webhook_deliveries ORDER BY 1, 2",
+    )
+    return [tuple(row.values()) for row in found]
 
 
 def test_replayed_delivery_is_a_duplicate(clean_ops_dsn, deliveries):

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from ipai_ops import store
 from ipai_ops.runs.recorder import RunRecorder
+from tests.conftest import query_rows
 
 PY = sys.executable
 #: The child pytest runs without the plugins of this virtualenv (pytest-odoo imports Odoo).
@@ -53,16 +53,7 @@ def closed_dsn() -> str:
 
 
 def fetch_one(dsn: str, sql: str, *params: Any) -> dict[str, Any] | None:
-    conn = store.connect(dsn)
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute(sql, params)
-            row = cur.fetchone()
-            if row is None:
-                return None
-            return dict(zip([d[0] for d in cur.description], row, strict=True))
-    finally:
-        conn.close()
+    return next(iter(query_rows(dsn, sql, params)), None)
 
 
 def run_row(dsn: str, run_id: str) -> dict[str, Any] | None:

@@ -1,3 +1,4 @@
+import functools
 import json
 import logging
 import os
@@ -41,9 +42,45 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_BATCH = 20
 _IN_APP = ("odoo/addons/ipai_pulser_connector", "ipai_pulser_connector")
 
+#: The pending cancel request of one intent, as seen by one snapshot: the row's own
+#: ``cancel_requested_at`` (queued cancels, older code) and the first ``cancel_requested``
+#: event logged after the intent's latest ``claimed`` event (a request made before a requeue
+#: does not cancel the new run). ``claim_id`` is raised to ``%(floor)s``: a fresh snapshot
+#: uses the claim the worker's own transaction sees, which may not be committed yet.
+_PENDING_CANCEL_SQL = """
+    SELECT i.cancel_requested_at, i.cancel_source, r.create_date, r.data->>'source', c.claim_id
+      FROM ipai_pulser_intent i
+     CROSS JOIN LATERAL (
+            SELECT GREATEST(COALESCE(max(id), 0), %(floor)s) AS claim_id
+              FROM ipai_pulser_intent_event
+             WHERE intent_id = i.id AND event_type = 'claimed'
+           ) c
+      LEFT JOIN LATERAL (
+            SELECT create_date, data
+              FROM ipai_pulser_intent_event
+             WHERE intent_id = i.id AND event_type = 'cancel_requested' AND id > c.claim_id
+             ORDER BY id
+             LIMIT 1
+           ) r ON TRUE
+     WHERE i.id = %(id)s
+"""
+
 
 def _jsonable(value):
     return json.loads(json.dumps(value, default=str))
+
+
+def _cancel_request_of(row):
+    """``(requested_at, source)`` from a :data:`_PENDING_CANCEL_SQL` row, or None. Times are
+    kept to the second, as ``fields.Datetime.now()`` (the acknowledgement) is."""
+    if not row:
+        return None
+    row_at, row_source, event_at, event_source, _claim_id = row
+    if row_at:
+        return row_at.replace(microsecond=0), row_source or None
+    if event_at:
+        return event_at.replace(microsecond=0), event_source or None
+    return None
 
 
 class IpaiPulserIntent(models.Model):
@@ -247,6 +284,15 @@ class IpaiPulserIntent(models.Model):
     def _request_cancel(self, source="ui"):
         """Cancel: immediate when no worker holds the intent, cooperative otherwise.
 
+        A ``queued`` intent is cancelled at once (no worker holds its row). An ``assigned`` or
+        ``running`` one is held by a worker whose attempt transaction keeps the intent row
+        locked (the ``running`` write) until the outcome commits: the request must not write
+        that row, or it would wait for the whole attempt and then fail to serialize. It is
+        recorded as a ``cancel_requested`` event instead (an INSERT whose foreign key takes
+        only a KEY SHARE lock on the intent row, which the worker's update does not block),
+        answered at once, and acknowledged by the worker (:meth:`_cancel_requested_in_db`).
+        A request while one is pending adds nothing.
+
         Returns ``"cancelled"`` or ``"cancel_requested"``; terminal intents raise
         INTENT.STATE_CONFLICT.
         """
@@ -273,9 +319,12 @@ class IpaiPulserIntent(models.Model):
             )
             self._cancel_telemetry(source, now, now)
             return "cancelled"
-        if not self.cancel_requested_at:
-            self.write({"cancel_requested_at": now, "cancel_source": source})
-            self._log_event("cancel_requested", f"cancel requested by {source}; the worker acknowledges it")
+        if not self._pending_cancel_request(fresh=False):
+            self._log_event(
+                "cancel_requested",
+                f"cancel requested by {source}; the worker acknowledges it",
+                data={"source": source},
+            )
         return "cancel_requested"
 
     def _cancel_telemetry(self, source, requested, acknowledged):
@@ -424,7 +473,7 @@ class IpaiPulserIntent(models.Model):
             "finished_at": dt(self.finished_at) or None,
             "duration_ms": self.duration_ms,
             "failure_code": self.failure_code or None,
-            "cancel_requested_at": dt(self.cancel_requested_at) or None,
+            "cancel_requested_at": dt(self._cancel_requested_at()) or None,
             "cancel_acknowledged_at": dt(self.cancel_acknowledged_at) or None,
             "result": self.result or None,
             "failure_envelope": self.failure_envelope or None,
@@ -566,11 +615,16 @@ class IpaiPulserIntent(models.Model):
             if intent.state == sm.ASSIGNED:
                 intent._transition(
                     sm.QUEUED,
-                    vals={"lease_owner": False, "lease_expires_at": False},
+                    vals=intent._keep_cancel_request({"lease_owner": False, "lease_expires_at": False}),
                     event_type="lease_expired",
                     message=f"lease of {owner} expired before the attempt started; requeued",
                     failure_code="INTENT.LEASE_EXPIRED",
                 )
+                continue
+            request = intent._pending_cancel_request()
+            if request:
+                # the handler never acknowledged: the reaper does, never back to the queue
+                intent._acknowledge_cancel(now, "reaper", request)
                 continue
             exc = LeaseExpired(
                 f"lease of {owner} expired at {intent.lease_expires_at} while attempt "
@@ -583,12 +637,70 @@ class IpaiPulserIntent(models.Model):
             )
         return len(intents)
 
-    def _cancel_requested_in_db(self):
-        # A separate statement sees a cancel committed by the API after this attempt began
-        # (READ COMMITTED); the ORM cache would not.
-        self.env.cr.execute("SELECT cancel_requested_at FROM ipai_pulser_intent WHERE id = %s", (self.id,))
+    def _cancel_requested_in_db(self, found=None):
+        """True when a cancel of this intent is pending: the worker's cancel poll
+        (``HandlerContext.cancel_requested``, called by ``ctx.check()``), and the check
+        before an attempt starts. Appends the request (``(requested_at, source)``) to
+        ``found`` when given, so the acknowledgement can record it even when the handler's
+        savepoint that logged it is rolled back.
+
+        See :meth:`_pending_cancel_request`: it reads both the worker's own transaction and
+        a fresh snapshot, because Odoo cursors are REPEATABLE READ and the attempt's own
+        snapshot never sees a request committed after the attempt began.
+        """
+        request = self._pending_cancel_request()
+        if request and found is not None:
+            found.append(request)
+        return bool(request)
+
+    def _pending_cancel_request(self, *, fresh=True):
+        """The pending cancel request of this intent as ``(requested_at, source)``, or None.
+
+        A request is the row's ``cancel_requested_at`` (set by a queued cancel, or by older
+        code) or a ``cancel_requested`` event logged after the intent's latest ``claimed``
+        event (see :meth:`_request_cancel`). Two reads:
+
+        - this transaction (ORM changes flushed first): a request made in the same
+          transaction, e.g. by the handler itself or a test;
+        - with ``fresh``, a separate short-lived cursor, i.e. a new snapshot at every call:
+          a request committed by the API or the UI after this transaction's snapshot was
+          taken (Odoo cursors are REPEATABLE READ: re-reading on ``self.env.cr`` never sees
+          it). That cursor only reads, takes no lock, and is closed at once.
+        """
+        self.ensure_one()
+        Event = self.env["ipai.pulser.intent.event"]
+        Event.flush_model(["intent_id", "event_type", "data"])
+        self.flush_recordset(["cancel_requested_at", "cancel_source"])
+        self.env.cr.execute(_PENDING_CANCEL_SQL, {"id": self.id, "floor": 0})
         row = self.env.cr.fetchone()
-        return bool(row and row[0])
+        request = _cancel_request_of(row)
+        if request or not fresh or not row:
+            return request
+        try:
+            with self.env.registry.cursor() as cr:
+                cr.execute(_PENDING_CANCEL_SQL, {"id": self.id, "floor": row[4]})
+                return _cancel_request_of(cr.fetchone())
+        except Exception:  # a poll never breaks the attempt: the next one asks again
+            _logger.warning("ipai_pulser: cancel poll of intent %s on a fresh cursor failed", self.id, exc_info=True)
+            return None
+
+    def _keep_cancel_request(self, vals):
+        """``vals`` for an intent going back to the queue, plus a pending cancel request moved
+        onto the row: the next claim's ``claimed`` event would hide the request event, and
+        the row's field makes that claim cancel the intent before the handler runs. The
+        caller (worker or reaper) holds the row."""
+        if not self.cancel_requested_at:
+            request = self._pending_cancel_request()
+            if request:
+                vals.update(cancel_requested_at=request[0], cancel_source=request[1] or "api")
+        return vals
+
+    def _cancel_requested_at(self):
+        """When a cancel was requested: the row's field, else a pending request event."""
+        if self.cancel_requested_at or self.state not in (sm.ASSIGNED, sm.RUNNING):
+            return self.cancel_requested_at
+        request = self._pending_cancel_request(fresh=False)
+        return request[0] if request else False
 
     def _intent_info(self, attempt):
         return {
@@ -613,9 +725,10 @@ class IpaiPulserIntent(models.Model):
     def _run_attempt(self, worker_id):
         """One attempt of one claimed intent. Returns the outcome counter name."""
         self.ensure_one()
+        request = self._pending_cancel_request()
         now = fields.Datetime.now()
-        if self.cancel_requested_at:
-            self._acknowledge_cancel(now, worker_id)
+        if request:
+            self._acknowledge_cancel(now, worker_id, request)
             return "cancelled"
         attempt = self.attempts + 1
         try:
@@ -646,18 +759,20 @@ class IpaiPulserIntent(models.Model):
         telemetry.audit("run.state", "start", intent_id=self.id, state="start", attempt=attempt)
         with telemetry.attempt_span(traceparent=self.traceparent, attributes=attrs) as span:
             started = time.monotonic()
+            requests = []
             ctx = HandlerContext(
                 env=self.env,
                 args=dict(self.args or {}),
                 intent=self,
                 timeout=budget,
-                cancel_requested=self._cancel_requested_in_db,
+                cancel_requested=functools.partial(self._cancel_requested_in_db, found=requests),
             )
             try:
                 data = self._execute_handler(ctx)
             except IntentCancelled:
                 self.env.invalidate_all()
-                self._acknowledge_cancel(fields.Datetime.now(), worker_id)
+                request = requests[-1] if requests else self._pending_cancel_request()
+                self._acknowledge_cancel(fields.Datetime.now(), worker_id, request)
                 return "cancelled"
             except Exception as exc:
                 stack = traceback.format_exc()
@@ -744,15 +859,22 @@ class IpaiPulserIntent(models.Model):
         telemetry.observe("attempt_duration", duration_ms / 1000.0, {**attrs, telemetry.ATTR_OUTCOME: "succeeded"})
         telemetry.count("intents", 1, {**attrs, telemetry.ATTR_OUTCOME: sm.SUCCEEDED})
         telemetry.audit("run.state", "complete", intent_id=self.id, state="complete", attempt=attempt)
-        if self.cancel_requested_at:
+        if self._pending_cancel_request():
             self._log_event("cancel_ignored", "cancel requested while running; the attempt completed first")
         return "succeeded"
 
-    def _acknowledge_cancel(self, now, worker_id):
-        requested = self.cancel_requested_at or now
+    def _acknowledge_cancel(self, now, worker_id, request=None):
+        """Move the intent to ``cancelled`` in the worker's transaction, recording on the row
+        the request (``(requested_at, source)`` from :meth:`_pending_cancel_request`) and
+        the acknowledgement; the cancel latency is ``acknowledged - requested``."""
+        requested, source = request or (None, None)
+        requested = min(requested or self.cancel_requested_at or now, now)
+        source = source or self.cancel_source or "api"
         self._transition(
             sm.CANCELLED,
             vals={
+                "cancel_requested_at": requested,
+                "cancel_source": source,
                 "cancel_acknowledged_at": now,
                 "finished_at": now,
                 "lease_owner": False,
@@ -762,7 +884,7 @@ class IpaiPulserIntent(models.Model):
             message=f"cancel acknowledged by {worker_id}",
             worker=worker_id,
         )
-        self._cancel_telemetry(self.cancel_source or "api", requested, now)
+        self._cancel_telemetry(source, requested, now)
 
     @api.model
     def _ops_registry(self):
@@ -845,6 +967,7 @@ class IpaiPulserIntent(models.Model):
         }
         if new_state == sm.QUEUED:
             vals["next_attempt_at"] = now + timedelta(seconds=decision.delay_seconds)
+            self._keep_cancel_request(vals)
         else:
             vals["finished_at"] = now
         self._transition(

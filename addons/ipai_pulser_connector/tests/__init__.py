@@ -4,6 +4,7 @@ from . import test_worker
 from . import test_envelope
 from . import test_api
 from . import test_concurrency
+from . import test_cancel
 from . import test_telemetry
 from . import test_report
 from . import test_escalation

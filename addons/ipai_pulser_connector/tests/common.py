@@ -1,3 +1,4 @@
+import threading
 import time
 
 from odoo.tests import TransactionCase
@@ -5,7 +6,18 @@ from odoo.tests import TransactionCase
 from ..services.exceptions import IntentTimeout
 from ..services.handlers import intent_handler, unregister
 
-TEST_TYPES = ("test.crash", "test.retryable", "test.slow", "test.sql_slow", "test.cancel_self", "test.echo")
+TEST_TYPES = (
+    "test.crash",
+    "test.retryable",
+    "test.slow",
+    "test.sql_slow",
+    "test.cancel_self",
+    "test.wait_for_cancel",
+    "test.echo",
+)
+#: Set by ``test.wait_for_cancel`` once its attempt runs (the ``running`` state is not
+#: committed before the attempt ends, so another transaction cannot poll for it).
+HANDLER_STARTED = threading.Event()
 
 
 def register_test_handlers():
@@ -37,13 +49,23 @@ def register_test_handlers():
     @intent_handler("test.cancel_self", schema={"type": "object"})
     def cancel_self(ctx):
         ctx.log("step 1 done")
-        ctx.env.cr.execute(
-            "UPDATE ipai_pulser_intent SET cancel_requested_at = now() at time zone 'UTC', "
-            "cancel_source = 'test' WHERE id = %s",
-            (ctx.intent.id,),
-        )
+        # the request is made in the attempt's own transaction
+        ctx.intent._request_cancel(source="test")
         ctx.check_cancel_now()
         return {"unreachable": True}
+
+    @intent_handler(
+        "test.wait_for_cancel",
+        schema={"type": "object", "properties": {"sleep_s": {"type": "number"}}},
+        timeout=30,
+    )
+    def wait_for_cancel(ctx):
+        HANDLER_STARTED.set()
+        end = time.monotonic() + ctx.args.get("sleep_s", 5)
+        while time.monotonic() < end:
+            time.sleep(0.02)
+            ctx.check()
+        return {"waited": True}
 
     @intent_handler(
         "test.echo",

@@ -284,31 +284,36 @@ def _retrying(conn: Connection, work):
     raise AssertionError("unreachable")
 
 
+def upsert_error_on(cur: Any, occ: ErrorOccurrence) -> UpsertResult:
+    """``ops.upsert_agent_error`` for one occurrence on the caller's cursor; commits nothing.
+
+    For a caller that owns the transaction (Odoo's own cursor, a test); others use
+    :func:`upsert_error`.
+    """
+    cur.execute(
+        "SELECT * FROM ops.upsert_agent_error(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
+        (
+            occ.source,
+            occ.occurrence_id,
+            occ.fingerprint,
+            occ.code,
+            occ.severity,
+            occ.message,
+            occ.error_type,
+            occ.service,
+            occ.occurred_at,
+            occ.trace_id,
+            occ.span_id,
+            occ.service_version,
+            json.dumps(occ.sample, default=str) if occ.sample is not None else None,
+        ),
+    )
+    return UpsertResult(*cur.fetchone())
+
+
 def upsert_error(conn: Connection, occ: ErrorOccurrence) -> UpsertResult:
     """Upsert one occurrence through ``ops.upsert_agent_error`` and commit."""
-
-    def work(cur):
-        cur.execute(
-            "SELECT * FROM ops.upsert_agent_error(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-            (
-                occ.source,
-                occ.occurrence_id,
-                occ.fingerprint,
-                occ.code,
-                occ.severity,
-                occ.message,
-                occ.error_type,
-                occ.service,
-                occ.occurred_at,
-                occ.trace_id,
-                occ.span_id,
-                occ.service_version,
-                json.dumps(occ.sample, default=str) if occ.sample is not None else None,
-            ),
-        )
-        return UpsertResult(*cur.fetchone())
-
-    return _retrying(conn, work)
+    return _retrying(conn, lambda cur: upsert_error_on(cur, occ))
 
 
 def encode_batch(occurrences: Iterable[ErrorOccurrence | dict[str, Any]]) -> str:

@@ -9,7 +9,6 @@ happen on Odoo's cursor.
 
 import contextlib
 import dataclasses
-import json
 import logging
 import tempfile
 from datetime import timedelta
@@ -41,8 +40,6 @@ DEFAULT_ESCALATION_RETENTION_DAYS = 30
 #: The records the escalation buttons attach bundles to (console error, agent run, intent).
 ESCALATION_MODELS = ("ipai.agent.error", "ipai.agent.run", "ipai.pulser.intent")
 ESCALATION_GC_BATCH = 500
-
-_UPSERT_SQL = "SELECT * FROM ops.upsert_agent_error(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"
 
 
 def local_dsn(dbname):
@@ -199,26 +196,7 @@ class IpaiOps(models.AbstractModel):
         # A cursor of its own, committed when the block exits: independent of the caller's
         # transaction (in test mode the registry hands out a test cursor instead).
         with self.env.registry.cursor() as cr:
-            cr.execute(
-                _UPSERT_SQL,
-                (
-                    occ.source,
-                    occ.occurrence_id,
-                    occ.fingerprint,
-                    occ.code,
-                    occ.severity,
-                    occ.message,
-                    occ.error_type,
-                    occ.service,
-                    occ.occurred_at,
-                    occ.trace_id,
-                    occ.span_id,
-                    occ.service_version,
-                    json.dumps(envelope, default=str),
-                ),
-            )
-            error_id, count, is_new, status = cr.fetchone()
-        return {"error_id": error_id, "count": count, "is_new": is_new, "status": status}
+            return dataclasses.asdict(ops_store.upsert_error_on(cr, occ))
 
     @api.private
     @api.model

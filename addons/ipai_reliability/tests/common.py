@@ -1,3 +1,4 @@
+import dataclasses
 import io
 import json
 import tarfile
@@ -11,7 +12,7 @@ from ipai_ops import store as ops_store
 from ipai_ops.classify import classify
 from ipai_ops.envelope import build_envelope
 
-from ..models.ipai_ops import _UPSERT_SQL, local_dsn
+from ..models.ipai_ops import local_dsn
 
 
 def read_bundle(raw):
@@ -154,27 +155,25 @@ class ReliabilityCase(TransactionCase):
     ):
         """One occurrence through ops.upsert_agent_error on the test cursor (rolled back after the test)."""
         fingerprint = fingerprint or f"fp1:test{uuid.uuid4().hex[:28]}"
-        self.env.cr.execute(
-            _UPSERT_SQL,
-            (
-                source,
-                occurrence_id or uuid.uuid4().hex,
-                fingerprint,
-                code,
-                severity,
-                message,
-                error_type,
-                service,
-                occurred_at or datetime.now(UTC),
-                trace_id,
-                None,
-                service_version,
-                '{"ok": false}',
+        result = ops_store.upsert_error_on(
+            self.env.cr,
+            ops_store.ErrorOccurrence(
+                source=source,
+                occurrence_id=occurrence_id or uuid.uuid4().hex,
+                fingerprint=fingerprint,
+                code=code,
+                severity=severity,
+                message=message,
+                error_type=error_type,
+                service=service,
+                occurred_at=occurred_at or datetime.now(UTC),
+                trace_id=trace_id,
+                service_version=service_version,
+                sample={"ok": False},
             ),
         )
-        error_id, count, is_new, status = self.env.cr.fetchone()
         self.env["ipai.agent.error"].invalidate_model()
-        return {"error_id": error_id, "count": count, "is_new": is_new, "status": status, "fingerprint": fingerprint}
+        return {**dataclasses.asdict(result), "fingerprint": fingerprint}
 
     def error(self, result):
         return self.env["ipai.agent.error"].browse(result["error_id"])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import re2
 import yaml
 
 from ipai_ops import config
@@ -23,9 +24,60 @@ from ipai_ops._yaml import line_of, load_with_lines, parse_error, strip_lines
 
 CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)+$")
 SEVERITIES = ("critical", "high", "medium", "low")
-SIGNATURE_TIERS = ("type", "message", "text")
+#: What a signature is matched against (ssot/errors/error_codes.md, "Signatures"): the
+#: exception type, the message, any log/output text, the command that failed.
+SIGNATURE_SUBJECTS = ("type", "message", "text", "command")
+#: Kept for callers of the first registry version.
+SIGNATURE_TIERS = SIGNATURE_SUBJECTS
 
-_FLAG_VALUES = {"IGNORECASE": re.IGNORECASE, "MULTILINE": re.MULTILINE}
+#: The closed set of failure families (ssot/errors/error_codes.md, "Families"). Every
+#: active code declares one; the fallback code alone is ``unknown``.
+FAMILIES = (
+    "test",
+    "compile",
+    "lint",
+    "dependency",
+    "network",
+    "timeout",
+    "resource",
+    "permission",
+    "config",
+    "infrastructure",
+    "auth",
+    "data",
+    "provider",
+    "runtime",
+)
+FALLBACK_FAMILY = "unknown"
+
+#: Registry flag names and their inline RE2 form.
+_FLAG_PREFIX = {"IGNORECASE": "i", "MULTILINE": "m"}
+
+
+def re2_options() -> re2.Options:
+    """RE2 options for registry patterns: errors are reported by us, not logged to stderr."""
+    options = re2.Options()
+    options.log_errors = False
+    return options
+
+
+def inline_flags(pattern: str, flags: tuple[str, ...] | list[str] = ()) -> str:
+    """``pattern`` with its registry flags as an RE2 inline group, e.g. ``(?im)...``."""
+    letters = "".join(_FLAG_PREFIX[name] for name in flags if name in _FLAG_PREFIX)
+    return f"(?{letters}){pattern}" if letters else pattern
+
+
+def compile_pattern(pattern: str, flags: tuple[str, ...] | list[str] = ()) -> re2._Regexp:
+    """Compile a registry pattern with RE2 (linear time); raise ``ValueError`` with RE2's reason.
+
+    RE2 has no backtracking, so it cannot run look-around or back-references: such a
+    pattern is refused here rather than run by a backtracking engine on sender text.
+    """
+    try:
+        return re2.compile(inline_flags(pattern, flags), re2_options())
+    except re2.error as exc:
+        reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise ValueError(f"RE2 (linear-time engine) cannot run it: {reason}") from None
 
 
 class RegistryError(Exception):
@@ -65,7 +117,12 @@ class Problem:
 class Signature:
     on: str
     pattern: str
-    regex: re.Pattern[str] = field(compare=False, repr=False)
+    #: The pattern compiled with RE2 (for ``str`` subjects); the classifier compiles its own
+    #: byte-level matcher from ``pattern`` and ``flags``.
+    regex: Any = field(compare=False, repr=False)
+    flags: tuple[str, ...] = ()
+    #: Overrides the code's priority for this signature (``None``: the code's).
+    priority: int | None = None
 
     def describe(self) -> str:
         return f"{self.on}:{self.pattern}"
@@ -83,6 +140,12 @@ class FailureMode:
     http_status: int | None
     signatures: tuple[Signature, ...]
     lifecycle: str = "active"
+    #: One of :data:`FAMILIES` (``unknown`` for the fallback).
+    family: str = FALLBACK_FAMILY
+    #: Added to the family's rank when signatures of several codes match (error_codes.md).
+    priority: int = 0
+    #: Real texts this code is for; each must classify to this code (tests, and the learned layer).
+    examples: tuple[str, ...] = ()
     aliases: tuple[str, ...] = ()
     ci_behavior: str | None = None
     max_attempts: int | None = None
@@ -108,11 +171,16 @@ class FailureMode:
             "http_status": self.http_status,
             "signatures": [_signature_dict(s) for s in self.signatures],
             "lifecycle": self.lifecycle,
+            "family": self.family,
         }
+        if self.priority:
+            out["priority"] = self.priority
         for key in ("replaced_by", "ci_behavior", "max_attempts", "owner"):
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
+        if self.examples:
+            out["examples"] = list(self.examples)
         if self.aliases:
             out["aliases"] = list(self.aliases)
         if self.fallback:
@@ -122,9 +190,10 @@ class FailureMode:
 
 def _signature_dict(sig: Signature) -> dict[str, Any]:
     out: dict[str, Any] = {"on": sig.on, "pattern": sig.pattern}
-    flags = [name for name, value in _FLAG_VALUES.items() if sig.regex.flags & value]
-    if flags:
-        out["flags"] = flags
+    if sig.flags:
+        out["flags"] = list(sig.flags)
+    if sig.priority is not None:
+        out["priority"] = sig.priority
     return out
 
 
@@ -135,6 +204,9 @@ class Registry:
     modes: tuple[FailureMode, ...]
     path: str = "<memory>"
     _by_code: dict[str, FailureMode] = field(default_factory=dict, compare=False, repr=False)
+    #: Derived, immutable views other modules build once per registry (the classifier's
+    #: compiled matcher lives here), so a registry and what is compiled from it age together.
+    derived: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         index: dict[str, FailureMode] = {}
@@ -188,13 +260,6 @@ def _schema() -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def _compile(sig: dict[str, Any]) -> re.Pattern[str]:
-    flags = 0
-    for name in sig.get("flags", ()):
-        flags |= _FLAG_VALUES[name]
-    return re.compile(sig["pattern"], flags)
-
-
 def parse_registry(text: str, *, source: str = "<memory>") -> tuple[Registry | None, list[Problem]]:
     """Parse and validate registry YAML text without touching the filesystem."""
     problems: list[Problem] = []
@@ -241,9 +306,10 @@ def parse_registry(text: str, *, source: str = "<memory>") -> tuple[Registry | N
         for sig_index, sig in enumerate(entry.get("signatures") or ()):
             if not isinstance(sig, dict) or not isinstance(sig.get("pattern"), str):
                 continue
+            flags = tuple(f for f in sig.get("flags") or () if isinstance(f, str))
             try:
-                regex = _compile(sig)
-            except (re.error, KeyError) as exc:
+                regex = compile_pattern(sig["pattern"], flags)
+            except ValueError as exc:
                 problems.append(
                     Problem(
                         source,
@@ -254,7 +320,16 @@ def parse_registry(text: str, *, source: str = "<memory>") -> tuple[Registry | N
                 )
                 bad_entries.add(index)
                 continue
-            signatures.append(Signature(on=sig.get("on", "text"), pattern=sig["pattern"], regex=regex))
+            priority = sig.get("priority")
+            signatures.append(
+                Signature(
+                    on=sig.get("on", "text"),
+                    pattern=sig["pattern"],
+                    regex=regex,
+                    flags=flags,
+                    priority=priority if isinstance(priority, int) and not isinstance(priority, bool) else None,
+                )
+            )
         if index in bad_entries:
             continue
         modes.append(
@@ -275,6 +350,9 @@ def parse_registry(text: str, *, source: str = "<memory>") -> tuple[Registry | N
                 owner=entry.get("owner"),
                 fallback=bool(entry.get("fallback", False)),
                 replaced_by=entry.get("replaced_by"),
+                family=entry["family"],
+                priority=entry.get("priority", 0),
+                examples=tuple(entry.get("examples") or ()),
                 line=line,
             )
         )
@@ -318,6 +396,19 @@ def _cross_checks(modes: list[FailureMode], source: str) -> list[Problem]:
             problems.append(Problem(source, mode.line, mode.code, "an active code cannot have replaced_by"))
         if mode.fallback and mode.signatures:
             problems.append(Problem(source, mode.line, mode.code, "the fallback code must have no signatures"))
+        if mode.fallback and mode.family != FALLBACK_FAMILY:
+            problems.append(
+                Problem(source, mode.line, mode.code, f"the fallback code's family must be {FALLBACK_FAMILY}")
+            )
+        if not mode.fallback and mode.family == FALLBACK_FAMILY:
+            problems.append(
+                Problem(
+                    source,
+                    mode.line,
+                    mode.code,
+                    f"family {FALLBACK_FAMILY} is the fallback's; pick one of the families",
+                )
+            )
         if mode.active and not mode.fallback and not mode.signatures:
             problems.append(Problem(source, mode.line, mode.code, "an active code needs at least one signature"))
     fallbacks = [m for m in modes if m.fallback and m.active]

@@ -52,8 +52,7 @@ API_VERSION = "2022-11-28"
 
 #: Step/job conclusions that mean "this failed" (cancelled is a person's choice, not a failure).
 FAILED_CONCLUSIONS = frozenset({"failure", "timed_out", "startup_failure"})
-#: How much of a failed step's log feeds classification and the envelope.
-CLASSIFY_TAIL_LINES = 200
+#: How much of a failed step's log the envelope keeps (classification reads all of it).
 EVIDENCE_TAIL_LINES = 80
 MAX_ERROR_LINES = 50
 
@@ -627,30 +626,19 @@ class StepFailure:
         }
 
 
-def _matching_line(classification: Classification, lines: list[str]) -> str | None:
-    """The log line the winning signature matched: the most specific message there is."""
-    if classification.matched_by != "signature" or not classification.signature:
-        return None
-    for sig in classification.mode.signatures:
-        if sig.describe() == classification.signature:
-            for line in lines:
-                if sig.regex.search(line):
-                    return line.strip()
-    return None
-
-
 def analyse_step(registry: Registry, run: RunInfo, step: FailedStep) -> StepFailure:
     lines = clean_lines(step.log or "")
     errors = error_lines(lines)
     specific = [e for e in errors if not _GENERIC_ERROR_RE.match(e)]
     first = (specific or errors or [None])[0]
-    tail = lines[-CLASSIFY_TAIL_LINES:]
-    text = "\n".join([*errors, *tail]) or None
     if step.log is None:
         first = f'step "{step.step_name}" of job "{step.job_name}" failed; its log is not available'
-    classification = classify(registry, text=text, message=first)
+        classification = classify(registry, message=first)
+    else:
+        # The whole step log: the reader finds where it failed and never drops its tail.
+        classification = classify(registry, text=step.log)
     message = (
-        _matching_line(classification, [*errors, *tail])
+        (classification.headline if not classification.is_fallback else None)
         or first
         or (f'step "{step.step_name}" of job "{step.job_name}" ended with {step.conclusion}')
     )

@@ -264,15 +264,11 @@ def _error_line(text: str) -> str | None:
     return lines[-1][:1000] if lines else None
 
 
-def _matching_line(classification: Classification, text: str) -> str | None:
-    """The output line the winning signature matched: the most specific message there is."""
-    for sig in classification.mode.signatures:
-        if sig.describe() == classification.signature:
-            match = sig.regex.search(text)
-            if match:
-                line = _matching_text_line(text, match)
-                return (_DECORATION.sub("", line).strip() or line)[:1000]
-    return None
+def _undecorated(line: str | None) -> str | None:
+    """A deciding line without pytest-style ``=====`` framing."""
+    if not line:
+        return None
+    return (_DECORATION.sub("", line).strip() or line)[:1000]
 
 
 def _matching_text_line(text: str, match: re.Match[str]) -> str:
@@ -370,7 +366,7 @@ def type_outcome(
         return Outcome("failed", returncode, "kind", classify(registry, explicit_code=code), generic, _EXIT, kind=kind)
     found = classify(registry, text=text) if text else None
     if found is not None and not found.is_fallback:
-        message = _matching_line(found, text) or generic
+        message = _undecorated(found.headline) or generic
         return Outcome("failed", returncode, "signature", found, message, _EXIT, kind=kind)
     # Then `on: message` signatures over the error line the command ended with (an agent's
     # "Incorrect API key provided", a script's "Connection refused"), after every text one.

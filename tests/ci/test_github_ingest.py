@@ -48,7 +48,8 @@ def test_online_ingest_classifies_every_failed_step(run_cli, fake_github, regist
     # The message is the log line the signature matched, not the generic exit-code line.
     assert by_job["lint"]["message"] == "Found 3 errors."
     assert by_job["test (3.11)"]["message"] == "1 failed, 41 passed in 7.31s"
-    assert by_job["gates"]["message"].endswith("missing section [EVIDENCE]")
+    # Two lines match the same code: the later one, closer to where the step failed.
+    assert by_job["gates"]["message"].endswith("[DIFF SUMMARY] is empty")
 
 
 def test_pagination_follows_link_headers(fake_github):

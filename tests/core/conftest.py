@@ -16,6 +16,7 @@ MINI_REGISTRY = textwrap.dedent(
       - code: TRANSPORT.DATABASE_UNAVAILABLE
         title: Database unavailable
         category: TRANSPORT
+        family: network
         severity: high
         description: PostgreSQL cannot be reached.
         runbook: docs/runbooks/failures/TRANSPORT.DATABASE_UNAVAILABLE.md
@@ -30,6 +31,7 @@ MINI_REGISTRY = textwrap.dedent(
       - code: INTENT.ARGS_INVALID
         title: Intent arguments invalid
         category: INTENT
+        family: data
         severity: medium
         description: The intent's args do not match its JSON Schema.
         runbook: docs/runbooks/failures/INTENT.ARGS_INVALID.md
@@ -44,6 +46,7 @@ MINI_REGISTRY = textwrap.dedent(
       - code: BUILD.TEST_FAILED
         title: Tests failed
         category: BUILD
+        family: test
         severity: high
         description: The test suite reported failures.
         runbook: docs/runbooks/failures/BUILD.TEST_FAILED.md
@@ -57,6 +60,7 @@ MINI_REGISTRY = textwrap.dedent(
       - code: LEGACY.OLD_THING
         title: An old code
         category: LEGACY
+        family: test
         severity: low
         description: Replaced by the test code.
         runbook: docs/runbooks/failures/LEGACY.OLD_THING.md
@@ -70,6 +74,7 @@ MINI_REGISTRY = textwrap.dedent(
       - code: UNCLASSIFIED.UNKNOWN
         title: Unclassified
         category: UNCLASSIFIED
+        family: unknown
         severity: medium
         description: Matched no signature.
         runbook: docs/runbooks/failures/UNCLASSIFIED.UNKNOWN.md

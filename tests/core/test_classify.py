@@ -1,4 +1,4 @@
-"""Classification precedence: explicit > type > message > text > fallback."""
+"""Classification precedence: explicit code, then signatures by specificity and root cause, then fallback."""
 
 from __future__ import annotations
 
@@ -42,10 +42,12 @@ def test_type_tier_beats_message_tier(mini_registry):
     assert result.signature == r"type:jsonschema\.exceptions\.ValidationError"
 
 
-def test_message_tier_in_file_order(mini_registry):
-    # both TRANSPORT (file order 1) and BUILD (3) message signatures match: file order wins
+def test_on_one_line_the_more_specific_signature_wins(mini_registry):
+    # TRANSPORT's "Connection refused" and BUILD's "Connection refused by test fixture" both
+    # read the message; the longer literal is the more specific reading (file order is not used)
     result = classify(mini_registry, message="Connection refused by test fixture")
-    assert result.code == "TRANSPORT.DATABASE_UNAVAILABLE"
+    assert result.code == "BUILD.TEST_FAILED"
+    assert classify(mini_registry, message="Connection refused").code == "TRANSPORT.DATABASE_UNAVAILABLE"
 
 
 def test_text_tier_and_deprecated_codes_never_match(mini_registry):

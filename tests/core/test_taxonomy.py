@@ -99,7 +99,7 @@ def test_bad_regex_is_reported_with_its_code_and_line():
     assert registry is None
     (problem,) = problems
     assert problem.code == "TRANSPORT.DATABASE_UNAVAILABLE"
-    assert "does not compile" in problem.message and problem.line == 13
+    assert "does not compile" in problem.message and problem.line == 14
 
 
 def test_duplicate_codes_and_bad_cross_references():

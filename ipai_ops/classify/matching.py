@@ -1,0 +1,420 @@
+"""One matching model: the registry compiled into linear-time multi-pattern matchers.
+
+Every signature is compiled with RE2 twice: into one ``re2.Set`` per subject (a single
+linear scan answers "which of the N patterns occur in this text", whatever N is) and on its
+own (to find where the patterns the set reported occur). Cost grows with the length of
+the text, not with the number of codes.
+
+Subjects (``ssot/errors/error_codes.md``, "Signatures"):
+
+* ``type`` signatures see the error type given, and the type of every ``Type: message``
+  line of a message or log;
+* ``message`` signatures see the message given, and every line of a log (``^``/``$``
+  anchor lines);
+* ``text`` signatures see the message and the log, each as a whole;
+* ``command`` signatures see the commands a CI log shows failing.
+
+Precedence (``ssot/errors/error_codes.md``, "Precedence"):
+
+1. *Specificity, on one line.* Candidates that read the same line (or the same error, for
+   a type and message given together) are ranked by explicit ``priority``, then code depth
+   (``DEPLOY.VERCEL.BUILD_FAILED`` over ``BUILD.COMPILE_FAILED``), then subject (type over
+   message over text), then the length of the pattern's literal text.
+2. *Root cause over consequences, across lines.* The best candidate of each line competes
+   with the others by: inside the failure region first (where the log says it failed;
+   error annotations count as inside), then the family's rank plus the explicit priority
+   (:data:`FAMILY_RANK`: a dependency install failure outranks the tests that could not
+   run), then the later line.
+3. A code read only from the failed command (``on: command``: ``The command "npm test"
+   exited with 1.``) wins only when no signature matched inside the failure region.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import re2
+
+from ipai_ops.classify import reading
+from ipai_ops.classify.reading import Log
+from ipai_ops.classify.result import (
+    MAX_CAPTURE_CHARS,
+    MAX_CAPTURE_VALUES,
+    MAX_EVIDENCE_CHARS,
+    MAX_EVIDENCE_LINES,
+    Classification,
+    EvidenceLine,
+)
+from ipai_ops.taxonomy import FailureMode, Registry, Signature, inline_flags, re2_options
+
+#: Root-cause order of the families: when failures of several families co-occur in a log,
+#: the higher rank is the cause and the others its consequences (error_codes.md).
+FAMILY_RANK: dict[str, int] = {
+    "infrastructure": 90,
+    "timeout": 85,
+    "resource": 80,
+    "config": 70,
+    "dependency": 60,
+    "compile": 50,
+    "lint": 45,
+    "test": 40,
+    "auth": 35,
+    "permission": 33,
+    "network": 30,
+    "data": 25,
+    "provider": 25,
+    "runtime": 20,
+    "unknown": 0,
+}
+#: Subjects whose patterns see one item per line (``^``/``$`` anchor lines).
+_LINE_SUBJECTS = ("type", "message", "command")
+_SUBJECT_WEIGHT = {"type": 3, "message": 2, "text": 2, "command": 0}
+#: At most this many matches of one pattern are looked at (the last ones are kept).
+_MAX_MATCHES_PER_PATTERN = 64
+#: The shape cache: inputs up to this size, this many shapes.
+_SHAPE_MAX_BYTES = 8192
+_SHAPE_CACHE_SIZE = 4096
+
+
+def literal_length(pattern: str) -> int:
+    """How many literal characters a pattern requires: its specificity among equals."""
+    try:
+        from re import _parser as sre_parse  # Python 3.11+
+    except ImportError:  # pragma: no cover - Python 3.10
+        import sre_parse  # type: ignore[no-redef]
+    try:
+        parsed = sre_parse.parse(pattern.replace(r"\z", r"\Z"))
+    except (re.error, OverflowError, RecursionError):
+        return sum(ch.isalnum() for ch in pattern)
+    return _literals(parsed)
+
+
+def _literals(items: Any) -> int:
+    total = 0
+    for op, arg in items:
+        name = str(op)
+        if name == "LITERAL":
+            total += 1
+        elif name == "SUBPATTERN":
+            total += _literals(arg[-1])
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            low, _high, sub = arg
+            if low:
+                total += min(low, 3) * _literals(sub)
+        elif name == "BRANCH":
+            total += min((_literals(branch) for branch in arg[1]), default=0)
+    return total
+
+
+@dataclass(frozen=True)
+class _Sig:
+    """A registry signature compiled for bytes, with what ranking needs."""
+
+    index: int
+    mode: FailureMode
+    signature: Signature
+    regex: Any
+    literal: int
+    priority: int
+    depth: int
+    subject: str
+
+
+@dataclass
+class _Candidate:
+    sig: _Sig
+    #: Line index in the log, or -1 for the error given as type/message.
+    line: int
+    offset: int
+    end: int
+    origin: str  # "log", "message", "type", "types", "command"
+    groups: dict[str, str]
+
+
+class _SubjectSet:
+    """One ``re2.Set`` over every signature of one subject."""
+
+    def __init__(self, sigs: list[_Sig]) -> None:
+        self.sigs = sigs
+        self.set = re2.Set.SearchSet(re2_options())
+        for sig in sigs:
+            pattern = inline_flags(sig.signature.pattern, sig.signature.flags)
+            if sig.subject in _LINE_SUBJECTS:
+                pattern = "(?m)" + pattern
+            self.set.Add(pattern.encode("utf-8"))
+        self.set.Compile()
+
+    def match(self, data: bytes) -> list[_Sig]:
+        if not data or not self.sigs:
+            return []
+        return [self.sigs[i] for i in self.set.Match(data) or ()]
+
+
+class Matcher:
+    """The registry compiled once; thread-safe; :func:`matcher_for` caches it on the registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        sigs: dict[str, list[_Sig]] = {subject: [] for subject in ("type", "message", "text", "command")}
+        index = 0
+        for mode in registry.modes:
+            if not mode.active:
+                continue
+            for signature in mode.signatures:
+                pattern = inline_flags(signature.pattern, signature.flags)
+                if signature.on in _LINE_SUBJECTS:
+                    pattern = "(?m)" + pattern
+                regex = re2.compile(pattern.encode("utf-8"), re2_options())
+                priority = signature.priority if signature.priority is not None else mode.priority
+                sigs.setdefault(signature.on, []).append(
+                    _Sig(
+                        index=index,
+                        mode=mode,
+                        signature=signature,
+                        regex=regex,
+                        literal=literal_length(signature.pattern),
+                        priority=priority,
+                        depth=mode.code.count("."),
+                        subject=signature.on,
+                    )
+                )
+                index += 1
+        self.sets = {subject: _SubjectSet(items) for subject, items in sigs.items()}
+        self.signature_count = index
+        self._shapes: OrderedDict[tuple[Any, ...], tuple[frozenset[int], Classification]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ matching
+
+    def _candidates(self, subject: str, data: bytes, origin: str, log: Log | None) -> list[_Candidate]:
+        out: list[_Candidate] = []
+        for sig in self.sets[subject].match(data):
+            found: list[Any] = []
+            for match in sig.regex.finditer(data):
+                found.append(match)
+                if len(found) > _MAX_MATCHES_PER_PATTERN:
+                    found.pop(0)
+            for match in found:
+                line = log.index_at(match.start()) if log is not None else -1
+                groups = {
+                    (k.decode() if isinstance(k, bytes) else k): v.decode("utf-8", "replace")
+                    for k, v in match.groupdict().items()
+                    if v is not None
+                }
+                out.append(_Candidate(sig, line, match.start(), match.end(), origin, groups))
+        return out
+
+    def candidates(
+        self,
+        *,
+        error_type: str | None,
+        message: str | None,
+        log: Log | None,
+    ) -> list[_Candidate]:
+        found: list[_Candidate] = []
+        if error_type:
+            found += self._candidates("type", _b(error_type)[: reading.MAX_LINE_BYTES], "type", None)
+        if message:
+            data = _b(message)[: reading.MAX_LOG_BYTES]
+            types = reading.exception_types(data)
+            if types:
+                found += self._candidates("type", b"\n".join(t for _, t in types), "types", None)
+            found += self._candidates("message", data, "message", None)
+            found += self._candidates("text", data, "message", None)
+        if log is not None and log.data:
+            types = reading.exception_types(log.data)
+            if types:
+                joined = b"\n".join(t for _, t in types)
+                starts = _starts(types)
+                for cand in self._candidates("type", joined, "types", None):
+                    position = bisect_index(starts, cand.offset)
+                    cand.offset = types[position][0]
+                    cand.line = log.index_at(cand.offset)
+                    cand.origin = "log"
+                    found.append(cand)
+            found += self._candidates("message", log.data, "log", log)
+            found += self._candidates("text", log.data, "log", log)
+            commands = log.failed_commands
+            if commands:
+                marker_line = next((m.index for m in reversed(log.markers) if m.kind == "step"), None)
+                if marker_line is None and log.markers:
+                    marker_line = log.markers[-1].index
+                for cand in self._candidates("command", _b("\n".join(commands)), "command", None):
+                    cand.line = marker_line if marker_line is not None else log.line_count - 1
+                    found.append(cand)
+        return found
+
+    # ------------------------------------------------------------------ deciding
+
+    def decide(
+        self,
+        candidates: list[_Candidate],
+        log: Log | None,
+    ) -> tuple[_Candidate | None, list[_Candidate]]:
+        """The winning candidate and the per-line best candidates it was preferred to."""
+        if not candidates:
+            return None, []
+        best_per_line: dict[Any, _Candidate] = {}
+        for cand in candidates:
+            key = ("command",) if cand.origin == "command" else ("line", cand.line)
+            current = best_per_line.get(key)
+            if current is None or _specificity(cand) > _specificity(current):
+                best_per_line[key] = cand
+        ranked = sorted(best_per_line.values(), key=lambda c: _cause_rank(c, log), reverse=True)
+        return ranked[0], ranked[1:]
+
+
+def bisect_index(starts: list[int], offset: int) -> int:
+    from bisect import bisect_right
+
+    return max(0, bisect_right(starts, offset) - 1)
+
+
+def _starts(types: list[tuple[int, bytes]]) -> list[int]:
+    starts, position = [], 0
+    for _, name in types:
+        starts.append(position)
+        position += len(name) + 1
+    return starts
+
+
+def _b(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _specificity(cand: _Candidate) -> tuple[int, int, int, int]:
+    sig = cand.sig
+    return (sig.priority, sig.depth, _SUBJECT_WEIGHT[sig.subject], sig.literal)
+
+
+def _cause_rank(cand: _Candidate, log: Log | None) -> tuple[int, int, int]:
+    if cand.origin == "command":
+        placement = 1
+    elif log is None or cand.line < 0 or log.in_region(cand.line) or cand.line in log.annotations:
+        placement = 2
+    else:
+        placement = 0
+    rank = FAMILY_RANK.get(cand.sig.mode.family, 0) + cand.sig.priority
+    return (placement, rank, cand.line)
+
+
+# --------------------------------------------------------------------------- evidence and captures
+
+
+def build(
+    registry: Registry,
+    winner: _Candidate,
+    others: list[_Candidate],
+    candidates: list[_Candidate],
+    log: Log | None,
+    *,
+    message: str | None,
+    error_type: str | None,
+) -> Classification:
+    code = winner.sig.mode.code
+    same = [c for c in candidates if c.sig.mode.code == code]
+    evidence: list[EvidenceLine] = []
+    captures: dict[str, list[str]] = {}
+
+    def capture(name: str, value: str) -> None:
+        values = captures.setdefault(name, [])
+        value = value.strip()[:MAX_CAPTURE_CHARS]
+        if value and value not in values and len(values) < MAX_CAPTURE_VALUES:
+            values.append(value)
+
+    for cand in same:
+        for name, value in cand.groups.items():
+            capture(name, value)
+
+    if winner.origin in ("type", "types", "message") or log is None:
+        if error_type and any(c.origin == "type" for c in same):
+            evidence.append(EvidenceLine(None, error_type[:MAX_EVIDENCE_CHARS], "type"))
+        if message:
+            evidence.append(EvidenceLine(None, reading_first_line(message), "message"))
+    if log is not None:
+        lines = sorted({c.line for c in same if c.origin == "log" and c.line >= 0})
+        inside = [i for i in lines if log.in_region(i) or i in log.annotations]
+        chosen = inside or lines
+        if len(chosen) > MAX_EVIDENCE_LINES - 1:
+            keep = MAX_EVIDENCE_LINES - 1
+            chosen = chosen[:2] + chosen[-(keep - 2) :]
+        for index in chosen:
+            evidence.append(EvidenceLine(log.number(index), log.line(index)[:MAX_EVIDENCE_CHARS], "signature"))
+        if winner.origin == "command":
+            marker = _marker_near(log, winner.line)
+            if marker is not None:
+                evidence.append(
+                    EvidenceLine(log.number(marker.index), log.line(marker.index)[:MAX_EVIDENCE_CHARS], "command")
+                )
+        else:
+            marker = _marker_after(log, max(chosen) if chosen else winner.line)
+            if marker is not None and len(evidence) < MAX_EVIDENCE_LINES:
+                evidence.append(
+                    EvidenceLine(log.number(marker.index), log.line(marker.index)[:MAX_EVIDENCE_CHARS], "marker")
+                )
+        if log.exit_code is not None:
+            capture("exit_code", str(log.exit_code))
+        commands = log.failed_commands
+        if commands:
+            capture("command", commands[0])
+    out_captures: dict[str, Any] = {}
+    for name, values in captures.items():
+        if name in ("exit_code", "status", "line", "column") and all(v.lstrip("-").isdigit() for v in values):
+            ints = [int(v) for v in values]
+            out_captures[name] = ints[0] if len(ints) == 1 else ints
+        else:
+            out_captures[name] = values[0] if len(values) == 1 else values
+    also: list[str] = []
+    for cand in others:
+        if cand.sig.mode.code != code and cand.sig.mode.code not in also:
+            also.append(cand.sig.mode.code)
+    matched_by = "command" if winner.origin == "command" else "signature"
+    if log is not None and winner.origin in ("log", "command") and 0 <= winner.line < log.line_count:
+        headline = log.line(winner.line).strip()
+    elif message:
+        headline = reading_first_line(message)
+    else:
+        headline = error_type
+    return Classification(
+        code=code,
+        mode=winner.sig.mode,
+        matched_by=matched_by,
+        signature=winner.sig.signature.describe(),
+        evidence=tuple(evidence[:MAX_EVIDENCE_LINES]),
+        captures=out_captures,
+        also=tuple(also[:5]),
+        headline=(headline or "")[:MAX_EVIDENCE_CHARS] or None,
+    )
+
+
+def reading_first_line(message: str) -> str:
+    stripped = message.strip()
+    line = stripped.split("\n", 1)[0] if stripped else ""
+    return line[:MAX_EVIDENCE_CHARS]
+
+
+def _marker_after(log: Log, index: int) -> reading.Marker | None:
+    for marker in log.markers:
+        if marker.index >= index:
+            return marker
+    return None
+
+
+def _marker_near(log: Log, index: int) -> reading.Marker | None:
+    for marker in reversed(log.markers):
+        if marker.index <= index:
+            return marker
+    return log.markers[-1] if log.markers else None
+
+
+def matcher_for(registry: Registry) -> Matcher:
+    """The compiled matcher of ``registry``, built on first use."""
+    cached = registry.derived.get("matcher")
+    if cached is None:
+        cached = Matcher(registry)
+        registry.derived["matcher"] = cached
+    return cached

@@ -1,0 +1,436 @@
+"""Reading a log like an engineer: normalise it, keep its line numbers, find where it failed.
+
+Everything here works on UTF-8 bytes (RE2 and ``re`` both scan bytes without the
+character-offset bookkeeping ``str`` needs) and never adds or removes a line, so the
+line numbers the classifier reports are the numbers of the original text.
+
+Normalisation, per line:
+
+* ``\\r\\n`` becomes ``\\n``; a carriage-return progress bar keeps only what was drawn last
+  (the text after the line's last ``\\r``): Travis ``travis_fold``/``travis_time`` and GitLab
+  ``section_start``/``section_end`` markers are written that way and vanish with it;
+* ANSI escapes (colours, cursor moves, OSC hyperlinks) are removed;
+* a leading timestamp (GitHub Actions' RFC 3339 prefix, ``[2024-01-01T00:00:00Z]``,
+  ``[12:00:00]``, Netlify's ``7:51:34 PM:``) is removed;
+* the CI systems' own markers are removed after being read: GitHub Actions
+  ``##[group]``/``##[endgroup]``/``##[error]``... and ``::error ...::`` workflow commands
+  (an error annotation marks its line), Azure Pipelines ``##[section]``.
+
+Then the log is read for structure:
+
+* **failure markers**: the lines where a CI system or a build tool says a command failed
+  (``The command "npm test" exited with 1.``, ``##[error]Process completed with exit code 2.``,
+  ``ERROR: Job failed: exit code 1``, ``make: *** [all] Error 2``, ...), with the exit code
+  and, where the line names it, the command;
+* **steps**: where each command's output starts (GitHub Actions ``Run ...`` groups, Travis
+  and GitLab ``$ cmd`` echo lines, Buildkite ``---``/``+++``/``~~~`` headers, Jenkins
+  ``+ cmd`` lines), so a failure marker can be traced back to its command;
+* **the failure region**: from the start of each failed step to its marker; without
+  markers, the whole text. Lines after the last marker (post-job clean-up) are outside.
+
+A long log is never cut at its end: :func:`read_log` streams any size, keeps its first
+:data:`HEAD_BYTES` and its last :data:`TAIL_BYTES`, and counts the lines it skipped, so the
+tail keeps its true line numbers.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+#: What classification reads of a long text: its head and its tail (bounded work).
+HEAD_BYTES = 64 * 1024
+TAIL_BYTES = 448 * 1024
+MAX_LOG_BYTES = HEAD_BYTES + TAIL_BYTES
+#: A line longer than this is cut for matching (minified bundles, base64 blobs).
+MAX_LINE_BYTES = 4096
+#: How far back from a failure marker the region reaches when no step start is known.
+REGION_LINES_WITHOUT_STEP = 2000
+#: Without any failure marker, the region is the log's last lines.
+TAIL_REGION_LINES = 1000
+_CHUNK = 1 << 20
+
+
+class LogUnreadable(ValueError):
+    """The input is not a text log (binary data); the message is one line for a person."""
+
+
+# --------------------------------------------------------------------------- normalisation
+
+_ANSI_RE = re.compile(rb"\x1b(?:\[[0-?]{0,64}[ -/]{0,8}[@-~]|\][^\x07\x1b\n]{0,2048}(?:\x07|\x1b\\)?|[@-Z\\-_])")
+# Everything up to a line's last carriage return (greedy, so one match per line).
+_CR_RE = re.compile(rb"[^\n]*\r")
+_TIMESTAMP_RE = re.compile(
+    rb"(?m)^(?:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z ?"
+    rb"|\[\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?\] ?"
+    rb"|\[\d\d:\d\d:\d\d(?:\.\d{1,9})?\] "
+    rb"|\d{1,2}:\d\d:\d\d (?:AM|PM): )"
+)
+# GitHub Actions / Azure Pipelines logging commands and workflow commands.
+_CI_MARKER_RE = re.compile(rb"(?m)^[ \t]{0,8}(?:##\[[a-z]{3,12}\]|::[a-z-]{3,20}(?: [^\n:]{0,500})?::)")
+_ANNOTATION_RE = re.compile(rb"(?m)^[ \t]{0,8}(?:##\[error\]|::error(?: [^\n:]{0,500})?::)")
+_GROUP_RUN_RE = re.compile(rb"(?m)^[ \t]{0,8}(?:##\[group\]|::group::)Run (?P<cmd>[^\n]{1,500})")
+
+
+def _normalise(data: bytes) -> tuple[bytes, list[int], list[tuple[int, str]]]:
+    """Normalised bytes (same line count), error-annotation byte offsets, GitHub ``Run`` steps."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # GitHub Actions logs start with a byte-order mark
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n")
+    if b"\x1b" in data:
+        data = _ANSI_RE.sub(b"", data)
+    if b"\r" in data:
+        data = _CR_RE.sub(b"", data)
+    if data[:1].isdigit() or data[:1] == b"[" or b"\n2" in data[:4096] or b"\n[" in data[:4096]:
+        data = _TIMESTAMP_RE.sub(b"", data)
+    annotations: list[int] = []
+    runs: list[tuple[int, str]] = []
+    if b"##[" in data or b"::" in data:
+        annotations = [m.start() for m in _ANNOTATION_RE.finditer(data)]
+        runs = [(m.start(), _text(m.group("cmd"))) for m in _GROUP_RUN_RE.finditer(data)]
+        data = _CI_MARKER_RE.sub(b"", data)
+    return data, annotations, runs
+
+
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace").strip()
+
+
+# --------------------------------------------------------------------------- structure
+
+# Where a CI system says a step failed: these end a step and bound the failure region.
+_STEP_FAILED_RE = re.compile(
+    rb"(?m)^[ \t]{0,8}(?:"
+    rb"The command \"(?P<travis>[^\n]{1,500})\" (?:failed and )?exited with (?P<travis_exit>[1-9]\d{0,3})"
+    rb"|(?:Error: )?Process completed with exit code (?P<gha_exit>[1-9]\d{0,3})\."
+    rb"|ERROR: Job failed: (?:exit code (?P<gitlab_exit>\d{1,4})|[^\n]{1,300})"
+    rb"|ERROR: script returned exit code (?P<jenkins_exit>\d{1,4})"
+    rb"|Build step '[^'\n]{1,200}' marked build as failure"
+    rb"|(?:\xf0\x9f\x9a\xa8 )?Error: The command exited with status (?P<bk_exit>-?\d{1,4})"
+    rb"|Exited with code (?:exit status )?(?P<circle_exit>[1-9]\d{0,3})"
+    rb"|(?:Bash|PowerShell|Cmd\.exe|[\w.]{1,40}) exited with code '(?P<azure_exit>[1-9]\d{0,3})'\."
+    rb"|Done\. Your build exited with (?P<travis_done>[1-9]\d{0,3})\."
+    rb")"
+)
+# Where a build tool says a command failed, inside a step.
+_TOOL_FAILED_RE = re.compile(
+    rb"(?m)(?:"
+    rb"^make(?:\[\d{1,3}\])?: \*\*\* \[[^\]\n]{0,300}\] Error (?P<make_exit>\d{1,4})"
+    rb"|\bCommand \"(?P<cmd>[^\"\n]{1,300})\" exited with (?P<cmd_exit>[1-9]\d{0,3})"
+    rb"|\bCommand failed with exit code (?P<failed_exit>[1-9]\d{0,3})"
+    rb"|\bCommand exited with non-zero status (?P<nonzero_exit>\d{1,4})"
+    rb"|\breturned non-zero exit status (?P<py_exit>\d{1,4})"
+    rb"|^npm (?:ERR!|error) (?:code ELIFECYCLE|Exit status (?P<npm_exit>\d{1,4}))"
+    rb"|^FAILURE: Build failed with an exception\."
+    rb"|^\[INFO\] BUILD FAILURE"
+    rb"|^error: Recipe `[^`\n]{1,200}` failed on line \d{1,6} with exit code (?P<just_exit>\d{1,4})"
+    rb")"
+)
+# Where a command's output starts.
+_STEP_START_RE = re.compile(
+    rb"(?m)^(?:\$ (?P<dollar>[^\n]{1,500})"
+    rb"|(?:---|\+\+\+|~~~) (?P<bk>[^\n]{1,300})"
+    rb"|\+ (?P<xtrace>[^\n]{1,500})"
+    rb"|Starting: (?P<azure>[^\n]{1,300}))"
+)
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A line where a CI system (``step``) or a build tool (``tool``) says a command failed."""
+
+    index: int
+    kind: str
+    exit_code: int | None
+    command: str | None
+
+
+@dataclass
+class Log:
+    """A normalised log: bytes with the original line structure, and what was read from it."""
+
+    data: bytes
+    #: Byte offset of each line start in ``data``.
+    line_starts: list[int]
+    #: Line number (1-based, of the original input) of each index below ``gap_index``; lines
+    #: from ``gap_index`` on are numbered from ``tail_first_number``.
+    gap_index: int | None = None
+    tail_first_number: int = 0
+    annotations: frozenset[int] = frozenset()
+    markers: tuple[Marker, ...] = ()
+    #: ``(line index, command)`` of every step start.
+    steps: tuple[tuple[int, str], ...] = ()
+    #: Line index ranges ``[start, end]`` (inclusive) where the log failed; empty = everywhere.
+    region: tuple[tuple[int, int], ...] = ()
+    #: Bytes that were not UTF-8 (decoded as U+FFFD), and lines skipped between head and tail.
+    invalid_bytes: int = 0
+    skipped_lines: int = 0
+    total_bytes: int = 0
+    _region_mask: list[bool] | None = field(default=None, repr=False)
+
+    @property
+    def line_count(self) -> int:
+        return len(self.line_starts)
+
+    def number(self, index: int) -> int:
+        """The original 1-based line number of line ``index``."""
+        if self.gap_index is not None and index >= self.gap_index:
+            return self.tail_first_number + (index - self.gap_index)
+        return index + 1
+
+    def index_at(self, offset: int) -> int:
+        """The line index holding byte ``offset``."""
+        return bisect_right(self.line_starts, offset) - 1
+
+    def line_bytes(self, index: int) -> bytes:
+        start = self.line_starts[index]
+        end = self.line_starts[index + 1] - 1 if index + 1 < len(self.line_starts) else len(self.data)
+        return self.data[start:end]
+
+    def line(self, index: int) -> str:
+        return self.line_bytes(index).decode("utf-8", "replace").rstrip()
+
+    def in_region(self, index: int) -> bool:
+        if not self.region:
+            return True
+        if self._region_mask is None:
+            mask = [False] * len(self.line_starts)
+            for start, end in self.region:
+                for i in range(max(0, start), min(end, len(mask) - 1) + 1):
+                    mask[i] = True
+            self._region_mask = mask
+        return 0 <= index < len(self._region_mask) and self._region_mask[index]
+
+    @property
+    def failed_commands(self) -> list[str]:
+        """The commands the log shows failing (markers first, then their steps), deduplicated."""
+        found: list[str] = []
+        for marker in self.markers:
+            if marker.command and marker.command not in found:
+                found.append(marker.command)
+        for marker in self.markers:
+            if marker.kind != "step":
+                continue
+            step = self.step_of(marker.index)
+            if step is not None and step[1] not in found:
+                found.append(step[1])
+        return found
+
+    @property
+    def exit_code(self) -> int | None:
+        for marker in reversed(self.markers):
+            if marker.exit_code is not None:
+                return marker.exit_code
+        return None
+
+    def step_of(self, index: int) -> tuple[int, str] | None:
+        """The step (start index, command) that line ``index`` belongs to, if one is known."""
+        best = None
+        for step in self.steps:
+            if step[0] <= index:
+                best = step
+            else:
+                break
+        return best
+
+
+def _line_starts(data: bytes) -> list[int]:
+    starts = [0]
+    find = data.find
+    pos = find(b"\n")
+    while pos >= 0:
+        starts.append(pos + 1)
+        pos = find(b"\n", pos + 1)
+    if len(starts) > 1 and starts[-1] == len(data):
+        starts.pop()  # a final newline does not open another line
+    return starts
+
+
+def _exit_of(match: re.Match[bytes]) -> int | None:
+    for name, value in match.groupdict().items():
+        if value is not None and (name.endswith("_exit") or name == "travis_done"):
+            return int(value)
+    return None
+
+
+def _structure(log: Log, runs: list[tuple[int, str]]) -> None:
+    index_at = log.index_at
+    markers: list[Marker] = []
+    for match in _STEP_FAILED_RE.finditer(log.data):
+        command = match.group("travis")
+        markers.append(Marker(index_at(match.start()), "step", _exit_of(match), _text(command) if command else None))
+    for match in _TOOL_FAILED_RE.finditer(log.data):
+        command = match.group("cmd")
+        markers.append(Marker(index_at(match.start()), "tool", _exit_of(match), _text(command) if command else None))
+    markers.sort(key=lambda m: m.index)
+    steps: dict[int, str] = {}
+    for offset, command in runs:
+        steps[index_at(offset)] = command
+    if markers:
+        for match in _STEP_START_RE.finditer(log.data):
+            command = next((g for g in match.groups() if g), b"")
+            steps.setdefault(index_at(match.start()), _text(command))
+    log.markers = tuple(markers)
+    log.steps = tuple(sorted(steps.items()))
+    log.region = _region(log)
+
+
+def _region(log: Log) -> tuple[tuple[int, int], ...]:
+    ends = [m.index for m in log.markers if m.kind == "step"] or [m.index for m in log.markers]
+    if not ends:
+        # No marker: the end of the log is where logs fail.
+        count = len(log.line_starts)
+        return ((count - TAIL_REGION_LINES, count - 1),) if count > TAIL_REGION_LINES else ()
+    ranges: list[tuple[int, int]] = []
+    previous_end = -1
+    for end in ends:
+        step = log.step_of(end)
+        start = step[0] if step is not None and step[0] > previous_end else max(previous_end + 1, 0)
+        start = max(start, end - REGION_LINES_WITHOUT_STEP)
+        if ranges and start <= ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], end)
+        else:
+            ranges.append((start, end))
+        previous_end = end
+    # A tool marker after the last step marker (a log cut before the CI system's verdict).
+    last_tool = max((m.index for m in log.markers), default=-1)
+    if last_tool > ranges[-1][1]:
+        ranges.append((ranges[-1][1] + 1, last_tool))
+    return tuple(ranges)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def _decode_check(head: bytes) -> None:
+    """Refuse binary input: NUL bytes in the first 8 KiB (text logs never hold them)."""
+    sample = head[:8192]
+    nul = sample.find(b"\x00")
+    if nul >= 0:
+        raise LogUnreadable(f"input looks binary (a NUL byte at offset {nul}); give a text log")
+
+
+def _count_invalid(data: bytes) -> int:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "replace").count("\ufffd") - data.count(b"\xef\xbf\xbd")
+    return 0
+
+
+def _finish(data: bytes, *, gap: int | None, tail_first: int, skipped: int, total: int) -> Log:
+    invalid = _count_invalid(data)
+    normalised, annotations, runs = _normalise(data)
+    log = Log(data=normalised, line_starts=_line_starts(normalised), invalid_bytes=invalid, total_bytes=total)
+    if gap is not None:
+        log.gap_index = log.index_at(gap) if gap < len(normalised) else len(log.line_starts)
+        log.tail_first_number = tail_first
+        log.skipped_lines = skipped
+    log.annotations = frozenset(log.index_at(o) for o in annotations)
+    _structure(log, runs)
+    return log
+
+
+def read_text(text: str | bytes) -> Log:
+    """A :class:`Log` of an in-memory text; longer than :data:`MAX_LOG_BYTES`, its head and tail."""
+    data = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else bytes(text)
+    _decode_check(data)
+    if len(data) <= MAX_LOG_BYTES:
+        return _finish(data, gap=None, tail_first=0, skipped=0, total=len(data))
+    return read_stream(io.BytesIO(data))
+
+
+def read_stream(stream: BinaryIO) -> Log:
+    """A :class:`Log` of a stream of any size, read in chunks: head and tail kept, lines counted."""
+    head = bytearray()
+    tail: deque[bytes] = deque()
+    tail_size = 0
+    lines_dropped = 0
+    total = 0
+    first = True
+    while True:
+        chunk = stream.read(_CHUNK)
+        if not chunk:
+            break
+        if first:
+            _decode_check(chunk)
+            first = False
+        total += len(chunk)
+        if len(head) < HEAD_BYTES:
+            take = HEAD_BYTES - len(head)
+            head += chunk[:take]
+            chunk = chunk[take:]
+        if chunk:
+            tail.append(chunk)
+            tail_size += len(chunk)
+            while tail_size - len(tail[0]) >= TAIL_BYTES:
+                dropped = tail.popleft()
+                tail_size -= len(dropped)
+                lines_dropped += dropped.count(b"\n")
+    if not tail:
+        return _finish(bytes(head), gap=None, tail_first=0, skipped=0, total=total)
+    tail_bytes = b"".join(tail)
+    if len(tail_bytes) > TAIL_BYTES:
+        cut = len(tail_bytes) - TAIL_BYTES
+        lines_dropped += tail_bytes.count(b"\n", 0, cut)
+        tail_bytes = tail_bytes[cut:]
+    # Keep the head's complete lines and the tail from just after its first newline: the
+    # line that straddles the cut is dropped, so every kept line is whole.
+    head_bytes = bytes(head)
+    head_bytes = head_bytes[: head_bytes.rfind(b"\n") + 1]
+    head_lines = head_bytes.count(b"\n")
+    newline = tail_bytes.find(b"\n")
+    if newline >= 0:
+        tail_bytes = tail_bytes[newline + 1 :]
+        lines_before_tail = head_lines + lines_dropped + 1
+    else:
+        lines_before_tail = head_lines + lines_dropped
+    return _finish(
+        head_bytes + tail_bytes,
+        gap=len(head_bytes),
+        tail_first=lines_before_tail + 1,
+        skipped=lines_before_tail - head_lines,
+        total=total,
+    )
+
+
+def read_file(path: str | Path) -> Log:
+    """A :class:`Log` of a file (``-`` is standard input); :class:`OSError` is the caller's."""
+    if str(path) == "-":
+        import sys
+
+        return read_stream(sys.stdin.buffer)
+    with open(path, "rb") as handle:
+        return read_stream(handle)
+
+
+# --------------------------------------------------------------------------- exception types in text
+
+# "Type: message" at the start of a line, Python/Java/JS/.NET style, with the usual
+# lead-ins (pytest's "E   ", Java's "Caused by: ", "Exception in thread ... ", "Uncaught ").
+_TYPE_LINE_RE = re.compile(
+    rb"(?m)^[ \t>|]{0,16}(?:E {1,8}|Caused by: |Exception in thread \"[^\"\n]{0,100}\" |Uncaught (?:\(in promise\) )?"
+    rb"|Unhandled (?:exception|rejection)[.:]? |raise |\[ERROR\] |ERROR:? |error: |Error: |FATAL:? |\*\* \(|thrown )?"
+    rb"(?P<type>(?:[A-Za-z_][\w$]{0,80}(?:\.|::|\\)){0,10}[A-Za-z_][\w$]{0,100})\)?(?::(?=[ \t\n]|$)|$)"
+)
+
+
+def exception_types(data: bytes, *, limit: int = 200) -> list[tuple[int, bytes]]:
+    """``(byte offset, type)`` of every ``Type: message`` line (at most ``limit``, the last ones)."""
+    found: deque[tuple[int, bytes]] = deque(maxlen=limit)
+    for match in _TYPE_LINE_RE.finditer(data):
+        name = match.group("type")
+        if len(name) >= 3 and (b"." in name or name[:1].isupper()):
+            found.append((match.start("type"), name))
+    return list(found)
+
+
+def join_lines(parts: Iterable[bytes]) -> bytes:
+    return b"\n".join(parts)

@@ -24,6 +24,7 @@ from ipai_ops import __version__, config
 #: Modules contributing command groups (``register(subparsers) -> None``).
 COMMAND_MODULES = (
     "ipai_ops.commands.core",
+    "ipai_ops.classify.cli",
     "ipai_ops.bridge.cli",
     "ipai_ops.ci.cli",
     "ipai_ops.reports.cli",

@@ -25,7 +25,8 @@ from ipai_ops.fingerprint import fingerprint as make_fingerprint
 from ipai_ops.fingerprint import frames_from_stacktrace
 from ipai_ops.taxonomy import Registry
 
-ENVELOPE_VERSION = "1.0"
+#: 1.1 adds ``error.family`` and ``evidence.classification`` (the deciding lines and captures).
+ENVELOPE_VERSION = "1.1"
 
 
 class EnvelopeInvalid(ValueError):
@@ -237,6 +238,8 @@ def build_envelope(
     if details_size is not None:
         ev.setdefault("truncated", {})["details"] = details_size
     when = occurred_at if isinstance(occurred_at, str) else iso_utc(occurred_at or datetime.now(timezone.utc))
+    if classification.evidence or classification.captures:
+        ev["classification"] = redact_obj(classification.evidence_dict())
     return {
         "envelope_version": ENVELOPE_VERSION,
         "ok": False,
@@ -254,6 +257,7 @@ def build_envelope(
             ),
             "matched_by": classification.matched_by,
             "signature": classification.signature,
+            "family": mode.family,
         },
         "context": dict(redact_obj(dict(context))),
         "evidence": ev,

@@ -50,6 +50,40 @@ FAMILIES = (
 )
 FALLBACK_FAMILY = "unknown"
 
+#: Named groups a signature may use; what they capture travels as the classification's
+#: ``captures`` (``name__2`` repeats a name where a pattern needs the group twice).
+CAPTURE_NAMES = frozenset(
+    {
+        "test",
+        "file",
+        "line",
+        "column",
+        "package",
+        "version",
+        "variable",
+        "name",
+        "host",
+        "model",
+        "tool",
+        "rule",
+        "compiler_code",
+        "constraint",
+        "table",
+        "action",
+        "program",
+        "command",
+        "status",
+        "exit_code",
+    }
+)
+_GROUP_NAME_RE = re.compile(r"\(\?P<([^>]+)>")
+
+
+def capture_name(group: str) -> str:
+    """The capture a named group feeds: ``package__2`` feeds ``package``."""
+    return group.split("__", 1)[0]
+
+
 #: Registry flag names and their inline RE2 form.
 _FLAG_PREFIX = {"IGNORECASE": "i", "MULTILINE": "m"}
 
@@ -316,6 +350,19 @@ def parse_registry(text: str, *, source: str = "<memory>") -> tuple[Registry | N
                         sig.get("__line__", line),
                         code,
                         f"signatures[{sig_index}]: pattern {sig['pattern']!r} does not compile: {exc}",
+                    )
+                )
+                bad_entries.add(index)
+                continue
+            unknown = sorted({capture_name(g) for g in _GROUP_NAME_RE.findall(sig["pattern"])} - CAPTURE_NAMES)
+            if unknown:
+                problems.append(
+                    Problem(
+                        source,
+                        sig.get("__line__", line),
+                        code,
+                        f"signatures[{sig_index}]: named group(s) {', '.join(unknown)} are not captures "
+                        f"(use one of {', '.join(sorted(CAPTURE_NAMES))})",
                     )
                 )
                 bad_entries.add(index)

@@ -49,7 +49,7 @@ from ipai_ops.classify.result import (
     Classification,
     EvidenceLine,
 )
-from ipai_ops.taxonomy import FailureMode, Registry, Signature, inline_flags, re2_options
+from ipai_ops.taxonomy import FailureMode, Registry, Signature, capture_name, inline_flags, re2_options
 
 #: Root-cause order of the families: when failures of several families co-occur in a log,
 #: the higher rank is the cause and the others its consequences (error_codes.md).
@@ -133,16 +133,36 @@ class _Candidate:
     end: int
     origin: str  # "log", "message", "type", "types", "command"
     groups: dict[str, str]
+    #: For a command candidate: 2 when a build tool's marker named it, 1 for the CI step.
+    precision: int = 0
+
+
+_BOUNDED_REPEAT_RE = re.compile(r"(?<!\\)\{(\d+),(\d+)\}")
+#: RE2 memory budget for one subject's set (the DFA caches states within it).
+_SET_MAX_MEM = 64 << 20
+
+
+def relaxed(pattern: str) -> str:
+    """``pattern`` with large bounded repeats (``{1,300}``) made open (``{1,}``).
+
+    The bounds keep a backtracking engine linear; RE2 needs none, and unrolling them
+    makes a set of hundreds of patterns too big to compile. The relaxed pattern matches
+    a superset of the original, so the set only proposes candidates: each is confirmed
+    with its exact pattern.
+    """
+    return _BOUNDED_REPEAT_RE.sub(lambda m: m.group(0) if int(m.group(2)) <= 16 else f"{{{m.group(1)},}}", pattern)
 
 
 class _SubjectSet:
-    """One ``re2.Set`` over every signature of one subject."""
+    """One ``re2.Set`` over every signature of one subject (relaxed patterns, see :func:`relaxed`)."""
 
     def __init__(self, sigs: list[_Sig]) -> None:
         self.sigs = sigs
-        self.set = re2.Set.SearchSet(re2_options())
+        options = re2_options()
+        options.max_mem = _SET_MAX_MEM
+        self.set = re2.Set.SearchSet(options)
         for sig in sigs:
-            pattern = inline_flags(sig.signature.pattern, sig.signature.flags)
+            pattern = inline_flags(relaxed(sig.signature.pattern), sig.signature.flags)
             if sig.subject in _LINE_SUBJECTS:
                 pattern = "(?m)" + pattern
             self.set.Add(pattern.encode("utf-8"))
@@ -201,7 +221,7 @@ class Matcher:
             for match in found:
                 line = log.index_at(match.start()) if log is not None else -1
                 groups = {
-                    (k.decode() if isinstance(k, bytes) else k): v.decode("utf-8", "replace")
+                    capture_name(k.decode() if isinstance(k, bytes) else k): v.decode("utf-8", "replace")
                     for k, v in match.groupdict().items()
                     if v is not None
                 }
@@ -238,13 +258,13 @@ class Matcher:
                     found.append(cand)
             found += self._candidates("message", log.data, "log", log)
             found += self._candidates("text", log.data, "log", log)
-            commands = log.failed_commands
-            if commands:
-                marker_line = next((m.index for m in reversed(log.markers) if m.kind == "step"), None)
-                if marker_line is None and log.markers:
-                    marker_line = log.markers[-1].index
-                for cand in self._candidates("command", _b("\n".join(commands)), "command", None):
-                    cand.line = marker_line if marker_line is not None else log.line_count - 1
+            # Each failed command is its own subject, placed on its failure marker's line; a
+            # build tool's marker (a Gradle task, a Maven goal) is more precise than its step's.
+            for marker, command in log.commands():
+                for cand in self._candidates("command", _b(command), "command", None):
+                    cand.line = marker.index
+                    cand.groups.setdefault("command", command)
+                    cand.precision = 2 if marker.kind == "tool" else 1
                     found.append(cand)
         return found
 
@@ -286,20 +306,30 @@ def _b(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def _specificity(cand: _Candidate) -> tuple[int, int, int, int]:
+def _specificity(cand: _Candidate) -> tuple[int, int, int, int, int]:
+    """Rule 1: only a *signature's* own priority counts on its line (a code's priority is
+    about root cause across lines, see :func:`_cause_rank`)."""
     sig = cand.sig
-    return (sig.priority, sig.depth, _SUBJECT_WEIGHT[sig.subject], sig.literal)
+    own = sig.signature.priority or 0
+    return (own, sig.depth, _SUBJECT_WEIGHT[sig.subject], sig.literal, cand.end - cand.offset)
 
 
-def _cause_rank(cand: _Candidate, log: Log | None) -> tuple[int, int, int]:
-    if cand.origin == "command":
-        placement = 1
-    elif log is None or cand.line < 0 or log.in_region(cand.line) or cand.line in log.annotations:
-        placement = 2
-    else:
-        placement = 0
+def _cause_rank(cand: _Candidate, log: Log | None) -> tuple[int, ...]:
+    """Root cause over consequences (module docstring, rule 2 and 3)."""
     rank = FAMILY_RANK.get(cand.sig.mode.family, 0) + cand.sig.priority
-    return (placement, rank, cand.line)
+    if log is None or cand.line < 0:
+        return (1, 0, 1, 0, rank, cand.line)
+    region = log.region_number(cand.line)
+    if region is None and cand.line in log.annotations:
+        region = next((n for n, (start, _) in enumerate(log.region) if start > cand.line), len(log.region))
+    if region is None and log.region:
+        return (0, 0, 1, 0, rank, cand.line)  # outside where the log failed
+    # The first failed step is the cause (Travis runs every script command; later failures
+    # are often consequences); inside a step a signature beats what the command name says.
+    first = -(region or 0)
+    if cand.origin == "command":
+        return (1, first, 0, cand.precision, rank, cand.line)
+    return (1, first, 1, 0, rank, cand.line)
 
 
 # --------------------------------------------------------------------------- evidence and captures
@@ -337,13 +367,23 @@ def build(
             evidence.append(EvidenceLine(None, reading_first_line(message), "message"))
     if log is not None:
         lines = sorted({c.line for c in same if c.origin == "log" and c.line >= 0})
+        home = log.region_number(winner.line) if winner.line >= 0 else None
+        own = [i for i in lines if home is not None and log.region_number(i) == home]
         inside = [i for i in lines if log.in_region(i) or i in log.annotations]
-        chosen = inside or lines
+        chosen = own or inside or lines
         if len(chosen) > MAX_EVIDENCE_LINES - 1:
             keep = MAX_EVIDENCE_LINES - 1
             chosen = chosen[:2] + chosen[-(keep - 2) :]
         for index in chosen:
             evidence.append(EvidenceLine(log.number(index), log.line(index)[:MAX_EVIDENCE_CHARS], "signature"))
+        if len(chosen) < 2 and winner.line >= 0:
+            # Few deciding lines (a code read from the failed command, a one-line summary):
+            # add the error lines just above where the step failed, which a person reads next.
+            for index in _context_lines(
+                log, winner.line, exclude=set(chosen), limit=MAX_EVIDENCE_LINES - 2 - len(chosen)
+            ):
+                evidence.append(EvidenceLine(log.number(index), log.line(index)[:MAX_EVIDENCE_CHARS], "context"))
+            evidence.sort(key=lambda e: (e.line is None, e.line or 0))
         if winner.origin == "command":
             marker = _marker_near(log, winner.line)
             if marker is not None:
@@ -389,6 +429,33 @@ def build(
         also=tuple(also[:5]),
         headline=(headline or "")[:MAX_EVIDENCE_CHARS] or None,
     )
+
+
+_ERRORISH_RE = re.compile(
+    rb"(?i)(?:\b(?:error|errors|failed|failure|failures|fatal|exception|traceback|panic|cannot|could not|unable to"
+    rb"|not found|denied|refused|timed out|killed|aborted|undefined|expected)\b|\xe2\x9c\x95|\xe2\x9c\x97|\xe2\x9c\x96)"
+)
+_NOT_ERRORISH_RE = re.compile(rb"(?i)\b0 (?:errors?|failures?|failed)\b|\bwarning\b|^\s*\$ |\berror(?:s)?: 0\b")
+
+
+def _context_lines(log: Log, line: int, *, exclude: set[int], limit: int) -> list[int]:
+    """Up to ``limit`` error-looking lines of the failure region that holds ``line``, nearest its end."""
+    if limit <= 0:
+        return []
+    number = log.region_number(line)
+    start, end = log.region[number] if number is not None else (max(0, line - 200), line)
+    markers = {m.index for m in log.markers}
+    found: list[int] = []
+    for index in range(end, max(start, end - 400) - 1, -1):
+        if index in exclude or index in markers:
+            continue
+        raw = log.line_bytes(index)
+        if len(raw) < 4 or not _ERRORISH_RE.search(raw) or _NOT_ERRORISH_RE.search(raw):
+            continue
+        found.append(index)
+        if len(found) >= limit:
+            break
+    return found
 
 
 def reading_first_line(message: str) -> str:

@@ -116,21 +116,38 @@ _STEP_FAILED_RE = re.compile(
     rb"|(?:\xf0\x9f\x9a\xa8 )?Error: The command exited with status (?P<bk_exit>-?\d{1,4})"
     rb"|Exited with code (?:exit status )?(?P<circle_exit>[1-9]\d{0,3})"
     rb"|(?:Bash|PowerShell|Cmd\.exe|[\w.]{1,40}) exited with code '(?P<azure_exit>[1-9]\d{0,3})'\."
-    rb"|Done\. Your build exited with (?P<travis_done>[1-9]\d{0,3})\."
     rb")"
 )
-# Where a build tool says a command failed, inside a step.
+# Where a CI system says the whole job failed (after its steps): an exit code, no region.
+_JOB_FAILED_RE = re.compile(
+    rb"(?m)^(?:Done\. Your build exited with (?P<travis_done>[1-9]\d{0,3})\.|Finished: FAILURE$)"
+)
+# Where a build tool says a command failed, inside a step; ``cmd_*`` groups name what failed
+# (a make target, a Gradle task, a Maven goal, an npm script, a tox env, a Dockerfile RUN).
 _TOOL_FAILED_RE = re.compile(
     rb"(?m)(?:"
-    rb"^make(?:\[\d{1,3}\])?: \*\*\* \[[^\]\n]{0,300}\] Error (?P<make_exit>\d{1,4})"
-    rb"|\bCommand \"(?P<cmd>[^\"\n]{1,300})\" exited with (?P<cmd_exit>[1-9]\d{0,3})"
+    rb"^make(?:\[\d{1,3}\])?: \*\*\* \[(?P<cmd_make>[^\]\n]{0,300})\] Error (?P<make_exit>\d{1,4})"
+    rb"|\bCommand \"(?P<cmd_quoted>[^\"\n]{1,300})\" exited with (?P<cmd_exit>[1-9]\d{0,3})"
     rb"|\bCommand failed with exit code (?P<failed_exit>[1-9]\d{0,3})"
     rb"|\bCommand exited with non-zero status (?P<nonzero_exit>\d{1,4})"
     rb"|\breturned non-zero exit status (?P<py_exit>\d{1,4})"
     rb"|^npm (?:ERR!|error) (?:code ELIFECYCLE|Exit status (?P<npm_exit>\d{1,4}))"
+    rb"|^npm (?:ERR!|error) Failed at the (?:\S{1,200} )?(?P<cmd_npm>[\w:.-]{1,100}) script"
+    rb"|^npm (?:ERR!|error) Lifecycle script `(?P<cmd_npm7>[\w:.-]{1,100})` failed"
+    rb"|^(?:\* What went wrong:\n)?Execution failed for task '(?P<cmd_gradle>[^'\n]{1,200})'\."
+    rb"|^(?:> Task )?(?P<cmd_gradle_task>:[\w:-]{1,200}) FAILED$"
     rb"|^FAILURE: Build failed with an exception\."
     rb"|^\[INFO\] BUILD FAILURE"
-    rb"|^error: Recipe `[^`\n]{1,200}` failed on line \d{1,6} with exit code (?P<just_exit>\d{1,4})"
+    rb"|^\[ERROR\] Failed to execute goal (?P<cmd_maven>[\w.:-]{1,200}) \("
+    rb"|^\[error\] \((?P<cmd_sbt>[^)\n]{1,200})\) "
+    rb"|^Tasks: TOP => (?P<cmd_rake>[\w:]{1,100})"
+    rb"|^ERROR: {1,4}(?P<cmd_tox>[\w.-]{1,60}): commands failed"
+    rb"|^nox > Session (?P<cmd_nox>\S{1,100}) (?:failed|aborted)"
+    rb"|failed to solve: process \"/bin/sh -c (?P<cmd_docker>[^\n]{1,500})\" did not complete successfully: "
+    rb"exit code: (?P<docker_exit>\d{1,4})"
+    rb"|The command '/bin/sh -c (?P<cmd_docker_old>[^'\n]{1,500})' returned a non-zero code: "
+    rb"(?P<docker_old_exit>\d{1,4})"
+    rb"|^error: Recipe `(?P<cmd_just>[^`\n]{1,200})` failed on line \d{1,6} with exit code (?P<just_exit>\d{1,4})"
     rb")"
 )
 # Where a command's output starts.
@@ -208,20 +225,34 @@ class Log:
             self._region_mask = mask
         return 0 <= index < len(self._region_mask) and self._region_mask[index]
 
+    def commands(self) -> list[tuple[Marker, str]]:
+        """``(marker, command)`` for every failure marker that names what failed, or whose step
+        does (a GitHub Actions ``Run`` group, a ``$ cmd`` echo line), in log order."""
+        found: list[tuple[Marker, str]] = []
+        for marker in self.markers:
+            command = marker.command
+            if command is None and marker.kind == "step":
+                step = self.step_of(marker.index)
+                command = step[1] if step is not None else None
+            if command:
+                found.append((marker, command))
+        return found
+
     @property
     def failed_commands(self) -> list[str]:
-        """The commands the log shows failing (markers first, then their steps), deduplicated."""
+        """The commands the log shows failing, deduplicated, in log order."""
         found: list[str] = []
-        for marker in self.markers:
-            if marker.command and marker.command not in found:
-                found.append(marker.command)
-        for marker in self.markers:
-            if marker.kind != "step":
-                continue
-            step = self.step_of(marker.index)
-            if step is not None and step[1] not in found:
-                found.append(step[1])
+        for _, command in self.commands():
+            if command not in found:
+                found.append(command)
         return found
+
+    def region_number(self, index: int) -> int | None:
+        """Which failure region (0 = the first) holds line ``index``, or None."""
+        for number, (start, end) in enumerate(self.region):
+            if start <= index <= end:
+                return number
+        return None
 
     @property
     def exit_code(self) -> int | None:
@@ -266,8 +297,10 @@ def _structure(log: Log, runs: list[tuple[int, str]]) -> None:
     for match in _STEP_FAILED_RE.finditer(log.data):
         command = match.group("travis")
         markers.append(Marker(index_at(match.start()), "step", _exit_of(match), _text(command) if command else None))
+    for match in _JOB_FAILED_RE.finditer(log.data):
+        markers.append(Marker(index_at(match.start()), "job", _exit_of(match), None))
     for match in _TOOL_FAILED_RE.finditer(log.data):
-        command = match.group("cmd")
+        command = next((v for k, v in match.groupdict().items() if v and k.startswith("cmd_")), None)
         markers.append(Marker(index_at(match.start()), "tool", _exit_of(match), _text(command) if command else None))
     markers.sort(key=lambda m: m.index)
     steps: dict[int, str] = {}
@@ -283,7 +316,7 @@ def _structure(log: Log, runs: list[tuple[int, str]]) -> None:
 
 
 def _region(log: Log) -> tuple[tuple[int, int], ...]:
-    ends = [m.index for m in log.markers if m.kind == "step"] or [m.index for m in log.markers]
+    ends = [m.index for m in log.markers if m.kind == "step"] or [m.index for m in log.markers if m.kind == "tool"]
     if not ends:
         # No marker: the end of the log is where logs fail.
         count = len(log.line_starts)
@@ -294,13 +327,13 @@ def _region(log: Log) -> tuple[tuple[int, int], ...]:
         step = log.step_of(end)
         start = step[0] if step is not None and step[0] > previous_end else max(previous_end + 1, 0)
         start = max(start, end - REGION_LINES_WITHOUT_STEP)
-        if ranges and start <= ranges[-1][1] + 1:
+        if ranges and start <= ranges[-1][1]:
             ranges[-1] = (ranges[-1][0], end)
         else:
             ranges.append((start, end))
         previous_end = end
     # A tool marker after the last step marker (a log cut before the CI system's verdict).
-    last_tool = max((m.index for m in log.markers), default=-1)
+    last_tool = max((m.index for m in log.markers if m.kind == "tool"), default=-1)
     if last_tool > ranges[-1][1]:
         ranges.append((ranges[-1][1] + 1, last_tool))
     return tuple(ranges)
@@ -310,11 +343,16 @@ def _region(log: Log) -> tuple[tuple[int, int], ...]:
 
 
 def _decode_check(head: bytes) -> None:
-    """Refuse binary input: NUL bytes in the first 8 KiB (text logs never hold them)."""
+    """Refuse binary input: a NUL byte, or mostly control/undecodable bytes, in the first 8 KiB."""
     sample = head[:8192]
     nul = sample.find(b"\x00")
     if nul >= 0:
         raise LogUnreadable(f"input looks binary (a NUL byte at offset {nul}); give a text log")
+    if len(sample) >= 256:
+        control = sum(1 for byte in sample if (byte < 32 and byte not in (9, 10, 12, 13, 27)) or byte == 127)
+        invalid = sample.decode("utf-8", "replace").count("\ufffd")
+        if (control + invalid) * 10 > len(sample) * 3:
+            raise LogUnreadable("input looks binary (most of its first bytes are not text); give a text log")
 
 
 def _count_invalid(data: bytes) -> int:

@@ -1,4 +1,4 @@
-"""Core commands: ``ssot``, ``db``, ``errors``, ``classify``, ``fingerprint``, ``envelope``."""
+"""Core commands: ``ssot``, ``db``, ``errors``, ``envelope`` (``classify`` lives in ipai_ops.classify.cli)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from ipai_ops.cli import (
     emit_json,
     positive_int,
     read_json,
-    read_text,
 )
 
 
@@ -76,16 +75,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_dsn_argument(show)
     show.add_argument("ref")
     show.set_defaults(handler=cmd_errors_show)
-
-    # classify / fingerprint
-    cls = subparsers.add_parser("classify", help="which failure code an error gets, and why")
-    cls.add_argument("--registry", default=None)
-    cls.add_argument("--code", help="an explicit code or legacy alias")
-    cls.add_argument("--type", dest="error_type", help="exception/error type")
-    cls.add_argument("--message")
-    cls.add_argument("--text-file", type=Path, help="log/output text ('-' for stdin)")
-    add_format_argument(cls)
-    cls.set_defaults(handler=cmd_classify)
 
     # envelope
     env = subparsers.add_parser("envelope", help="failure envelopes")
@@ -228,37 +217,7 @@ def cmd_errors_show(args: argparse.Namespace) -> int:
     return 0
 
 
-# --------------------------------------------------------------------------- classify / envelope
-
-
-def cmd_classify(args: argparse.Namespace) -> int:
-    from ipai_ops.classify import classify
-    from ipai_ops.fingerprint import fingerprint, normalize_message
-    from ipai_ops.taxonomy import load_registry
-
-    text = read_text(args.text_file, what="text file") if args.text_file is not None else None
-    if not any((args.code, args.error_type, args.message, text)):
-        raise CliError("give at least one of --code, --type, --message, --text-file")
-    registry = load_registry(args.registry)
-    result = classify(registry, explicit_code=args.code, error_type=args.error_type, message=args.message, text=text)
-    out = {
-        "code": result.code,
-        "matched_by": result.matched_by,
-        "signature": result.signature,
-        "severity": result.mode.severity,
-        "retryable": result.mode.retryable,
-        "runbook": result.mode.runbook,
-        "normalized_message": normalize_message(args.message),
-        "fingerprint": fingerprint(code=result.code, error_type=args.error_type, message=args.message),
-    }
-    if args.format == "json":
-        emit_json(out)
-    else:
-        how = f"{result.matched_by} {result.signature or ''}".strip()
-        print(f"{result.code}  ({how})")
-        print(f"  severity {out['severity']}, retryable {str(out['retryable']).lower()}, runbook {out['runbook']}")
-        print(f"  fingerprint {out['fingerprint']}")
-    return 0
+# --------------------------------------------------------------------------- envelope
 
 
 def cmd_envelope_validate(args: argparse.Namespace) -> int:

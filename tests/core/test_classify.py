@@ -119,7 +119,7 @@ def test_classify_real_exceptions(mini_registry):
             "ENV.COMMAND_NOT_FOUND",
         ),
         ({"text": "FileNotFoundError: [Errno 2] No such file or directory: 'foo'"}, "UNCLASSIFIED.UNKNOWN"),
-        ({"text": "cat: ./notes.txt: Permission denied"}, "UNCLASSIFIED.UNKNOWN"),
+        ({"text": "cat: ./notes.txt: Permission denied"}, "PERMISSION.DENIED"),
         ({"message": "API rate limit exceeded for installation ID 123."}, "GITHUB.RATE_LIMITED"),
         ({"code": "ODOO_EXEC_ERROR", "message": "KeyError: 'name'"}, "INTENT.HANDLER_CRASHED"),
         ({"message": "nothing in the registry looks like this"}, "UNCLASSIFIED.UNKNOWN"),

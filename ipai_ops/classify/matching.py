@@ -70,11 +70,14 @@ FAMILY_RANK: dict[str, int] = {
     "runtime": 20,
     "unknown": 0,
 }
+#: A signature with this priority or lower marks a consequence line (rule 3).
+CONSEQUENCE_PRIORITY = -10
 #: Subjects whose patterns see one item per line (``^``/``$`` anchor lines).
 _LINE_SUBJECTS = ("type", "message", "command")
 _SUBJECT_WEIGHT = {"type": 3, "message": 2, "text": 2, "command": 0}
-#: At most this many matches of one pattern are looked at (the last ones are kept).
+#: At most this many matches of one pattern are kept (the last ones), and this many looked at.
 _MAX_MATCHES_PER_PATTERN = 64
+_MAX_SCANNED_PER_PATTERN = 2000
 #: The shape cache: inputs up to this size, this many shapes.
 _SHAPE_MAX_BYTES = 8192
 _SHAPE_CACHE_SIZE = 4096
@@ -174,6 +177,37 @@ class _SubjectSet:
         return [self.sigs[i] for i in self.set.Match(data) or ()]
 
 
+def _spans(log: Log | None, data: bytes) -> list[tuple[int, int]]:
+    """Byte ranges of the failure region(s) (plus annotated lines), or the whole text."""
+    if log is None or not log.region or data is not log.data:
+        return [(0, len(data))]
+    spans = []
+    for start, end in log.region:
+        first = log.line_starts[max(0, start)]
+        last = log.line_starts[end + 1] if end + 1 < log.line_count else len(data)
+        spans.append((first, last))
+    for index in sorted(log.annotations):
+        if not log.in_region(index):
+            first = log.line_starts[index]
+            spans.append((first, log.line_starts[index + 1] if index + 1 < log.line_count else len(data)))
+    return spans
+
+
+def _last_matches(regex: Any, data: bytes, spans: list[tuple[int, int]]) -> list[Any]:
+    """The last :data:`_MAX_MATCHES_PER_PATTERN` matches of ``regex`` inside ``spans``."""
+    found: list[Any] = []
+    scanned = 0
+    for start, end in spans:
+        for match in regex.finditer(data, start, end):
+            found.append(match)
+            scanned += 1
+            if len(found) > _MAX_MATCHES_PER_PATTERN:
+                found.pop(0)
+            if scanned >= _MAX_SCANNED_PER_PATTERN:
+                return found
+    return found
+
+
 class Matcher:
     """The registry compiled once; thread-safe; :func:`matcher_for` caches it on the registry."""
 
@@ -212,12 +246,11 @@ class Matcher:
 
     def _candidates(self, subject: str, data: bytes, origin: str, log: Log | None) -> list[_Candidate]:
         out: list[_Candidate] = []
+        spans = _spans(log, data)
         for sig in self.sets[subject].match(data):
-            found: list[Any] = []
-            for match in sig.regex.finditer(data):
-                found.append(match)
-                if len(found) > _MAX_MATCHES_PER_PATTERN:
-                    found.pop(0)
+            found = _last_matches(sig.regex, data, spans)
+            if not found and spans != [(0, len(data))]:
+                found = _last_matches(sig.regex, data, [(0, len(data))])
             for match in found:
                 line = log.index_at(match.start()) if log is not None else -1
                 groups = {
@@ -329,7 +362,10 @@ def _cause_rank(cand: _Candidate, log: Log | None) -> tuple[int, ...]:
     first = -(region or 0)
     if cand.origin == "command":
         return (1, first, 0, cand.precision, rank, cand.line)
-    return (1, first, 1, 0, rank, cand.line)
+    # A consequence line (a signature with priority <= -10, e.g. Vercel's generic
+    # 'Command "..." exited with 1') yields to what the failed command's name says.
+    strong = 0 if (cand.sig.signature.priority or 0) <= CONSEQUENCE_PRIORITY else 1
+    return (1, first, strong, 0, rank, cand.line)
 
 
 # --------------------------------------------------------------------------- evidence and captures

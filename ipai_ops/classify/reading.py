@@ -42,7 +42,11 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+import re2
+
+from ipai_ops.taxonomy import re2_options
 
 #: What classification reads of a long text: its head and its tail (bounded work).
 HEAD_BYTES = 64 * 1024
@@ -57,25 +61,41 @@ TAIL_REGION_LINES = 1000
 _CHUNK = 1 << 20
 
 
+def _re(pattern: bytes) -> Any:
+    """A structure pattern, compiled with RE2: linear time on whatever a sender wrote."""
+    return re2.compile(pattern, re2_options())
+
+
+def _sub_re(pattern: bytes) -> re.Pattern[bytes]:
+    """A normalisation pattern for ``sub`` over every line. Python's ``re`` substitutes in C
+    (RE2's binding calls back into Python per match); these patterns have no nested or
+    unbounded quantifier, so they stay linear (benchmarks/classify_worst_case.py)."""
+    re2.compile(pattern, re2_options())  # refuse anything RE2 could not run linearly
+    return re.compile(pattern)
+
+
+def _groups(match: Any) -> dict[str, bytes | None]:
+    """A match's named groups with ``str`` names (RE2 names them in bytes for bytes patterns)."""
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in match.groupdict().items()}
+
+
 class LogUnreadable(ValueError):
     """The input is not a text log (binary data); the message is one line for a person."""
 
 
 # --------------------------------------------------------------------------- normalisation
 
-_ANSI_RE = re.compile(rb"\x1b(?:\[[0-?]{0,64}[ -/]{0,8}[@-~]|\][^\x07\x1b\n]{0,2048}(?:\x07|\x1b\\)?|[@-Z\\-_])")
-# Everything up to a line's last carriage return (greedy, so one match per line).
-_CR_RE = re.compile(rb"[^\n]*\r")
-_TIMESTAMP_RE = re.compile(
+_ANSI_RE = _sub_re(rb"\x1b(?:\[[0-?]{0,64}[ -/]{0,8}[@-~]|\][^\x07\x1b\n]{0,1000}(?:\x07|\x1b\\)?|[@-Z\\-_])")
+_TIMESTAMP_RE = _sub_re(
     rb"(?m)^(?:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z ?"
     rb"|\[\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?\] ?"
     rb"|\[\d\d:\d\d:\d\d(?:\.\d{1,9})?\] "
     rb"|\d{1,2}:\d\d:\d\d (?:AM|PM): )"
 )
 # GitHub Actions / Azure Pipelines logging commands and workflow commands.
-_CI_MARKER_RE = re.compile(rb"(?m)^[ \t]{0,8}(?:##\[[a-z]{3,12}\]|::[a-z-]{3,20}(?: [^\n:]{0,500})?::)")
-_ANNOTATION_RE = re.compile(rb"(?m)^[ \t]{0,8}(?:##\[error\]|::error(?: [^\n:]{0,500})?::)")
-_GROUP_RUN_RE = re.compile(rb"(?m)^[ \t]{0,8}(?:##\[group\]|::group::)Run (?P<cmd>[^\n]{1,500})")
+_CI_MARKER_RE = _sub_re(rb"(?m)^[ \t]{0,8}(?:##\[[a-z]{3,12}\]|::[a-z-]{3,20}(?: [^\n:]{0,500})?::)")
+_ANNOTATION_RE = _re(rb"(?m)^[ \t]{0,8}(?:##\[error\]|::error(?: [^\n:]{0,500})?::)")
+_GROUP_RUN_RE = _re(rb"(?m)^[ \t]{0,8}(?:##\[group\]|::group::)Run (?P<cmd>[^\n]{1,500})")
 
 
 def _normalise(data: bytes) -> tuple[bytes, list[int], list[tuple[int, str]]]:
@@ -87,14 +107,19 @@ def _normalise(data: bytes) -> tuple[bytes, list[int], list[tuple[int, str]]]:
     if b"\x1b" in data:
         data = _ANSI_RE.sub(b"", data)
     if b"\r" in data:
-        data = _CR_RE.sub(b"", data)
+        # Keep what a terminal shows of each line: the text after its last carriage return.
+        lines = data.split(b"\n")
+        for index, line in enumerate(lines):
+            if b"\r" in line:
+                lines[index] = line[line.rfind(b"\r") + 1 :]
+        data = b"\n".join(lines)
     if data[:1].isdigit() or data[:1] == b"[" or b"\n2" in data[:4096] or b"\n[" in data[:4096]:
         data = _TIMESTAMP_RE.sub(b"", data)
     annotations: list[int] = []
     runs: list[tuple[int, str]] = []
-    if b"##[" in data or b"::" in data:
+    if b"##[" in data or data.startswith(b"::") or b"\n::" in data:
         annotations = [m.start() for m in _ANNOTATION_RE.finditer(data)]
-        runs = [(m.start(), _text(m.group("cmd"))) for m in _GROUP_RUN_RE.finditer(data)]
+        runs = [(m.start(), _text(_groups(m)["cmd"] or b"")) for m in _GROUP_RUN_RE.finditer(data)]
         data = _CI_MARKER_RE.sub(b"", data)
     return data, annotations, runs
 
@@ -106,7 +131,7 @@ def _text(raw: bytes) -> str:
 # --------------------------------------------------------------------------- structure
 
 # Where a CI system says a step failed: these end a step and bound the failure region.
-_STEP_FAILED_RE = re.compile(
+_STEP_FAILED_RE = _re(
     rb"(?m)^[ \t]{0,8}(?:"
     rb"The command \"(?P<travis>[^\n]{1,500})\" (?:failed and )?exited with (?P<travis_exit>[1-9]\d{0,3})"
     rb"|(?:Error: )?Process completed with exit code (?P<gha_exit>[1-9]\d{0,3})\."
@@ -119,12 +144,10 @@ _STEP_FAILED_RE = re.compile(
     rb")"
 )
 # Where a CI system says the whole job failed (after its steps): an exit code, no region.
-_JOB_FAILED_RE = re.compile(
-    rb"(?m)^(?:Done\. Your build exited with (?P<travis_done>[1-9]\d{0,3})\.|Finished: FAILURE$)"
-)
+_JOB_FAILED_RE = _re(rb"(?m)^(?:Done\. Your build exited with (?P<travis_done>[1-9]\d{0,3})\.|Finished: FAILURE$)")
 # Where a build tool says a command failed, inside a step; ``cmd_*`` groups name what failed
 # (a make target, a Gradle task, a Maven goal, an npm script, a tox env, a Dockerfile RUN).
-_TOOL_FAILED_RE = re.compile(
+_TOOL_FAILED_RE = _re(
     rb"(?m)(?:"
     rb"^make(?:\[\d{1,3}\])?: \*\*\* \[(?P<cmd_make>[^\]\n]{0,300})\] Error (?P<make_exit>\d{1,4})"
     rb"|\bCommand \"(?P<cmd_quoted>[^\"\n]{1,300})\" exited with (?P<cmd_exit>[1-9]\d{0,3})"
@@ -151,7 +174,7 @@ _TOOL_FAILED_RE = re.compile(
     rb")"
 )
 # Where a command's output starts.
-_STEP_START_RE = re.compile(
+_STEP_START_RE = _re(
     rb"(?m)^(?:\$ (?P<dollar>[^\n]{1,500})"
     rb"|(?:---|\+\+\+|~~~) (?P<bk>[^\n]{1,300})"
     rb"|\+ (?P<xtrace>[^\n]{1,500})"
@@ -284,23 +307,84 @@ def _line_starts(data: bytes) -> list[int]:
     return starts
 
 
-def _exit_of(match: re.Match[bytes]) -> int | None:
-    for name, value in match.groupdict().items():
+def _exit_of(match: Any) -> int | None:
+    for name, value in _groups(match).items():
         if value is not None and (name.endswith("_exit") or name == "travis_done"):
             return int(value)
     return None
 
 
+#: Literal text every alternative of a structure pattern contains: lines without any of
+#: them are never run through the (slower, capturing) pattern.
+_STEP_FAILED_HINTS = (
+    b'The command "',
+    b"Process completed with exit code",
+    b"ERROR: Job failed",
+    b"ERROR: script returned exit code",
+    b"marked build as failure",
+    b"Error: The command exited with status",
+    b"Exited with code",
+    b"exited with code '",
+)
+_TOOL_FAILED_HINTS = (
+    b"*** [",
+    b'Command "',
+    b"Command failed with exit code",
+    b"Command exited with non-zero status",
+    b"returned non-zero exit status",
+    b"npm ERR!",
+    b"npm error",
+    b"Execution failed for task",
+    b" FAILED",
+    b"FAILURE: Build failed",
+    b"BUILD FAILURE",
+    b"Failed to execute goal",
+    b"[error] (",
+    b"Tasks: TOP",
+    b"commands failed",
+    b"nox > Session",
+    b"failed to solve",
+    b"returned a non-zero code",
+    b"error: Recipe",
+)
+_JOB_FAILED_HINTS = (b"Done. Your build exited with", b"Finished: FAILURE")
+
+
+def _scan(pattern: Any, hints: tuple[bytes, ...], data: bytes) -> list[Any]:
+    """``pattern.finditer(data)``, but only over the lines holding one of ``hints`` (C-speed finds)."""
+    starts: set[int] = set()
+    for hint in hints:
+        position = data.find(hint)
+        while position >= 0:
+            starts.add(data.rfind(b"\n", 0, position) + 1)
+            position = data.find(hint, position + len(hint))
+    found: list[Any] = []
+    covered = -1
+    for start in sorted(starts):
+        if start <= covered:
+            continue
+        end = data.find(b"\n", start)
+        end = len(data) if end < 0 else end
+        # A pattern may span into the next line (Gradle's "What went wrong:" block).
+        window_end = data.find(b"\n", end + 1) if end < len(data) else end
+        window_end = len(data) if window_end < 0 else window_end
+        for match in pattern.finditer(data, start, window_end):
+            if match.start() <= end:
+                found.append(match)
+        covered = end
+    return found
+
+
 def _structure(log: Log, runs: list[tuple[int, str]]) -> None:
     index_at = log.index_at
     markers: list[Marker] = []
-    for match in _STEP_FAILED_RE.finditer(log.data):
-        command = match.group("travis")
+    for match in _scan(_STEP_FAILED_RE, _STEP_FAILED_HINTS, log.data):
+        command = _groups(match)["travis"]
         markers.append(Marker(index_at(match.start()), "step", _exit_of(match), _text(command) if command else None))
-    for match in _JOB_FAILED_RE.finditer(log.data):
+    for match in _scan(_JOB_FAILED_RE, _JOB_FAILED_HINTS, log.data):
         markers.append(Marker(index_at(match.start()), "job", _exit_of(match), None))
-    for match in _TOOL_FAILED_RE.finditer(log.data):
-        command = next((v for k, v in match.groupdict().items() if v and k.startswith("cmd_")), None)
+    for match in _scan(_TOOL_FAILED_RE, _TOOL_FAILED_HINTS, log.data):
+        command = next((v for k, v in _groups(match).items() if v and k.startswith("cmd_")), None)
         markers.append(Marker(index_at(match.start()), "tool", _exit_of(match), _text(command) if command else None))
     markers.sort(key=lambda m: m.index)
     steps: dict[int, str] = {}
@@ -342,6 +426,9 @@ def _region(log: Log) -> tuple[tuple[int, int], ...]:
 # --------------------------------------------------------------------------- entry points
 
 
+_CONTROL_BYTES = bytes([b for b in range(32) if b not in (9, 10, 12, 13, 27)] + [127])
+
+
 def _decode_check(head: bytes) -> None:
     """Refuse binary input: a NUL byte, or mostly control/undecodable bytes, in the first 8 KiB."""
     sample = head[:8192]
@@ -349,7 +436,7 @@ def _decode_check(head: bytes) -> None:
     if nul >= 0:
         raise LogUnreadable(f"input looks binary (a NUL byte at offset {nul}); give a text log")
     if len(sample) >= 256:
-        control = sum(1 for byte in sample if (byte < 32 and byte not in (9, 10, 12, 13, 27)) or byte == 127)
+        control = len(sample) - len(sample.translate(None, _CONTROL_BYTES))
         invalid = sample.decode("utf-8", "replace").count("\ufffd")
         if (control + invalid) * 10 > len(sample) * 3:
             raise LogUnreadable("input looks binary (most of its first bytes are not text); give a text log")
@@ -453,20 +540,23 @@ def read_file(path: str | Path) -> Log:
 
 # "Type: message" at the start of a line, Python/Java/JS/.NET style, with the usual
 # lead-ins (pytest's "E   ", Java's "Caused by: ", "Exception in thread ... ", "Uncaught ").
-_TYPE_LINE_RE = re.compile(
+_TYPE_LINE_RE = _re(
     rb"(?m)^[ \t>|]{0,16}(?:E {1,8}|Caused by: |Exception in thread \"[^\"\n]{0,100}\" |Uncaught (?:\(in promise\) )?"
     rb"|Unhandled (?:exception|rejection)[.:]? |raise |\[ERROR\] |ERROR:? |error: |Error: |FATAL:? |\*\* \(|thrown )?"
-    rb"(?P<type>(?:[A-Za-z_][\w$]{0,80}(?:\.|::|\\)){0,10}[A-Za-z_][\w$]{0,100})\)?(?::(?=[ \t\n]|$)|$)"
+    rb"(?P<type>(?:[A-Za-z_][\w$]{0,80}(?:\.|::|\\)){0,10}[A-Za-z_][\w$]{0,100})\)?(?::[ \t]|:$|$)"
 )
+
+
+_TYPE_GROUP = _TYPE_LINE_RE.groupindex[b"type"]
 
 
 def exception_types(data: bytes, *, limit: int = 200) -> list[tuple[int, bytes]]:
     """``(byte offset, type)`` of every ``Type: message`` line (at most ``limit``, the last ones)."""
     found: deque[tuple[int, bytes]] = deque(maxlen=limit)
     for match in _TYPE_LINE_RE.finditer(data):
-        name = match.group("type")
+        name = _groups(match)["type"]
         if len(name) >= 3 and (b"." in name or name[:1].isupper()):
-            found.append((match.start("type"), name))
+            found.append((match.start(_TYPE_GROUP), name))
     return list(found)
 
 

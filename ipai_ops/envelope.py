@@ -227,8 +227,13 @@ def build_envelope(
     frames: list[str] | tuple[str, ...] = (),
     occurred_at: datetime | str | None = None,
     caps: Caps = DEFAULT_CAPS,
+    previous_message: str | None = None,
 ) -> dict[str, Any]:
-    """A valid v1 envelope. The fingerprint is computed from the *redacted* message."""
+    """A valid v1 envelope. The fingerprint is computed from the *redacted* message.
+
+    ``previous_message``: the message grouping version 1 chose for this failure, when the
+    caller picks it differently now (it feeds ``error.previous_fingerprint`` only).
+    """
     mode = classification.mode
     clean_message, msg_size = head(redact(message) or "", caps.message)
     clean_details, details_size = _cap_json(redact_obj(details), caps.details)
@@ -240,25 +245,37 @@ def build_envelope(
     when = occurred_at if isinstance(occurred_at, str) else iso_utc(occurred_at or datetime.now(timezone.utc))
     if classification.evidence or classification.captures:
         ev["classification"] = redact_obj(classification.evidence_dict())
+    fingerprint = make_fingerprint(code=mode.code, error_type=error_type, message=clean_message, frames=frames)
+    previous = None
+    previous_clean = (
+        clean_message if previous_message is None else head(redact(previous_message) or "", caps.message)[0]
+    )
+    if classification.previous_code and (classification.previous_code != mode.code or previous_clean != clean_message):
+        # The key this failure had under grouping version 1: the writers attach it to that
+        # group during the upgrade window (docs/architecture.md, "Grouping versions").
+        previous = make_fingerprint(
+            code=classification.previous_code, error_type=error_type, message=previous_clean, frames=frames
+        )
+    error = {
+        "code": mode.code,
+        "category": mode.category,
+        "severity": mode.severity,
+        "retryable": mode.retryable,
+        "message": clean_message,
+        "error_type": error_type,
+        "details": clean_details,
+        "runbook": mode.runbook,
+        "fingerprint": fingerprint,
+        "matched_by": classification.matched_by,
+        "signature": classification.signature,
+        "family": mode.family,
+    }
+    if previous:
+        error["previous_fingerprint"] = previous
     return {
         "envelope_version": ENVELOPE_VERSION,
         "ok": False,
-        "error": {
-            "code": mode.code,
-            "category": mode.category,
-            "severity": mode.severity,
-            "retryable": mode.retryable,
-            "message": clean_message,
-            "error_type": error_type,
-            "details": clean_details,
-            "runbook": mode.runbook,
-            "fingerprint": make_fingerprint(
-                code=mode.code, error_type=error_type, message=clean_message, frames=frames
-            ),
-            "matched_by": classification.matched_by,
-            "signature": classification.signature,
-            "family": mode.family,
-        },
+        "error": error,
         "context": dict(redact_obj(dict(context))),
         "evidence": ev,
         "occurred_at": when,

@@ -249,6 +249,7 @@ class _Template:
     message: str
     error_type: str | None
     sample: dict[str, Any]
+    previous_fingerprint: str | None = None
 
 
 def _template(
@@ -292,6 +293,9 @@ def _template(
         message=error["message"],
         error_type=error_type,
         sample=envelope,
+        # A producer's own fingerprint is its key; otherwise grouping version 1's key
+        # attaches this failure to its existing group (migration 0006).
+        previous_fingerprint=None if fingerprint else error.get("previous_fingerprint"),
     )
 
 
@@ -367,6 +371,7 @@ class Extractor:
             "trace_id": trace_hex,
             "span_id": span_hex,
             "sample": sample,
+            "previous_fingerprint": template.previous_fingerprint,
         }
 
     # ----------------------------------------------------------------------- traces

@@ -27,7 +27,7 @@ import re
 import time
 import zipfile
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -35,7 +35,7 @@ from typing import Any
 import requests
 
 from ipai_ops import config
-from ipai_ops.classify import Classification, classify
+from ipai_ops.classify import Classification, classify, legacy
 from ipai_ops.envelope import build_envelope, iso_utc
 from ipai_ops.store import ErrorOccurrence
 from ipai_ops.taxonomy import Registry
@@ -622,8 +622,30 @@ class StepFailure:
             "conclusion": self.step.conclusion,
             "message": self.message,
             "fingerprint": self.occurrence.fingerprint,
+            "previous_fingerprint": self.occurrence.previous_fingerprint,
+            "family": self.classification.family,
+            "evidence": [e.as_dict() for e in self.classification.evidence],
+            "captures": self.classification.captures,
             "error_lines": self.error_lines[:10],
         }
+
+
+#: Grouping version 1 classified a step from its error annotations and last 200 lines.
+_V1_TAIL_LINES = 200
+
+
+def _undecorated(message: str) -> str:
+    """pytest and friends frame their summary lines with "=====": keep the words only."""
+    return _DECORATION_RE.sub("", message).strip()[:1000] or message[:1000]
+
+
+def _grouping_v1(step: FailedStep, lines: list[str], errors: list[str], first: str | None) -> tuple[str, str]:
+    """The code and message grouping version 1 gave a failed step (its group key's inputs)."""
+    tail = lines[-_V1_TAIL_LINES:]
+    code, pattern = legacy.classify_v1_signature(text="\n".join([*errors, *tail]) or None, message=first)
+    picked = next((line.strip() for line in [*errors, *tail] if pattern.search(line)), None) if pattern else None
+    message = picked or first or f'step "{step.step_name}" of job "{step.job_name}" ended with {step.conclusion}'
+    return code, _undecorated(message)
 
 
 def analyse_step(registry: Registry, run: RunInfo, step: FailedStep) -> StepFailure:
@@ -637,13 +659,13 @@ def analyse_step(registry: Registry, run: RunInfo, step: FailedStep) -> StepFail
     else:
         # The whole step log: the reader finds where it failed and never drops its tail.
         classification = classify(registry, text=step.log)
-    message = (
+    previous_code, previous_message = _grouping_v1(step, lines, errors, first)
+    classification = replace(classification, previous_code=previous_code)
+    message = _undecorated(
         (classification.headline if not classification.is_fallback else None)
         or first
         or (f'step "{step.step_name}" of job "{step.job_name}" ended with {step.conclusion}')
     )
-    # pytest and friends frame their summary lines with "=====": keep the words only.
-    message = _DECORATION_RE.sub("", message).strip()[:1000] or message[:1000]
     exit_codes = [int(m.group(1)) for e in errors for m in [_EXIT_CODE_RE.search(e)] if m]
     occurrence_id = f"{run.run_id}:{step.job_id}:{step.step_number}:{run.attempt}"
     service = f"{run.repository}/{run.workflow}"
@@ -691,6 +713,7 @@ def analyse_step(registry: Registry, run: RunInfo, step: FailedStep) -> StepFail
             "links": [u for u in (step.job_url, run.html_url) if u],
         },
         occurred_at=occurred,
+        previous_message=previous_message,
     )
     occurrence = ErrorOccurrence.from_envelope(
         envelope,

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import replace
 from typing import Any
 
-from ipai_ops.classify import matching, reading
+from ipai_ops.classify import legacy, matching, reading
 from ipai_ops.classify.reading import Log, LogUnreadable, read_file, read_stream, read_text
 from ipai_ops.classify.result import Classification, EvidenceLine
 from ipai_ops.taxonomy import Registry
@@ -61,17 +62,23 @@ def classify(
     ``text`` is any log or output text (read with :func:`reading.read_text`, NUL bytes
     blanked); ``log`` is an already read :class:`Log` (the CLI streams files into one).
     """
+    previous = legacy.classify_v1(
+        explicit_code=explicit_code,
+        error_type=error_type,
+        message=message,
+        text=text if text is not None or log is None else log.data.decode("utf-8", "replace"),
+    )
     if explicit_code:
         mode = registry.get(explicit_code)
         if mode is not None:
             if not mode.active and mode.replaced_by:
                 mode = registry[mode.replaced_by]
-            return Classification(mode.code, mode, "explicit", explicit_code)
+            return Classification(mode.code, mode, "explicit", explicit_code, previous_code=previous)
     error_type = (error_type or "")[:MAX_CLASSIFY_CHARS] or None
     message = (message or "")[:MAX_CLASSIFY_CHARS] or None
     if log is None and text:
         log = _read_lenient(text)
-    return _shape_cached(registry, error_type, message, log)
+    return replace(_shape_cached(registry, error_type, message, log), previous_code=previous)
 
 
 def classify_log(registry: Registry, log: Log, *, message: str | None = None) -> Classification:

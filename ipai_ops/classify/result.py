@@ -46,6 +46,9 @@ class Classification:
     also: tuple[str, ...] = ()
     #: The deciding line's text (or the message's first line): what a person reads first.
     headline: str | None = None
+    #: The code grouping version 1 gave the same input (:mod:`ipai_ops.classify.legacy`):
+    #: the writers use it to find the group a failure had before this classifier.
+    previous_code: str | None = field(default=None, compare=False)
 
     @property
     def is_fallback(self) -> bool:

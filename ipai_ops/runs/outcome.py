@@ -31,7 +31,7 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ipai_ops.classify import Classification, classify
+from ipai_ops.classify import Classification, classify, legacy
 from ipai_ops.taxonomy import Registry
 
 TIMEOUT_EXIT = 124
@@ -159,6 +159,9 @@ class Outcome:
     signal: str | None = None
     #: The kind that typed it (explicit or inferred from the program).
     kind: str | None = None
+    #: The message grouping version 1 chose, when it differs (feeds the group key of the
+    #: upgrade window: ``build_envelope(previous_message=)``).
+    previous_message: str | None = None
 
     @property
     def code(self) -> str | None:
@@ -264,6 +267,17 @@ def _error_line(text: str) -> str | None:
     return lines[-1][:1000] if lines else None
 
 
+def _message_v1(text: str, generic: str) -> str:
+    """The message grouping version 1 gave a failed command typed by a text signature: the
+    first output line its deciding pattern matched."""
+    _, pattern = legacy.classify_v1_signature(text=text)
+    match = pattern.search(text) if pattern is not None else None
+    if match is None:
+        return generic
+    line = _matching_text_line(text, match)
+    return (_DECORATION.sub("", line).strip() or line)[:1000]
+
+
 def _undecorated(line: str | None) -> str | None:
     """A deciding line without pytest-style ``=====`` framing."""
     if not line:
@@ -367,7 +381,17 @@ def type_outcome(
     found = classify(registry, text=text) if text else None
     if found is not None and not found.is_fallback:
         message = _undecorated(found.headline) or generic
-        return Outcome("failed", returncode, "signature", found, message, _EXIT, kind=kind)
+        previous = _message_v1(text, generic)
+        return Outcome(
+            "failed",
+            returncode,
+            "signature",
+            found,
+            message,
+            _EXIT,
+            kind=kind,
+            previous_message=previous if previous != message else None,
+        )
     # Then `on: message` signatures over the error line the command ended with (an agent's
     # "Incorrect API key provided", a script's "Connection refused"), after every text one.
     line = _error_line(stderr_text)

@@ -999,6 +999,7 @@ class _Run:
                 "artifacts": [item.stdout_log, item.stderr_log, item.events_file],
             },
             occurred_at=item.finished_at,
+            previous_message=outcome.previous_message,
         )
         path = attempt_dir / "envelope.json"
         _write_json(path, envelope)

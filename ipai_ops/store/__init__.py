@@ -134,11 +134,12 @@ def applied_versions(conn: Connection) -> dict[int, str]:
         return dict(cur.fetchall())
 
 
-def migrate(conn: Connection) -> list[Migration]:
+def migrate(conn: Connection, *, up_to: int | None = None) -> list[Migration]:
     """Apply pending migrations, each in its own transaction, under a session advisory lock.
 
     Concurrent callers serialise on the lock; the later ones find nothing to do.
-    An applied migration whose file changed is an error, never re-run.
+    An applied migration whose file changed is an error, never re-run. ``up_to`` stops
+    after that version (upgrade tests start from an older schema).
     """
     conn.rollback()
     previous_autocommit = conn.autocommit
@@ -153,6 +154,8 @@ def migrate(conn: Connection) -> list[Migration]:
                 cur.execute(_BOOKKEEPING)
             done = applied_versions(conn)
             for migration in migrations():
+                if up_to is not None and migration.version > up_to:
+                    break
                 if migration.version in done:
                     if done[migration.version] != migration.checksum:
                         raise MigrationError(
@@ -214,6 +217,9 @@ class ErrorOccurrence:
     span_id: str | None = None
     service_version: str | None = None
     sample: dict[str, Any] | None = None
+    #: The key grouping version 1 gave this failure, when it differs from ``fingerprint``
+    #: (envelope ``error.previous_fingerprint``): attaches it to the existing group.
+    previous_fingerprint: str | None = None
 
     @classmethod
     def from_envelope(
@@ -240,6 +246,7 @@ class ErrorOccurrence:
             "span_id": context.get("span_id"),
             "service_version": context.get("service_version"),
             "sample": envelope,
+            "previous_fingerprint": error.get("previous_fingerprint"),
         }
         values.update({name: value for name, value in fields.items() if value is not None})
         return cls(**values)
@@ -291,7 +298,7 @@ def upsert_error_on(cur: Any, occ: ErrorOccurrence) -> UpsertResult:
     :func:`upsert_error`.
     """
     cur.execute(
-        "SELECT * FROM ops.upsert_agent_error(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
+        "SELECT * FROM ops.upsert_agent_error(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)",
         (
             occ.source,
             occ.occurrence_id,
@@ -306,6 +313,7 @@ def upsert_error_on(cur: Any, occ: ErrorOccurrence) -> UpsertResult:
             occ.span_id,
             occ.service_version,
             json.dumps(occ.sample, default=str) if occ.sample is not None else None,
+            occ.previous_fingerprint,
         ),
     )
     return UpsertResult(*cur.fetchone())

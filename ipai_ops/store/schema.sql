@@ -26,7 +26,8 @@ CREATE TYPE ops.error_occurrence_input AS (
 	trace_id text,
 	span_id text,
 	service_version text,
-	sample jsonb
+	sample jsonb,
+	previous_fingerprint text
 );
 
 CREATE TYPE ops.occurrence_key AS (
@@ -34,6 +35,46 @@ CREATE TYPE ops.occurrence_key AS (
 	source text,
 	occurrence_id text
 );
+
+CREATE FUNCTION ops.agent_errors_own_key() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO ops.error_group_keys (fingerprint, error_id, grouping, code)
+    VALUES (NEW.fingerprint, NEW.id, ops.current_grouping(), NEW.code)
+    ON CONFLICT (fingerprint) DO NOTHING;
+    RETURN NULL;
+END
+$$;
+
+CREATE FUNCTION ops.current_grouping() RETURNS smallint
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$
+    SELECT max(version) FROM ops.grouping_versions
+$$;
+
+CREATE FUNCTION ops.group_for_key(p_fingerprint text, p_previous text, p_code text) RETURNS bigint
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_id bigint;
+BEGIN
+    SELECT k.error_id INTO v_id FROM ops.error_group_keys k WHERE k.fingerprint = p_fingerprint;
+    IF v_id IS NOT NULL OR p_previous IS NULL OR p_previous = p_fingerprint
+       OR NOT ops.previous_keys_attach() THEN
+        RETURN v_id;
+    END IF;
+    SELECT k.error_id INTO v_id FROM ops.error_group_keys k WHERE k.fingerprint = p_previous;
+    IF v_id IS NULL THEN
+        RETURN NULL;
+    END IF;
+    INSERT INTO ops.error_group_keys (fingerprint, error_id, grouping, code)
+    VALUES (p_fingerprint, v_id, ops.current_grouping(), p_code)
+    ON CONFLICT (fingerprint) DO NOTHING;
+    SELECT k.error_id INTO v_id FROM ops.error_group_keys k WHERE k.fingerprint = p_fingerprint;
+    RETURN v_id;
+END
+$$;
 
 CREATE FUNCTION ops.next_status(p_status text, p_resolved_in_version text, p_service_versions text[], p_snooze_until timestamp with time zone, p_snooze_until_count bigint, p_new_count bigint, p_now timestamp with time zone) RETURNS text
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
@@ -53,20 +94,29 @@ CREATE FUNCTION ops.next_status(p_status text, p_resolved_in_version text, p_ser
     END
 $$;
 
-CREATE FUNCTION ops.upsert_agent_error(p_source text, p_occurrence_id text, p_fingerprint text, p_code text, p_severity text, p_message text, p_error_type text DEFAULT NULL::text, p_service text DEFAULT NULL::text, p_occurred_at timestamp with time zone DEFAULT now(), p_trace_id text DEFAULT NULL::text, p_span_id text DEFAULT NULL::text, p_service_version text DEFAULT NULL::text, p_sample jsonb DEFAULT NULL::jsonb) RETURNS TABLE(error_id bigint, error_count bigint, is_new boolean, error_status text)
+CREATE FUNCTION ops.previous_keys_attach() RETURNS boolean
+    LANGUAGE sql STABLE PARALLEL SAFE
+    AS $$
+    SELECT coalesce(legacy_until > now(), false)
+    FROM ops.grouping_versions ORDER BY version DESC LIMIT 1
+$$;
+
+CREATE FUNCTION ops.upsert_agent_error(p_source text, p_occurrence_id text, p_fingerprint text, p_code text, p_severity text, p_message text, p_error_type text DEFAULT NULL::text, p_service text DEFAULT NULL::text, p_occurred_at timestamp with time zone DEFAULT now(), p_trace_id text DEFAULT NULL::text, p_span_id text DEFAULT NULL::text, p_service_version text DEFAULT NULL::text, p_sample jsonb DEFAULT NULL::jsonb, p_previous_fingerprint text DEFAULT NULL::text) RETURNS TABLE(error_id bigint, error_count bigint, is_new boolean, error_status text)
     LANGUAGE plpgsql
     AS $$
 DECLARE
     v_id bigint;
 BEGIN
-    INSERT INTO ops.agent_errors AS e
-        (fingerprint, code, source, service, message, error_type, severity,
-         count, first_seen, last_seen)
-    VALUES (p_fingerprint, p_code, p_source, p_service, p_message, p_error_type,
-            coalesce(p_severity, 'medium'), 0, p_occurred_at, p_occurred_at)
-    ON CONFLICT (fingerprint) DO NOTHING;
-
-    SELECT e.id INTO STRICT v_id FROM ops.agent_errors e WHERE e.fingerprint = p_fingerprint;
+    v_id := ops.group_for_key(p_fingerprint, p_previous_fingerprint, p_code);
+    IF v_id IS NULL THEN
+        INSERT INTO ops.agent_errors AS e
+            (fingerprint, code, source, service, message, error_type, severity,
+             count, first_seen, last_seen)
+        VALUES (p_fingerprint, p_code, p_source, p_service, p_message, p_error_type,
+                coalesce(p_severity, 'medium'), 0, p_occurred_at, p_occurred_at)
+        ON CONFLICT (fingerprint) DO NOTHING;
+        SELECT k.error_id INTO STRICT v_id FROM ops.error_group_keys k WHERE k.fingerprint = p_fingerprint;
+    END IF;
 
     INSERT INTO ops.agent_error_occurrences
         (source, occurrence_id, error_id, occurred_at, trace_id, span_id, service_version)
@@ -143,6 +193,19 @@ BEGIN
         RETURN;
     END IF;
 
+    -- Unknown keys whose previous key names a group join that group (window open only).
+    IF ops.previous_keys_attach() THEN
+        INSERT INTO ops.error_group_keys (fingerprint, error_id, grouping, code)
+        SELECT DISTINCT ON (r.fingerprint) r.fingerprint, p.error_id, ops.current_grouping(), r.code
+        FROM unnest(v_rows) AS r
+        JOIN ops.error_group_keys p ON p.fingerprint = r.previous_fingerprint
+        WHERE r.previous_fingerprint IS NOT NULL AND r.previous_fingerprint <> r.fingerprint
+          AND NOT EXISTS (SELECT 1 FROM ops.error_group_keys k WHERE k.fingerprint = r.fingerprint)
+        ORDER BY r.fingerprint, r.occurred_at DESC
+        ON CONFLICT (fingerprint) DO NOTHING;
+    END IF;
+
+    -- Keys still unknown open new groups (their own key is added by the trigger).
     INSERT INTO ops.agent_errors
         (fingerprint, code, source, service, message, error_type, severity,
          count, first_seen, last_seen)
@@ -151,16 +214,17 @@ BEGIN
            coalesce(r.severity, 'medium'), 0,
            coalesce(r.occurred_at, now()), coalesce(r.occurred_at, now())
     FROM unnest(v_rows) AS r
+    WHERE NOT EXISTS (SELECT 1 FROM ops.error_group_keys k WHERE k.fingerprint = r.fingerprint)
     ORDER BY r.fingerprint, r.occurred_at
     ON CONFLICT (fingerprint) DO NOTHING;
 
     WITH inserted AS (
         INSERT INTO ops.agent_error_occurrences
             (source, occurrence_id, error_id, occurred_at, trace_id, span_id, service_version)
-        SELECT r.source, r.occurrence_id, e.id, coalesce(r.occurred_at, now()),
+        SELECT r.source, r.occurrence_id, k.error_id, coalesce(r.occurred_at, now()),
                r.trace_id, r.span_id, r.service_version
         FROM unnest(v_rows) AS r
-        JOIN ops.agent_errors e ON e.fingerprint = r.fingerprint
+        JOIN ops.error_group_keys k ON k.fingerprint = r.fingerprint
         ORDER BY r.source, r.occurrence_id
         ON CONFLICT DO NOTHING
         RETURNING error_id, source, occurrence_id
@@ -176,14 +240,10 @@ BEGIN
     -- FOR NO KEY UPDATE, not FOR UPDATE: inserting an occurrence took FOR KEY SHARE on
     -- its error row (the foreign key), and FOR UPDATE conflicts with another batch's KEY
     -- SHARE on the same rows (a deadlock between batches with overlapping fingerprints).
-    -- The UPDATE below never changes the key, so NO KEY UPDATE is all it needs.
     PERFORM 1 FROM ops.agent_errors e
     WHERE e.id IN (SELECT n.error_id FROM unnest(v_new_keys) AS n)
     ORDER BY e.id FOR NO KEY UPDATE;
 
-    -- One aggregate row per error: count, window, versions and the newest
-    -- occurrence (no self-join: the planner cannot estimate unnest() sizes, and a
-    -- join here degenerates into a nested loop).
     WITH agg AS (
         SELECT n.error_id,
                count(*) AS n,
@@ -373,6 +433,23 @@ CREATE SEQUENCE ops.agent_runs_id_seq
 
 ALTER SEQUENCE ops.agent_runs_id_seq OWNED BY ops.agent_runs.id;
 
+CREATE TABLE ops.error_group_keys (
+    fingerprint text NOT NULL,
+    error_id bigint NOT NULL,
+    "grouping" smallint NOT NULL,
+    code text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+COMMENT ON TABLE ops.error_group_keys IS 'Every key that reaches a group: its own fingerprint, and keys of later grouping versions attached to it.';
+
+CREATE TABLE ops.grouping_versions (
+    version smallint NOT NULL,
+    activated_at timestamp with time zone DEFAULT now() NOT NULL,
+    legacy_until timestamp with time zone,
+    description text NOT NULL
+);
+
 CREATE TABLE ops.webhook_deliveries (
     provider text NOT NULL,
     delivery_id text NOT NULL,
@@ -423,6 +500,12 @@ ALTER TABLE ONLY ops.agent_runs
 ALTER TABLE ONLY ops.agent_runs
     ADD CONSTRAINT agent_runs_run_id_key UNIQUE (run_id);
 
+ALTER TABLE ONLY ops.error_group_keys
+    ADD CONSTRAINT error_group_keys_pkey PRIMARY KEY (fingerprint);
+
+ALTER TABLE ONLY ops.grouping_versions
+    ADD CONSTRAINT grouping_versions_pkey PRIMARY KEY (version);
+
 ALTER TABLE ONLY ops.webhook_deliveries
     ADD CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (provider, delivery_id);
 
@@ -456,7 +539,11 @@ CREATE INDEX agent_runs_recent_idx ON ops.agent_runs USING btree (((started_at A
 
 CREATE INDEX agent_runs_variant_idx ON ops.agent_runs USING btree (((metadata ->> 'variant_id'::text)));
 
+CREATE INDEX error_group_keys_error_idx ON ops.error_group_keys USING btree (error_id, created_at);
+
 CREATE INDEX webhook_deliveries_received_idx ON ops.webhook_deliveries USING btree (received_at);
+
+CREATE TRIGGER agent_errors_own_key AFTER INSERT ON ops.agent_errors FOR EACH ROW EXECUTE FUNCTION ops.agent_errors_own_key();
 
 ALTER TABLE ONLY ops.agent_benchmark_results
     ADD CONSTRAINT agent_benchmark_results_run_id_fkey FOREIGN KEY (run_id) REFERENCES ops.agent_runs(run_id) ON DELETE CASCADE;
@@ -466,3 +553,9 @@ ALTER TABLE ONLY ops.agent_error_occurrences
 
 ALTER TABLE ONLY ops.agent_runs
     ADD CONSTRAINT agent_runs_error_id_fkey FOREIGN KEY (error_id) REFERENCES ops.agent_errors(id) ON DELETE SET NULL;
+
+ALTER TABLE ONLY ops.error_group_keys
+    ADD CONSTRAINT error_group_keys_error_id_fkey FOREIGN KEY (error_id) REFERENCES ops.agent_errors(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY ops.error_group_keys
+    ADD CONSTRAINT error_group_keys_grouping_fkey FOREIGN KEY ("grouping") REFERENCES ops.grouping_versions(version);

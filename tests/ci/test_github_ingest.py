@@ -52,6 +52,19 @@ def test_online_ingest_classifies_every_failed_step(run_cli, fake_github, regist
     assert by_job["gates"]["message"].endswith("[DIFF SUMMARY] is empty")
 
 
+def test_steps_reach_the_groups_grouping_version_1_gave_them(run_cli, fake_github):
+    """Today's ingest picks other lines and codes; the key it hands the writer for the
+    upgrade window is the one the version-1 ingest recorded (fixture grouping_v1.json)."""
+    recorded = json.loads((fake_github.dir / "grouping_v1.json").read_text())["fingerprints"]
+    report = json.loads(_ingest(run_cli, fake_github, "--dry-run", "--format", "json").out)
+    reached = {f["occurrence_id"]: f["previous_fingerprint"] or f["fingerprint"] for f in report["failures"]}
+    assert reached == recorded
+    # The deciding lines travel with each failure, with the log's own line numbers.
+    by_job = {f["job"]: f for f in report["failures"]}
+    test_lines = [e["line"] for e in by_job["test (3.11)"]["evidence"]]
+    assert 14 in test_lines and by_job["test (3.11)"]["family"] == "test"
+
+
 def test_pagination_follows_link_headers(fake_github):
     client = _client(fake_github)
     jobs = list(client.paginate("/repos/acme/shop/actions/runs/9001/attempts/1/jobs", key="jobs"))

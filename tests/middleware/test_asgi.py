@@ -132,7 +132,8 @@ def test_typed_failure_and_span(served, clean_ops_dsn, tracing):
 def test_untyped_failure_is_redacted_everywhere(served, clean_ops_dsn, tracing):
     url, _ = served
     resp, cid = call(url, "/boom", method="POST", data=b"{}")
-    doc = assert_problem(resp, status=500, code="UNCLASSIFIED.UNKNOWN", cid=cid, instance="/boom")
+    # A bare ConnectionError is typed by its class name (a generic `on: type` signature).
+    doc = assert_problem(resp, status=502, code="TRANSPORT.CONNECTION_FAILED", cid=cid, instance="/boom")
     assert "upstream" not in resp.text and cid in doc["detail"]
     span = tracing.wait_for(lambda s: s.kind.name == "SERVER" and s.attributes.get(IPAI_CORRELATION_ID) == cid)
     assert span.status.status_code is StatusCode.ERROR
@@ -226,7 +227,7 @@ def test_concurrent_failures_do_not_block_the_loop(served, clean_ops_dsn):
         t.start()
     for t in threads:
         t.join()
-    assert results == [500] * 8
+    assert results == [502] * 8
     (row,) = error_rows(clean_ops_dsn)
     assert row["count"] == 8 and len(row["occurrence_ids"]) == 8
 

@@ -18,6 +18,11 @@ say "lint: ruff"
 say "registry and runbooks: ipai-ops ssot check --strict"
 "$VENV/bin/ipai-ops" ssot check --strict
 
+say "classification: ipai-ops classify eval tests/classify/corpus (floors: accuracy cannot silently drop)"
+"$VENV/bin/ipai-ops" classify eval tests/classify/corpus \
+  --min-family-accuracy 0.80 --min-code-accuracy 0.80 --min-evidence-hit 0.78 \
+  --max-fallback 0.17 --max-false-positive 0.03
+
 say "python tests (PostgreSQL at ${IPAI_TEST_PG:-postgresql://postgres@127.0.0.1:5432/postgres})"
 "$PY" -m pytest tests -n "${IPAI_TEST_WORKERS:-2}" -p no:cacheprovider "$@"
 

@@ -36,7 +36,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     ev.add_argument("corpus", type=Path, help="a .jsonl file or a folder of them (tests/classify/corpus/README.md)")
     ev.add_argument("--registry", default=None, help=f"registry YAML (env {config.IPAI_OPS_REGISTRY})")
-    ev.add_argument("--split", choices=("all", "dev", "holdout"), default="all", help="evaluate one split only")
+    ev.add_argument(
+        "--split", choices=("all", "dev", "holdout", "check"), default="all", help="evaluate one split only"
+    )
     ev.add_argument("--misses", type=int, default=0, metavar="N", help="list up to N cases answered wrong")
     ev.add_argument("--min-family-accuracy", type=_RATIO, metavar="R", help="fail (exit 1) below this")
     ev.add_argument("--min-code-accuracy", type=_RATIO, metavar="R", help="fail (exit 1) below this")
@@ -121,7 +123,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
         if log.skipped_lines:
             notes.append(f"read the head and tail of {log.total_bytes:,} bytes ({log.skipped_lines:,} lines skipped)")
         if log.invalid_bytes:
-            notes.append(f"{log.invalid_bytes:,} bytes were not UTF-8 (shown as U+FFFD)")
+            were = "byte was" if log.invalid_bytes == 1 else "bytes were"
+            notes.append(f"{log.invalid_bytes:,} {were} not UTF-8 (shown as U+FFFD)")
         print(f"  note: {'; '.join(notes)}")
     return 0
 

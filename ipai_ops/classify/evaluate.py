@@ -61,10 +61,13 @@ class Case:
     ecosystem: str
     source: str
     where: str
+    #: ``dev``, ``holdout``, or a split named by the case (``check``: collected after the
+    #: signatures were written, measured once); None = by source repository.
+    declared_split: str | None = None
 
     @property
     def split(self) -> str:
-        return split_of(self.source)
+        return self.declared_split or split_of(self.source)
 
 
 def split_of(source: str) -> str:
@@ -180,6 +183,7 @@ def _case(raw: dict[str, Any], file: Path, where: str, registry: Registry) -> tu
             ecosystem=str(raw.get("ecosystem") or ""),
             source=str(raw.get("source") or ""),
             where=where,
+            declared_split=str(raw["split"]) if raw.get("split") else None,
         ),
         None,
     )
@@ -312,7 +316,7 @@ def figures(outcomes: list[Outcome]) -> Figures:
 def groups(outcomes: list[Outcome]) -> Iterator[tuple[str, list[Outcome]]]:
     """The whole corpus, then each split, then each kind group (CI logs vs ops/agent texts)."""
     yield "all", outcomes
-    for split in ("dev", "holdout"):
+    for split in ("dev", "holdout", "check"):
         part = [o for o in outcomes if o.case.split == split]
         if part:
             yield split, part

@@ -35,6 +35,7 @@ import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import re2
@@ -113,18 +114,31 @@ def _literals(items: Any) -> int:
     return total
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)
 class _Sig:
-    """A registry signature compiled for bytes, with what ranking needs."""
+    """A registry signature compiled for bytes, with what ranking needs.
+
+    The pattern is compiled (and its literal length parsed) on first use: most signatures
+    never match a given stream, and loading stays fast with hundreds of them.
+    """
 
     index: int
     mode: FailureMode
     signature: Signature
-    regex: Any
-    literal: int
     priority: int
     depth: int
     subject: str
+
+    @cached_property
+    def regex(self) -> Any:
+        pattern = inline_flags(self.signature.pattern, self.signature.flags)
+        if self.subject in _LINE_SUBJECTS:
+            pattern = "(?m)" + pattern
+        return re2.compile(pattern.encode("utf-8"), re2_options())
+
+    @cached_property
+    def literal(self) -> int:
+        return literal_length(self.signature.pattern)
 
 
 @dataclass
@@ -219,18 +233,12 @@ class Matcher:
             if not mode.active:
                 continue
             for signature in mode.signatures:
-                pattern = inline_flags(signature.pattern, signature.flags)
-                if signature.on in _LINE_SUBJECTS:
-                    pattern = "(?m)" + pattern
-                regex = re2.compile(pattern.encode("utf-8"), re2_options())
                 priority = signature.priority if signature.priority is not None else mode.priority
                 sigs.setdefault(signature.on, []).append(
                     _Sig(
                         index=index,
                         mode=mode,
                         signature=signature,
-                        regex=regex,
-                        literal=literal_length(signature.pattern),
                         priority=priority,
                         depth=mode.code.count("."),
                         subject=signature.on,

@@ -98,8 +98,19 @@ _ANNOTATION_RE = _re(rb"(?m)^[ \t]{0,8}(?:##\[error\]|::error(?: [^\n:]{0,500})?
 _GROUP_RUN_RE = _re(rb"(?m)^[ \t]{0,8}(?:##\[group\]|::group::)Run (?P<cmd>[^\n]{1,500})")
 
 
+def _line_indexes(data: bytes, offsets: list[int]) -> list[int]:
+    """The line index of each (ascending) byte offset, counting newlines once."""
+    indexes, line, position = [], 0, 0
+    for offset in offsets:
+        line += data.count(b"\n", position, offset)
+        position = offset
+        indexes.append(line)
+    return indexes
+
+
 def _normalise(data: bytes) -> tuple[bytes, list[int], list[tuple[int, str]]]:
-    """Normalised bytes (same line count), error-annotation byte offsets, GitHub ``Run`` steps."""
+    """Normalised bytes (same line count), error-annotation line indexes, GitHub ``Run`` steps
+    (line index, command). Indexes, not offsets: removing the markers moves offsets."""
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]  # GitHub Actions logs start with a byte-order mark
     if b"\r" in data:
@@ -118,8 +129,9 @@ def _normalise(data: bytes) -> tuple[bytes, list[int], list[tuple[int, str]]]:
     annotations: list[int] = []
     runs: list[tuple[int, str]] = []
     if b"##[" in data or data.startswith(b"::") or b"\n::" in data:
-        annotations = [m.start() for m in _ANNOTATION_RE.finditer(data)]
-        runs = [(m.start(), _text(_groups(m)["cmd"] or b"")) for m in _GROUP_RUN_RE.finditer(data)]
+        annotations = _line_indexes(data, [m.start() for m in _ANNOTATION_RE.finditer(data)])
+        found = [(m.start(), _text(_groups(m)["cmd"] or b"")) for m in _GROUP_RUN_RE.finditer(data)]
+        runs = list(zip(_line_indexes(data, [offset for offset, _ in found]), [cmd for _, cmd in found], strict=True))
         data = _CI_MARKER_RE.sub(b"", data)
     return data, annotations, runs
 
@@ -138,7 +150,9 @@ _STEP_FAILED_RE = _re(
     rb"|ERROR: Job failed: (?:exit code (?P<gitlab_exit>\d{1,4})|[^\n]{1,300})"
     rb"|ERROR: script returned exit code (?P<jenkins_exit>\d{1,4})"
     rb"|Build step '[^'\n]{1,200}' marked build as failure"
-    rb"|(?:\xf0\x9f\x9a\xa8 )?Error: The command exited with status (?P<bk_exit>-?\d{1,4})"
+    rb"|(?:"
+    + "\N{POLICE CARS REVOLVING LIGHT}".encode()
+    + rb" )?Error: The command exited with status (?P<bk_exit>-?\d{1,4})"
     rb"|Exited with code (?:exit status )?(?P<circle_exit>[1-9]\d{0,3})"
     rb"|(?:Bash|PowerShell|Cmd\.exe|[\w.]{1,40}) exited with code '(?P<azure_exit>[1-9]\d{0,3})'\."
     rb")"
@@ -150,7 +164,7 @@ _JOB_FAILED_RE = _re(rb"(?m)^(?:Done\. Your build exited with (?P<travis_done>[1
 _TOOL_FAILED_RE = _re(
     rb"(?m)(?:"
     rb"^make(?:\[\d{1,3}\])?: \*\*\* \[(?P<cmd_make>[^\]\n]{0,300})\] Error (?P<make_exit>\d{1,4})"
-    rb"|\bCommand \"(?P<cmd_quoted>[^\"\n]{1,300})\" exited with (?P<cmd_exit>[1-9]\d{0,3})"
+    rb"|\bCommand \"(?P<cmd_quoted>[^\"\n]{1,300})\" exited with (?P<quoted_exit>[1-9]\d{0,3})"
     rb"|\bCommand failed with exit code (?P<failed_exit>[1-9]\d{0,3})"
     rb"|\bCommand exited with non-zero status (?P<nonzero_exit>\d{1,4})"
     rb"|\breturned non-zero exit status (?P<py_exit>\d{1,4})"
@@ -388,8 +402,8 @@ def _structure(log: Log, runs: list[tuple[int, str]]) -> None:
         markers.append(Marker(index_at(match.start()), "tool", _exit_of(match), _text(command) if command else None))
     markers.sort(key=lambda m: m.index)
     steps: dict[int, str] = {}
-    for offset, command in runs:
-        steps[index_at(offset)] = command
+    for index, command in runs:
+        steps[index] = command
     if markers:
         for match in _STEP_START_RE.finditer(log.data):
             command = next((g for g in match.groups() if g), b"")
@@ -458,7 +472,7 @@ def _finish(data: bytes, *, gap: int | None, tail_first: int, skipped: int, tota
         log.gap_index = log.index_at(gap) if gap < len(normalised) else len(log.line_starts)
         log.tail_first_number = tail_first
         log.skipped_lines = skipped
-    log.annotations = frozenset(log.index_at(o) for o in annotations)
+    log.annotations = frozenset(annotations)
     _structure(log, runs)
     return log
 

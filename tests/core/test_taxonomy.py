@@ -194,3 +194,32 @@ def test_ssot_check_also_validates_the_benchmark_config(mini_repo):
     good = (REPO / "ssot" / "agents" / "benchmark.yaml").read_text()
     (agents / "benchmark.yaml").write_text(good)
     assert ssot.check(registry_path=_registry_file(mini_repo)).ok
+
+
+def test_a_pattern_only_a_backtracking_engine_could_run_is_refused_with_the_reason():
+    text = add_lifecycle(MINI_REGISTRY).replace(
+        "pattern: OperationalError$", "pattern: (?<!psycopg2\\.)OperationalError$"
+    )
+    registry, problems = parse_registry(text, source="reg.yaml")
+    assert registry is None
+    (problem,) = problems
+    assert problem.code == "TRANSPORT.DATABASE_UNAVAILABLE"
+    assert "RE2 (linear-time engine) cannot run it: invalid perl operator: (?<" in problem.message
+
+
+def test_named_groups_must_be_known_captures():
+    text = add_lifecycle(MINI_REGISTRY).replace("pattern: OperationalError$", "pattern: '(?P<secret_value>\\w+)Error$'")
+    _, problems = parse_registry(text, source="reg.yaml")
+    assert [p.message.split(" are not")[0] for p in problems] == ["signatures[0]: named group(s) secret_value"]
+
+
+def test_every_code_declares_a_family_from_the_closed_set():
+    text = add_lifecycle(MINI_REGISTRY)
+    _, problems = parse_registry(text.replace("    family: network\n", ""), source="reg.yaml")
+    assert any("'family' is a required property" in p.message for p in problems)
+    _, problems = parse_registry(text.replace("family: network", "family: weather"), source="reg.yaml")
+    assert any("family" in p.message and "weather" in p.message for p in problems)
+    _, problems = parse_registry(text.replace("family: network", "family: unknown"), source="reg.yaml")
+    assert any("family unknown is the fallback's" in p.message for p in problems)
+    _, problems = parse_registry(text.replace("family: unknown", "family: runtime"), source="reg.yaml")
+    assert any("the fallback code's family must be unknown" in p.message for p in problems)

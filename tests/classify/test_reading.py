@@ -1,0 +1,175 @@
+"""The log reader: normalisation that keeps line numbers, failure markers, steps, regions, any size.
+
+Log snippets here are written in the shape the CI systems print (unit tests); the accuracy
+figures come from the real corpus only (tests/classify/corpus).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+
+from ipai_ops.classify import LogUnreadable, read_file, read_stream, read_text
+from ipai_ops.classify import reading
+
+
+def lines_of(log) -> list[str]:
+    return [log.line(i) for i in range(log.line_count)]
+
+
+def test_normalisation_keeps_every_line_and_its_number():
+    raw = (
+        "\ufeff2024-05-01T10:00:00.1234567Z ##[group]Run npm test\n"
+        "2024-05-01T10:00:01.0000000Z \x1b[31mFAIL\x1b[0m src/a.test.js\n"
+        "Downloading 10%\rDownloading 55%\rDownloading 100%\n"
+        "travis_fold:start:install\r\x1b[0K$ npm ci\n"
+        'section_start:1700000000:step_script\r\x1b[0KExecuting "step_script"\n'
+        "[2024-05-01T10:00:02Z] plain\n"
+        "7:51:34 PM: npm error code ERESOLVE\n"
+        "2024-05-01T10:00:03.0000000Z ::error file=a.py,line=3::boom\n"
+        "2024-05-01T10:00:04.0000000Z ##[error]Process completed with exit code 1.\n"
+    )
+    log = read_text(raw)
+    assert lines_of(log) == [
+        "Run npm test",
+        "FAIL src/a.test.js",
+        "Downloading 100%",
+        "$ npm ci",
+        'Executing "step_script"',
+        "plain",
+        "npm error code ERESOLVE",
+        "boom",
+        "Process completed with exit code 1.",
+    ]
+    assert log.annotations == {7, 8}
+    assert [log.number(i) for i in range(log.line_count)] == list(range(1, 10))
+
+
+def test_crlf_and_trailing_newline_do_not_add_lines():
+    assert lines_of(read_text("a\r\nb\r\n")) == ["a", "b"]
+    assert read_text("only").line_count == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "exit_code", "command"),
+    [
+        ('$ npm test\nx\nThe command "npm test" exited with 1.\n', "step", 1, "npm test"),
+        ('The command "bundle install" failed and exited with 5 during .', "step", 5, "bundle install"),
+        ("##[group]Run pytest -q\nE boom\n##[error]Process completed with exit code 2.", "step", 2, "pytest -q"),
+        ("$ make check\nERROR: Job failed: exit code 2", "step", 2, "make check"),
+        ("+ ./gradlew test\nERROR: script returned exit code 1", "step", 1, "./gradlew test"),
+        ("~~~ Running tests\n🚨 Error: The command exited with status 3", "step", 3, "Running tests"),
+        ("make: *** [Makefile:12: test] Error 2", "tool", 2, "Makefile:12: test"),
+        (
+            "[ERROR] Failed to execute goal org.apache.maven.plugins:maven-surefire-plugin:3.2:test (default-test)",
+            "tool",
+            None,
+            "org.apache.maven.plugins:maven-surefire-plugin:3.2:test",
+        ),
+        ("* What went wrong:\nExecution failed for task ':app:checkstyleMain'.", "tool", None, ":app:checkstyleMain"),
+        ("npm ERR! Failed at the app@1.0.0 lint script.", "tool", None, "lint"),
+        ("ERROR:   py311: commands failed", "tool", None, "py311"),
+        (
+            'ERROR: failed to solve: process "/bin/sh -c pip install -r req.txt" did not complete successfully: '
+            "exit code: 1",
+            "tool",
+            1,
+            "pip install -r req.txt",
+        ),
+        ('Error: Command "vite build" exited with 127', "tool", 127, "vite build"),
+    ],
+)
+def test_failure_markers_name_the_command_and_exit_code(text, kind, exit_code, command):
+    log = read_text(text)
+    (marker, found) = log.commands()[-1]
+    assert (marker.kind, marker.exit_code, found) == (kind, exit_code, command)
+
+
+def test_the_failure_region_is_each_failed_step_and_excludes_clean_up():
+    raw = "\n".join(
+        [
+            "$ bundle install",  # 0
+            "Bundle complete!",  # 1
+            "$ bundle exec rspec",  # 2
+            "1 example, 1 failure",  # 3
+            'The command "bundle exec rspec" exited with 1.',  # 4
+            "$ bundle exec rubocop",  # 5
+            "1 offense detected",  # 6
+            'The command "bundle exec rubocop" exited with 1.',  # 7
+            "Done. Your build exited with 1.",  # 8
+            "after_failure output",  # 9
+        ]
+    )
+    log = read_text(raw)
+    assert log.region == ((2, 4), (5, 7))
+    assert [log.region_number(i) for i in (1, 3, 6, 9)] == [None, 0, 1, None]
+    assert log.exit_code == 1 and log.failed_commands == ["bundle exec rspec", "bundle exec rubocop"]
+
+
+def test_without_markers_the_region_is_the_end_of_the_log():
+    log = read_text("\n".join(f"line {n}" for n in range(3000)))
+    assert log.region == ((2000, 2999),)
+    assert read_text("short\nlog").region == ()
+
+
+def test_a_long_log_keeps_its_head_and_tail_with_true_line_numbers():
+    lines = [f"line {n} " + "x" * 60 for n in range(1, 200_001)]  # ~14 MB
+    log = read_stream(io.BytesIO(("\n".join(lines) + "\n").encode()))
+    assert log.total_bytes > 10 * reading.MAX_LOG_BYTES
+    assert len(log.data) <= reading.MAX_LOG_BYTES and log.skipped_lines > 100_000
+    for index in (0, 5, log.gap_index - 1, log.gap_index, log.gap_index + 7, log.line_count - 1):
+        assert log.line(index).startswith(f"line {log.number(index)} ")
+    assert log.number(log.line_count - 1) == 200_000
+
+
+def test_read_text_of_a_long_string_keeps_its_tail():
+    text = "start\n" + "noise\n" * 200_000 + "FAILED tests/test_a.py::test_b - boom\n"
+    log = read_text(text)
+    assert log.line(log.line_count - 1) == "FAILED tests/test_a.py::test_b - boom"
+    assert log.number(log.line_count - 1) == 200_002
+
+
+def test_a_hundred_megabyte_file_is_streamed(tmp_path):
+    path = tmp_path / "big.log"
+    block = ("progress " * 10 + "\n").encode() * 10_000
+    with open(path, "wb") as handle:
+        for _ in range(110):  # ~100 MB
+            handle.write(block)
+        handle.write(b"npm ERR! code E404\n")
+    assert os.path.getsize(path) > 100_000_000
+    log = read_file(path)
+    assert log.line(log.line_count - 1) == "npm ERR! code E404"
+    assert log.number(log.line_count - 1) == 110 * 10_000 + 1
+    assert len(log.data) <= reading.MAX_LOG_BYTES
+
+
+@pytest.mark.parametrize(
+    ("data", "why"),
+    [
+        (b"\x7fELF\x02\x01\x01\x00" + bytes(range(256)) * 4, "NUL byte"),
+        (bytes(range(1, 9)) * 64 + bytes(range(14, 27)) * 64, "not text"),
+    ],
+)
+def test_binary_input_is_refused_in_one_line(data, why):
+    with pytest.raises(LogUnreadable, match=why):
+        read_text(data)
+
+
+def test_non_utf8_text_is_read_and_the_bad_bytes_counted():
+    log = read_text("caf\xe9 \xe9chou\xe9\n".encode("latin-1") + b"ok\n")
+    assert log.invalid_bytes == 3 and log.line(1) == "ok"
+
+
+def test_exception_types_are_read_from_message_lines():
+    data = (
+        b"Traceback (most recent call last):\n"
+        b'  File "a.py", line 1, in <module>\n'
+        b"psycopg2.errors.DeadlockDetected: deadlock detected\n"
+        b"E   AssertionError: assert 1 == 2\n"
+        b"Caused by: java.net.UnknownHostException: repo.maven.apache.org\n"
+        b"Warning: not an exception\n"
+    )
+    names = [name for _, name in reading.exception_types(data)]
+    assert names[:3] == [b"psycopg2.errors.DeadlockDetected", b"AssertionError", b"java.net.UnknownHostException"]

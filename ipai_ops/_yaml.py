@@ -14,7 +14,6 @@ from typing import Any
 import jsonschema
 import yaml
 
-
 #: libyaml's parser when PyYAML was built with it (the registry parses ~10x faster).
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

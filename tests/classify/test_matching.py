@@ -39,7 +39,7 @@ def registry_of(entries: str):
 
 
 def mode(code: str, family: str, signatures: str, priority: int | None = None) -> str:
-    category = code.split(".")[0]
+    category = code.split(".", maxsplit=1)[0]
     extra = f"  priority: {priority}\n" if priority is not None else ""
     return (
         f"- code: {code}\n  title: {code} title\n  category: {category}\n  family: {family}\n{extra}"
@@ -56,7 +56,8 @@ def mini():
         + mode(
             "NET.CONNECTION_FAILED",
             "network",
-            "- {on: message, pattern: 'Connection refused'}\n- {on: message, pattern: 'npm ERR! code ECONN', priority: 3}\n",
+            "- {on: message, pattern: 'Connection refused'}\n"
+            "- {on: message, pattern: 'npm ERR! code ECONN', priority: 3}\n",
             priority=-25,
         )
         + mode(
@@ -218,7 +219,8 @@ def test_explicit_codes_and_aliases_win_and_carry_no_evidence(registry):
         ({"text": ";; ->>HEADER<<- opcode: QUERY, status: NXDOMAIN, id: 1234"}, "DNS.RECORD_MISSING"),
         (
             {
-                "message": "Validate failed: Migrations have failed validation\nMigration checksum mismatch for migration version 3"
+                "message": "Validate failed: Migrations have failed validation\n"
+                "Migration checksum mismatch for migration version 3"
             },
             "MIGRATION.VALIDATION_FAILED",
         ),

@@ -11,8 +11,7 @@ import os
 
 import pytest
 
-from ipai_ops.classify import LogUnreadable, read_file, read_stream, read_text
-from ipai_ops.classify import reading
+from ipai_ops.classify import LogUnreadable, read_file, read_stream, read_text, reading
 
 
 def lines_of(log) -> list[str]:

@@ -35,7 +35,7 @@ from typing import Any
 import requests
 
 from ipai_ops import config
-from ipai_ops.classify import Classification, classify, legacy
+from ipai_ops.classify import Classification, classify, legacy, read_text
 from ipai_ops.envelope import build_envelope, iso_utc
 from ipai_ops.store import ErrorOccurrence
 from ipai_ops.taxonomy import Registry
@@ -658,7 +658,7 @@ def analyse_step(registry: Registry, run: RunInfo, step: FailedStep) -> StepFail
         classification = classify(registry, message=first)
     else:
         # The whole step log: the reader finds where it failed and never drops its tail.
-        classification = classify(registry, text=step.log)
+        classification = classify(registry, log=read_text(step.log.replace("\x00", " ")))
     previous_code, previous_message = _grouping_v1(step, lines, errors, first)
     classification = replace(classification, previous_code=previous_code)
     message = _undecorated(

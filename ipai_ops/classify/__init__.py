@@ -18,12 +18,13 @@ and captures (failing tests, file and line, package, variable, exit code, ...).
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
 
-from ipai_ops.classify import legacy, matching, reading
+from ipai_ops.classify import legacy, matching
 from ipai_ops.classify.reading import Log, LogUnreadable, read_file, read_stream, read_text
 from ipai_ops.classify.result import Classification, EvidenceLine
 from ipai_ops.taxonomy import Registry
@@ -56,17 +57,21 @@ def classify(
     message: str | None = None,
     text: str | None = None,
     log: Log | None = None,
+    shape: Any = None,
 ) -> Classification:
     """Classify one error: explicit code, else signatures over type, message and text, else fallback.
 
     ``text`` is any log or output text (read with :func:`reading.read_text`, NUL bytes
     blanked); ``log`` is an already read :class:`Log` (the CLI streams files into one).
+    ``shape``: the shape-cache key of the message and text when the caller has computed it
+    (the bridge reuses its fingerprint normalisation); hashable.
     """
-    previous = legacy.classify_v1(
-        explicit_code=explicit_code,
-        error_type=error_type,
-        message=message,
-        text=text if text is not None or log is None else log.data.decode("utf-8", "replace"),
+    # The code grouping version 1 gave the same input (the writers' upgrade window). A caller
+    # that hands over an already read ``log`` computes it itself if it writes groups.
+    previous = (
+        None
+        if log is not None
+        else legacy.classify_v1(explicit_code=explicit_code, error_type=error_type, message=message, text=text)
     )
     if explicit_code:
         mode = registry.get(explicit_code)
@@ -78,7 +83,7 @@ def classify(
     message = (message or "")[:MAX_CLASSIFY_CHARS] or None
     if log is None and text:
         log = _read_lenient(text)
-    return replace(_shape_cached(registry, error_type, message, log), previous_code=previous)
+    return replace(_shape_cached(registry, error_type, message, log, shape), previous_code=previous)
 
 
 def classify_log(registry: Registry, log: Log, *, message: str | None = None) -> Classification:
@@ -94,12 +99,10 @@ def _read_lenient(text: str) -> Log:
 
 
 def _classify(registry: Registry, error_type: str | None, message: str | None, log: Log | None) -> Classification:
+    """Classify without the shape cache."""
     engine = matching.matcher_for(registry)
-    candidates = engine.candidates(error_type=error_type, message=message, log=log)
-    winner, others = engine.decide(candidates, log)
-    if winner is None:
-        return _fallback(registry, log, message)
-    return matching.build(registry, winner, others, candidates, log, message=message, error_type=error_type)
+    scans = engine.scans(error_type=error_type, message=message, log=log)
+    return _decide(registry, engine, scans, error_type=error_type, message=message, log=log)
 
 
 def _fallback(registry: Registry, log: Log | None, message: str | None) -> Classification:
@@ -125,29 +128,36 @@ _SHAPE_CACHE_SIZE = 4096
 _shape_lock = threading.Lock()
 
 
-def _shape_cached(registry: Registry, error_type: str | None, message: str | None, log: Log | None) -> Classification:
+def _shape_cached(
+    registry: Registry, error_type: str | None, message: str | None, log: Log | None, shape: Any = None
+) -> Classification:
     """Classify, reusing the decision made for an earlier error of the same *shape*.
 
-    The shape is the message and text with numbers, ids, quoted values and paths replaced
-    (:func:`ipai_ops.fingerprint.normalize_message`): a storm of ``order 123 missing``,
-    ``order 456 missing`` is decided once. A hit is used only when the same signatures
-    match the new text (one RE2 set scan per subject), since a signature may read what the
-    shape hides (``KeyError: 'OPENAI_API_KEY'`` and ``KeyError: 'name'`` share a shape);
-    the evidence and captures are then read from the new text.
+    The shape is the message with numbers, ids, quoted values and paths replaced
+    (:func:`ipai_ops.fingerprint.normalize_message`) and the text with its digits, hex ids
+    and quoted values masked (or what the caller passes as ``shape``): a storm of
+    ``order 123 missing``, ``order 456 missing`` is decided once. A decision is reused only
+    when the set scans (phase 1, always run) find the same signatures in the new text,
+    since a signature may read what the shape hides (``KeyError: 'OPENAI_API_KEY'`` and
+    ``KeyError: 'name'`` share a shape); then only the deciding codes' signatures are
+    searched (phase 2), and evidence and captures are read from the new text.
     """
+    engine = matching.matcher_for(registry)
     size = len(message or "") + (len(log.data) if log is not None else 0)
     if size > _SHAPE_MAX_CHARS or (log is not None and log.markers):
-        return _classify(registry, error_type, message, log)
-    from ipai_ops.fingerprint import normalize_message
+        scans = engine.scans(error_type=error_type, message=message, log=log)
+        return _decide(registry, engine, scans, error_type=error_type, message=message, log=log)
+    if shape is None:
+        from ipai_ops.fingerprint import normalize_message
 
-    key = (
-        error_type,
-        normalize_message(message) if message else None,
-        normalize_message(log.data.decode("utf-8", "replace")) if log is not None else None,
-    )
-    engine = matching.matcher_for(registry)
+        shape = (
+            normalize_message(message) if message else None,
+            _masked(log.data) if log is not None else None,
+        )
+    key = (error_type, shape)
+    scans = engine.scans(error_type=error_type, message=message, log=log)
+    matched = frozenset().union(*(scan.indexes for scan in scans)) if scans else frozenset()
     cache: OrderedDict[Any, Any] = registry.derived.setdefault("shape_cache", OrderedDict())
-    matched = _matched_set(engine, error_type, message, log)
     with _shape_lock:
         hit = cache.get(key)
         if hit is not None:
@@ -156,15 +166,11 @@ def _shape_cached(registry: Registry, error_type: str | None, message: str | Non
         winner_code = hit[1]
         if winner_code is None:
             return _fallback(registry, log, message)
-        candidates = [
-            c
-            for c in engine.candidates(error_type=error_type, message=message, log=log)
-            if c.sig.mode.code == winner_code or c.sig.mode.code in hit[2]
-        ]
+        candidates = engine.expand(scans, log, keep=hit[2] | {winner_code})
         winner, others = engine.decide(candidates, log)
         if winner is not None and winner.sig.mode.code == winner_code:
             return matching.build(registry, winner, others, candidates, log, message=message, error_type=error_type)
-    result = _classify(registry, error_type, message, log)
+    result = _decide(registry, engine, scans, error_type=error_type, message=message, log=log)
     entry = (matched, None if result.is_fallback else result.code, frozenset(result.also))
     with _shape_lock:
         cache[key] = entry
@@ -174,20 +180,28 @@ def _shape_cached(registry: Registry, error_type: str | None, message: str | Non
     return result
 
 
-def _matched_set(engine: matching.Matcher, error_type: str | None, message: str | None, log: Log | None) -> frozenset:
-    found: set[int] = set()
-    sets = engine.sets
-    if error_type:
-        found.update(s.index for s in sets["type"].match(error_type.encode("utf-8", "surrogatepass")))
-    for data in (message.encode("utf-8", "surrogatepass") if message else None, log.data if log is not None else None):
-        if not data:
-            continue
-        types = reading.exception_types(data)
-        if types:
-            found.update(s.index for s in sets["type"].match(b"\n".join(t for _, t in types)))
-        found.update(s.index for s in sets["message"].match(data))
-        found.update(s.index for s in sets["text"].match(data))
-    return frozenset(found)
+_MASK_RE = re.compile(rb"\d+|'[^'\n]{0,200}'|\"[^\"\n]{0,200}\"|\b[0-9a-fA-F]{8,}\b")
+
+
+def _masked(data: bytes) -> bytes:
+    """A text's shape for the cache key: digits, hex ids and quoted values masked."""
+    return _MASK_RE.sub(b"#", data)
+
+
+def _decide(
+    registry: Registry,
+    engine: matching.Matcher,
+    scans: list[Any],
+    *,
+    error_type: str | None,
+    message: str | None,
+    log: Log | None,
+) -> Classification:
+    candidates = engine.expand(scans, log)
+    winner, others = engine.decide(candidates, log)
+    if winner is None:
+        return _fallback(registry, log, message)
+    return matching.build(registry, winner, others, candidates, log, message=message, error_type=error_type)
 
 
 # --------------------------------------------------------------------------- exceptions

@@ -76,8 +76,13 @@ class _Version1:
             found = patterns.Match(subject.encode("utf-8", "surrogatepass")) if signatures else None
             if found:
                 code, pattern, flags = signatures[min(found)]
-                return code, re2.compile(inline_flags(pattern, flags), re2_options())
+                return code, _compiled(inline_flags(pattern, flags))
         return self.fallback, None
+
+
+@lru_cache(maxsize=256)
+def _compiled(pattern: str) -> Any:
+    return re2.compile(pattern, re2_options())
 
 
 @lru_cache(maxsize=1)

@@ -41,6 +41,7 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import accumulate
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -61,9 +62,16 @@ TAIL_REGION_LINES = 1000
 _CHUNK = 1 << 20
 
 
+_BOUNDED_REPEAT = re.compile(rb"(?<!\\)\{(\d+),(\d+)\}")
+
+
 def _re(pattern: bytes) -> Any:
-    """A structure pattern, compiled with RE2: linear time on whatever a sender wrote."""
-    return re2.compile(pattern, re2_options())
+    """A structure pattern, compiled with RE2: linear time on whatever a sender wrote.
+
+    Large bounded repeats (``{1,500}``) become open ones: RE2 needs no bound to stay linear,
+    and unrolled bounds make its DFA too big, which sends it to the much slower NFA."""
+    relaxed = _BOUNDED_REPEAT.sub(lambda m: m.group(0) if int(m.group(2)) <= 16 else b"{%s,}" % m.group(1), pattern)
+    return re2.compile(relaxed, re2_options())
 
 
 def _sub_re(pattern: bytes) -> re.Pattern[bytes]:
@@ -124,7 +132,7 @@ def _normalise(data: bytes) -> tuple[bytes, list[int], list[tuple[int, str]]]:
             if b"\r" in line:
                 lines[index] = line[line.rfind(b"\r") + 1 :]
         data = b"\n".join(lines)
-    if data[:1].isdigit() or data[:1] == b"[" or b"\n2" in data[:4096] or b"\n[" in data[:4096]:
+    if _TIMESTAMP_RE.search(data, 0, 4096):  # logs either prefix every line or none
         data = _TIMESTAMP_RE.sub(b"", data)
     annotations: list[int] = []
     runs: list[tuple[int, str]] = []
@@ -310,12 +318,8 @@ class Log:
 
 
 def _line_starts(data: bytes) -> list[int]:
-    starts = [0]
-    find = data.find
-    pos = find(b"\n")
-    while pos >= 0:
-        starts.append(pos + 1)
-        pos = find(b"\n", pos + 1)
+    starts = [0, *accumulate(map((1).__add__, map(len, data.split(b"\n"))))]
+    starts.pop()  # the offset past the end
     if len(starts) > 1 and starts[-1] == len(data):
         starts.pop()  # a final newline does not open another line
     return starts
@@ -364,17 +368,26 @@ _TOOL_FAILED_HINTS = (
 _JOB_FAILED_HINTS = (b"Done. Your build exited with", b"Finished: FAILURE")
 
 
-def _scan(pattern: Any, hints: tuple[bytes, ...], data: bytes) -> list[Any]:
-    """``pattern.finditer(data)``, but only over the lines holding one of ``hints`` (C-speed finds)."""
-    starts: set[int] = set()
-    for hint in hints:
-        position = data.find(hint)
-        while position >= 0:
-            starts.add(data.rfind(b"\n", 0, position) + 1)
-            position = data.find(hint, position + len(hint))
+def _hint_re(hints: tuple[bytes, ...]) -> Any:
+    return re2.compile(b"|".join(re2.escape(h) for h in hints), re2_options())
+
+
+_STEP_FAILED_HINT_RE = _hint_re(_STEP_FAILED_HINTS)
+_TOOL_FAILED_HINT_RE = _hint_re(_TOOL_FAILED_HINTS)
+_JOB_FAILED_HINT_RE = _hint_re(_JOB_FAILED_HINTS)
+
+
+def _scan(pattern: Any, hints: Any, data: bytes) -> list[Any]:
+    """``pattern.finditer(data)``, but only over the lines where ``hints`` (an RE2 alternation
+    of literals, one DFA pass) finds one of the literals every alternative contains."""
+    starts: list[int] = []
+    for hit in hints.finditer(data):
+        start = data.rfind(b"\n", 0, hit.start()) + 1
+        if not starts or starts[-1] != start:
+            starts.append(start)
     found: list[Any] = []
     covered = -1
-    for start in sorted(starts):
+    for start in starts:
         if start <= covered:
             continue
         end = data.find(b"\n", start)
@@ -392,12 +405,12 @@ def _scan(pattern: Any, hints: tuple[bytes, ...], data: bytes) -> list[Any]:
 def _structure(log: Log, runs: list[tuple[int, str]]) -> None:
     index_at = log.index_at
     markers: list[Marker] = []
-    for match in _scan(_STEP_FAILED_RE, _STEP_FAILED_HINTS, log.data):
+    for match in _scan(_STEP_FAILED_RE, _STEP_FAILED_HINT_RE, log.data):
         command = _groups(match)["travis"]
         markers.append(Marker(index_at(match.start()), "step", _exit_of(match), _text(command) if command else None))
-    for match in _scan(_JOB_FAILED_RE, _JOB_FAILED_HINTS, log.data):
+    for match in _scan(_JOB_FAILED_RE, _JOB_FAILED_HINT_RE, log.data):
         markers.append(Marker(index_at(match.start()), "job", _exit_of(match), None))
-    for match in _scan(_TOOL_FAILED_RE, _TOOL_FAILED_HINTS, log.data):
+    for match in _scan(_TOOL_FAILED_RE, _TOOL_FAILED_HINT_RE, log.data):
         command = next((v for k, v in _groups(match).items() if v and k.startswith("cmd_")), None)
         markers.append(Marker(index_at(match.start()), "tool", _exit_of(match), _text(command) if command else None))
     markers.sort(key=lambda m: m.index)

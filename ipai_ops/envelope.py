@@ -18,12 +18,13 @@ from functools import lru_cache
 from typing import Any
 
 import jsonschema
+import re2
 
 from ipai_ops import config
 from ipai_ops.classify import Classification, classify_exception
 from ipai_ops.fingerprint import fingerprint as make_fingerprint
 from ipai_ops.fingerprint import frames_from_stacktrace
-from ipai_ops.taxonomy import Registry
+from ipai_ops.taxonomy import Registry, re2_options
 
 #: 1.1 adds ``error.family`` and ``evidence.classification`` (the deciding lines and captures).
 ENVELOPE_VERSION = "1.1"
@@ -94,30 +95,52 @@ _SECRET_KEYS = re.compile(
 _COUNT_KEYS = re.compile(r"tokens", re.I)
 
 
-#: A pattern runs only when its cheap hint is in the lower-cased text: most text holds
-#: no secret at all, and redaction sits on every failure's path.
-_HINTS = {
-    "private_key": ("private key",),
-    "dsn": ("://",),
-    "bearer": ("bearer", "basic", "token"),
-    "openai_key": ("sk-",),
-    "github_token": ("gh", "github_pat_"),
-    "slack_token": ("xox",),
-    "aws_key": ("akia", "asia"),
-    "google_key": ("aiza",),
-    "jwt": ("eyj",),
-    "assignment": ("pass", "pwd", "secret", "key", "token", "auth", "credential"),
+#: The same secrets in RE2 syntax, each matching wherever its ``_REDACTIONS`` twin does (a
+#: prefix of it, or wider): one linear set scan says which patterns can match, and only those
+#: run, so the output is that of running every pattern (tests/core/test_envelope.py checks the equivalence);
+#: most text holds no secret, and redaction sits on every failure's path.
+#: What Python's ``\s`` matches in ``str`` (RE2's ``\s`` is ASCII and lacks ``\v``).
+_SPACE = r"[\s\pZ\x0b\x1c-\x1f\x85]"
+_PREFILTER_PATTERNS = {
+    "private_key": r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----",
+    "dsn": r"(?i)\b[a-z][a-z0-9+.-]*://[^/\s:@]+:[^@\s/]+@",
+    "bearer": r"(?i)\b(?:Bearer|Basic|Token)" + _SPACE + r"+[A-Za-z0-9._~+/=-]{8}",
+    "openai_key": r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16}",
+    "github_token": r"\b(?:gh[pousr]_[A-Za-z0-9]{20}|github_pat_[A-Za-z0-9_]{20})",
+    "slack_token": r"\bxox[abposr]-[A-Za-z0-9-]{10}",
+    "aws_key": r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
+    "google_key": r"\bAIza[0-9A-Za-z_-]{35}\b",
+    "jwt": r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8}",
+    # A secret-looking name, then (anywhere later) ``=`` or ``:``: wider than the pattern.
+    "assignment": (
+        r"(?is)(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|token|auth|credential|private[_-]?key)"
+        r".*[=:]"
+    ),
 }
+
+
+def _prefilter() -> Any:
+    options = re2_options()
+    patterns = re2.Set.SearchSet(options)
+    for kind, _, _ in _REDACTIONS:
+        patterns.Add(_PREFILTER_PATTERNS[kind].encode())
+    patterns.Compile()
+    return patterns
+
+
+_PREFILTER = _prefilter()
 
 
 def redact(text: str | None) -> str | None:
     """Replace secrets in free text with ``[REDACTED:<kind>]`` markers."""
     if not text:
         return text
-    lowered = text.lower()
-    for kind, pattern, replacement in _REDACTIONS:
-        if any(hint in lowered for hint in _HINTS[kind]):
-            text = pattern.sub(replacement, text)
+    found = _PREFILTER.Match(text.encode("utf-8", "surrogatepass"))
+    if not found:
+        return text
+    for index in sorted(found):
+        _, pattern, replacement = _REDACTIONS[index]
+        text = pattern.sub(replacement, text)
     return text
 
 
@@ -216,6 +239,32 @@ def iso_utc(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def clean_text(message: str | None, caps: Caps = DEFAULT_CAPS) -> tuple[str, int | None]:
+    """The message an envelope keeps (redacted, capped; the fingerprint's input) and its
+    original size when it was cut."""
+    return head(redact(message) or "", caps.message)
+
+
+def envelope_evidence(
+    classification: Classification,
+    evidence: Mapping[str, Any] | None,
+    caps: Caps = DEFAULT_CAPS,
+    *,
+    message_size: int | None = None,
+    details_size: int | None = None,
+) -> dict[str, Any]:
+    """An envelope's ``evidence``: the caller's (redacted, capped), the sizes of what was cut,
+    and the classification's deciding lines and captures (redacted)."""
+    ev = cap_evidence(evidence, caps)
+    if message_size is not None:
+        ev.setdefault("truncated", {})["message"] = message_size
+    if details_size is not None:
+        ev.setdefault("truncated", {})["details"] = details_size
+    if classification.evidence or classification.captures:
+        ev["classification"] = redact_obj(classification.evidence_dict())
+    return ev
+
+
 def build_envelope(
     classification: Classification,
     *,
@@ -228,24 +277,27 @@ def build_envelope(
     occurred_at: datetime | str | None = None,
     caps: Caps = DEFAULT_CAPS,
     previous_message: str | None = None,
+    normalized_message: str | None = None,
 ) -> dict[str, Any]:
     """A valid v1 envelope. The fingerprint is computed from the *redacted* message.
 
     ``previous_message``: the message grouping version 1 chose for this failure, when the
     caller picks it differently now (it feeds ``error.previous_fingerprint`` only).
+    ``normalized_message``: ``normalize_message`` of the capped, redacted message, when the
+    caller already computed it (the bridge, which keys its caches on it).
     """
     mode = classification.mode
-    clean_message, msg_size = head(redact(message) or "", caps.message)
+    clean_message, msg_size = clean_text(message, caps)
     clean_details, details_size = _cap_json(redact_obj(details), caps.details)
-    ev = cap_evidence(evidence, caps)
-    if msg_size is not None:
-        ev.setdefault("truncated", {})["message"] = msg_size
-    if details_size is not None:
-        ev.setdefault("truncated", {})["details"] = details_size
+    ev = envelope_evidence(classification, evidence, caps, message_size=msg_size, details_size=details_size)
     when = occurred_at if isinstance(occurred_at, str) else iso_utc(occurred_at or datetime.now(timezone.utc))
-    if classification.evidence or classification.captures:
-        ev["classification"] = redact_obj(classification.evidence_dict())
-    fingerprint = make_fingerprint(code=mode.code, error_type=error_type, message=clean_message, frames=frames)
+    fingerprint = make_fingerprint(
+        code=mode.code,
+        error_type=error_type,
+        message=clean_message,
+        frames=frames,
+        normalized_message=normalized_message,
+    )
     previous = None
     previous_clean = (
         clean_message if previous_message is None else head(redact(previous_message) or "", caps.message)[0]
@@ -254,7 +306,11 @@ def build_envelope(
         # The key this failure had under grouping version 1: the writers attach it to that
         # group during the upgrade window (docs/architecture.md, "Grouping versions").
         previous = make_fingerprint(
-            code=classification.previous_code, error_type=error_type, message=previous_clean, frames=frames
+            code=classification.previous_code,
+            error_type=error_type,
+            message=previous_clean,
+            frames=frames,
+            normalized_message=normalized_message if previous_clean == clean_message else None,
         )
     error = {
         "code": mode.code,

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import string
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ipai_ops.classify import classify
 from ipai_ops.envelope import (
+    _REDACTIONS,
     ENVELOPE_VERSION,
     Caps,
     EnvelopeInvalid,
@@ -18,6 +23,8 @@ from ipai_ops.envelope import (
     redact_obj,
     validate_envelope,
 )
+
+CORPUS_LOGS = Path(__file__).parents[1] / "classify" / "corpus" / "logs"
 
 SECRETS = {
     "openai": "sk-proj-abcdefghijklmnopqrstuvwxyz012345",
@@ -119,3 +126,62 @@ def test_invalid_envelopes_are_rejected_with_paths(mini_registry):
     assert any("service" in e for e in errors)
     with pytest.raises(EnvelopeInvalid):
         validate_envelope(env)
+
+
+# ---------------------------------------------------------------- redaction prefilter equivalence
+
+_SECRETISH = st.sampled_from(
+    [
+        "password",
+        "Passwd",
+        "API_KEY",
+        "access-key",
+        "token",
+        "Auth",
+        "credential",
+        "private_key",
+        "Bearer ",
+        "Basic\u00a0",
+        "Token\u2003",
+        "sk-",
+        "sk-proj-",
+        "ghp_",
+        "github_pat_",
+        "xoxb-",
+        "AKIA",
+        "AIza",
+        "eyJ",
+        "-----BEGIN RSA PRIVATE KEY-----",
+        "://",
+        "@",
+        "=",
+        ":",
+        ' "',
+        "'",
+        "\u212a",  # KELVIN SIGN: case-folds to k
+        "é",
+        "\x0b",
+        "[REDACTED",
+    ]
+)
+_FILLER = st.text(alphabet=string.ascii_letters + string.digits + "_-./=:@ \n\"'", max_size=40)
+
+
+def _redact_every_pattern(text: str) -> str:
+    """The reference: every pattern, in order, with no prefilter."""
+    for _, pattern, replacement in _REDACTIONS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.one_of(_SECRETISH, _FILLER), max_size=12).map("".join))
+def test_redact_prefilter_changes_nothing(text):
+    assert redact(text) == _redact_every_pattern(text)
+
+
+def test_redact_prefilter_changes_nothing_on_real_logs():
+    texts = [p.read_text(encoding="utf-8", errors="replace") for p in sorted(CORPUS_LOGS.rglob("*")) if p.is_file()]
+    assert len(texts) > 100
+    for text in texts:
+        assert redact(text) == _redact_every_pattern(text)

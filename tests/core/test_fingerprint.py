@@ -124,3 +124,45 @@ def test_frames_ignore_line_numbers_and_library_frames():
 def test_normalisation_examples():
     msg = f"intent {uuid.uuid4()} failed at 2026-11-21T10:00:00Z after 3 attempts reading '/etc/x.conf'"
     assert normalize_message(msg) == "intent <uuid> failed at <ts> after <n> attempts reading '<str>'"
+
+
+# ---------------------------------------------------------------- necessary conditions change nothing
+
+
+def _normalize_every_rule(message: str) -> str:
+    """The reference: every rule, with no necessary-condition gate."""
+    from ipai_ops.fingerprint import _MAX_MESSAGE, _RULES, _SPACE_RE
+
+    text = message[:_MAX_MESSAGE]
+    for pattern, placeholder in _RULES:
+        text = pattern.sub(placeholder, text)
+    return _SPACE_RE.sub(" ", text).strip()
+
+
+_PIECES = st.sampled_from(
+    ["-", ":", ".", "/", "\\", "'", '"', "@", "://", "0x", "-----BEGIN ", "-----END ", "T", "Z", "+", "e", "a"]
+)
+_RUNS = st.text(alphabet="0123456789abcdefABCDEF-:. /'\"@xTZe+", max_size=24)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.one_of(_PIECES, _RUNS, st.text(max_size=8)), max_size=14).map("".join))
+def test_normalize_message_conditions_change_nothing(message):
+    assert normalize_message(message) == _normalize_every_rule(message)
+
+
+def test_normalize_message_conditions_change_nothing_on_real_text():
+    import json
+    from pathlib import Path
+
+    corpus = Path(__file__).parents[1] / "classify" / "corpus"
+    logs = sorted(p for p in (corpus / "logs").rglob("*") if p.is_file())
+    texts = [p.read_text(encoding="utf-8", errors="replace") for p in logs]
+    for jsonl in sorted(corpus.glob("*.jsonl")):
+        for line in jsonl.read_text(encoding="utf-8").splitlines():
+            case = json.loads(line)
+            texts += [case[key] for key in ("text", "message") if isinstance(case.get(key), str)]
+    lines = [line for text in texts for line in text.splitlines()[:400]]
+    assert len(lines) > 5000
+    for line in lines:
+        assert normalize_message(line) == _normalize_every_rule(line)

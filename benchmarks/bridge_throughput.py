@@ -9,7 +9,11 @@
 (b) error spans/s written at 100% errors over 1,000 fingerprints with 5% redelivery vs
     the ops batch-write ceiling of benchmarks/ops_write.py ``measure_ceiling`` (>= 0.6x);
 (c) peak RSS of the bridge (supervisor + workers) under overload, and the 503s it
-    answered instead of growing (target < 300 MB).
+    answered instead of growing (target < 300 MB);
+(d) the error path with realistic SDK exceptions: ``exception`` events whose type is one of
+    1,000, whose message carries ids (order numbers, customer ids, hex addresses), with a
+    10-frame stack trace, 5% redelivery, written per second vs the same ceiling as (b)
+    (target >= 0.6x). Every event is classified, fingerprinted and enveloped.
 
 Load goes to 127.0.0.1 only; every loop is bounded. The machine is small and shared:
 read the ratios, not the absolute numbers.
@@ -321,6 +325,107 @@ def figure_b(*, workers: int, events: int, concurrency: int) -> tuple[float, flo
         return events / elapsed, ceiling, occurrences
 
 
+_MODULES = ("app.orders", "app.billing", "shop.api", "sync.odoo", "agents.tools", "payments.stripe", "crm.leads")
+_KINDS = ("NotFound", "Invalid", "Timeout", "Conflict", "Unavailable", "Rejected", "Missing", "Stale", "Locked")
+_MESSAGES = (
+    "Order {n} not found for customer 'c_{h}'",
+    "invoice INV/{n} could not be posted: journal {m} is locked",
+    "upstream answered 503 for /v1/orders/{n} after {m} ms",
+    "HTTPSConnectionPool(host='api{m}.example.com', port=443): Max retries exceeded with url: /v1/items/{n}",
+    "lead {n} has no partner (session 0x{h})",
+    "KeyError: 'sku_{n}'",
+)
+
+
+def sdk_exception(rng: random.Random, kind: int) -> tuple[str, str, str]:
+    """(type, message, 10-frame Python stack trace) of one of 1,000 exception kinds, ids drawn fresh."""
+    module = _MODULES[kind % len(_MODULES)]
+    name = f"{_KINDS[kind % len(_KINDS)]}{word(kind).capitalize()}Error"
+    message = _MESSAGES[kind % len(_MESSAGES)].format(
+        n=rng.randrange(10**6), m=rng.randrange(1000), h=f"{rng.getrandbits(32):08x}"
+    )
+    # One kind is raised from one place: its frames (and line numbers) are the same each time.
+    lines = random.Random(kind)
+    frames = "".join(
+        f'  File "/srv/{module.replace(".", "/")}/layer{i}.py", line {lines.randrange(20, 900)}, '
+        f"in step_{kind % 7}_{i}\n"
+        f"    result = self.call_{i}(payload)\n"
+        for i in range(10)
+    )
+    return f"{module}.{name}", message, f"Traceback (most recent call last):\n{frames}{module}.{name}: {message}\n"
+
+
+def exception_span(trace_id: bytes, span_id: bytes, kind: int, now: int, rng: random.Random) -> Span:
+    error_type, message, stacktrace = sdk_exception(rng, kind)
+    span = Span(
+        trace_id=trace_id,
+        span_id=span_id,
+        name="handle",
+        kind=Span.SPAN_KIND_SERVER,
+        start_time_unix_nano=now,
+        end_time_unix_nano=now + 3_000_000,
+    )
+    span.status.CopyFrom(Status(code=Status.STATUS_CODE_ERROR, message=message))
+    event = span.events.add()
+    event.name = "exception"
+    event.time_unix_nano = now + 1_000_000
+    event.attributes.extend(
+        [_kv("exception.type", error_type), _kv("exception.message", message), _kv("exception.stacktrace", stacktrace)]
+    )
+    return span
+
+
+def sdk_workload(events: int, kinds: int, redelivery: float, *, seed: int = 11) -> list[bytes]:
+    rng = random.Random(seed)
+    now = time.time_ns()
+    made: list[tuple[bytes, bytes, int, int]] = []
+    while len(made) < events:
+        if made and rng.random() < redelivery:
+            made.append(rng.choice(made))  # same ids and seed: the same occurrence, delivered again
+        else:
+            made.append((rng.randbytes(16), rng.randbytes(8), rng.randrange(kinds), rng.getrandbits(32)))
+    return [
+        request_body(
+            [
+                exception_span(t, s, k, now + j * 1000, random.Random(seed))
+                for j, (t, s, k, seed) in enumerate(made[i : i + CEILING_BATCH], i)
+            ]
+        )
+        for i in range(0, len(made), CEILING_BATCH)
+    ]
+
+
+def figure_d(*, events: int, concurrency: int, rounds: int) -> tuple[float, float, float, int]:
+    """Median bridge rate, median ceiling and median per-round ratio over ``rounds``
+    interleaved rounds (the ceiling swings with the machine's load; a round measures both
+    within seconds of each other), and the groups of the last round."""
+    written, ceilings, ratios = [], [], []
+    groups = 0
+    with ops_database() as ceiling_dsn:
+        for round_ in range(rounds):
+            ceiling = measure_ceiling(ceiling_dsn, events=events, fingerprints=1000, redelivery=0.05)
+            bodies = sdk_workload(events, 1000, 0.05, seed=11 + round_)
+            with ops_database() as bridge_dsn:
+                proc, url = start_bridge(bridge_dsn, workers=1)
+                try:
+                    run_load(url, [sdk_workload(50, 5, 0, seed=1)[0]], concurrency=1)  # warm up
+                    elapsed, statuses = run_load(url, bodies, concurrency=concurrency)
+                    assert statuses == {200: len(bodies)}, statuses
+                finally:
+                    stop(proc)
+                conn = store.connect(bridge_dsn)
+                try:
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT count(*) FROM ops.agent_errors")
+                        groups = cur.fetchone()[0]
+                finally:
+                    conn.close()
+            written.append(events / elapsed)
+            ceilings.append(ceiling)
+            ratios.append(written[-1] / ceiling)
+    return statistics.median(written), statistics.median(ceilings), statistics.median(ratios), groups
+
+
 def _rss_kib(pids: list[int]) -> int:
     total = 0
     for pid in pids:
@@ -378,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (smoke test)")
     parser.add_argument("--workers", type=int, default=1, help="bridge/receiver workers for (a)")
-    parser.add_argument("--figures", default="abc", help="which figures to measure, e.g. 'a' or 'bc' (default abc)")
+    parser.add_argument("--figures", default="abcd", help="which figures to measure, e.g. 'a' or 'bd' (default abcd)")
     parser.add_argument("--discard-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.discard_server:
@@ -394,6 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         measure_b(quick)
     if "c" in args.figures:
         measure_c(quick, cores)
+    if "d" in args.figures:
+        measure_d(quick)
     return 0
 
 
@@ -426,6 +533,17 @@ def measure_c(quick: bool, cores: int) -> None:
         f"(c) overload (128 connections, default max_inflight 8/worker, {cores} worker(s)): peak RSS "
         f"{peak_mb:,.0f} MB (target < 300 MB) -> {peak_mb / 300:.2f}x of budget; "
         f"answers {dict(sorted(statuses.items()))}, {refused:,} refused with 503 + Retry-After"
+    )
+
+
+def measure_d(quick: bool) -> None:
+    events = 5_000 if quick else 20_000
+    rounds = 1 if quick else 3
+    written, ceiling, ratio, groups = figure_d(events=events, concurrency=4, rounds=rounds)
+    print(
+        f"(d) realistic SDK exceptions (1,000 types, ids in messages, 10-frame stack traces, 5% redelivery), "
+        f"{events:,} events, 1 worker, median of {rounds} interleaved round(s): bridge {written:,.0f} error "
+        f"events/s, batch-write ceiling {ceiling:,.0f} events/s -> {ratio:.2f}x (target >= 0.6x); {groups:,} groups"
     )
 
 

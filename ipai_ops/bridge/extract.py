@@ -38,10 +38,10 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections import Counter
+import time
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import lru_cache, partial
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -57,8 +57,9 @@ from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME, SE
 
 from ipai_ops.bridge.skeleton import trace_errors_possible
 from ipai_ops.classify import classify
-from ipai_ops.envelope import Caps, build_envelope
-from ipai_ops.fingerprint import frames_from_stacktrace
+from ipai_ops.classify.matching import matcher_for
+from ipai_ops.envelope import Caps, build_envelope, clean_text
+from ipai_ops.fingerprint import frames_from_stacktrace, normalize_message
 from ipai_ops.semconv import (
     AUDIT_EVENTS,
     EVENT_NAME,
@@ -194,25 +195,6 @@ def _when(nanos: int) -> str:
         return _iso_us(datetime.now(timezone.utc))
 
 
-def thin_samples(occurrences: list[dict[str, Any]]) -> None:
-    """Keep the ``sample`` only where the batch writer can use it, to shrink the write.
-
-    ``ops.write_agent_errors`` stores the sample of each error's *latest* new occurrence
-    (and keeps the stored one when that is null). Only the occurrences at their
-    fingerprint's latest ``occurred_at`` in this batch can be that one, so every
-    other sample is dropped before encoding: about half the write cost when a
-    fingerprint repeats within a batch.
-    """
-    latest: dict[str, str] = {}
-    for occ in occurrences:
-        fp, when = occ["fingerprint"], occ["occurred_at"]
-        if when > latest.get(fp, ""):
-            latest[fp] = when
-    for occ in occurrences:
-        if occ["occurred_at"] != latest[occ["fingerprint"]]:
-            occ["sample"] = None
-
-
 @dataclass(frozen=True)
 class _Resource:
     source: str
@@ -240,19 +222,75 @@ def _valid_ids(trace_id: bytes, span_id: bytes, *, required: bool) -> bool:
 
 # --------------------------------------------------------------------------- classification (cached)
 
+#: Occurrence time of a template's envelope; each sample gets its occurrence's own.
+_EPOCH = "1970-01-01T00:00:00.000Z"
+#: Templates (and exact-input entries) kept per worker: keys hold at most ~4 KB of text.
+_TEMPLATES = 4096
+_SAMPLED = 65536
+#: Stand-in for the message inside a stack trace or log text (a template key's residue).
+_HOLE = "\x1f\x1e"
+#: What every Python frame line holds (fingerprint.frames_from_stacktrace).
+_FRAME_MARK = 'File "'
+
 
 @dataclass(frozen=True)
 class _Template:
+    """What every occurrence of one *shape* shares: code, fingerprint, previous key.
+
+    A shape is the normalised message (``fingerprint.normalize_message``: numbers, ids,
+    quoted values and paths replaced), the stack trace and log text with the message taken
+    out, the frames, the type, the explicit code and the resource. It is reused only while
+    the same registry signatures occur in the new occurrence's raw type, message and text
+    (``Matcher.present``), since a signature may read what the shape hides
+    (``KeyError: 'OPENAI_API_KEY'`` and ``KeyError: 'name'`` share a shape).
+    """
+
     code: str
     severity: str
     fingerprint: str
-    message: str
-    error_type: str | None
-    sample: dict[str, Any]
-    previous_fingerprint: str | None = None
+    previous_fingerprint: str | None
+    present: frozenset[int]
+    #: The envelope of the occurrence that made the template (its ids and time left out).
+    envelope: dict[str, Any]
 
 
-def _template(
+@dataclass(slots=True)
+class _Draft:
+    """An occurrence's sample, built only if it is stored (:meth:`Extractor.finish`)."""
+
+    inputs: dict[str, Any]
+    ids: dict[str, Any]
+    occurred_at: str
+    #: The exact envelope when this occurrence made its template (nothing left to compute).
+    envelope: dict[str, Any] | None = None
+
+
+def _compact(text: str | None) -> str | bytes | None:
+    """A cache key's part: short text as it is, long text as its digest (bounded memory)."""
+    if text is None or len(text) <= 1024:
+        return text
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _residue(text: str | None, message: str) -> tuple[str | None, bool]:
+    """``text`` with the message taken out (what stays when only the message's ids change),
+    and whether the message sat on a frame line (then the frames vary with it)."""
+    if not text or len(message) < 4:
+        return text, False
+    residue = text.replace(message, _HOLE)
+    if residue is text or residue == text:
+        return text, False
+    in_frame = _FRAME_MARK in message
+    position = residue.find(_HOLE)
+    while position >= 0 and not in_frame:
+        start = residue.rfind("\n", 0, position) + 1
+        end = residue.find("\n", position)
+        in_frame = _FRAME_MARK in residue[start : end if end >= 0 else len(residue)]
+        position = residue.find(_HOLE, position + len(_HOLE))
+    return residue, in_frame
+
+
+def _envelope(
     registry: Registry,
     *,
     explicit_code: str | None,
@@ -260,53 +298,57 @@ def _template(
     message: str,
     stacktrace: str | None,
     text: str | None,
-    fingerprint: str | None,
-    source: str,
-    service: str,
-    version: str | None,
-    env: str | None,
+    frames: tuple[str, ...] | None,
+    context: dict[str, Any],
     details: tuple[tuple[str, str], ...],
-) -> _Template:
-    """Everything about an occurrence that does not depend on its ids and time.
-
-    Classification, normalisation and redaction cost tens of microseconds; a stream of
-    errors repeats few distinct shapes, so they are computed once per shape.
-    """
+) -> tuple[Any, dict[str, Any]]:
+    """Classify one occurrence and build its envelope (the exact, uncached path)."""
+    if frames is None:
+        frames = tuple(frames_from_stacktrace(stacktrace))
     classification = classify(registry, explicit_code=explicit_code, error_type=error_type, message=message, text=text)
-    context = {"source": source, "service": service, "service_version": version, "env": env}
     envelope = build_envelope(
         classification,
         message=message or classification.code,
         error_type=error_type,
-        context=context,
+        context=dict(context),
         details=dict(details),
         evidence={"stderr_tail": stacktrace} if stacktrace else None,
-        frames=frames_from_stacktrace(stacktrace),
-        occurred_at="1970-01-01T00:00:00.000Z",
+        frames=list(frames),
+        occurred_at=_EPOCH,
         caps=SAMPLE_CAPS,
     )
-    error = envelope["error"]
-    return _Template(
-        code=classification.code,
-        severity=classification.mode.severity,
-        fingerprint=fingerprint or error["fingerprint"],
-        message=error["message"],
-        error_type=error_type,
-        sample=envelope,
-        # A producer's own fingerprint is its key; otherwise grouping version 1's key
-        # attaches this failure to its existing group (migration 0006).
-        previous_fingerprint=None if fingerprint else error.get("previous_fingerprint"),
-    )
+    return classification, envelope
 
 
 class Extractor:
-    """Turns decoded export requests into ops occurrence dicts (``store.write_batch`` input)."""
+    """Turns decoded export requests into ops occurrence dicts (``store.write_batch`` input).
 
-    def __init__(self, registry: Registry, *, default_source: str = "otlp") -> None:
+    ``thin``: keep a ``sample`` envelope only where the batch writer stores it (each
+    fingerprint's latest occurrence in the request) and at most once per
+    ``sample_refresh_seconds`` per fingerprint; the writer keeps the stored sample when an
+    occurrence brings none. Classification, redaction and enveloping are most of the cost
+    of an error, so a stream of one error pays for one sample a refresh period. Without
+    ``thin`` every occurrence carries its sample (tests, one-off conversions).
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        default_source: str = "otlp",
+        thin: bool = False,
+        sample_refresh_seconds: float = 60.0,
+        clock: Any = time.monotonic,
+    ) -> None:
         self.registry = registry
         self.default_source = default_source
-        # Per instance, so the (large, slow to hash) registry is not part of the cache key.
-        self._template = lru_cache(maxsize=8192)(partial(_template, registry))
+        self.thin = thin
+        self.sample_refresh_seconds = sample_refresh_seconds
+        self._clock = clock
+        self._matcher = matcher_for(registry)
+        self._templates: OrderedDict[tuple[Any, ...], _Template] = OrderedDict()
+        self._sampled: OrderedDict[str, float] = OrderedDict()
+        self._exact: OrderedDict[tuple[Any, ...], tuple[_Template, str]] = OrderedDict()
 
     def _occurrence(
         self,
@@ -333,46 +375,159 @@ class Extractor:
         )
         source = ((_str_attr(attrs, IPAI_SOURCE) or "").strip() or resource.source)[:MAX_SOURCE_CHARS]
         occurrence_id = ((_str_attr(attrs, IPAI_OCCURRENCE_ID) or "").strip() or occurrence_id)[:MAX_ID_CHARS]
-        template = self._template(
-            explicit_code=explicit[:256] if explicit else None,
-            error_type=error_type[:1024] if error_type else None,
-            message=message[:MAX_TEXT],
-            stacktrace=stacktrace[-MAX_TEXT:] if stacktrace else None,
-            text=text[:MAX_TEXT] if text else None,
-            fingerprint=(_str_attr(attrs, IPAI_FAILURE_FINGERPRINT) or "").strip()[:128] or None,
-            source=source,
-            service=resource.service,
-            version=resource.version,
-            env=resource.env,
-            details=details,
-        )
-        occurred_at = _when(nanos)
-        sample = dict(template.sample)
-        correlation_id = _str_attr(attrs, IPAI_CORRELATION_ID) or _str_attr(parent, IPAI_CORRELATION_ID)
-        sample["context"] = {
-            **template.sample["context"],
-            "correlation_id": correlation_id[:MAX_ID_CHARS] if correlation_id else None,
-            "occurrence_id": occurrence_id,
-            "trace_id": trace_hex,
-            "span_id": span_hex,
+        inputs = {
+            "explicit_code": explicit[:256] if explicit else None,
+            "error_type": error_type[:1024] if error_type else None,
+            "message": message[:MAX_TEXT],
+            "stacktrace": stacktrace[-MAX_TEXT:] if stacktrace else None,
+            "text": text[:MAX_TEXT] if text else None,
+            "frames": None,
+            "context": {
+                "source": source,
+                "service": resource.service,
+                "service_version": resource.version,
+                "env": resource.env,
+            },
+            "details": details,
         }
-        sample["occurred_at"] = occurred_at
+        producer_fingerprint = (_str_attr(attrs, IPAI_FAILURE_FINGERPRINT) or "").strip()[:128] or None
+        template, made_now, clean_message = self._classified(inputs, resource, producer_fingerprint)
+        correlation_id = _str_attr(attrs, IPAI_CORRELATION_ID) or _str_attr(parent, IPAI_CORRELATION_ID)
+        occurred_at = _when(nanos)
+        draft = _Draft(
+            inputs=inputs,
+            ids={
+                "correlation_id": correlation_id[:MAX_ID_CHARS] if correlation_id else None,
+                "occurrence_id": occurrence_id,
+                "trace_id": trace_hex,
+                "span_id": span_hex,
+            },
+            occurred_at=occurred_at,
+            envelope=template.envelope if made_now else None,
+        )
         return {
             "source": source,
             "occurrence_id": occurrence_id,
             "fingerprint": template.fingerprint,
             "code": template.code,
             "severity": template.severity,
-            "message": template.message,
-            "error_type": template.error_type,
+            "message": clean_message,
+            "error_type": inputs["error_type"],
             "service": resource.service,
             "service_version": resource.version,
             "occurred_at": occurred_at,
             "trace_id": trace_hex,
             "span_id": span_hex,
-            "sample": sample,
+            "sample": draft,
             "previous_fingerprint": template.previous_fingerprint,
         }
+
+    def _classified(
+        self, inputs: dict[str, Any], resource: _Resource, producer_fingerprint: str | None
+    ) -> tuple[_Template, bool, str]:
+        """(template, whether this occurrence made it, the stored message) of one occurrence.
+
+        The very same error again (a retry loop, a storm of one message) is found by its
+        exact text; otherwise by its shape (:class:`_Template`).
+        """
+        explicit, error_type, message = inputs["explicit_code"], inputs["error_type"], inputs["message"]
+        stacktrace, text = inputs["stacktrace"], inputs["text"]
+        separate_text = text is not stacktrace
+        common = (
+            explicit,
+            error_type,
+            inputs["context"]["source"],
+            resource.service,
+            resource.version,
+            resource.env,
+            inputs["details"],
+            producer_fingerprint,
+        )
+        exact_key = (*common, _compact(message), _compact(stacktrace), _compact(text) if separate_text else None)
+        hit = self._exact.get(exact_key)
+        if hit is not None:
+            self._exact.move_to_end(exact_key)
+            return hit[0], False, hit[1]
+        clean_message = clean_text(message, SAMPLE_CAPS)[0]
+        # Frames come from the stack trace; with the message out of it (the key's residue)
+        # they are the residue's, unless the message sat on a frame line.
+        residue, message_in_frames = _residue(stacktrace, message)
+        if message_in_frames:
+            inputs["frames"] = tuple(frames_from_stacktrace(stacktrace))
+        key = (
+            *common,
+            normalize_message(clean_message),
+            _compact(residue),
+            _compact(_residue(text, message)[0]) if separate_text else None,
+            inputs["frames"],
+        )
+        present = self._matcher.present(error_type=error_type, message=message, text=text)
+        template = self._templates.get(key)
+        made_now = template is None or template.present != present
+        if made_now:
+            template = self._make_template(inputs, present, producer_fingerprint)
+            self._templates[key] = template
+        self._templates.move_to_end(key)
+        self._exact[exact_key] = (template, clean_message)
+        for cache in (self._templates, self._exact):
+            while len(cache) > _TEMPLATES:
+                cache.popitem(last=False)
+        return template, made_now, clean_message
+
+    def _make_template(
+        self, inputs: dict[str, Any], present: frozenset[int], producer_fingerprint: str | None
+    ) -> _Template:
+        classification, envelope = _envelope(self.registry, **inputs)
+        error = envelope["error"]
+        return _Template(
+            code=classification.code,
+            severity=classification.mode.severity,
+            fingerprint=producer_fingerprint or error["fingerprint"],
+            # A producer's own fingerprint is its key; otherwise grouping version 1's key
+            # attaches this failure to its existing group (migration 0006).
+            previous_fingerprint=None if producer_fingerprint else error.get("previous_fingerprint"),
+            present=present,
+            envelope=envelope,
+        )
+
+    # ----------------------------------------------------------------------- samples
+
+    def finish(self, out: Extraction) -> Extraction:
+        """Build the samples that will be stored (see the class docstring); drop the rest."""
+        occurrences = out.occurrences
+        if not self.thin:
+            for occ in occurrences:
+                occ["sample"] = self._sample(occ["sample"])
+            return out
+        # ``ops.write_agent_errors`` stores the sample of each error's *latest* new
+        # occurrence (and keeps the stored one when that is null).
+        latest: dict[str, dict[str, Any]] = {}
+        for occ in occurrences:
+            current = latest.get(occ["fingerprint"])
+            if current is None or occ["occurred_at"] > current["occurred_at"]:
+                latest[occ["fingerprint"]] = occ
+        now = self._clock()
+        keep = set()
+        for fingerprint, occ in latest.items():
+            last = self._sampled.get(fingerprint)
+            if last is None or now - last >= self.sample_refresh_seconds:
+                keep.add(id(occ))
+                self._sampled[fingerprint] = now
+                self._sampled.move_to_end(fingerprint)
+        while len(self._sampled) > _SAMPLED:
+            self._sampled.popitem(last=False)
+        for occ in occurrences:
+            occ["sample"] = self._sample(occ["sample"]) if id(occ) in keep else None
+        return out
+
+    def _sample(self, draft: _Draft) -> dict[str, Any]:
+        envelope = draft.envelope
+        if envelope is None:
+            _, envelope = _envelope(self.registry, **draft.inputs)
+        sample = dict(envelope)
+        sample["context"] = {**envelope["context"], **draft.ids}
+        sample["occurred_at"] = draft.occurred_at
+        return sample
 
     # ----------------------------------------------------------------------- traces
 
@@ -400,7 +555,7 @@ class Extractor:
                     if resource is None:
                         resource = _resource(rs.resource, self.default_source)
                     self._span(out, resource, span, exception_events)
-        return out
+        return self.finish(out)
 
     def _span(
         self, out: Extraction, resource: _Resource, span: Any, events: list[tuple[int, dict[str, AnyValue]]]
@@ -473,7 +628,7 @@ class Extractor:
                     if resource is None:
                         resource = _resource(rl.resource, self.default_source)
                     self._log(out, resource, record, attrs)
-        return out
+        return self.finish(out)
 
     def _log(self, out: Extraction, resource: _Resource, record: Any, attrs: dict[str, AnyValue]) -> None:
         trace_hex = record.trace_id.hex() or None

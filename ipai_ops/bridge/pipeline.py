@@ -14,7 +14,7 @@ import grpc
 from google.protobuf.message import Message
 
 from ipai_ops.bridge import metrics
-from ipai_ops.bridge.extract import Extraction, Extractor, thin_samples
+from ipai_ops.bridge.extract import Extraction, Extractor
 from ipai_ops.bridge.otlp import OtlpRejected, count_records, partial_success
 from ipai_ops.bridge.writer import DatabaseUnavailable, Writer
 from ipai_ops.taxonomy import Registry
@@ -30,8 +30,11 @@ class Pipeline:
         writer: Writer,
         max_inflight: int,
         default_source: str,
+        sample_refresh_seconds: float = 60.0,
     ) -> None:
-        self.extractor = Extractor(registry, default_source=default_source)
+        self.extractor = Extractor(
+            registry, default_source=default_source, thin=True, sample_refresh_seconds=sample_refresh_seconds
+        )
         self.writer = writer
         self.max_inflight = max_inflight
         self.inflight = 0
@@ -74,7 +77,6 @@ class Pipeline:
             metrics.RECORDS_REJECTED.labels(reason).inc(count)
         occurrences = extraction.occurrences
         if occurrences:
-            thin_samples(occurrences)
             started = time.perf_counter()
             try:
                 result = await self.writer.write(occurrences)

@@ -77,6 +77,7 @@ async def serve_worker(settings: Settings, *, stop: asyncio.Event, started: Call
         writer=writer,
         max_inflight=settings.max_inflight,
         default_source=settings.default_source,
+        sample_refresh_seconds=settings.sample_refresh_seconds,
     )
     runner = web.AppRunner(
         build_app(pipeline, settings),

@@ -39,6 +39,8 @@ IPAI_BRIDGE_DB_POOL = "IPAI_BRIDGE_DB_POOL"
 IPAI_BRIDGE_RETRY_AFTER_SECONDS = "IPAI_BRIDGE_RETRY_AFTER_SECONDS"
 #: ``source`` of occurrences whose telemetry carries no ``ipai.source`` attribute.
 IPAI_BRIDGE_DEFAULT_SOURCE = "IPAI_BRIDGE_DEFAULT_SOURCE"
+#: Seconds between two samples of one error stored by one worker (0 = every request's latest).
+IPAI_BRIDGE_SAMPLE_REFRESH_SECONDS = "IPAI_BRIDGE_SAMPLE_REFRESH_SECONDS"
 #: Start even on the pure-Python protobuf backend (about 200x slower than upb).
 IPAI_BRIDGE_ALLOW_PYTHON_PROTOBUF = "IPAI_BRIDGE_ALLOW_PYTHON_PROTOBUF"
 #: Event loop: ``auto`` (uvloop when installed), ``uvloop`` or ``asyncio``.
@@ -65,6 +67,7 @@ class Settings:
     db_pool: int = 2
     retry_after_seconds: int = 5
     default_source: str = "otlp"
+    sample_refresh_seconds: int = 60
     allow_python_protobuf: bool = False
     event_loop: str = "auto"
     log_level: str = "INFO"
@@ -90,6 +93,8 @@ class Settings:
             problems.append("max_decompressed_bytes must be >= max_body_bytes")
         if self.retry_after_seconds < 0:
             problems.append("retry_after_seconds must be >= 0")
+        if self.sample_refresh_seconds < 0:
+            problems.append("sample_refresh_seconds must be >= 0 (0 = refresh on every request)")
         if self.event_loop not in ("auto", "uvloop", "asyncio"):
             problems.append("event_loop must be auto, uvloop or asyncio")
         elif self.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
@@ -129,6 +134,7 @@ ENV_VARS: dict[str, str] = {
     "db_pool": IPAI_BRIDGE_DB_POOL,
     "retry_after_seconds": IPAI_BRIDGE_RETRY_AFTER_SECONDS,
     "default_source": IPAI_BRIDGE_DEFAULT_SOURCE,
+    "sample_refresh_seconds": IPAI_BRIDGE_SAMPLE_REFRESH_SECONDS,
     "allow_python_protobuf": IPAI_BRIDGE_ALLOW_PYTHON_PROTOBUF,
     "event_loop": IPAI_BRIDGE_EVENT_LOOP,
     "log_level": IPAI_BRIDGE_LOG_LEVEL,
@@ -147,6 +153,7 @@ _HELP = {
     "db_pool": "PostgreSQL connections (writer threads) per worker",
     "retry_after_seconds": "Retry-After advertised on retryable refusals",
     "default_source": "ops source for telemetry without an ipai.source attribute",
+    "sample_refresh_seconds": "seconds between two stored samples of one error per worker (0 = every request)",
     "allow_python_protobuf": "start even on the slow pure-Python protobuf backend",
     "event_loop": "auto | uvloop | asyncio",
     "log_level": "logging level",

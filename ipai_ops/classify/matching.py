@@ -131,7 +131,9 @@ class _Sig:
 
     @cached_property
     def regex(self) -> Any:
-        pattern = inline_flags(self.signature.pattern, self.signature.flags)
+        # Relaxed (see relaxed()): RE2 stays linear, and its DFA small enough not to fall
+        # back to the NFA on large bounded repeats.
+        pattern = inline_flags(relaxed(self.signature.pattern), self.signature.flags)
         if self.subject in _LINE_SUBJECTS:
             pattern = "(?m)" + pattern
         return re2.compile(pattern.encode("utf-8"), re2_options())
@@ -170,11 +172,42 @@ def relaxed(pattern: str) -> str:
     return _BOUNDED_REPEAT_RE.sub(lambda m: m.group(0) if int(m.group(2)) <= 16 else f"{{{m.group(1)},}}", pattern)
 
 
+@dataclass
+class _Scan:
+    """The signatures one subject's set scan found, and how to place their matches."""
+
+    subject: str
+    data: bytes
+    origin: str
+    sigs: list[_Sig]
+    #: For exception types read from a log: (offset in the log, type) of each joined line.
+    types: list[tuple[int, bytes]] | None = None
+    marker: Any = None
+    command: str | None = None
+
+    def place(self, cand: _Candidate, log: Log | None) -> None:
+        if self.origin == "command":
+            cand.line = self.marker.index
+            cand.groups.setdefault("command", self.command or "")
+            cand.precision = 2 if self.marker.kind == "tool" else 1
+        elif self.types is not None and log is not None:
+            position = bisect_index(_starts(self.types), cand.offset)
+            cand.offset = self.types[position][0]
+            cand.line = log.index_at(cand.offset)
+        elif self.origin == "log" and log is not None:
+            cand.line = log.index_at(cand.offset)
+
+    @property
+    def indexes(self) -> frozenset[int]:
+        return frozenset(sig.index for sig in self.sigs)
+
+
 class _SubjectSet:
     """One ``re2.Set`` over every signature of one subject (relaxed patterns, see :func:`relaxed`)."""
 
     def __init__(self, sigs: list[_Sig]) -> None:
         self.sigs = sigs
+        self.global_index = [sig.index for sig in sigs]
         options = re2_options()
         options.max_mem = _SET_MAX_MEM
         self.set = re2.Set.SearchSet(options)
@@ -189,6 +222,13 @@ class _SubjectSet:
         if not data or not self.sigs:
             return []
         return [self.sigs[i] for i in self.set.Match(data) or ()]
+
+    def indexes(self, data: bytes, into: list[int]) -> None:
+        """Append the registry-wide index of every signature found in ``data``."""
+        if data and self.sigs:
+            found = self.set.Match(data)
+            if found:
+                into += map(self.global_index.__getitem__, found)
 
 
 def _spans(log: Log | None, data: bytes) -> list[tuple[int, int]]:
@@ -252,62 +292,94 @@ class Matcher:
 
     # ------------------------------------------------------------------ matching
 
-    def _candidates(self, subject: str, data: bytes, origin: str, log: Log | None) -> list[_Candidate]:
+    def _expand(self, scan: _Scan, keep: frozenset[str] | None, log: Log | None) -> list[_Candidate]:
+        """Where the signatures a scan found match (only codes in ``keep``, when given)."""
         out: list[_Candidate] = []
-        spans = _spans(log, data)
-        for sig in self.sets[subject].match(data):
-            found = _last_matches(sig.regex, data, spans)
-            if not found and spans != [(0, len(data))]:
-                found = _last_matches(sig.regex, data, [(0, len(data))])
+        spans = _spans(log, scan.data) if scan.origin == "log" else [(0, len(scan.data))]
+        for sig in scan.sigs:
+            if keep is not None and sig.mode.code not in keep:
+                continue
+            found = _last_matches(sig.regex, scan.data, spans)
+            if not found and spans != [(0, len(scan.data))]:
+                found = _last_matches(sig.regex, scan.data, [(0, len(scan.data))])
             for match in found:
-                line = log.index_at(match.start()) if log is not None else -1
                 groups = {
                     capture_name(k.decode() if isinstance(k, bytes) else k): v.decode("utf-8", "replace")
                     for k, v in match.groupdict().items()
                     if v is not None
                 }
-                out.append(_Candidate(sig, line, match.start(), match.end(), origin, groups))
+                cand = _Candidate(sig, -1, match.start(), match.end(), scan.origin, groups)
+                scan.place(cand, log)
+                out.append(cand)
         return out
 
-    def candidates(
-        self,
-        *,
-        error_type: str | None,
-        message: str | None,
-        log: Log | None,
-    ) -> list[_Candidate]:
-        found: list[_Candidate] = []
+    def scans(self, *, error_type: str | None, message: str | None, log: Log | None) -> list[_Scan]:
+        """Phase 1: one RE2 set scan per subject; which signatures occur, not yet where."""
+        out: list[_Scan] = []
+
+        def scan(subject: str, data: bytes, origin: str, **extra: Any) -> None:
+            sigs = self.sets[subject].match(data)
+            if sigs:
+                out.append(_Scan(subject, data, origin, sigs, **extra))
+
         if error_type:
-            found += self._candidates("type", _b(error_type)[: reading.MAX_LINE_BYTES], "type", None)
+            scan("type", _b(error_type)[: reading.MAX_LINE_BYTES], "type")
         if message:
             data = _b(message)[: reading.MAX_LOG_BYTES]
             types = reading.exception_types(data)
             if types:
-                found += self._candidates("type", b"\n".join(t for _, t in types), "types", None)
-            found += self._candidates("message", data, "message", None)
-            found += self._candidates("text", data, "message", None)
+                scan("type", b"\n".join(t for _, t in types), "types")
+            scan("message", data, "message")
+            scan("text", data, "message")
         if log is not None and log.data:
             types = reading.exception_types(log.data)
             if types:
-                joined = b"\n".join(t for _, t in types)
-                starts = _starts(types)
-                for cand in self._candidates("type", joined, "types", None):
-                    position = bisect_index(starts, cand.offset)
-                    cand.offset = types[position][0]
-                    cand.line = log.index_at(cand.offset)
-                    cand.origin = "log"
-                    found.append(cand)
-            found += self._candidates("message", log.data, "log", log)
-            found += self._candidates("text", log.data, "log", log)
+                scan("type", b"\n".join(t for _, t in types), "log", types=types)
+            scan("message", log.data, "log")
+            scan("text", log.data, "log")
             # Each failed command is its own subject, placed on its failure marker's line; a
             # build tool's marker (a Gradle task, a Maven goal) is more precise than its step's.
             for marker, command in log.commands():
-                for cand in self._candidates("command", _b(command), "command", None):
-                    cand.line = marker.index
-                    cand.groups.setdefault("command", command)
-                    cand.precision = 2 if marker.kind == "tool" else 1
-                    found.append(cand)
+                scan("command", _b(command), "command", marker=marker, command=command)
+        return out
+
+    def present(self, *, error_type: str | None, message: str | None, text: str | None) -> frozenset[int]:
+        """Which signatures occur anywhere in the raw type, message and text (set scans only).
+
+        A cheap identity for a cached decision: a caller that keys decisions on a shape reuses
+        one only while this set is unchanged (the bridge's templates)."""
+        found: list[int] = []
+        type_set, either = self.sets["type"], self._either()
+        if error_type:
+            type_set.indexes(_b(error_type)[: reading.MAX_LINE_BYTES], found)
+        for subject in (message, text):
+            if not subject:
+                continue
+            data = _b(subject)[: reading.MAX_LOG_BYTES]
+            if subject is message:
+                types = reading.exception_types(data)
+                if types:
+                    type_set.indexes(b"\n".join(t for _, t in types), found)
+            either.indexes(data, found)
+        return frozenset(found)
+
+    def _either(self) -> _SubjectSet:
+        """One set over the message and text signatures (what :meth:`present` scans with)."""
+        either = self.sets.get("message+text")
+        if either is None:
+            either = _SubjectSet(self.sets["message"].sigs + self.sets["text"].sigs)
+            self.sets["message+text"] = either
+        return either
+
+    def expand(self, scans: list[_Scan], log: Log | None, keep: frozenset[str] | None = None) -> list[_Candidate]:
+        """Phase 2: the candidates (signature, line, captures) of the scans."""
+        found: list[_Candidate] = []
+        for scan in scans:
+            found += self._expand(scan, keep, log)
         return found
+
+    def candidates(self, *, error_type: str | None, message: str | None, log: Log | None) -> list[_Candidate]:
+        return self.expand(self.scans(error_type=error_type, message=message, log=log), log)
 
     # ------------------------------------------------------------------ deciding
 

@@ -1,0 +1,138 @@
+"""The extractor's shape templates and sample thinning: fast on a storm of one error, and
+never at the cost of a wrong code, a wrong message or another occurrence's evidence."""
+
+from __future__ import annotations
+
+from ipai_ops.bridge.extract import _TEMPLATES, Extractor
+from ipai_ops.envelope import envelope_errors
+from tests.bridge.otlp_factory import span, traces
+
+STACK = (
+    "Traceback (most recent call last):\n"
+    '  File "/srv/app/orders/views.py", line 42, in confirm\n'
+    "    order = load(order_id)\n"
+    '  File "/srv/app/orders/store.py", line 7, in load\n'
+    "    raise OrderMissing(message)\n"
+    "app.orders.OrderMissing: {message}\n"
+)
+
+
+def exception_span(message: str, *, error_type: str = "app.orders.OrderMissing", stack: str = STACK, n: int = 0):
+    return span(
+        trace_id=n.to_bytes(16, "big") or b"\x01" * 16,
+        span_id=(n + 1).to_bytes(8, "big"),
+        exceptions=[
+            {
+                "exception.type": error_type,
+                "exception.message": message,
+                "exception.stacktrace": stack.format(message=message),
+            }
+        ],
+    )
+
+
+class CountingExtractor(Extractor):
+    """Counts how often the exact (uncached) classification runs."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.made = 0
+
+    def _make_template(self, *args, **kwargs):
+        self.made += 1
+        return super()._make_template(*args, **kwargs)
+
+
+def test_a_storm_of_one_error_is_classified_once_but_keeps_each_message_and_evidence(registry):
+    extractor = CountingExtractor(registry)
+    stack = (
+        'Traceback (most recent call last):\n  File "/srv/app/sync.py", line 3, in push\n    post()\n'
+        "requests.exceptions.ConnectionError: {message}\n"
+    )
+    messages = [
+        f"HTTPSConnectionPool(host='api{n}.example.com', port=443): Max retries exceeded with url: /v1/items/{n} "
+        "(Caused by NewConnectionError('Failed to establish a new connection: [Errno 111] Connection refused'))"
+        for n in (1, 22, 333)
+    ]
+    batch = [
+        exception_span(m, error_type="requests.exceptions.ConnectionError", stack=stack, n=i)
+        for i, m in enumerate(messages)
+    ]
+    out = extractor.traces(traces(batch)).occurrences
+    assert extractor.made == 1
+    assert {o["code"] for o in out} == {"TRANSPORT.CONNECTION_FAILED"}
+    assert len({o["fingerprint"] for o in out}) == 1
+    assert [o["message"] for o in out] == messages
+    for occ, message, n in zip(out, messages, (1, 22, 333), strict=True):
+        sample = occ["sample"]
+        assert envelope_errors(sample) == []
+        assert sample["error"]["message"] == message
+        assert message in sample["evidence"]["stderr_tail"]
+        deciding = [line for line in sample["evidence"]["classification"]["lines"] if line["role"] == "signature"]
+        assert deciding and all(f"api{n}.example.com" in line["text"] for line in deciding)
+
+
+def test_a_shape_never_hides_what_a_signature_reads(registry):
+    """``KeyError: 'OPENAI_API_KEY'`` and ``KeyError: 'sku'`` have one shape, not one code."""
+    extractor = CountingExtractor(registry)
+    stack = 'Traceback (most recent call last):\n  File "/srv/app/x.py", line 3, in f\n    c[k]\nKeyError: {message}\n'
+    first, second = (
+        extractor.traces(traces([exception_span(m, error_type="KeyError", stack=stack, n=i)])).occurrences[0]
+        for i, m in enumerate(["'OPENAI_API_KEY'", "'sku_name'"])
+    )
+    assert first["code"] == "ENV.KEY_MISSING"
+    assert second["code"] != "ENV.KEY_MISSING"
+    assert extractor.made == 2
+
+
+def test_the_same_error_again_is_an_exact_hit(registry):
+    extractor = CountingExtractor(registry)
+    for n in range(3):
+        extractor.traces(traces([exception_span("order 1 not found", n=n)]))
+    assert extractor.made == 1
+
+
+def test_a_message_on_a_frame_line_keeps_its_own_frames(registry):
+    """The message taken out of the stack must not take the frames with it."""
+    extractor = CountingExtractor(registry)
+    stack = 'Traceback (most recent call last):\n  File "/srv/{message}/x.py", line 3, in f\n    g()\nE: boom\n'
+    a, b = (
+        extractor.traces(traces([exception_span(m, error_type="E", stack=stack, n=i)])).occurrences[0]
+        for i, m in enumerate(["alpha", "bravo"])
+    )
+    assert a["fingerprint"] != b["fingerprint"]
+    assert extractor.made == 2
+
+
+def test_thin_keeps_one_sample_per_error_per_refresh_period(registry):
+    now = [1000.0]
+    extractor = Extractor(registry, thin=True, sample_refresh_seconds=60, clock=lambda: now[0])
+    batch = [exception_span(f"order {n} not found", n=n) for n in range(5)]
+    out = extractor.traces(traces(batch)).occurrences
+    kept = [o for o in out if o["sample"] is not None]
+    assert len(kept) == 1 and kept[0]["occurred_at"] == max(o["occurred_at"] for o in out)
+    assert envelope_errors(kept[0]["sample"]) == []
+    assert kept[0]["sample"]["error"]["message"] == kept[0]["message"]
+
+    now[0] += 59
+    out = extractor.traces(traces([exception_span("order 77 not found", n=9)])).occurrences
+    assert [o["sample"] for o in out] == [None]  # the stored sample stays
+    now[0] += 2
+    out = extractor.traces(traces([exception_span("order 78 not found", n=10)])).occurrences
+    assert out[0]["sample"]["error"]["message"] == "order 78 not found"
+    assert out[0]["sample"]["context"]["trace_id"] == (10).to_bytes(16, "big").hex()
+
+
+def test_refresh_zero_samples_every_request(registry):
+    extractor = Extractor(registry, thin=True, sample_refresh_seconds=0)
+    for n in range(3):
+        [occ] = extractor.traces(traces([exception_span(f"order {n} not found", n=n)])).occurrences
+        assert occ["sample"]["error"]["message"] == f"order {n} not found"
+
+
+def test_caches_stay_bounded_whatever_the_sender_writes(registry):
+    extractor = Extractor(registry, thin=True)
+    for chunk in range(0, _TEMPLATES + 300, 300):
+        batch = [exception_span("x", error_type=f"E{n}", n=n) for n in range(chunk, chunk + 300)]
+        extractor.traces(traces(batch))
+    assert len(extractor._templates) <= _TEMPLATES and len(extractor._exact) <= _TEMPLATES

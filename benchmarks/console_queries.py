@@ -93,6 +93,7 @@ CREATE TABLE ipai_failure_mode (
     name varchar,
     severity varchar,
     fallback boolean,
+    family varchar,
     CONSTRAINT ipai_failure_mode_code_uniq UNIQUE (code)
 );
 CREATE TABLE ipai_agent_error_assignment (
@@ -236,8 +237,8 @@ def build(conn, dsn: str, *, errors: int, occurrences: int) -> dict:
     )
     psycopg2.extras.execute_values(
         cur,
-        "INSERT INTO ipai_failure_mode (code, name, severity, fallback) VALUES %s",
-        [(m.code, m.title, m.severity, m.fallback) for m in registry.modes],
+        "INSERT INTO ipai_failure_mode (code, name, severity, fallback, family) VALUES %s",
+        [(m.code, m.title, m.severity, m.fallback, m.family) for m in registry.modes],
     )
     cur.execute("SELECT date_trunc('second', now() AT TIME ZONE 'UTC')")
     now = cur.fetchone()[0]
@@ -383,6 +384,29 @@ def build_queries(cur, now: datetime) -> list[Query]:
     queries.append(
         Query("kanban", "kanban: read 40 cards", f'SELECT {CARD_COLUMNS} FROM {T} WHERE {T}."id" IN ({card_ids}) ')
     )
+    # The console's family (ipai_agent_error.py, _search_family / _field_to_sql): a filter
+    # is ``code IN (codes of the family)``; reading, grouping and ordering look the code up
+    # in the code -> family map, one jsonb constant per query (no subquery per row).
+    cur.execute("SELECT code FROM ipai_failure_mode WHERE family = 'test' ORDER BY code")
+    family_test = f'{T}."code" IN ({", ".join(repr(c) for (c,) in cur.fetchall())})'
+    cur.execute("SELECT jsonb_object_agg(code, family) FROM ipai_failure_mode")
+    family_map = json.dumps(cur.fetchone()[0], sort_keys=True).replace("'", "''")
+    family = f"('{family_map}'::jsonb ->> {T}.\"code\")"
+    queries += [
+        list_q("list: family = test", f"({family_test} AND {ON_FIRE})"),
+        count_q("pager: count family = test", f"({family_test} AND {ON_FIRE})"),
+        Query(
+            "family",
+            "group by family: counts+sum, open/regressed",
+            f"SELECT {family}, COUNT(*), SUM({T}.\"count\") FROM {T} WHERE {ON_FIRE} GROUP BY 1 ORDER BY 1",
+        ),
+        Query(
+            "family",
+            "group by family: counts+sum, 7 d open/regressed",
+            f"SELECT {family}, COUNT(*), SUM({T}.\"count\") FROM {T} WHERE ({last_7d} AND {ON_FIRE}) "
+            "GROUP BY 1 ORDER BY 1",
+        ),
+    ]
     overview = f"({last_7d} AND {ON_FIRE})"
     queries += [
         Query(

@@ -1,7 +1,7 @@
 {
     "name": "Reliability",
     "summary": "Failure modes, runbooks, resolutions and the Agent Errors console for AI agents",
-    "version": "19.0.1.1.0",
+    "version": "19.0.1.2.0",
     "category": "Productivity",
     "website": "https://github.com/ipai/ipai-ops",
     "author": "IPAI",
@@ -17,6 +17,7 @@
         "data/ir_config_parameter_data.xml",
         "data/ir_cron_data.xml",
         "views/ipai_failure_mode_views.xml",
+        "views/ipai_agent_error_templates.xml",
         "views/ipai_agent_error_views.xml",
         "views/ipai_resolution_views.xml",
         "views/ipai_benchmark_result_views.xml",

@@ -2,6 +2,7 @@
 # and Odoo creates each model's table then calls its init() in this order.
 from . import ipai_ops
 from . import ipai_failure_mode_signature
+from . import ipai_failure_mode_example
 from . import ipai_failure_mode
 from . import ipai_agent_error_assignment
 from . import ipai_agent_error

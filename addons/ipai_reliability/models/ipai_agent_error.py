@@ -11,9 +11,10 @@ import logging
 
 from odoo import api, fields, models
 from odoo.exceptions import MissingError, UserError
+from odoo.fields import Domain
 from odoo.tools import SQL
 
-from .ipai_failure_mode import SEVERITIES, SEVERITY_COLOR
+from .ipai_failure_mode import FAMILY_SELECTION, SEVERITIES, SEVERITY_COLOR
 
 _logger = logging.getLogger(__name__)
 
@@ -81,8 +82,139 @@ _VIEW_SQL = """
 # (counts by status, the pager), PostgreSQL drops them, and the scan needs only the
 # columns asked for, so a narrow index serves it index-only. A LEFT JOIN kept code and
 # fingerprint needed even after join removal: counting 1M rows by status took 374 ms.
-# Filters on them go through _search methods (unclassified, assigned to me) that turn
-# into indexed conditions on ops columns instead of a subquery per row.
+# Filters on them go through _search methods (unclassified, assigned to me, family) that
+# turn into indexed conditions on ops columns instead of a subquery per row.
+#
+# ``family`` is not a view column: grouping 1M rows by a scalar subquery took 8.5 s
+# (benchmarks/console_queries.py), since PostgreSQL runs it once per row. The ORM reads,
+# groups and orders it as a lookup of ``code`` in the code -> family map, one constant per
+# query (``_field_to_sql``), and filters it as ``code IN (...)`` (``_search_family``).
+
+MATCHED_BY = [
+    ("explicit", "Explicit code"),
+    ("signature", "Signature"),
+    ("command", "Failed command"),
+    ("fallback", "Fallback (no signature matched)"),
+]
+
+
+#: How an evidence line is shown: (row classes, label). ``signature`` lines decided the
+#: code; markers, context and the failed command are where a person reads next.
+_ROLE_STYLE = {
+    "signature": ("o_ipai_evidence_signature fw-bold bg-warning-subtle", "Matched the signature"),
+    "command": ("o_ipai_evidence_command", "The failed command"),
+    "marker": ("o_ipai_evidence_marker text-muted", "Where the step failed"),
+    "context": ("o_ipai_evidence_context text-muted", "Context"),
+    "message": ("o_ipai_evidence_message", "The error's message"),
+    "type": ("o_ipai_evidence_type", "The exception type"),
+}
+#: Captures in reading order, with their labels; others follow alphabetically.
+_CAPTURE_LABELS = {
+    "test": "Failing tests",
+    "location": "File:line",
+    "file": "File",
+    "line": "Line",
+    "column": "Column",
+    "package": "Package",
+    "version": "Version",
+    "variable": "Variable",
+    "name": "Name",
+    "host": "Host",
+    "model": "Model",
+    "tool": "Tool",
+    "rule": "Rule",
+    "compiler_code": "Compiler code",
+    "constraint": "Constraint",
+    "table": "Table",
+    "action": "Action",
+    "program": "Program",
+    "command": "Command",
+    "status": "Status",
+    "exit_code": "Exit code",
+}
+# The sample is sender-controlled: bound what one form renders.
+_MAX_ROWS = 20
+_MAX_TEXT = 500
+_MAX_CAPTURES = 30
+_MAX_VALUES = 20
+
+
+def _text(value, limit=_MAX_TEXT):
+    """``value`` as display text, cut at ``limit`` characters (numbers and other JSON as text)."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        value = json.dumps(value, ensure_ascii=False, default=str) if isinstance(value, (dict, list)) else str(value)
+    return value if len(value) <= limit else value[:limit] + "…"
+
+
+def classification_of(sample):
+    """``evidence.classification`` of an envelope's JSON text, or ``None`` (older envelopes have none)."""
+    if not sample:
+        return None
+    try:
+        envelope = json.loads(sample)
+    except ValueError:
+        return None
+    evidence = envelope.get("evidence") if isinstance(envelope, dict) else None
+    data = evidence.get("classification") if isinstance(evidence, dict) else None
+    return data if isinstance(data, dict) and data else None
+
+
+def evidence_rows(lines):
+    """Evidence lines as excerpt rows, in line order: gutter, text, classes, title; a gap row
+    (``gap: True``) where lines are not adjacent in the original log."""
+    if not isinstance(lines, list):
+        return []
+    items = []
+    for position, line in enumerate(lines[:_MAX_ROWS]):
+        if not isinstance(line, dict):
+            continue
+        number = line.get("line")
+        number = number if isinstance(number, int) and not isinstance(number, bool) else None
+        role = line.get("role") if line.get("role") in _ROLE_STYLE else "context"
+        items.append((number is not None, number or 0, position, number, role, _text(line.get("text"))))
+    items.sort()
+    rows = []
+    previous = None
+    for __, __, __, number, role, text in items:
+        if number is not None and previous is not None and number > previous + 1:
+            rows.append({"gap": True})
+        classes, title = _ROLE_STYLE[role]
+        rows.append(
+            {
+                "gap": False,
+                "gutter": str(number) if number is not None else role,
+                "text": text,
+                "classes": classes,
+                "title": title,
+            }
+        )
+        previous = number
+    return rows
+
+
+def capture_rows(captures):
+    """Captures as ``(label, [values])`` rows; a single file and line read as ``file:line``."""
+    if not isinstance(captures, dict):
+        return []
+    captures = {str(key): value for key, value in list(captures.items())[:_MAX_CAPTURES] if value not in (None, "", [])}
+    file, line = captures.get("file"), captures.get("line")
+    if isinstance(file, str) and isinstance(line, int) and not isinstance(line, bool):
+        location = f"{file}:{line}"
+        column = captures.get("column")
+        if isinstance(column, int) and not isinstance(column, bool):
+            location += f":{column}"
+            captures.pop("column")
+        captures = {"location": location, **{k: v for k, v in captures.items() if k not in ("file", "line")}}
+    order = list(_CAPTURE_LABELS)
+    rows = []
+    for key in sorted(captures, key=lambda k: (order.index(k) if k in order else len(order), k)):
+        value = captures[key]
+        values = value[:_MAX_VALUES] if isinstance(value, list) else [value]
+        label = _CAPTURE_LABELS.get(key) or key.replace("_", " ").capitalize()
+        rows.append((label, [_text(v, 200) for v in values]))
+    return rows
 
 
 class IpaiAgentError(models.Model):
@@ -93,7 +225,7 @@ class IpaiAgentError(models.Model):
     _rec_name = "code"
     # The view joins these tables: the ORM flushes pending writes to them before reading it.
     _depends = {
-        "ipai.failure.mode": ["code", "fallback"],
+        "ipai.failure.mode": ["code", "fallback", "family"],
         "ipai.agent.error.assignment": ["fingerprint", "user_id"],
     }
 
@@ -121,6 +253,13 @@ class IpaiAgentError(models.Model):
     unclassified = fields.Boolean(compute="_compute_unclassified", search="_search_unclassified")
     assigned_to_me = fields.Boolean(compute="_compute_assigned_to_me", search="_search_assigned_to_me")
     failure_mode_id = fields.Many2one("ipai.failure.mode", readonly=True)
+    # stored for the ORM (read, group by, order) but computed in SQL from ``code``: see _field_to_sql
+    family = fields.Selection(
+        FAMILY_SELECTION,
+        readonly=True,
+        search="_search_family",
+        help="The family of the code's failure mode (test, compile, dependency, network, ...).",
+    )
     assignment_id = fields.Many2one("ipai.agent.error.assignment", readonly=True)
     user_id = fields.Many2one("res.users", string="Assignee", readonly=True)
     color = fields.Integer(compute="_compute_color")
@@ -128,6 +267,15 @@ class IpaiAgentError(models.Model):
     failure_mode_name = fields.Char(related="failure_mode_id.name", string="Failure mode title")
     resolution_ids = fields.One2many("ipai.resolution", "error_id", string="Resolutions")
     sample_pretty = fields.Text(compute="_compute_sample_pretty", string="Envelope")
+    # "Why this code": the latest envelope's evidence.classification (envelope 1.1).
+    has_classification = fields.Boolean(compute="_compute_classification")
+    matched_by = fields.Selection(MATCHED_BY, compute="_compute_classification", string="Decided by")
+    classification_signature = fields.Char(compute="_compute_classification", string="Signature")
+    classification_headline = fields.Char(compute="_compute_classification", string="Headline")
+    classification_also = fields.Char(
+        compute="_compute_classification", string="Also matched", help="Other codes whose signatures matched too."
+    )
+    classification_html = fields.Html(compute="_compute_classification", string="Evidence", sanitize=True)
     run_count = fields.Integer(compute="_compute_run_count", string="Runs")
 
     def init(self):
@@ -165,6 +313,69 @@ class IpaiAgentError(models.Model):
         mine = self.env["ipai.agent.error.assignment"].sudo().search([("user_id", "=", self.env.uid)])
         positive = (operator == "=") == value
         return [("fingerprint", "in" if positive else "not in", mine.mapped("fingerprint"))]
+
+    @api.model
+    def _family_by_code(self):
+        modes = self.env["ipai.failure.mode"].sudo().with_context(active_test=False)
+        return {mode.code: mode.family for mode in modes.search_fetch([], ["code", "family"])}
+
+    def _field_to_sql(self, alias, field_expr, query=None):
+        if field_expr != "family":
+            return super()._field_to_sql(alias, field_expr, query)
+        self._check_field_access(self._fields["family"], "read")
+        # a jsonb object lookup per row (binary search over the keys), no subquery
+        return SQL(
+            "(%s::jsonb ->> %s)",
+            json.dumps(self._family_by_code(), sort_keys=True),
+            SQL.identifier(alias, "code"),
+        )
+
+    def _search_family(self, operator, value):
+        # code IN (codes of the families): the code index, not a subquery per row
+        if operator not in ("in", "not in"):
+            return NotImplemented
+        wanted = set(value)
+        families = self._family_by_code()
+        domain = Domain("code", "in", [code for code, family in families.items() if family in wanted])
+        if False in wanted:  # codes without a failure mode
+            domain |= Domain("code", "not in", list(families))
+        return domain if operator == "in" else ~domain
+
+    @api.depends("sample")
+    def _compute_classification(self):
+        for error in self:
+            data = classification_of(error.sample)
+            if data is None:
+                error.update(
+                    {
+                        "has_classification": False,
+                        "matched_by": False,
+                        "classification_signature": False,
+                        "classification_headline": False,
+                        "classification_also": False,
+                        "classification_html": False,
+                    }
+                )
+                continue
+            matched_by = data.get("matched_by")
+            also = data.get("also")
+            error.update(
+                {
+                    "has_classification": True,
+                    "matched_by": matched_by
+                    if isinstance(matched_by, str) and matched_by in dict(MATCHED_BY)
+                    else False,
+                    "classification_signature": _text(data.get("signature"), 500) or False,
+                    "classification_headline": _text(data.get("headline"), 500) or False,
+                    "classification_also": ", ".join(_text(c, 100) for c in also[:10] if c)
+                    if isinstance(also, list)
+                    else False,
+                    "classification_html": self.env["ir.qweb"]._render(
+                        "ipai_reliability.ipai_agent_error_classification",
+                        {"rows": evidence_rows(data.get("lines")), "captures": capture_rows(data.get("captures"))},
+                    ),
+                }
+            )
 
     @api.depends("severity")
     def _compute_color(self):

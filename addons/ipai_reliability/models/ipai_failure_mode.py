@@ -14,12 +14,14 @@ try:
 except ImportError:  # pragma: no cover - declared in external_dependencies
     ops_runbooks = ops_taxonomy = None
 
-from .ipai_failure_mode_signature import FLAG_NAMES
-
 _logger = logging.getLogger(__name__)
 
 SEVERITIES = [("critical", "Critical"), ("high", "High"), ("medium", "Medium"), ("low", "Low")]
 SEVERITY_COLOR = {"critical": 1, "high": 2, "medium": 3, "low": 10}
+FAMILIES = ops_taxonomy.FAMILIES if ops_taxonomy else ()
+FALLBACK_FAMILY = ops_taxonomy.FALLBACK_FAMILY if ops_taxonomy else "unknown"
+#: The registry's failure families (``taxonomy.FAMILIES``) and the fallback's ``unknown``.
+FAMILY_SELECTION = [(family, family.capitalize()) for family in FAMILIES] + [(FALLBACK_FAMILY, "Unknown")]
 CI_BEHAVIORS = [("block", "Block"), ("warn", "Warn"), ("retry", "Retry"), ("ignore", "Ignore")]
 MANAGER_GROUP = "ipai_reliability.group_ipai_reliability_manager"
 CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)+$")
@@ -34,6 +36,8 @@ _SYNCED_FIELDS = (
     "name",
     "category",
     "severity",
+    "family",
+    "priority",
     "description",
     "runbook_path",
     "runbook_markdown",
@@ -65,6 +69,19 @@ class IpaiFailureMode(models.Model):
     sequence = fields.Integer(default=10000, help="Position in the registry file: classification order.")
     category = fields.Char(required=True, index=True, help="Equals the first segment of the code.")
     severity = fields.Selection(SEVERITIES, required=True, default="medium", tracking=True)
+    family = fields.Selection(
+        FAMILY_SELECTION,
+        required=True,
+        default="runtime",
+        index=True,
+        tracking=True,
+        help="What kind of failure this is (test, compile, dependency, network, ...). "
+        "Unknown belongs to the fallback code alone.",
+    )
+    priority = fields.Integer(
+        help="Added to the family's rank when signatures of several codes match the same error "
+        "(ssot/errors/error_codes.md, Precedence); 0 = none.",
+    )
     description = fields.Text(required=True)
     retryable = fields.Boolean(tracking=True)
     http_status = fields.Integer(string="HTTP status", help="0 = none")
@@ -77,6 +94,13 @@ class IpaiFailureMode(models.Model):
     runbook_markdown = fields.Text(readonly=True)
     runbook_html = fields.Html(compute="_compute_runbook_html", store=True, sanitize=True, readonly=True)
     signature_ids = fields.One2many("ipai.failure.mode.signature", "failure_mode_id", string="Signatures", copy=True)
+    example_ids = fields.One2many(
+        "ipai.failure.mode.example",
+        "failure_mode_id",
+        string="Examples",
+        copy=True,
+        help="Real texts this code is for; every one must classify to this code.",
+    )
     owner = fields.Char()
     ci_behavior = fields.Selection(CI_BEHAVIORS, string="CI behaviour")
     replaced_by_id = fields.Many2one("ipai.failure.mode", string="Replaced by", ondelete="set null")
@@ -145,7 +169,7 @@ class IpaiFailureMode(models.Model):
 
     # ------------------------------------------------------------------ constraints
 
-    @api.constrains("code", "category", "runbook_path", "http_status", "max_attempts")
+    @api.constrains("code", "category", "runbook_path", "http_status", "max_attempts", "family", "fallback")
     def _check_registry_contract(self):
         for mode in self:
             if not CODE_RE.match(mode.code or ""):
@@ -169,6 +193,13 @@ class IpaiFailureMode(models.Model):
                 raise ValidationError(self.env._("The HTTP status must be between 400 and 599 (or 0 for none)."))
             if mode.max_attempts and not 1 <= mode.max_attempts <= 100:
                 raise ValidationError(self.env._("Max attempts must be between 1 and 100 (or 0 for the default)."))
+            if mode.fallback != (mode.family == FALLBACK_FAMILY):
+                raise ValidationError(
+                    self.env._(
+                        "The family of %(code)s must be Unknown if and only if it is the fallback code.",
+                        code=mode.code,
+                    )
+                )
 
     # ------------------------------------------------------------------ registry <-> records
 
@@ -184,6 +215,8 @@ class IpaiFailureMode(models.Model):
             "name": mode.title,
             "category": mode.category,
             "severity": mode.severity,
+            "family": mode.family,
+            "priority": mode.priority or 0,
             "description": mode.description,
             "runbook_path": mode.runbook or False,
             "runbook_markdown": markdown,
@@ -201,14 +234,17 @@ class IpaiFailureMode(models.Model):
 
     @staticmethod
     def _signature_tuples_from_mode(mode):
-        return [
-            (sig.on, sig.pattern, ",".join(name for name in FLAG_NAMES if sig.regex.flags & getattr(re, name)))
-            for sig in mode.signatures
-        ]
+        """``(on, pattern, flags, priority)`` per signature: flags in the registry's order,
+        priority ``None`` when the signature uses its mode's."""
+        return [(sig.on, sig.pattern, ",".join(sig.flags), sig.priority) for sig in mode.signatures]
 
     def _signature_tuples(self):
         self.ensure_one()
-        return [(sig.on, sig.pattern, ",".join(sig.flag_list())) for sig in self.signature_ids]
+        return [(sig.on, sig.pattern, ",".join(sig.flag_list()), sig.priority_value()) for sig in self.signature_ids]
+
+    def _example_texts(self):
+        self.ensure_one()
+        return list(self.example_ids.mapped("text"))
 
     def _changed_fields(self, vals):
         self.ensure_one()
@@ -241,12 +277,25 @@ class IpaiFailureMode(models.Model):
             vals = self._vals_from_mode(mode, index * 10, root)
             signatures = self._signature_tuples_from_mode(mode)
             sig_commands = [Command.clear()] + [
-                Command.create({"sequence": pos, "on": on, "pattern": pattern, "flags": flags or False})
-                for pos, (on, pattern, flags) in enumerate(signatures, start=1)
+                Command.create(
+                    {
+                        "sequence": pos,
+                        "on": on,
+                        "pattern": pattern,
+                        "flags": flags or False,
+                        "has_priority": priority is not None,
+                        "priority": priority or 0,
+                    }
+                )
+                for pos, (on, pattern, flags, priority) in enumerate(signatures, start=1)
+            ]
+            examples = list(mode.examples)
+            example_commands = [Command.clear()] + [
+                Command.create({"sequence": pos, "text": text}) for pos, text in enumerate(examples, start=1)
             ]
             rec = existing.get(mode.code)
             if rec is None:
-                rec = modes.create({**vals, "signature_ids": sig_commands[1:]})
+                rec = modes.create({**vals, "signature_ids": sig_commands[1:], "example_ids": example_commands[1:]})
                 result["created"].append(mode.code)
                 if post:
                     rec.message_post(body=self.env._("Created by the registry sync from %(path)s.", path=registry.path))
@@ -254,10 +303,14 @@ class IpaiFailureMode(models.Model):
                 changed = rec._changed_fields(vals)
                 if rec._signature_tuples() != signatures:
                     changed.append("signatures")
+                if rec._example_texts() != examples:
+                    changed.append("examples")
                 if changed:
                     write = {name: vals[name] for name in changed if name in vals}
                     if "signatures" in changed:
                         write["signature_ids"] = sig_commands
+                    if "examples" in changed:
+                        write["example_ids"] = example_commands
                     rec.write(write)
                     result["updated"][mode.code] = changed
                     if post:
@@ -300,11 +353,15 @@ class IpaiFailureMode(models.Model):
         self.ensure_one()
         signatures = []
         for sig in self.signature_ids:
-            flags = 0
-            for name in sig.flag_list():
-                flags |= getattr(re, name)
+            flags = tuple(sig.flag_list())
             signatures.append(
-                ops_taxonomy.Signature(on=sig.on, pattern=sig.pattern, regex=re.compile(sig.pattern, flags))
+                ops_taxonomy.Signature(
+                    on=sig.on,
+                    pattern=sig.pattern,
+                    regex=ops_taxonomy.compile_pattern(sig.pattern, flags),
+                    flags=flags,
+                    priority=sig.priority_value(),
+                )
             )
         return ops_taxonomy.FailureMode(
             code=self.code,
@@ -323,6 +380,9 @@ class IpaiFailureMode(models.Model):
             owner=self.owner or None,
             fallback=bool(self.fallback),
             replaced_by=self.replaced_by_id.code or None,
+            family=self.family or FALLBACK_FAMILY,
+            priority=self.priority or 0,
+            examples=tuple(self._example_texts()),
         )
 
     @api.private

@@ -1,12 +1,26 @@
+import re
+
 from odoo import api, fields, models
 from odoo.exceptions import ValidationError
 
 try:
-    from ipai_ops.taxonomy import SIGNATURE_TIERS
-except ImportError:  # pragma: no cover
-    SIGNATURE_TIERS = ("type", "message", "text")
+    from ipai_ops import taxonomy as ops_taxonomy
+    from ipai_ops.taxonomy import SIGNATURE_SUBJECTS
+except ImportError:  # pragma: no cover - declared in external_dependencies
+    ops_taxonomy = None
+    SIGNATURE_SUBJECTS = ("type", "message", "text", "command")
 
+#: Kept for importers of the first version of this module.
+SIGNATURE_TIERS = SIGNATURE_SUBJECTS
 FLAG_NAMES = ("IGNORECASE", "MULTILINE")
+SUBJECT_SELECTION = [
+    ("type", "Exception type"),
+    ("message", "Message"),
+    ("text", "Log / output text"),
+    ("command", "Failed command"),
+]
+# The registry's named-group syntax (taxonomy.CAPTURE_NAMES lists the allowed names).
+_GROUP_NAME_RE = re.compile(r"\(\?P<([^>]+)>")
 
 
 class IpaiFailureModeSignature(models.Model):
@@ -16,26 +30,49 @@ class IpaiFailureModeSignature(models.Model):
 
     failure_mode_id = fields.Many2one("ipai.failure.mode", required=True, ondelete="cascade", index=True)
     sequence = fields.Integer(default=10)
-    on = fields.Selection([(tier, tier) for tier in SIGNATURE_TIERS], required=True, default="message")
-    pattern = fields.Char(required=True)
-    flags = fields.Char(help="Comma-separated regex flags: IGNORECASE, MULTILINE")
+    on = fields.Selection(
+        [item for item in SUBJECT_SELECTION if item[0] in SIGNATURE_SUBJECTS],
+        required=True,
+        default="message",
+        help="What the pattern is matched against: the exception type, the message, "
+        "any log or output text, or the command that failed.",
+    )
+    pattern = fields.Char(
+        required=True, help="An RE2 (linear-time) regular expression: no look-around, no back-references."
+    )
+    flags = fields.Char(help="Comma-separated regex flags: IGNORECASE, MULTILINE (kept in the registry's order)")
+    has_priority = fields.Boolean(
+        string="Own priority", help="This signature overrides its failure mode's priority (registry: priority)."
+    )
+    priority = fields.Integer(
+        help="Used instead of the failure mode's priority when several codes match (only with Own priority)."
+    )
 
     def _flag_names(self):
-        """The names in ``flags``, upper-cased (unknown ones included: the constraint reports them)."""
-        return {f.strip().upper() for f in (self.flags or "").split(",") if f.strip()}
+        """The names in ``flags``, upper-cased and in order (unknown ones included: the constraint reports them)."""
+        names = []
+        for raw in (self.flags or "").split(","):
+            flag = raw.strip().upper()
+            if flag and flag not in names:
+                names.append(flag)
+        return names
 
     @api.private
     def flag_list(self):
+        """Known flag names in the order they were written (the registry keeps that order)."""
         self.ensure_one()
-        flags = self._flag_names()
-        return [name for name in FLAG_NAMES if name in flags]
+        return [name for name in self._flag_names() if name in FLAG_NAMES]
+
+    @api.private
+    def priority_value(self):
+        """The registry's ``priority`` of this signature: an int, or ``None`` for the mode's own."""
+        self.ensure_one()
+        return self.priority if self.has_priority else None
 
     @api.constrains("pattern", "flags")
     def _check_pattern(self):
-        import re
-
         for sig in self:
-            unknown = sig._flag_names() - set(FLAG_NAMES)
+            unknown = set(sig._flag_names()) - set(FLAG_NAMES)
             if unknown:
                 raise ValidationError(
                     self.env._(
@@ -44,10 +81,21 @@ class IpaiFailureModeSignature(models.Model):
                     )
                 )
             try:
-                re.compile(sig.pattern)
-            except re.error as exc:
+                ops_taxonomy.compile_pattern(sig.pattern, sig.flag_list())
+            except ValueError as exc:
                 raise ValidationError(
                     self.env._(
                         "Signature pattern %(pattern)r does not compile: %(error)s", pattern=sig.pattern, error=exc
                     )
                 ) from None
+            groups = {ops_taxonomy.capture_name(g) for g in _GROUP_NAME_RE.findall(sig.pattern)}
+            if unknown_groups := sorted(groups - ops_taxonomy.CAPTURE_NAMES):
+                raise ValidationError(
+                    self.env._(
+                        "Signature pattern %(pattern)r names groups that are not captures: %(groups)s "
+                        "(use one of %(allowed)s).",
+                        pattern=sig.pattern,
+                        groups=", ".join(unknown_groups),
+                        allowed=", ".join(sorted(ops_taxonomy.CAPTURE_NAMES)),
+                    )
+                )

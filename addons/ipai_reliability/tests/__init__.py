@@ -8,3 +8,4 @@ from . import test_otel
 from . import test_runbook_sql
 from . import test_escalation
 from . import test_agent_runs
+from . import test_classification_panel

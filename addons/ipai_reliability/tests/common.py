@@ -152,8 +152,10 @@ class ReliabilityCase(TransactionCase):
         occurred_at=None,
         service_version=None,
         trace_id=None,
+        sample=None,
     ):
-        """One occurrence through ops.upsert_agent_error on the test cursor (rolled back after the test)."""
+        """One occurrence through ops.upsert_agent_error on the test cursor (rolled back after the test).
+        ``sample`` is the envelope kept as the error's latest (a minimal one by default)."""
         fingerprint = fingerprint or f"fp1:test{uuid.uuid4().hex[:28]}"
         result = ops_store.upsert_error_on(
             self.env.cr,
@@ -169,7 +171,7 @@ class ReliabilityCase(TransactionCase):
                 occurred_at=occurred_at or datetime.now(UTC),
                 trace_id=trace_id,
                 service_version=service_version,
-                sample={"ok": False},
+                sample=sample if sample is not None else {"ok": False},
             ),
         )
         self.env["ipai.agent.error"].invalidate_model()

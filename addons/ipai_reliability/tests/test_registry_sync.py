@@ -52,6 +52,22 @@ class TestRegistrySync(ReliabilityCase):
         self.assertFalse(problems, [p.format() for p in problems])
         self.assertEqual([m.as_dict() for m in exported], [m.as_dict() for m in self.ops_registry])
         self.assertEqual(exported.modes, self.ops_registry.modes)
+
+        def shape(registry):
+            return {
+                m.code: (m.family, m.priority, m.examples, [(s.on, s.flags, s.priority) for s in m.signatures])
+                for m in registry
+            }
+
+        self.assertEqual(shape(exported), shape(self.ops_registry))
+        # the registry exercises what must survive: families, priorities (also an explicit 0
+        # on a signature), multi-line examples, flag order, command signatures
+        modes = list(self.ops_registry)
+        self.assertGreater(len({m.family for m in modes}), 5)
+        self.assertTrue(any(m.priority for m in modes))
+        self.assertTrue(any(s.priority == 0 for m in modes for s in m.signatures))
+        self.assertTrue(any("\n" in e for m in modes for e in m.examples))
+        self.assertTrue(any(s.on == "command" for m in modes for s in m.signatures))
         # syncing the export back writes nothing
         result = self.Mode.sync_from_registry(exported)
         self.assertEqual((result["created"], result["updated"], result["deprecated"]), ([], {}, []))
@@ -78,6 +94,64 @@ class TestRegistrySync(ReliabilityCase):
         self.assertEqual((mode.severity, mode.owner), ("critical", "sre"))
         self.assertGreater(len(mode.message_ids), messages_before)
         self.assertIn("severity", mode.message_ids[0].body)
+
+    def test_family_and_priority_are_synced(self):
+        for mode in self.ops_registry:
+            rec = self.Mode.search([("code", "=", mode.code)])
+            self.assertEqual((rec.family, rec.priority), (mode.family, mode.priority), mode.code)
+            self.assertEqual(rec.example_ids.mapped("text"), list(mode.examples), mode.code)
+            self.assertEqual(
+                [(s.on, tuple(s.flag_list()), s.priority_value()) for s in rec.signature_ids],
+                [(s.on, s.flags, s.priority) for s in mode.signatures],
+                mode.code,
+            )
+        self.assertEqual(self.Mode.search([("fallback", "=", True)]).family, "unknown")
+        # a family, a priority, a signature's own priority and the examples change in the registry
+        code = "WEBHOOK.SIGNATURE_INVALID"
+
+        def edit(modes):
+            entry = next(m for m in modes if m["code"] == code)
+            entry.update(family="config", priority=7, examples=["Signature mismatch for event 1\nsecond line"])
+            entry["signatures"][0]["priority"] = 0
+            entry["signatures"][0]["flags"] = ["MULTILINE", "IGNORECASE"]
+
+        result = self.Mode.sync_from_registry(self._registry_from(edit))
+        self.assertEqual(sorted(result["updated"][code]), ["examples", "family", "priority", "signatures"])
+        mode = self.Mode.search([("code", "=", code)])
+        self.assertEqual((mode.family, mode.priority), ("config", 7))
+        self.assertEqual(mode.example_ids.mapped("text"), ["Signature mismatch for event 1\nsecond line"])
+        first = mode.signature_ids[0]
+        self.assertEqual(
+            (first.has_priority, first.priority, first.flag_list()), (True, 0, ["MULTILINE", "IGNORECASE"])
+        )
+        exported = parse_registry(self.Mode.export_registry_yaml(), source="export")[0][code]
+        self.assertEqual((exported.family, exported.priority, exported.signatures[0].priority), ("config", 7, 0))
+        self.assertEqual(exported.signatures[0].flags, ("MULTILINE", "IGNORECASE"))
+        # and back
+        result = self.Mode.sync_from_registry(self.ops_registry)
+        self.assertEqual(sorted(result["updated"][code]), ["examples", "family", "priority", "signatures"])
+        self.assertEqual(self.Mode.sync_from_registry(self.ops_registry)["updated"], {})
+
+    def test_family_contract(self):
+        with self.assertRaisesRegex(ValidationError, "Unknown"):
+            self.Mode.create(
+                {"code": "LOCAL.NO_FAMILY", "name": "x", "category": "LOCAL", "description": "d", "family": "unknown"}
+            )
+        fallback = self.Mode.search([("fallback", "=", True)])
+        with self.assertRaisesRegex(ValidationError, "Unknown"):
+            fallback.family = "runtime"
+
+    def test_signature_patterns_must_run_on_re2(self):
+        mode = self.Mode.search([("code", "=", "WEBHOOK.SIGNATURE_INVALID")])
+        Signature = self.env["ipai.failure.mode.signature"]
+        with self.assertRaisesRegex(ValidationError, "RE2"):
+            Signature.create({"failure_mode_id": mode.id, "on": "message", "pattern": "mismatch(?! for)"})
+        with self.assertRaisesRegex(ValidationError, "not captures"):
+            Signature.create({"failure_mode_id": mode.id, "on": "message", "pattern": "(?P<secret>x)"})
+        sig = Signature.create(
+            {"failure_mode_id": mode.id, "on": "command", "pattern": "(?P<tool>pytest)", "flags": "ignorecase"}
+        )
+        self.assertEqual(sig.flag_list(), ["IGNORECASE"])
 
     def test_removed_code_is_deprecated_never_deleted(self):
         gone = "INTENT.TIMEOUT"

@@ -7,7 +7,7 @@ from odoo.exceptions import UserError
 from odoo.tests import tagged
 
 from ipai_ops import ssot
-from ipai_ops.taxonomy import load_registry
+from ipai_ops.taxonomy import load_registry, parse_registry
 
 from ..wizard.ipai_failure_mode_propose import propose_code, propose_signature
 from .common import ReliabilityCase
@@ -68,6 +68,57 @@ class TestUnclassified(ReliabilityCase):
         again.code = f"  {wizard.code} "
         with self.assertRaisesRegex(UserError, "already exists"):
             again.action_create()
+
+    def test_look_around_is_refused_with_re2_reason(self):
+        __, wizard = self._propose()
+        for pattern, reason in (
+            ("Quota exceeded(?= for)", "invalid perl operator: (?="),
+            ("(?<!not )Quota exceeded", "invalid perl operator: (?<"),
+            ("(tenant) .{1,20}\\1", "invalid escape sequence: \\1"),
+        ):
+            wizard.signature_pattern = pattern
+            with self.subTest(pattern=pattern), self.assertRaises(UserError) as caught:
+                wizard.action_create()
+            message = str(caught.exception)
+            self.assertIn("RE2", message)
+            self.assertIn(reason, message, "RE2's own reason is shown")
+            self.assertIn("look-around", message)
+        self.assertFalse(self.Mode.search([("code", "=", wizard.code)]), "nothing was created")
+
+    def test_wizard_writes_family_priority_and_command_signatures(self):
+        error, wizard = self._propose()
+        self.assertEqual(wizard.family, "runtime")
+        # a command signature needs the failed command the envelope captured
+        wizard.write({"signature_on": "command", "signature_pattern": "make"})
+        with self.assertRaisesRegex(UserError, "no failed command"):
+            wizard.action_create()
+        error.invalidate_recordset()
+        self.env.cr.execute(
+            "UPDATE ops.agent_errors SET sample = %s::jsonb WHERE id = %s",
+            (
+                '{"evidence": {"classification": {"matched_by": "fallback", "lines": [], '
+                '"captures": {"command": "make billing-quota-check", "exit_code": 2}}}}',
+                error.id,
+            ),
+        )
+        error.invalidate_model()
+        wizard.write(
+            {
+                "signature_pattern": "^make (?P<action>billing-quota-check)",
+                "family": "resource",
+                "priority": 3,
+                "signature_priority": 4,
+            }
+        )
+        wizard.action_create()
+        mode = self.Mode.search([("code", "=", wizard.code)])
+        self.assertEqual((mode.family, mode.priority), ("resource", 3))
+        sig = mode.signature_ids
+        self.assertEqual((sig.on, sig.has_priority, sig.priority), ("command", True, 4))
+        exported = parse_registry(self.Mode.export_registry_yaml(), source="export")[0][wizard.code]
+        self.assertEqual((exported.family, exported.priority), ("resource", 3))
+        self.assertEqual((exported.signatures[0].on, exported.signatures[0].priority), ("command", 4))
+        self.assertIn("`command`", mode.runbook_markdown)
 
     def test_writeback_to_a_writable_registry(self):
         root = self.env["ipai.ops"].repo_root()

@@ -1,21 +1,24 @@
 """Create a failure mode from an unclassified error: propose a code and a signature."""
 
 import base64
+import json
 import logging
 import os
 import re
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError
+from odoo.fields import Command
 
-from ..models.ipai_failure_mode import SEVERITIES
-from ..models.ipai_failure_mode_signature import SIGNATURE_TIERS
+from ..models.ipai_failure_mode import FALLBACK_FAMILY, FAMILY_SELECTION, SEVERITIES
+from ..models.ipai_failure_mode_signature import SIGNATURE_SUBJECTS, SUBJECT_SELECTION
 
 try:
     from ipai_ops.fingerprint import normalize_message
     from ipai_ops.runbooks import REQUIRED_SECTIONS
+    from ipai_ops.taxonomy import compile_pattern
 except ImportError:  # pragma: no cover
-    normalize_message = None
+    normalize_message = compile_pattern = None
     REQUIRED_SECTIONS = ()
 
 _logger = logging.getLogger(__name__)
@@ -62,9 +65,9 @@ def propose_code(message, *, prefix):
     return f"{_segment(prefix, 'APP')}.{name}"
 
 
-def runbook_stub(code, title, signature):
+def runbook_stub(code, title, signature, on="message"):
     sections = {
-        "Signatures": f"- `message`: `{signature}`",
+        "Signatures": f"- `{on}`: `{signature}`",
         "What the user sees": "TODO: what the error looks like where it surfaces.",
         "Impact and severity": "TODO: who is affected and how badly.",
         "Likely causes": "1. TODO",
@@ -90,8 +93,22 @@ class IpaiFailureModePropose(models.TransientModel):
     code = fields.Char(required=True)
     name = fields.Char(string="Title", required=True)
     severity = fields.Selection(SEVERITIES, required=True, default="medium")
-    signature_on = fields.Selection([(tier, tier) for tier in SIGNATURE_TIERS], default="message", required=True)
-    signature_pattern = fields.Char(required=True)
+    family = fields.Selection(
+        [item for item in FAMILY_SELECTION if item[0] != FALLBACK_FAMILY],
+        required=True,
+        default="runtime",
+        help="What kind of failure this is; Unknown is the fallback code's alone.",
+    )
+    priority = fields.Integer(help="Added to the family's rank when several codes match the same error; 0 = none.")
+    signature_on = fields.Selection(
+        [item for item in SUBJECT_SELECTION if item[0] in SIGNATURE_SUBJECTS], default="message", required=True
+    )
+    signature_pattern = fields.Char(
+        required=True, help="An RE2 (linear-time) regular expression: no look-around, no back-references."
+    )
+    signature_priority = fields.Integer(
+        help="Overrides the failure mode's priority for this signature; 0 = use the failure mode's."
+    )
     description = fields.Text(required=True)
     retryable = fields.Boolean()
 
@@ -121,6 +138,33 @@ class IpaiFailureModePropose(models.TransientModel):
             ),
         }
 
+    def _subject(self):
+        """What the signature is matched against on this error: its type, message, the text
+        the latest envelope kept (message, output tails, evidence lines) or its failed command."""
+        error = self.error_id
+        try:
+            sample = json.loads(error.sample) if error.sample else {}
+        except ValueError:
+            sample = {}
+        evidence = sample.get("evidence") if isinstance(sample, dict) else None
+        evidence = evidence if isinstance(evidence, dict) else {}
+        classification = evidence.get("classification")
+        classification = classification if isinstance(classification, dict) else {}
+        if self.signature_on == "type":
+            return error.error_type or ""
+        if self.signature_on == "message":
+            return error.message or ""
+        if self.signature_on == "command":
+            captures = classification.get("captures")
+            command = captures.get("command") if isinstance(captures, dict) else None
+            return command if isinstance(command, str) else ""
+        texts = [error.message or ""]
+        texts += [evidence[key] for key in ("stdout_tail", "stderr_tail") if isinstance(evidence.get(key), str)]
+        lines = classification.get("lines")
+        if isinstance(lines, list):
+            texts += [line["text"] for line in lines if isinstance(line, dict) and isinstance(line.get("text"), str)]
+        return "\n".join(texts)
+
     def _validate(self):
         self.ensure_one()
         code = self.code.strip()
@@ -128,14 +172,21 @@ class IpaiFailureModePropose(models.TransientModel):
         if Mode.search_count([("code", "=", code)]):
             raise UserError(self.env._("The failure code %(code)s already exists.", code=code))
         try:
-            regex = re.compile(self.signature_pattern)
-        except re.error as exc:
-            raise UserError(self.env._("The signature does not compile: %(error)s", error=exc)) from None
-        subject = {
-            "type": self.error_id.error_type or "",
-            "message": self.error_id.message or "",
-            "text": self.error_id.message or "",
-        }[self.signature_on]
+            # The classifier runs RE2 (linear time) on sender text; a pattern it cannot run is refused here.
+            regex = compile_pattern(self.signature_pattern)
+        except ValueError as exc:
+            raise UserError(
+                self.env._(
+                    "The signature %(pattern)s does not compile: %(error)s.\n"
+                    "Signatures run with RE2 in linear time on sender text: look-around ((?=, (?!, (?<=, (?<!) "
+                    "and back-references (\\1) are not available; match the text itself instead.",
+                    pattern=self.signature_pattern,
+                    error=exc,
+                )
+            ) from None
+        subject = self._subject()
+        if not subject and self.signature_on == "command":
+            raise UserError(self.env._("This error has no failed command to match a command signature against."))
         if not regex.search(subject):
             raise UserError(self.env._("The signature does not match this error's own %(on)s.", on=self.signature_on))
 
@@ -150,13 +201,15 @@ class IpaiFailureModePropose(models.TransientModel):
         sequence = (others.sequence + 1) if others else 10
         if fallback and sequence >= fallback.sequence:
             fallback.sudo().sequence = sequence + 1
-        stub = runbook_stub(code, self.name, self.signature_pattern)
+        stub = runbook_stub(code, self.name, self.signature_pattern, self.signature_on)
         mode = Mode.create(
             {
                 "code": code,
                 "name": self.name,
                 "category": code.split(".")[0],
                 "severity": self.severity,
+                "family": self.family,
+                "priority": self.priority,
                 "description": self.description,
                 "retryable": self.retryable,
                 "lifecycle": "active",
@@ -164,7 +217,16 @@ class IpaiFailureModePropose(models.TransientModel):
                 "runbook_markdown": stub,
                 "sequence": sequence,
                 "origin": "odoo",
-                "signature_ids": [(0, 0, {"on": self.signature_on, "pattern": self.signature_pattern})],
+                "signature_ids": [
+                    Command.create(
+                        {
+                            "on": self.signature_on,
+                            "pattern": self.signature_pattern,
+                            "has_priority": bool(self.signature_priority),
+                            "priority": self.signature_priority,
+                        }
+                    )
+                ],
             }
         )
         text = Mode.export_registry_yaml(header=Mode._registry_file_header())

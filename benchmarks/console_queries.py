@@ -398,12 +398,12 @@ def build_queries(cur, now: datetime) -> list[Query]:
         Query(
             "family",
             "group by family: counts+sum, open/regressed",
-            f"SELECT {family}, COUNT(*), SUM({T}.\"count\") FROM {T} WHERE {ON_FIRE} GROUP BY 1 ORDER BY 1",
+            f'SELECT {family}, COUNT(*), SUM({T}."count") FROM {T} WHERE {ON_FIRE} GROUP BY 1 ORDER BY 1',
         ),
         Query(
             "family",
             "group by family: counts+sum, 7 d open/regressed",
-            f"SELECT {family}, COUNT(*), SUM({T}.\"count\") FROM {T} WHERE ({last_7d} AND {ON_FIRE}) "
+            f'SELECT {family}, COUNT(*), SUM({T}."count") FROM {T} WHERE ({last_7d} AND {ON_FIRE}) '
             "GROUP BY 1 ORDER BY 1",
         ),
     ]

@@ -20,8 +20,8 @@ say "registry and runbooks: ipai-ops ssot check --strict"
 
 say "classification: ipai-ops classify eval tests/classify/corpus (floors: accuracy cannot silently drop)"
 "$VENV/bin/ipai-ops" classify eval tests/classify/corpus \
-  --min-family-accuracy 0.80 --min-code-accuracy 0.80 --min-evidence-hit 0.78 \
-  --max-fallback 0.17 --max-false-positive 0.03
+  --min-family-accuracy 0.79 --min-code-accuracy 0.81 --min-evidence-hit 0.80 \
+  --max-fallback 0.16 --max-false-positive 0.025
 
 say "python tests (PostgreSQL at ${IPAI_TEST_PG:-postgresql://postgres@127.0.0.1:5432/postgres})"
 "$PY" -m pytest tests -n "${IPAI_TEST_WORKERS:-2}" -p no:cacheprovider "$@"

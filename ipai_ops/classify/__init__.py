@@ -133,9 +133,8 @@ def _shape_cached(
 ) -> Classification:
     """Classify, reusing the decision made for an earlier error of the same *shape*.
 
-    The shape is the message with numbers, ids, quoted values and paths replaced
-    (:func:`ipai_ops.fingerprint.normalize_message`) and the text with its digits, hex ids
-    and quoted values masked (or what the caller passes as ``shape``): a storm of
+    The shape is the message with quoted values, paths and numbers masked and the text with
+    its digits, hex ids and quoted values masked (or what the caller passes as ``shape``): a storm of
     ``order 123 missing``, ``order 456 missing`` is decided once. A decision is reused only
     when the set scans (phase 1, always run) find the same signatures in the new text,
     since a signature may read what the shape hides (``KeyError: 'OPENAI_API_KEY'`` and
@@ -148,10 +147,8 @@ def _shape_cached(
         scans = engine.scans(error_type=error_type, message=message, log=log)
         return _decide(registry, engine, scans, error_type=error_type, message=message, log=log)
     if shape is None:
-        from ipai_ops.fingerprint import normalize_message
-
         shape = (
-            normalize_message(message) if message else None,
+            _SHAPE_RE.sub("#", message) if message else None,
             _masked(log.data) if log is not None else None,
         )
     key = (error_type, shape)
@@ -166,12 +163,21 @@ def _shape_cached(
         winner_code = hit[1]
         if winner_code is None:
             return _fallback(registry, log, message)
+        if log is None:
+            # One error on its own (no lines to rank): only the winner's signatures are
+            # searched again, for its captures; what it was preferred to is the cached list.
+            candidates = engine.expand(scans, None, keep=frozenset((winner_code,)))
+            winner, _ = engine.decide(candidates, None)
+            if winner is not None:
+                return matching.build(
+                    registry, winner, [], candidates, None, message=message, error_type=error_type, also=hit[3]
+                )
         candidates = engine.expand(scans, log, keep=hit[2] | {winner_code})
         winner, others = engine.decide(candidates, log)
         if winner is not None and winner.sig.mode.code == winner_code:
             return matching.build(registry, winner, others, candidates, log, message=message, error_type=error_type)
     result = _decide(registry, engine, scans, error_type=error_type, message=message, log=log)
-    entry = (matched, None if result.is_fallback else result.code, frozenset(result.also))
+    entry = (matched, None if result.is_fallback else result.code, frozenset(result.also), result.also)
     with _shape_lock:
         cache[key] = entry
         cache.move_to_end(key)
@@ -180,6 +186,10 @@ def _shape_cached(
     return result
 
 
+#: A message's shape, in one pass: quoted values, paths and numbers (with the hex digits
+#: after them) masked. Every branch starts with a quote, a slash or a digit, so ``re`` skips
+#: to those characters; a finer key only costs cache hits, never a wrong answer.
+_SHAPE_RE = re.compile(r"'[^'\n]{0,200}'|\"[^\"\n]{0,200}\"|[\\/][\w.@+\-\\/]*|\d[0-9a-fA-F]*")
 _MASK_RE = re.compile(rb"\d+|'[^'\n]{0,200}'|\"[^\"\n]{0,200}\"|\b[0-9a-fA-F]{8,}\b")
 
 

@@ -460,7 +460,10 @@ def build(
     *,
     message: str | None,
     error_type: str | None,
+    also: tuple[str, ...] | None = None,
 ) -> Classification:
+    """The classification ``winner`` makes: evidence, captures, the codes it was preferred to
+    (``others``' codes, or ``also`` when the caller already knows them)."""
     code = winner.sig.mode.code
     same = [c for c in candidates if c.sig.mode.code == code]
     evidence: list[EvidenceLine] = []
@@ -524,7 +527,7 @@ def build(
             out_captures[name] = ints[0] if len(ints) == 1 else ints
         else:
             out_captures[name] = values[0] if len(values) == 1 else values
-    also: list[str] = []
+    also = list(also or ())
     for cand in others:
         if cand.sig.mode.code != code and cand.sig.mode.code not in also:
             also.append(cand.sig.mode.code)

@@ -98,7 +98,10 @@ _TIMESTAMP_RE = _sub_re(
     rb"(?m)^(?:\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{1,9})?Z ?"
     rb"|\[\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(?:[.,]\d{1,9})?(?:Z|[+-]\d\d:?\d\d)?\] ?"
     rb"|\[\d\d:\d\d:\d\d(?:\.\d{1,9})?\] "
-    rb"|\d{1,2}:\d\d:\d\d (?:AM|PM): )"
+    rb"|\d{1,2}:\d\d:\d\d (?:AM|PM): "
+    # Jenkins' Timestamper ("11:02:14  "), OpenStack/Zuul consoles ("2013-09-27 18:47:11.720 | ")
+    rb"|\d\d:\d\d:\d\d(?:\.\d{1,3})?  "
+    rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{1,6})? \| )"
 )
 # GitHub Actions / Azure Pipelines logging commands and workflow commands.
 _CI_MARKER_RE = _sub_re(rb"(?m)^[ \t]{0,8}(?:##\[[a-z]{3,12}\]|::[a-z-]{3,20}(?: [^\n:]{0,500})?::)")
@@ -130,7 +133,9 @@ def _normalise(data: bytes) -> tuple[bytes, list[int], list[tuple[int, str]]]:
         lines = data.split(b"\n")
         for index, line in enumerate(lines):
             if b"\r" in line:
-                lines[index] = line[line.rfind(b"\r") + 1 :]
+                # A carriage return at the end of a line overwrites nothing.
+                shown = line.rstrip(b"\r")
+                lines[index] = shown[shown.rfind(b"\r") + 1 :]
         data = b"\n".join(lines)
     if _TIMESTAMP_RE.search(data, 0, 4096):  # logs either prefix every line or none
         data = _TIMESTAMP_RE.sub(b"", data)

@@ -172,3 +172,17 @@ def test_exception_types_are_read_from_message_lines():
     )
     names = [name for _, name in reading.exception_types(data)]
     assert names[:3] == [b"psycopg2.errors.DeadlockDetected", b"AssertionError", b"java.net.UnknownHostException"]
+
+
+def test_a_carriage_return_ending_a_line_overwrites_nothing():
+    log = read_text("> Unable to find package 'X'.\r\nDone 10%\rDone 100%\r\nlast\r")
+    assert [log.line(i) for i in range(log.line_count)] == ["> Unable to find package 'X'.", "Done 100%", "last"]
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    ["11:02:14  ", "11:02:14.123  ", "2013-09-27 18:47:11.720 | ", "2026-07-24T18:47:03.6568821Z "],
+)
+def test_ci_timestamp_prefixes_are_removed_so_line_anchored_signatures_match(prefix):
+    log = read_text(f"{prefix}[INFO] start\n{prefix}[ERROR] COMPILATION ERROR : \n")
+    assert log.line(1) == "[ERROR] COMPILATION ERROR :"

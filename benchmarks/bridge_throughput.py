@@ -304,6 +304,16 @@ def error_workload(events: int, fingerprints: int, redelivery: float) -> list[by
     ]
 
 
+def row_count(dsn: str, table: str) -> int:
+    conn = store.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT count(*) FROM {table}")  # a constant table name of this script
+            return cur.fetchone()[0]
+    finally:
+        conn.close()
+
+
 def figure_b(*, workers: int, events: int, concurrency: int) -> tuple[float, float, int]:
     with ops_database() as ceiling_dsn, ops_database() as bridge_dsn:
         ceiling = measure_ceiling(ceiling_dsn, events=events, fingerprints=1000, redelivery=0.05)
@@ -315,14 +325,7 @@ def figure_b(*, workers: int, events: int, concurrency: int) -> tuple[float, flo
             assert statuses == {200: len(bodies)}, statuses
         finally:
             stop(proc)
-        conn = store.connect(bridge_dsn)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT count(*) FROM ops.agent_error_occurrences")
-                occurrences = cur.fetchone()[0]
-        finally:
-            conn.close()
-        return events / elapsed, ceiling, occurrences
+        return events / elapsed, ceiling, row_count(bridge_dsn, "ops.agent_error_occurrences")
 
 
 _MODULES = ("app.orders", "app.billing", "shop.api", "sync.odoo", "agents.tools", "payments.stripe", "crm.leads")
@@ -413,13 +416,7 @@ def figure_d(*, events: int, concurrency: int, rounds: int) -> tuple[float, floa
                     assert statuses == {200: len(bodies)}, statuses
                 finally:
                     stop(proc)
-                conn = store.connect(bridge_dsn)
-                try:
-                    with conn.cursor() as cur:
-                        cur.execute("SELECT count(*) FROM ops.agent_errors")
-                        groups = cur.fetchone()[0]
-                finally:
-                    conn.close()
+                groups = row_count(bridge_dsn, "ops.agent_errors")
             written.append(events / elapsed)
             ceilings.append(ceiling)
             ratios.append(written[-1] / ceiling)

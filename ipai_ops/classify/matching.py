@@ -550,7 +550,8 @@ def build(
     )
 
 
-_ERRORISH_RE = re.compile(
+# RE2 (linear, a DFA): _context_lines scans blocks of a log with it.
+_ERRORISH_RE = reading._re(
     rb"(?i)(?:\b(?:error|errors|failed|failure|failures|fatal|exception|traceback|panic|cannot|could not|unable to"
     rb"|not found|denied|refused|timed out|killed|aborted|undefined|expected)\b|\xe2\x9c\x95|\xe2\x9c\x97|\xe2\x9c\x96)"
 )
@@ -565,15 +566,23 @@ def _context_lines(log: Log, line: int, *, exclude: set[int], limit: int) -> lis
     start, end = log.region[number] if number is not None else (max(0, line - 200), line)
     markers = {m.index for m in log.markers}
     found: list[int] = []
-    for index in range(end, max(start, end - 400) - 1, -1):
-        if index in exclude or index in markers:
-            continue
-        raw = log.line_bytes(index)
-        if len(raw) < 4 or not _ERRORISH_RE.search(raw) or _NOT_ERRORISH_RE.search(raw):
-            continue
-        found.append(index)
-        if len(found) >= limit:
-            break
+    # Backwards in blocks of 50 lines: one scan of a block finds its error-looking lines
+    # (most answers sit in the first block); only those lines are checked further.
+    high = end
+    while high >= max(start, end - 400) and len(found) < limit:
+        low = max(start, end - 400, high - 49)
+        block_end = log.line_starts[high + 1] if high + 1 < log.line_count else len(log.data)
+        hits = {log.index_at(m.start()) for m in _ERRORISH_RE.finditer(log.data, log.line_starts[low], block_end)}
+        for index in sorted(hits, reverse=True):
+            if index in exclude or index in markers:
+                continue
+            raw = log.line_bytes(index)
+            if len(raw) < 4 or _NOT_ERRORISH_RE.search(raw):
+                continue
+            found.append(index)
+            if len(found) >= limit:
+                break
+        high = low - 1
     return found
 
 

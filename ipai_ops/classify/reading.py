@@ -75,9 +75,10 @@ def _re(pattern: bytes) -> Any:
 
 
 def _sub_re(pattern: bytes) -> re.Pattern[bytes]:
-    """A normalisation pattern for ``sub`` over every line. Python's ``re`` substitutes in C
-    (RE2's binding calls back into Python per match); these patterns have no nested or
-    unbounded quantifier, so they stay linear (benchmarks/classify_worst_case.py)."""
+    """A pattern that matches on (nearly) every line (a normalisation for ``sub``, a step
+    start): Python's ``re`` handles each match in C, RE2's binding calls back into Python per
+    match. These patterns have no nested or unbounded quantifier, so they stay linear
+    (benchmarks/classify_worst_case.py)."""
     re2.compile(pattern, re2_options())  # refuse anything RE2 could not run linearly
     return re.compile(pattern)
 
@@ -200,8 +201,9 @@ _TOOL_FAILED_RE = _re(
     rb"|^error: Recipe `(?P<cmd_just>[^`\n]{1,200})` failed on line \d{1,6} with exit code (?P<just_exit>\d{1,4})"
     rb")"
 )
-# Where a command's output starts.
-_STEP_START_RE = _re(
+# Where a command's output starts. Python's ``re`` (RE2-validated, linear: anchored, no nested
+# quantifier): a log holds thousands of these lines and RE2's binding pays per match.
+_STEP_START_RE = _sub_re(
     rb"(?m)^(?:\$ (?P<dollar>[^\n]{1,500})"
     rb"|(?:---|\+\+\+|~~~) (?P<bk>[^\n]{1,300})"
     rb"|\+ (?P<xtrace>[^\n]{1,500})"
@@ -586,7 +588,7 @@ def exception_types(data: bytes, *, limit: int = 200) -> list[tuple[int, bytes]]
     """``(byte offset, type)`` of every ``Type: message`` line (at most ``limit``, the last ones)."""
     found: deque[tuple[int, bytes]] = deque(maxlen=limit)
     for match in _TYPE_LINE_RE.finditer(data):
-        name = _groups(match)["type"]
+        name = match.group(_TYPE_GROUP)
         if len(name) >= 3 and (b"." in name or name[:1].isupper()):
             found.append((match.start(_TYPE_GROUP), name))
     return list(found)

@@ -110,6 +110,22 @@ _ANNOTATION_RE = _re(rb"(?m)^[ \t]{0,8}(?:##\[error\]|::error(?: [^\n:]{0,500})?
 _GROUP_RUN_RE = _re(rb"(?m)^[ \t]{0,8}(?:##\[group\]|::group::)Run (?P<cmd>[^\n]{1,500})")
 
 
+def _after_newline(pattern: re.Pattern[bytes]) -> re.Pattern[bytes]:
+    """``(?m)^X`` as ``\nX``: a literal first byte lets ``re`` jump from newline to newline
+    instead of trying every position (about 3x faster on a log whose every line has a prefix)."""
+    assert pattern.pattern.startswith(b"(?m)^")
+    return re.compile(b"\n" + pattern.pattern[len(b"(?m)^") :])
+
+
+def _strip_line_starts(after_newline: re.Pattern[bytes], data: bytes) -> bytes:
+    """Remove what ``after_newline`` (see :func:`_after_newline`) matches at line starts."""
+    return after_newline.sub(b"\n", b"\n" + data)[1:]
+
+
+_TIMESTAMP_AFTER_NEWLINE_RE = _after_newline(_TIMESTAMP_RE)
+_CI_MARKER_AFTER_NEWLINE_RE = _after_newline(_CI_MARKER_RE)
+
+
 def _line_indexes(data: bytes, offsets: list[int]) -> list[int]:
     """The line index of each (ascending) byte offset, counting newlines once."""
     indexes, line, position = [], 0, 0
@@ -139,14 +155,14 @@ def _normalise(data: bytes) -> tuple[bytes, list[int], list[tuple[int, str]]]:
                 lines[index] = shown[shown.rfind(b"\r") + 1 :]
         data = b"\n".join(lines)
     if _TIMESTAMP_RE.search(data, 0, 4096):  # logs either prefix every line or none
-        data = _TIMESTAMP_RE.sub(b"", data)
+        data = _strip_line_starts(_TIMESTAMP_AFTER_NEWLINE_RE, data)
     annotations: list[int] = []
     runs: list[tuple[int, str]] = []
     if b"##[" in data or data.startswith(b"::") or b"\n::" in data:
         annotations = _line_indexes(data, [m.start() for m in _ANNOTATION_RE.finditer(data)])
         found = [(m.start(), _text(_groups(m)["cmd"] or b"")) for m in _GROUP_RUN_RE.finditer(data)]
         runs = list(zip(_line_indexes(data, [offset for offset, _ in found]), [cmd for _, cmd in found], strict=True))
-        data = _CI_MARKER_RE.sub(b"", data)
+        data = _strip_line_starts(_CI_MARKER_AFTER_NEWLINE_RE, data)
     return data, annotations, runs
 
 

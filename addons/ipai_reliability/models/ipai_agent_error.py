@@ -8,6 +8,7 @@ SQL (``ops.next_status``) when an occurrence is counted; Odoo only notifies.
 
 import json
 import logging
+from datetime import UTC
 
 from odoo import api, fields, models
 from odoo.exceptions import MissingError, UserError
@@ -277,6 +278,14 @@ class IpaiAgentError(models.Model):
     )
     classification_html = fields.Html(compute="_compute_classification", string="Evidence", sanitize=True)
     run_count = fields.Integer(compute="_compute_run_count", string="Runs")
+    # ops.error_group_keys (migration 0006): a classifier upgrade that changed this failure's
+    # code attached its new key here instead of opening a new group; this is that history.
+    code_history = fields.Text(
+        compute="_compute_code_history",
+        string="Code history",
+        help="The keys that reached this group, oldest first: when a classifier upgrade changed the code of "
+        "this failure, its new key joined this group (history, status and assignee kept).",
+    )
 
     def init(self):
         ops = self.env["ipai.ops"]
@@ -389,6 +398,28 @@ class IpaiAgentError(models.Model):
                 error.sample_pretty = json.dumps(json.loads(error.sample), indent=2) if error.sample else False
             except ValueError:
                 error.sample_pretty = error.sample
+
+    def _compute_code_history(self):
+        keys = {}
+        if self.ids and self.env["ipai.ops"].ops_is_local():
+            self.env.cr.execute(
+                SQL(
+                    'SELECT error_id, "grouping", code, created_at FROM ops.error_group_keys'
+                    ' WHERE error_id = ANY(%s) ORDER BY error_id, created_at, "grouping"',
+                    list(self.ids),
+                )
+            )
+            for error_id, grouping, code, created_at in self.env.cr.fetchall():
+                keys.setdefault(error_id, []).append((grouping, code, created_at))
+        for error in self:
+            rows = keys.get(error.id, [])
+            if len({code for __, code, __ in rows}) < 2:
+                error.code_history = False
+                continue
+            error.code_history = "\n".join(
+                f"{created_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC  grouping version {grouping}: {code or '-'}"
+                for grouping, code, created_at in rows
+            )
 
     def _compute_run_count(self):
         counts = dict(self.env["ipai.agent.run"]._read_group([("error_id", "in", self.ids)], ["error_id"], ["__count"]))

@@ -153,6 +153,7 @@ class ReliabilityCase(TransactionCase):
         service_version=None,
         trace_id=None,
         sample=None,
+        previous_fingerprint=None,
     ):
         """One occurrence through ops.upsert_agent_error on the test cursor (rolled back after the test).
         ``sample`` is the envelope kept as the error's latest (a minimal one by default)."""
@@ -172,6 +173,7 @@ class ReliabilityCase(TransactionCase):
                 trace_id=trace_id,
                 service_version=service_version,
                 sample=sample if sample is not None else {"ok": False},
+                previous_fingerprint=previous_fingerprint,
             ),
         )
         self.env["ipai.agent.error"].invalidate_model()

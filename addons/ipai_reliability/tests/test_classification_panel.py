@@ -177,3 +177,35 @@ class TestClassificationPanel(ReliabilityCase):
             error.read(["classification_html"])
         with self.assertRaises(AccessError):
             self.env["ipai.failure.mode.example"].search([], limit=1)
+
+
+@tagged("post_install", "-at_install")
+class TestCodeHistory(ReliabilityCase):
+    """A classifier upgrade that changes a known failure's code keeps its group: the form says so."""
+
+    def test_a_new_key_attached_to_its_previous_group_shows_the_code_history(self):
+        old = self.upsert("fp1:grouping-v1-key", code="BUILD.AGENT_CRASHED", message="Killed")
+        self.env.cr.execute(
+            "UPDATE ops.error_group_keys SET \"grouping\" = 1, created_at = now() - interval '1 day'"
+            " WHERE fingerprint = %s",
+            ["fp1:grouping-v1-key"],
+        )
+        new = self.upsert(
+            "fp1:grouping-v2-key",
+            code="RESOURCE.OUT_OF_MEMORY",
+            message="Killed",
+            previous_fingerprint="fp1:grouping-v1-key",
+        )
+        self.assertEqual(new["error_id"], old["error_id"])  # one group, not two
+        error = self.error(new)
+        self.assertEqual(error.code, "RESOURCE.OUT_OF_MEMORY")
+        lines = error.code_history.splitlines()
+        self.assertEqual(len(lines), 2)
+        self.assertIn("grouping version 1: BUILD.AGENT_CRASHED", lines[0])
+        self.assertIn("grouping version 2: RESOURCE.OUT_OF_MEMORY", lines[1])
+
+    def test_a_group_with_one_code_has_no_history_to_show(self):
+        error = self.error(self.upsert(code="BUILD.TEST_FAILED"))
+        self.assertFalse(error.code_history)
+        self.upsert(error.fingerprint, code="BUILD.TEST_FAILED")  # the same key again
+        self.assertFalse(error.code_history)

@@ -229,6 +229,9 @@ _TEMPLATES = 4096
 _SAMPLED = 65536
 #: Stand-in for the message inside a stack trace or log text (a template key's residue).
 _HOLE = "\x1f\x1e"
+#: Digits 1-9 as one (zero stays: "0x" starts a hex id for the normaliser).
+_NONZERO_DIGITS_TO_ONE = str.maketrans("23456789", "11111111")
+_ASCII_DIGIT_RE = re.compile(r"[0-9]")
 #: What every Python frame line holds (fingerprint.frames_from_stacktrace).
 _FRAME_MARK = 'File "'
 
@@ -349,6 +352,7 @@ class Extractor:
         self._templates: OrderedDict[tuple[Any, ...], _Template] = OrderedDict()
         self._sampled: OrderedDict[str, float] = OrderedDict()
         self._exact: OrderedDict[tuple[Any, ...], tuple[_Template, str]] = OrderedDict()
+        self._digit_blind: OrderedDict[tuple[Any, ...], _Template] = OrderedDict()
 
     def _occurrence(
         self,
@@ -454,22 +458,34 @@ class Extractor:
         residue, message_in_frames = _residue(stacktrace, message)
         if message_in_frames:
             inputs["frames"] = tuple(frames_from_stacktrace(stacktrace))
-        key = (
-            *common,
-            normalize_message(clean_message),
+        rest = (
             _compact(residue),
             _compact(_residue(text, message)[0]) if separate_text else None,
             inputs["frames"],
         )
         present = self._matcher.present(error_type=error_type, message=message, text=text)
-        template = self._templates.get(key)
-        made_now = template is None or template.present != present
-        if made_now:
-            template = self._make_template(inputs, present, producer_fingerprint)
-            self._templates[key] = template
-        self._templates.move_to_end(key)
+        # Redaction and normalisation treat the ASCII digits 1-9 alike, so two messages that
+        # differ only in those digits' values have normalised messages that differ only where
+        # digits survive: when the normalised message keeps none, they are equal (the
+        # fingerprint's input) and normalising again is skipped (tests/bridge/test_templates.py).
+        digit_key = (*common, _compact(message.translate(_NONZERO_DIGITS_TO_ONE)), *rest)
+        template = self._digit_blind.get(digit_key)
+        made_now = False
+        if template is not None and template.present == present:
+            self._digit_blind.move_to_end(digit_key)
+        else:
+            shape = normalize_message(clean_message)
+            key = (*common, shape, *rest)
+            template = self._templates.get(key)
+            made_now = template is None or template.present != present
+            if made_now:
+                template = self._make_template(inputs, present, producer_fingerprint)
+                self._templates[key] = template
+            self._templates.move_to_end(key)
+            if not _ASCII_DIGIT_RE.search(shape):
+                self._digit_blind[digit_key] = template
         self._exact[exact_key] = (template, clean_message)
-        for cache in (self._templates, self._exact):
+        for cache in (self._templates, self._digit_blind, self._exact):
             while len(cache) > _TEMPLATES:
                 cache.popitem(last=False)
         return template, made_now, clean_message

@@ -3,8 +3,14 @@ never at the cost of a wrong code, a wrong message or another occurrence's evide
 
 from __future__ import annotations
 
-from ipai_ops.bridge.extract import _TEMPLATES, Extractor
-from ipai_ops.envelope import envelope_errors
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ipai_ops.bridge.extract import _TEMPLATES, SAMPLE_CAPS, Extractor
+from ipai_ops.envelope import clean_text, envelope_errors
+from ipai_ops.fingerprint import normalize_message
 from tests.bridge.otlp_factory import span, traces
 
 STACK = (
@@ -136,3 +142,67 @@ def test_caches_stay_bounded_whatever_the_sender_writes(registry):
         batch = [exception_span("x", error_type=f"E{n}", n=n) for n in range(chunk, chunk + 300)]
         extractor.traces(traces(batch))
     assert len(extractor._templates) <= _TEMPLATES and len(extractor._exact) <= _TEMPLATES
+
+
+# ---------------------------------------------------------------- digit-blind template keys
+
+_PIECES = st.sampled_from(
+    [
+        " ",
+        "order ",
+        "id=",
+        "0x",
+        "-",
+        ":",
+        ".",
+        "/",
+        "'",
+        '"',
+        "@",
+        "://",
+        "T",
+        "Z",
+        "e",
+        "+",
+        "abc",
+        "sk-",
+        "AKIA",
+        "token=",
+        "Bearer ",
+        "v",
+        "_",
+        "https://h.example/",
+        "user@x.io",
+        "2026-01-02",
+        "12:30:45",
+        "\n",
+    ]
+)
+_DIGITS = st.text(alphabet="0123456789", min_size=1, max_size=12)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.one_of(_PIECES, _DIGITS, st.text(alphabet="abcdefXYZ", max_size=6)), max_size=12), st.randoms())
+def test_messages_that_differ_only_in_digits_share_a_digitless_normalised_message(parts, rng):
+    """What the extractor's digit-blind key relies on: redaction, capping and normalisation
+    treat the digits 1-9 alike (0 is special: "0x"), so when the normalised message keeps no
+    digit, every message that differs only in the values of its digits 1-9 has the same
+    normalised message."""
+    first = "".join(parts)
+    second = "".join(rng.choice("123456789") if c in "123456789" else c for c in first)
+    shape = normalize_message(clean_text(first, SAMPLE_CAPS)[0])
+    if not re.search(r"[0-9]", shape):
+        assert normalize_message(clean_text(second, SAMPLE_CAPS)[0]) == shape
+
+
+def test_a_digit_blind_hit_keeps_codes_that_read_digits(registry):
+    """'503' and '404' are one digit shape but two codes: the signatures present decide."""
+    extractor = CountingExtractor(registry)
+    stack = (
+        'Traceback (most recent call last):\n  File "/srv/app/x.py", line 3, in f\n    get()\nHTTPError: {message}\n'
+    )
+    codes = [
+        extractor.traces(traces([exception_span(m, error_type="HTTPError", stack=stack, n=i)])).occurrences[0]["code"]
+        for i, m in enumerate(["upstream answered 503 Service Unavailable", "upstream answered 404 Not Found"])
+    ]
+    assert codes[0] == "TRANSPORT.UPSTREAM_5XX" and codes[1] != codes[0]

@@ -10,6 +10,8 @@ import io
 import os
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from ipai_ops.classify import LogUnreadable, read_file, read_stream, read_text, reading
 
@@ -186,3 +188,45 @@ def test_a_carriage_return_ending_a_line_overwrites_nothing():
 def test_ci_timestamp_prefixes_are_removed_so_line_anchored_signatures_match(prefix):
     log = read_text(f"{prefix}[INFO] start\n{prefix}[ERROR] COMPILATION ERROR : \n")
     assert log.line(1) == "[ERROR] COMPILATION ERROR :"
+
+
+_WORDS = st.sampled_from(
+    [
+        "E",
+        "raise",
+        "Uncaught",
+        "(in",
+        "promise)",
+        "Unhandled",
+        "exception",
+        "ERROR",
+        "FATAL",
+        "thrown",
+        "**",
+        "(",
+        "Exception",
+        "in",
+        "thread",
+        "TypeError",
+        "a.b.CError",
+        "x",
+        "Foo)",
+        "E  ",
+        "\t",
+        ">",
+        "|",
+    ]
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(_WORDS, min_size=1, max_size=8).map(" ".join))
+@example("Uncaught (in promise) TypeError")  # four words: the longest lone-type line
+@example("|  Unhandled exception a.b.CError")
+@example("Uncaught (in promise) TypeError x")
+@example("| > Uncaught (in promise) TypeError")
+def test_the_one_line_shortcut_of_exception_types_changes_nothing(line):
+    data = line.encode()
+    full = [(m.start(reading._TYPE_GROUP), m.group(reading._TYPE_GROUP)) for m in reading._TYPE_LINE_RE.finditer(data)]
+    expected = [(o, n) for o, n in full if len(n) >= 3 and (b"." in n or n[:1].isupper())]
+    assert reading.exception_types(data) == expected

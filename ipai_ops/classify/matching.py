@@ -332,7 +332,13 @@ class Matcher:
             scan("message", data, "message")
             scan("text", data, "message")
         if log is not None and log.data:
-            types = reading.exception_types(log.data)
+            # Type lines of the failure region(s) and annotated lines only: elsewhere (set-up,
+            # passing steps) a type line is a candidate that would never win over the region.
+            types = [
+                found
+                for start, end in sorted(_spans(log, log.data))
+                for found in reading.exception_types(log.data, start=start, end=end)
+            ]
             if types:
                 scan("type", b"\n".join(t for _, t in types), "log", types=types)
             scan("message", log.data, "log")

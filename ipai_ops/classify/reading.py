@@ -600,15 +600,18 @@ _TYPE_LINE_RE = _re(
 _TYPE_GROUP = _TYPE_LINE_RE.groupindex[b"type"]
 
 
-def exception_types(data: bytes, *, limit: int = 200) -> list[tuple[int, bytes]]:
-    """``(byte offset, type)`` of every ``Type: message`` line (at most ``limit``, the last ones)."""
+def exception_types(
+    data: bytes, *, limit: int = 200, start: int = 0, end: int | None = None
+) -> list[tuple[int, bytes]]:
+    """``(byte offset, type)`` of every ``Type: message`` line of ``data[start:end]`` (offsets
+    in ``data``; at most ``limit``, the last ones)."""
     # One line without a colon or a quote: only a lone type after at most three words of
     # prefix (past the quote marks and pipes) could match.
     one_line = b"\n" not in data and b":" not in data and b'"' not in data
     if one_line and len(data.lstrip(b" \t>|").split(None, 4)) == 5:
         return []
     found: deque[tuple[int, bytes]] = deque(maxlen=limit)
-    for match in _TYPE_LINE_RE.finditer(data):
+    for match in _TYPE_LINE_RE.finditer(data, start, len(data) if end is None else end):
         name = match.group(_TYPE_GROUP)
         if len(name) >= 3 and (b"." in name or name[:1].isupper()):
             found.append((match.start(_TYPE_GROUP), name))

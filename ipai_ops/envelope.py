@@ -302,11 +302,12 @@ def build_envelope(
     previous_clean = (
         clean_message if previous_message is None else head(redact(previous_message) or "", caps.message)[0]
     )
-    if classification.previous_code and (classification.previous_code != mode.code or previous_clean != clean_message):
+    previous_code = classification.grouping_v1_code()
+    if previous_code and (previous_code != mode.code or previous_clean != clean_message):
         # The key this failure had under grouping version 1: the writers attach it to that
         # group during the upgrade window (docs/architecture.md, "Grouping versions").
         previous = make_fingerprint(
-            code=classification.previous_code,
+            code=previous_code,
             error_type=error_type,
             message=previous_clean,
             frames=frames,

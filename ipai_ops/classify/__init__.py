@@ -18,13 +18,10 @@ and captures (failing tests, file and line, package, variable, exit code, ...).
 
 from __future__ import annotations
 
-import re
-import threading
-from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
 
-from ipai_ops.classify import legacy, matching
+from ipai_ops.classify import matching
 from ipai_ops.classify.reading import Log, LogUnreadable, read_file, read_stream, read_text
 from ipai_ops.classify.result import Classification, EvidenceLine
 from ipai_ops.taxonomy import Registry
@@ -57,33 +54,33 @@ def classify(
     message: str | None = None,
     text: str | None = None,
     log: Log | None = None,
-    shape: Any = None,
 ) -> Classification:
     """Classify one error: explicit code, else signatures over type, message and text, else fallback.
 
     ``text`` is any log or output text (read with :func:`reading.read_text`, NUL bytes
     blanked); ``log`` is an already read :class:`Log` (the CLI streams files into one).
-    ``shape``: the shape-cache key of the message and text when the caller has computed it
-    (the bridge reuses its fingerprint normalisation); hashable.
+
+    Every call decides from scratch: for one error, verifying a cached decision costs what
+    deciding does (the set scans are most of both; benchmarks/classify_speed.py). Storms
+    are met where they arrive: the OTLP bridge keeps one decision per error shape
+    (:mod:`ipai_ops.bridge.extract`) and skips the envelope work as well.
     """
-    # The code grouping version 1 gave the same input (the writers' upgrade window). A caller
-    # that hands over an already read ``log`` computes it itself if it writes groups.
-    previous = (
-        None
-        if log is not None
-        else legacy.classify_v1(explicit_code=explicit_code, error_type=error_type, message=message, text=text)
-    )
+    # What grouping version 1 reads, for the code it gave the same input (the writers' upgrade
+    # window), worked out only if a writer asks. A caller that hands over an already read
+    # ``log`` sets ``previous_code`` itself if it writes groups.
+    legacy_inputs = None if log is not None else (explicit_code, error_type, message, text)
     if explicit_code:
         mode = registry.get(explicit_code)
         if mode is not None:
             if not mode.active and mode.replaced_by:
                 mode = registry[mode.replaced_by]
-            return Classification(mode.code, mode, "explicit", explicit_code, previous_code=previous)
+            return Classification(mode.code, mode, "explicit", explicit_code, legacy_inputs=legacy_inputs)
     error_type = (error_type or "")[:MAX_CLASSIFY_CHARS] or None
     message = (message or "")[:MAX_CLASSIFY_CHARS] or None
     if log is None and text:
         log = _read_lenient(text)
-    return replace(_shape_cached(registry, error_type, message, log, shape), previous_code=previous)
+    result = _classify(registry, error_type, message, log)
+    return replace(result, legacy_inputs=legacy_inputs) if legacy_inputs is not None else result
 
 
 def classify_log(registry: Registry, log: Log, *, message: str | None = None) -> Classification:
@@ -99,7 +96,7 @@ def _read_lenient(text: str) -> Log:
 
 
 def _classify(registry: Registry, error_type: str | None, message: str | None, log: Log | None) -> Classification:
-    """Classify without the shape cache."""
+    """Classify by signatures, else the fallback (no explicit code)."""
     engine = matching.matcher_for(registry)
     scans = engine.scans(error_type=error_type, message=message, log=log)
     return _decide(registry, engine, scans, error_type=error_type, message=message, log=log)
@@ -119,83 +116,6 @@ def _fallback(registry: Registry, log: Log | None, message: str | None) -> Class
         if commands:
             captures["command"] = commands[0]
     return Classification(fallback.code, fallback, "fallback", evidence=tuple(evidence), captures=captures)
-
-
-# --------------------------------------------------------------------------- shape cache
-
-_SHAPE_MAX_CHARS = 8192
-_SHAPE_CACHE_SIZE = 4096
-_shape_lock = threading.Lock()
-
-
-def _shape_cached(
-    registry: Registry, error_type: str | None, message: str | None, log: Log | None, shape: Any = None
-) -> Classification:
-    """Classify, reusing the decision made for an earlier error of the same *shape*.
-
-    The shape is the message with quoted values, paths and numbers masked and the text with
-    its digits, hex ids and quoted values masked (or what the caller passes as ``shape``): a storm of
-    ``order 123 missing``, ``order 456 missing`` is decided once. A decision is reused only
-    when the set scans (phase 1, always run) find the same signatures in the new text,
-    since a signature may read what the shape hides (``KeyError: 'OPENAI_API_KEY'`` and
-    ``KeyError: 'name'`` share a shape); then only the deciding codes' signatures are
-    searched (phase 2), and evidence and captures are read from the new text.
-    """
-    engine = matching.matcher_for(registry)
-    size = len(message or "") + (len(log.data) if log is not None else 0)
-    if size > _SHAPE_MAX_CHARS or (log is not None and log.markers):
-        scans = engine.scans(error_type=error_type, message=message, log=log)
-        return _decide(registry, engine, scans, error_type=error_type, message=message, log=log)
-    if shape is None:
-        shape = (
-            _SHAPE_RE.sub("#", message) if message else None,
-            _masked(log.data) if log is not None else None,
-        )
-    key = (error_type, shape)
-    scans = engine.scans(error_type=error_type, message=message, log=log)
-    matched = frozenset().union(*(scan.indexes for scan in scans)) if scans else frozenset()
-    cache: OrderedDict[Any, Any] = registry.derived.setdefault("shape_cache", OrderedDict())
-    with _shape_lock:
-        hit = cache.get(key)
-        if hit is not None:
-            cache.move_to_end(key)
-    if hit is not None and hit[0] == matched:
-        winner_code = hit[1]
-        if winner_code is None:
-            return _fallback(registry, log, message)
-        if log is None:
-            # One error on its own (no lines to rank): only the winner's signatures are
-            # searched again, for its captures; what it was preferred to is the cached list.
-            candidates = engine.expand(scans, None, keep=frozenset((winner_code,)))
-            winner, _ = engine.decide(candidates, None)
-            if winner is not None:
-                return matching.build(
-                    registry, winner, [], candidates, None, message=message, error_type=error_type, also=hit[3]
-                )
-        candidates = engine.expand(scans, log, keep=hit[2] | {winner_code})
-        winner, others = engine.decide(candidates, log)
-        if winner is not None and winner.sig.mode.code == winner_code:
-            return matching.build(registry, winner, others, candidates, log, message=message, error_type=error_type)
-    result = _decide(registry, engine, scans, error_type=error_type, message=message, log=log)
-    entry = (matched, None if result.is_fallback else result.code, frozenset(result.also), result.also)
-    with _shape_lock:
-        cache[key] = entry
-        cache.move_to_end(key)
-        while len(cache) > _SHAPE_CACHE_SIZE:
-            cache.popitem(last=False)
-    return result
-
-
-#: A message's shape, in one pass: quoted values, paths and numbers (with the hex digits
-#: after them) masked. Every branch starts with a quote, a slash or a digit, so ``re`` skips
-#: to those characters; a finer key only costs cache hits, never a wrong answer.
-_SHAPE_RE = re.compile(r"'[^'\n]{0,200}'|\"[^\"\n]{0,200}\"|[\\/][\w.@+\-\\/]*|\d[0-9a-fA-F]*")
-_MASK_RE = re.compile(rb"\d+|'[^'\n]{0,200}'|\"[^\"\n]{0,200}\"|\b[0-9a-fA-F]{8,}\b")
-
-
-def _masked(data: bytes) -> bytes:
-    """A text's shape for the cache key: digits, hex ids and quoted values masked."""
-    return _MASK_RE.sub(b"#", data)
 
 
 def _decide(

@@ -32,8 +32,6 @@ Precedence (``ssot/errors/error_codes.md``, "Precedence"):
 from __future__ import annotations
 
 import re
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -79,9 +77,6 @@ _SUBJECT_WEIGHT = {"type": 3, "message": 2, "text": 2, "command": 0}
 #: At most this many matches of one pattern are kept (the last ones), and this many looked at.
 _MAX_MATCHES_PER_PATTERN = 64
 _MAX_SCANNED_PER_PATTERN = 2000
-#: The shape cache: inputs up to this size, this many shapes.
-_SHAPE_MAX_BYTES = 8192
-_SHAPE_CACHE_SIZE = 4096
 
 
 def literal_length(pattern: str) -> int:
@@ -287,8 +282,6 @@ class Matcher:
                 index += 1
         self.sets = {subject: _SubjectSet(items) for subject, items in sigs.items()}
         self.signature_count = index
-        self._shapes: OrderedDict[tuple[Any, ...], tuple[frozenset[int], Classification]] = OrderedDict()
-        self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ matching
 

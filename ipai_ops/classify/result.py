@@ -49,6 +49,21 @@ class Classification:
     #: The code grouping version 1 gave the same input (:mod:`ipai_ops.classify.legacy`):
     #: the writers use it to find the group a failure had before this classifier.
     previous_code: str | None = field(default=None, compare=False)
+    #: What grouping version 1 reads (explicit code, type, message, text) when the code it gave
+    #: is worked out only if asked (:meth:`grouping_v1_code`): most callers never ask.
+    legacy_inputs: tuple[str | None, str | None, str | None, str | None] | None = field(
+        default=None, compare=False, repr=False
+    )
+
+    def grouping_v1_code(self) -> str | None:
+        """The code grouping version 1 gave this input (``previous_code``, or worked out from
+        ``legacy_inputs``); the writers use it during the upgrade window."""
+        if self.previous_code is not None or self.legacy_inputs is None:
+            return self.previous_code
+        from ipai_ops.classify import legacy
+
+        explicit_code, error_type, message, text = self.legacy_inputs
+        return legacy.classify_v1(explicit_code=explicit_code, error_type=error_type, message=message, text=text)
 
     @property
     def is_fallback(self) -> bool:

@@ -156,24 +156,6 @@ def test_evidence_is_capped_and_keeps_the_first_and_last_deciding_lines(mini):
     assert len(lines) <= 8 and lines[:2] == [1, 2] and lines[-1] == 50
 
 
-def test_shape_cache_reuses_decisions_but_never_across_different_matches(mini, monkeypatch):
-    calls = []
-    real = matching.Matcher.decide
-
-    def counting(self, candidates, log):
-        calls.append(len(candidates))
-        return real(self, candidates, log)
-
-    monkeypatch.setattr(matching.Matcher, "decide", counting)
-    first = classify(mini, message="KeyError: 'ORDER_SERVICE_TOKEN'")
-    second = classify(mini, message="KeyError: 'PAYMENT_SERVICE_TOKEN'")
-    assert first.code == second.code == "ENV.KEY_MISSING"
-    assert second.captures["variable"] == "PAYMENT_SERVICE_TOKEN"  # read from the new text
-    assert second.evidence[0].text == "KeyError: 'PAYMENT_SERVICE_TOKEN'"
-    # Same shape ("KeyError: '<str>'"), but no signature matches this one: not taken from the cache.
-    assert classify(mini, message="KeyError: 'name'").is_fallback
-
-
 def test_the_set_is_one_linear_scan_whatever_the_number_of_codes(registry):
     engine = matching.matcher_for(registry)
     assert engine.signature_count == sum(len(m.signatures) for m in registry.modes if m.active)

@@ -463,7 +463,8 @@ class Extractor:
             _compact(_residue(text, message)[0]) if separate_text else None,
             inputs["frames"],
         )
-        present = self._matcher.present(error_type=error_type, message=message, text=text)
+        # The type is part of the key already: only what message and text hold can differ.
+        present = self._matcher.present(error_type=None, message=message, text=text)
         # Redaction and normalisation treat the ASCII digits 1-9 alike, so two messages that
         # differ only in those digits' values have normalised messages that differ only where
         # digits survive: when the normalised message keeps none, they are equal (the

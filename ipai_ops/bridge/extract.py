@@ -243,9 +243,11 @@ class _Template:
     A shape is the normalised message (``fingerprint.normalize_message``: numbers, ids,
     quoted values and paths replaced), the stack trace and log text with the message taken
     out, the frames, the type, the explicit code and the resource. It is reused only while
-    the same registry signatures occur in the new occurrence's raw type, message and text
-    (``Matcher.present``), since a signature may read what the shape hides
-    (``KeyError: 'OPENAI_API_KEY'`` and ``KeyError: 'name'`` share a shape).
+    the same registry signatures occur in the new occurrence's raw message and text
+    (``Matcher.present``; the type is in the key), since a signature may read what the shape
+    hides (``KeyError: 'OPENAI_API_KEY'`` and ``KeyError: 'sku'`` share a shape). Found by
+    exact text first, then by the digits-blind message, then by the normalised one
+    (:meth:`Extractor._classified`).
     """
 
     code: str

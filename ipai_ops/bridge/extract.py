@@ -42,6 +42,7 @@ import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
@@ -187,12 +188,20 @@ def _iso_us(moment: datetime) -> str:
 
 
 def _when(nanos: int) -> str:
+    """An OTLP time as ISO 8601 UTC with microseconds (exact: integer arithmetic)."""
     if nanos <= 0:
         return _iso_us(datetime.now(timezone.utc))
+    seconds, rest = divmod(nanos, 1_000_000_000)
     try:
-        return _iso_us(datetime.fromtimestamp(nanos // 1000 / 1e6, tz=timezone.utc))
+        return f"{_iso_second(seconds)}.{rest // 1000:06d}Z"
     except (OverflowError, OSError, ValueError):
         return _iso_us(datetime.now(timezone.utc))
+
+
+@lru_cache(maxsize=4096)
+def _iso_second(seconds: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of a Unix second (a request's events share a few)."""
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds")
 
 
 @dataclass(frozen=True)

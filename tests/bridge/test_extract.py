@@ -123,6 +123,13 @@ def test_logs_selection_and_ids(extractor):
     assert again.occurrences[0]["occurrence_id"] == first
 
 
+def test_occurrence_times_are_exact_to_the_microsecond(extractor):
+    times = [1_700_000_000_123_456_789, 1_700_000_000_999_999_999]
+    out = extractor.logs(logs([log_record(body=f"db down {i}", time_ns=t) for i, t in enumerate(times)]))
+    stamps = [o["occurred_at"] for o in out.occurrences]
+    assert stamps == ["2023-11-14T22:13:20.123456Z", "2023-11-14T22:13:20.999999Z"]
+
+
 def test_log_exception_attributes_and_structured_body(extractor):
     record = log_record(attributes={"exception.type": "TimeoutError", "exception.message": "upstream timed out"})
     record.body.CopyFrom(AnyValue())

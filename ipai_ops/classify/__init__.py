@@ -118,6 +118,20 @@ def _fallback(registry: Registry, log: Log | None, message: str | None) -> Class
     return Classification(fallback.code, fallback, "fallback", evidence=tuple(evidence), captures=captures)
 
 
+def _job_passed(log: Log) -> bool:
+    """The CI system says the whole job passed, and no step or job failed after all: what
+    the log printed on the way (a retried download, an ``[ERROR]`` of a step allowed to
+    fail) is not why anything failed (error_codes.md, "Passing logs")."""
+    return log.passed is not None and not any(m.kind in ("step", "job") and m.exit_code != 0 for m in log.markers)
+
+
+def _passed(registry: Registry, log: Log) -> Classification:
+    fallback = registry.fallback
+    index = log.passed if log.passed is not None else 0
+    evidence = (EvidenceLine(log.number(index), log.line(index)[:300], "passed"),)
+    return Classification(fallback.code, fallback, "fallback", evidence=evidence, captures={"exit_code": 0})
+
+
 def _decide(
     registry: Registry,
     engine: matching.Matcher,
@@ -127,6 +141,8 @@ def _decide(
     message: str | None,
     log: Log | None,
 ) -> Classification:
+    if log is not None and error_type is None and message is None and _job_passed(log):
+        return _passed(registry, log)
     candidates = engine.expand(scans, log)
     winner, others = engine.decide(candidates, log)
     if winner is None:

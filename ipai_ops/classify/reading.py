@@ -189,6 +189,8 @@ _STEP_FAILED_RE = _re(
 )
 # Where a CI system says the whole job failed (after its steps): an exit code, no region.
 _JOB_FAILED_RE = _re(rb"(?m)^(?:Done\. Your build exited with (?P<travis_done>[1-9]\d{0,3})\.|Finished: FAILURE$)")
+# Where a CI system says the whole job passed (Travis, Jenkins, GitLab).
+_JOB_PASSED_RE = _re(rb"(?m)^(?:Done\. Your build exited with 0\.|Finished: SUCCESS|Job succeeded)\r?$")
 # Where a build tool says a command failed, inside a step; ``cmd_*`` groups name what failed
 # (a make target, a Gradle task, a Maven goal, an npm script, a tox env, a Dockerfile RUN).
 _TOOL_FAILED_RE = _re(
@@ -221,6 +223,7 @@ _TOOL_FAILED_RE = _re(
 # quantifier): a log holds thousands of these lines and RE2's binding pays per match.
 _STEP_START_RE = _sub_re(
     rb"(?m)^(?:\$ (?P<dollar>[^\n]{1,500})"
+    rb"|\[[^\]\n]{1,200}\] \$ (?P<jenkins>[^\n]{1,500})"
     rb"|(?:---|\+\+\+|~~~) (?P<bk>[^\n]{1,300})"
     rb"|\+ (?P<xtrace>[^\n]{1,500})"
     rb"|Starting: (?P<azure>[^\n]{1,300}))"
@@ -252,6 +255,8 @@ class Log:
     markers: tuple[Marker, ...] = ()
     #: ``(line index, command)`` of every step start.
     steps: tuple[tuple[int, str], ...] = ()
+    #: Line index of the CI system's verdict that the whole job passed, if the log has one.
+    passed: int | None = None
     #: Line index ranges ``[start, end]`` (inclusive) where the log failed; empty = everywhere.
     region: tuple[tuple[int, int], ...] = ()
     #: Bytes that were not UTF-8 (decoded as U+FFFD), and lines skipped between head and tail.
@@ -389,6 +394,7 @@ _TOOL_FAILED_HINTS = (
     b"error: Recipe",
 )
 _JOB_FAILED_HINTS = (b"Done. Your build exited with", b"Finished: FAILURE")
+_JOB_PASSED_HINTS = (b"Done. Your build exited with 0.", b"Finished: SUCCESS", b"Job succeeded")
 
 
 def _hint_re(hints: tuple[bytes, ...]) -> Any:
@@ -398,6 +404,7 @@ def _hint_re(hints: tuple[bytes, ...]) -> Any:
 _STEP_FAILED_HINT_RE = _hint_re(_STEP_FAILED_HINTS)
 _TOOL_FAILED_HINT_RE = _hint_re(_TOOL_FAILED_HINTS)
 _JOB_FAILED_HINT_RE = _hint_re(_JOB_FAILED_HINTS)
+_JOB_PASSED_HINT_RE = _hint_re(_JOB_PASSED_HINTS)
 
 
 def _scan(pattern: Any, hints: Any, data: bytes) -> list[Any]:
@@ -437,6 +444,8 @@ def _structure(log: Log, runs: list[tuple[int, str]]) -> None:
         command = next((v for k, v in _groups(match).items() if v and k.startswith("cmd_")), None)
         markers.append(Marker(index_at(match.start()), "tool", _exit_of(match), _text(command) if command else None))
     markers.sort(key=lambda m: m.index)
+    passed = _scan(_JOB_PASSED_RE, _JOB_PASSED_HINT_RE, log.data)
+    log.passed = index_at(passed[-1].start()) if passed else None
     steps: dict[int, str] = {}
     for index, command in runs:
         steps[index] = command

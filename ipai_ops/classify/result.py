@@ -24,7 +24,9 @@ class EvidenceLine:
     text: str
     #: ``signature`` (a registry signature matched it), ``marker`` (where the CI system or the
     #: build tool says the command failed), ``command`` (the failed command the code was
-    #: read from), ``message``/``type`` (the error's own message or type).
+    #: read from), ``context`` (a line around the deciding one), ``passed`` (where the CI system
+    #: says the whole job passed: the fallback's reason), ``message``/``type`` (the error's own
+    #: message or type).
     role: str = "signature"
 
     def as_dict(self) -> dict[str, Any]:

@@ -149,6 +149,33 @@ def test_an_unmatched_log_falls_back_with_its_exit_marker_as_evidence(mini):
     assert [(e.line, e.role) for e in result.evidence] == [(3, "marker")]
 
 
+@pytest.mark.parametrize(
+    ("verdict", "passes"),
+    [
+        ("Done. Your build exited with 0.", True),
+        ("Finished: SUCCESS", True),
+        ("Job succeeded", True),
+        ("Done. Your build exited with 1.", False),
+        ("Finished: FAILURE", False),
+    ],
+)
+def test_a_log_whose_ci_system_says_the_job_passed_is_not_a_failure(mini, verdict, passes):
+    log = "$ npm install\nnpm ERR! code ECONNRESET\nretrying...\nadded 12 packages\n" + verdict
+    result = classify(mini, text=log)
+    if passes:
+        assert result.is_fallback and result.captures == {"exit_code": 0}
+        assert [(e.line, e.role) for e in result.evidence] == [(5, "passed")]
+    else:
+        assert result.code == "NET.CONNECTION_FAILED"
+    # a message given with the log is classified as usual
+    assert classify(mini, message="npm ERR! code ECONNRESET", text=log).code == "NET.CONNECTION_FAILED"
+
+
+def test_a_step_that_failed_before_a_passing_verdict_still_counts(mini):
+    log = '$ npm test\n== 1 failed in 2s ==\nThe command "npm test" exited with 1.\nJob succeeded'
+    assert classify(mini, text=log).code == "TEST.FAILED"
+
+
 def test_evidence_is_capped_and_keeps_the_first_and_last_deciding_lines(mini):
     log = "\n".join(f"tests/a.py::test_{n} FAILED" for n in range(50))
     result = classify(mini, text=log)

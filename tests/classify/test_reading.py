@@ -61,6 +61,13 @@ def test_crlf_and_trailing_newline_do_not_add_lines():
         ("##[group]Run pytest -q\nE boom\n##[error]Process completed with exit code 2.", "step", 2, "pytest -q"),
         ("$ make check\nERROR: Job failed: exit code 2", "step", 2, "make check"),
         ("+ ./gradlew test\nERROR: script returned exit code 1", "step", 1, "./gradlew test"),
+        (
+            "[app] $ /bin/sh -xe /tmp/jenkins1.sh\n+ pip3 install pygithub\n[app] $ python /tmp/jenkins2.py\n"
+            "NameError: name 'Github' is not defined\nBuild step 'Execute Python script' marked build as failure",
+            "step",
+            None,
+            "python /tmp/jenkins2.py",
+        ),
         ("~~~ Running tests\n🚨 Error: The command exited with status 3", "step", 3, "Running tests"),
         ("make: *** [Makefile:12: test] Error 2", "tool", 2, "Makefile:12: test"),
         (

@@ -106,6 +106,7 @@ _ROLE_STYLE = {
     "command": ("o_ipai_evidence_command", "The failed command"),
     "marker": ("o_ipai_evidence_marker text-muted", "Where the step failed"),
     "context": ("o_ipai_evidence_context text-muted", "Context"),
+    "passed": ("o_ipai_evidence_passed text-success", "Where the CI system says the job passed"),
     "message": ("o_ipai_evidence_message", "The error's message"),
     "type": ("o_ipai_evidence_type", "The exception type"),
 }

@@ -2,14 +2,17 @@
 
 Contract: ``ssot/schemas/failure_envelope.schema.json`` (DESIGN.md, "Data
 contracts"). Everything that leaves the process through an envelope is
-redacted (API keys, bearer tokens, passwords, DSN credentials, private keys)
+redacted (API keys, bearer tokens, passwords, the password of any URL, private keys,
+random-looking tokens)
 and capped (the *tail* of stdout/stderr is kept; truncation is recorded in
 ``evidence.truncated``).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,17 +57,88 @@ DEFAULT_CAPS = Caps()
 
 # --------------------------------------------------------------------------- redaction
 
-_REDACTIONS: tuple[tuple[str, re.Pattern[str], str], ...] = (
+
+class _Re2Sub:
+    """An RE2 pattern with ``re``'s ``sub`` signature, over the UTF-8 bytes of the text.
+
+    Bytes, because text decoded with ``surrogateescape`` (a log with invalid UTF-8) holds
+    lone surrogates the RE2 wrapper cannot encode; they pass through unchanged.
+    """
+
+    def __init__(self, pattern: str):
+        self.pattern = re2.compile(pattern.encode(), re2_options())
+
+    def sub(self, replacement: str, text: str) -> str:
+        data = text.encode("utf-8", "surrogatepass")
+        return self.pattern.sub(replacement.encode(), data).decode("utf-8", "surrogatepass")
+
+
+class _HighEntropy:
+    """Random-looking tokens (API keys, session ids, signatures) that no named rule knows.
+
+    A candidate is a run of 20+ characters of ``[A-Za-z0-9+]`` (found by RE2, linear), with
+    ``=`` padding. It is a token when it mixes cases and digits the way random text does and
+    reads like no identifier: at least 2 upper- and 2 lower-case letters and a digit, Shannon
+    entropy >= 3.5 bits per character, the character class (lower, upper, digit) changing
+    between at least 40% of neighbours, and at most 40% of it in word-like runs (``abc``,
+    ``Word``). Hex (digests, trace ids, fingerprints) has one case and never matches;
+    ``_``, ``-``, ``/`` and ``.`` end a candidate, so snake_case names, paths and run ids are
+    never one. On the CI-log corpus every hit is a random id or token; about a third of
+    random URL-safe tokens are missed (split at ``-``/``_`` into short parts): this is a
+    backstop behind the named rules and the recorder's by-value redaction, not a guarantee.
+    """
+
+    PREFILTER = r"[A-Za-z0-9+]{20}"
+    MIN_LENGTH = 20
+    _CANDIDATE = re2.compile(rb"[A-Za-z0-9+]{20,}=*", re2_options())
+    _WORDS = re2.compile(rb"[a-z]{3,}|[A-Z][a-z]{2,}", re2_options())
+
+    @classmethod
+    def is_token(cls, token: bytes) -> bool:
+        core = token.rstrip(b"=")
+        size = len(core)
+        if size < cls.MIN_LENGTH:
+            return False
+        upper = sum(65 <= c <= 90 for c in core)
+        lower = sum(97 <= c <= 122 for c in core)
+        digits = sum(48 <= c <= 57 for c in core)
+        if upper < 2 or lower < 2 or digits < 1:
+            return False
+        kinds = [0 if 97 <= c <= 122 else 1 if 65 <= c <= 90 else 2 for c in core]
+        changes = sum(a != b for a, b in itertools.pairwise(kinds))
+        if changes < 0.4 * (size - 1):
+            return False
+        if sum(len(m) for m in cls._WORDS.findall(core)) > 0.4 * size:
+            return False
+        counts: dict[int, int] = {}
+        for c in core:
+            counts[c] = counts.get(c, 0) + 1
+        entropy = -sum(n / size * math.log2(n / size) for n in counts.values())
+        return entropy >= 3.5
+
+    def sub(self, replacement: str, text: str) -> str:
+        data = text.encode("utf-8", "surrogatepass")
+        marker = replacement.encode()
+        out, last = [], 0
+        for match in self._CANDIDATE.finditer(data):
+            if self.is_token(match.group()):
+                out += (data[last : match.start()], marker)
+                last = match.end()
+        if not out:
+            return text
+        out.append(data[last:])
+        return b"".join(out).decode("utf-8", "surrogatepass")
+
+
+_REDACTIONS: tuple[tuple[str, Any, str], ...] = (
     (
         "private_key",
         re.compile(r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----.*?(?:-----END (?:[A-Z]+ )*PRIVATE KEY-----|$)", re.S),
         "[REDACTED:private_key]",
     ),
-    (
-        "dsn",
-        re.compile(r"\b([a-z][a-z0-9+.-]*://)([^/\s:@]+):([^@\s/]+)@", re.I),
-        r"\1\2:[REDACTED:password]@",
-    ),
+    # ``user:password@`` in any URL: an empty user (``redis://:pw@``) too, and a password
+    # holding ``@`` up to the last ``@`` before the host. RE2: linear on any text.
+    ("dsn", _Re2Sub(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/\s:@]*):[^\s/?#]*@"), r"\1\2:[REDACTED:password]@"),
     ("bearer", re.compile(r"\b(Bearer|Basic|Token)\s+[A-Za-z0-9._~+/=-]{8,}", re.I), r"\1 [REDACTED:token]"),
     ("openai_key", re.compile(r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}"), "[REDACTED:api_key]"),
     ("github_token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})"), "[REDACTED:token]"),
@@ -83,6 +157,7 @@ _REDACTIONS: tuple[tuple[str, re.Pattern[str], str], ...] = (
         ),
         r"\1\2\3[REDACTED:secret]",
     ),
+    ("high_entropy", _HighEntropy(), "[REDACTED:high_entropy]"),
 )
 
 #: Keys whose values are replaced wholesale in mappings (case-insensitive substring).
@@ -103,7 +178,7 @@ _COUNT_KEYS = re.compile(r"tokens", re.I)
 _SPACE = r"[\s\pZ\x0b\x1c-\x1f\x85]"
 _PREFILTER_PATTERNS = {
     "private_key": r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----",
-    "dsn": r"(?i)\b[a-z][a-z0-9+.-]*://[^/\s:@]+:[^@\s/]+@",
+    "dsn": r"(?i)\b[a-z][a-z0-9+.-]*://[^/\s:@]*:[^\s/?#]*@",
     "bearer": r"(?i)\b(?:Bearer|Basic|Token)" + _SPACE + r"+[A-Za-z0-9._~+/=-]{8}",
     "openai_key": r"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{16}",
     "github_token": r"\b(?:gh[pousr]_[A-Za-z0-9]{20}|github_pat_[A-Za-z0-9_]{20})",
@@ -116,6 +191,7 @@ _PREFILTER_PATTERNS = {
         r"(?is)(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|token|auth|credential|private[_-]?key)"
         r".*[=:]"
     ),
+    "high_entropy": _HighEntropy.PREFILTER,
 }
 
 

@@ -2,13 +2,23 @@
 
 The server runs with ``auto_decompress=False``: aiohttp would otherwise inflate gzip
 bodies itself, without our decompressed-size limit.
+
+Slow senders hold no request slot: a body is read (under ``body_timeout_seconds`` and the
+worker's body byte budget) before the request takes one. A connection must deliver a
+complete request head within ``idle_timeout_seconds`` of opening or of its previous answer
+(aiohttp's keep-alive timer, which also runs before the first request), and
+:class:`ConnectionCap` closes the oldest idle connection beyond ``max_connections``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections import OrderedDict
+from typing import Any
 
+import grpc
 from aiohttp import web
 
 from ipai_ops.bridge import metrics
@@ -36,16 +46,29 @@ PIPELINE = web.AppKey("pipeline", Pipeline)
 SETTINGS = web.AppKey("settings", Settings)
 
 
-async def read_body(request: web.Request, *, limit: int) -> bytes:
-    """The raw body, refused with 413 as soon as it passes ``limit`` (chunked bodies included)."""
+async def read_body(request: web.Request, *, limit: int, timeout: float, reservation: Any = None) -> bytes:
+    """The raw body, refused with 413 as soon as it passes ``limit`` (chunked bodies included),
+    with 408 when it has not fully arrived within ``timeout`` seconds, and with 503 when the
+    worker's body budget (``reservation``) has no room for it."""
     buf = bytearray()
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            return bytes(buf)
-        buf += chunk
-        if len(buf) > limit:
-            raise too_large(f"request body exceeds the {limit} byte limit")
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                chunk = await request.content.readany()
+                if not chunk:
+                    return bytes(buf)
+                if reservation is not None:
+                    reservation.take(len(chunk))
+                buf += chunk
+                if len(buf) > limit:
+                    raise too_large(f"request body exceeds the {limit} byte limit")
+    except TimeoutError:
+        raise OtlpRejected(
+            408,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            "body_timeout",
+            f"request body did not arrive within {timeout:g} s ({len(buf)} bytes received)",
+        ) from None
 
 
 def _answer_kind(request: web.Request) -> str:
@@ -82,22 +105,35 @@ def export_handler(signal: str):
             kind = check_content_type(request.headers.get("Content-Type"))
             gzipped = check_content_encoding(request.headers.get("Content-Encoding"))
             check_declared_length(request.content_length, limit=settings.max_body_bytes)
-            with pipeline.slot():
-                body = await read_body(request, limit=settings.max_body_bytes)
-                body_read = True
-                if gzipped:
-                    body = gunzip(body, limit=settings.max_decompressed_bytes)
-                message = decode(signal, body, kind)
-                response = await pipeline.export(
-                    signal,
-                    message,
-                    encoding="protobuf" if kind == PROTOBUF else "json",
-                    raw=body if kind == PROTOBUF else None,
+            with pipeline.bodies.reservation() as reservation:
+                body = await read_body(
+                    request,
+                    limit=settings.max_body_bytes,
+                    timeout=settings.body_timeout_seconds,
+                    reservation=reservation,
                 )
+                body_read = True
+                with pipeline.slot():
+                    if gzipped:
+                        body = gunzip(body, limit=settings.max_decompressed_bytes)
+                    message = decode(signal, body, kind)
+                    response = await pipeline.export(
+                        signal,
+                        message,
+                        encoding="protobuf" if kind == PROTOBUF else "json",
+                        raw=body if kind == PROTOBUF else None,
+                    )
         except OtlpRejected as exc:
             if exc.reason != "db_unavailable":  # counted per record by the pipeline
                 metrics.RECORDS_REJECTED.labels(exc.reason).inc()
-            return _refusal(exc, kind, settings, body_read=body_read)
+            response = _refusal(exc, kind, settings, body_read=body_read)
+            if exc.reason == "body_timeout":
+                # No lingering read of the rest: this sender has had its time. Closing the
+                # transport still flushes the answer first.
+                await response.prepare(request)
+                await response.write_eof()
+                request.protocol.force_close()
+            return response
         return web.Response(body=encode_response(response, kind), content_type=kind)
 
     return handle
@@ -105,6 +141,58 @@ def export_handler(signal: str):
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
+
+
+class ConnectionCap:
+    """At most ``limit`` open connections: a new one beyond it closes the oldest idle one.
+
+    Idle means no request being handled: silent connections, keep-alive connections
+    between requests, and connections still sending a request head. A connection whose
+    request is being handled (its body being read included, bounded by the body deadline)
+    is never closed; when all are, the new connection is closed instead.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.busy: set[Any] = set()
+        self._open: OrderedDict[Any, None] = OrderedDict()
+
+    def attach(self, server: web.Server) -> None:
+        """Watch ``server``'s connections (``AppRunner.server``, once set up)."""
+        self._made = server.connection_made
+        self._lost = server.connection_lost
+        # RequestHandler reports to its server (its "manager") through these two calls.
+        server.connection_made = self._connection_made  # type: ignore[method-assign]
+        server.connection_lost = self._connection_lost  # type: ignore[method-assign]
+
+    def _connection_made(self, handler: Any, transport: asyncio.Transport) -> None:
+        self._made(handler, transport)
+        self._open[handler] = None
+        if len(self._open) <= self.limit:
+            return
+        victim = next((h for h in self._open if h not in self.busy and h is not handler), None)
+        victim = handler if victim is None else victim
+        del self._open[victim]
+        victim.force_close()
+
+    def _connection_lost(self, handler: Any, exc: BaseException | None = None) -> None:
+        self._open.pop(handler, None)
+        self.busy.discard(handler)
+        self._lost(handler, exc)
+
+
+CONNECTIONS = web.AppKey("connections", ConnectionCap)
+
+
+@web.middleware
+async def _mark_busy(request: web.Request, handler: Any) -> web.StreamResponse:
+    cap = request.app[CONNECTIONS]
+    protocol = request.protocol
+    cap.busy.add(protocol)
+    try:
+        return await handler(request)
+    finally:
+        cap.busy.discard(protocol)
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -125,9 +213,10 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 def build_app(pipeline: Pipeline, settings: Settings) -> web.Application:
     # client_max_size is moot (bodies are read by read_body) but keep aiohttp's own cap aligned.
-    app = web.Application(client_max_size=settings.max_body_bytes)
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[_mark_busy])
     app[PIPELINE] = pipeline
     app[SETTINGS] = settings
+    app[CONNECTIONS] = ConnectionCap(settings.max_connections)
     for signal in ("traces", "logs", "metrics"):
         app.router.add_post(f"/v1/{signal}", export_handler(signal))
     app.router.add_get("/healthz", healthz)

@@ -22,6 +22,46 @@ from ipai_ops.taxonomy import Registry
 log = logging.getLogger(__name__)
 
 
+def at_capacity(message: str) -> OtlpRejected:
+    return OtlpRejected(503, grpc.StatusCode.RESOURCE_EXHAUSTED, "at_capacity", message)
+
+
+class BodyBudget:
+    """Bytes of request bodies being received, bounded across all connections of a worker.
+
+    A body is read before its request takes a slot (a slow sender must not hold one), so
+    the bytes buffered meanwhile are bounded here instead: ``max_inflight x max_body_bytes``
+    by default, the bound a slot gave before.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.used = 0
+
+    @contextmanager
+    def reservation(self) -> Iterator[_Reservation]:
+        held = _Reservation(self)
+        try:
+            yield held
+        finally:
+            self.used -= held.taken
+
+
+class _Reservation:
+    __slots__ = ("budget", "taken")
+
+    def __init__(self, budget: BodyBudget) -> None:
+        self.budget = budget
+        self.taken = 0
+
+    def take(self, count: int) -> None:
+        budget = self.budget
+        if budget.used + count > budget.total:
+            raise at_capacity(f"bridge at capacity ({budget.total} body bytes being received); retry later")
+        budget.used += count
+        self.taken += count
+
+
 class Pipeline:
     def __init__(
         self,
@@ -31,6 +71,7 @@ class Pipeline:
         max_inflight: int,
         default_source: str,
         sample_refresh_seconds: float = 60.0,
+        body_budget: int | None = None,
     ) -> None:
         self.extractor = Extractor(
             registry, default_source=default_source, thin=True, sample_refresh_seconds=sample_refresh_seconds
@@ -38,22 +79,19 @@ class Pipeline:
         self.writer = writer
         self.max_inflight = max_inflight
         self.inflight = 0
+        self.bodies = BodyBudget(body_budget if body_budget is not None else max_inflight * 4 * 1024 * 1024)
 
     @contextmanager
     def slot(self) -> Iterator[None]:
-        """Admission control: at capacity the request is refused, never queued.
+        """Admission control, taken once the body has arrived: at capacity the request is
+        refused, never queued.
 
         OTLP/HTTP "Failures": 503 with Retry-After (gRPC RESOURCE_EXHAUSTED with RetryInfo)
         is retryable, so the sender keeps the data; memory stays bounded by
-        max_inflight x max body size.
+        max_inflight x the decoding limits.
         """
         if self.inflight >= self.max_inflight:
-            raise OtlpRejected(
-                503,
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                "at_capacity",
-                f"bridge at capacity ({self.max_inflight} requests in flight); retry later",
-            )
+            raise at_capacity(f"bridge at capacity ({self.max_inflight} requests in flight); retry later")
         self.inflight += 1
         metrics.INFLIGHT.inc()
         try:

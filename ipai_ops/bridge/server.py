@@ -66,7 +66,7 @@ async def serve_worker(settings: Settings, *, stop: asyncio.Event, started: Call
     from aiohttp import web
 
     from ipai_ops.bridge.grpc_server import build_server
-    from ipai_ops.bridge.http_server import build_app
+    from ipai_ops.bridge.http_server import CONNECTIONS, build_app
     from ipai_ops.bridge.pipeline import Pipeline
     from ipai_ops.bridge.writer import Writer
     from ipai_ops.taxonomy import default_registry
@@ -78,15 +78,25 @@ async def serve_worker(settings: Settings, *, stop: asyncio.Event, started: Call
         max_inflight=settings.max_inflight,
         default_source=settings.default_source,
         sample_refresh_seconds=settings.sample_refresh_seconds,
+        body_budget=settings.max_inflight * settings.max_body_bytes,
     )
+    app = build_app(pipeline, settings)
     runner = web.AppRunner(
-        build_app(pipeline, settings),
+        app,
         auto_decompress=False,
         access_log=None,
         handle_signals=False,
         shutdown_timeout=SHUTDOWN_GRACE_S,
+        # Also the deadline for a request head: aiohttp starts this timer when a connection
+        # opens and closes the connection if no complete head has arrived when it fires.
+        keepalive_timeout=settings.idle_timeout_seconds,
+        # After an early answer (413) the rest of a body is read and dropped for at most
+        # this long, so the sender sees the answer rather than a reset.
+        lingering_time=2.0,
     )
     await runner.setup()
+    assert runner.server is not None
+    app[CONNECTIONS].attach(runner.server)
     grpc_server = None
     try:
         site = web.TCPSite(runner, settings.host, settings.http_port, reuse_port=True, backlog=1024)

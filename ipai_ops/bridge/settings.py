@@ -31,8 +31,20 @@ IPAI_BRIDGE_TOKEN = "IPAI_BRIDGE_TOKEN"
 IPAI_BRIDGE_MAX_BODY_BYTES = "IPAI_BRIDGE_MAX_BODY_BYTES"
 #: Largest request body after gzip decompression, in bytes (stops compression bombs).
 IPAI_BRIDGE_MAX_DECOMPRESSED_BYTES = "IPAI_BRIDGE_MAX_DECOMPRESSED_BYTES"
+#: Largest OTLP/JSON body after gzip decompression, in bytes (JSON costs far more to decode than protobuf).
+IPAI_BRIDGE_MAX_JSON_BYTES = "IPAI_BRIDGE_MAX_JSON_BYTES"
+#: Spans or log records processed per request; the rest are refused through OTLP partial success.
+IPAI_BRIDGE_MAX_RECORDS = "IPAI_BRIDGE_MAX_RECORDS"
 #: Requests (HTTP + gRPC) processed at once per worker; more are answered 503 / RESOURCE_EXHAUSTED.
 IPAI_BRIDGE_MAX_INFLIGHT = "IPAI_BRIDGE_MAX_INFLIGHT"
+#: Open OTLP/HTTP connections per worker; beyond it the oldest idle connection is closed.
+IPAI_BRIDGE_MAX_CONNECTIONS = "IPAI_BRIDGE_MAX_CONNECTIONS"
+#: Seconds a connection may stay without a complete request head (after opening or after an answer).
+IPAI_BRIDGE_IDLE_TIMEOUT_SECONDS = "IPAI_BRIDGE_IDLE_TIMEOUT_SECONDS"
+#: Seconds a request's body may take to arrive once its head has; then 408 and the connection is closed.
+IPAI_BRIDGE_BODY_TIMEOUT_SECONDS = "IPAI_BRIDGE_BODY_TIMEOUT_SECONDS"
+#: CPU seconds one request may spend decoding and extracting (off the event loop); then 413.
+IPAI_BRIDGE_CPU_SECONDS = "IPAI_BRIDGE_CPU_SECONDS"
 #: PostgreSQL connections (= writer threads) per worker.
 IPAI_BRIDGE_DB_POOL = "IPAI_BRIDGE_DB_POOL"
 #: Seconds advertised in ``Retry-After`` / gRPC ``RetryInfo`` on retryable refusals.
@@ -63,7 +75,13 @@ class Settings:
     token: str = ""
     max_body_bytes: int = 4 * 1024 * 1024
     max_decompressed_bytes: int = 16 * 1024 * 1024
+    max_json_bytes: int = 2 * 1024 * 1024
+    max_records: int = 8192
     max_inflight: int = 8
+    max_connections: int = 256
+    idle_timeout_seconds: int = 30
+    body_timeout_seconds: int = 30
+    cpu_seconds: int = 5
     db_pool: int = 2
     retry_after_seconds: int = 5
     default_source: str = "otlp"
@@ -86,7 +104,18 @@ class Settings:
             problems.append("grpc_port must be 0..65535 (0 disables gRPC)")
         if self.workers < 0:
             problems.append("workers must be >= 0 (0 = one per CPU)")
-        for name in ("max_body_bytes", "max_decompressed_bytes", "max_inflight", "db_pool"):
+        for name in (
+            "max_body_bytes",
+            "max_decompressed_bytes",
+            "max_json_bytes",
+            "max_records",
+            "max_inflight",
+            "max_connections",
+            "idle_timeout_seconds",
+            "body_timeout_seconds",
+            "cpu_seconds",
+            "db_pool",
+        ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
         if self.max_decompressed_bytes < self.max_body_bytes:
@@ -130,7 +159,13 @@ ENV_VARS: dict[str, str] = {
     "token": IPAI_BRIDGE_TOKEN,
     "max_body_bytes": IPAI_BRIDGE_MAX_BODY_BYTES,
     "max_decompressed_bytes": IPAI_BRIDGE_MAX_DECOMPRESSED_BYTES,
+    "max_json_bytes": IPAI_BRIDGE_MAX_JSON_BYTES,
+    "max_records": IPAI_BRIDGE_MAX_RECORDS,
     "max_inflight": IPAI_BRIDGE_MAX_INFLIGHT,
+    "max_connections": IPAI_BRIDGE_MAX_CONNECTIONS,
+    "idle_timeout_seconds": IPAI_BRIDGE_IDLE_TIMEOUT_SECONDS,
+    "body_timeout_seconds": IPAI_BRIDGE_BODY_TIMEOUT_SECONDS,
+    "cpu_seconds": IPAI_BRIDGE_CPU_SECONDS,
     "db_pool": IPAI_BRIDGE_DB_POOL,
     "retry_after_seconds": IPAI_BRIDGE_RETRY_AFTER_SECONDS,
     "default_source": IPAI_BRIDGE_DEFAULT_SOURCE,
@@ -149,7 +184,13 @@ _HELP = {
     "token": "bearer token required from senders (empty = none)",
     "max_body_bytes": "largest request body on the wire (compressed)",
     "max_decompressed_bytes": "largest request body after gzip decompression",
+    "max_json_bytes": "largest OTLP/JSON body after gzip decompression",
+    "max_records": "spans or log records processed per request; the rest are refused (partial success)",
     "max_inflight": "requests processed at once per worker; beyond it 503 / RESOURCE_EXHAUSTED",
+    "max_connections": "open OTLP/HTTP connections per worker; beyond it the oldest idle one is closed",
+    "idle_timeout_seconds": "seconds a connection may wait without a complete request head",
+    "body_timeout_seconds": "seconds a request body may take to arrive (then 408)",
+    "cpu_seconds": "CPU seconds one request may spend decoding and extracting (then 413)",
     "db_pool": "PostgreSQL connections (writer threads) per worker",
     "retry_after_seconds": "Retry-After advertised on retryable refusals",
     "default_source": "ops source for telemetry without an ipai.source attribute",

@@ -1,0 +1,120 @@
+"""Slow and idle connections (real sockets on 127.0.0.1) must not hold the bridge's request slots.
+
+A request takes a slot only once its body has arrived; headers and bodies have read
+deadlines; idle connections are capped. Small limits are set through the bridge's
+settings so each test takes a few seconds at most.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from google.rpc import status_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+from tests.bridge.conftest import BridgeProcess, post, unique_letters
+from tests.bridge.otlp_factory import span, traces
+
+SLOW_HEADERS = (
+    b"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    b"Content-Type: application/x-protobuf\r\nContent-Length: 1000\r\n\r\n"
+)
+
+
+@pytest.fixture(scope="module")
+def slow_bridge(module_ops_dsn: str) -> Iterator[BridgeProcess]:
+    proc = BridgeProcess(
+        module_ops_dsn,
+        workers=1,
+        max_inflight=2,
+        body_timeout_seconds=1,
+        idle_timeout_seconds=1,
+        max_connections=24,
+    ).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@contextlib.contextmanager
+def open_connections(port: int, count: int, payload: bytes) -> Iterator[list[socket.socket]]:
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            if payload:
+                sock.sendall(payload)
+            socks.append(sock)
+        yield socks
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _good_request() -> bytes:
+    return traces([span(error=f"steady {unique_letters()}")], resource={"service.name": "slow"}).SerializeToString()
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bytes:
+    """What the bridge sent before closing ``sock`` (fails when it stays open past ``seconds``)."""
+    sock.settimeout(seconds)
+    received = b""
+    with contextlib.suppress(ConnectionResetError):
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+def test_headers_without_body_do_not_take_request_slots(slow_bridge: BridgeProcess):
+    # 16 connections announce a 1000-byte body and send none of it (8x max_inflight).
+    with open_connections(slow_bridge.http_port, 16, SLOW_HEADERS):
+        time.sleep(0.2)  # the bridge has read every request's headers
+        status, _, answer = post(slow_bridge.url + "/v1/traces", _good_request())
+        assert status == 200, answer
+        with grpc.insecure_channel(f"127.0.0.1:{slow_bridge.grpc_port}") as channel:
+            stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+            stub.Export(traces([span(error=f"grpc steady {unique_letters()}")]), timeout=5)
+
+
+def test_a_body_that_never_arrives_is_answered_408_and_closed(slow_bridge: BridgeProcess):
+    with open_connections(slow_bridge.http_port, 1, SLOW_HEADERS + b"\x0a\x00") as (sock,):
+        started = time.monotonic()
+        answer = _closed_within(sock, 5)
+    assert time.monotonic() - started < 4
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer
+    assert "body" in status_pb2.Status.FromString(body).message
+
+
+@pytest.mark.parametrize(
+    "payload", [b"", b"POST /v1/traces HTTP/1.1\r\nHost: x\r\n"], ids=["silent", "partial-headers"]
+)
+def test_connections_without_complete_headers_are_closed(slow_bridge: BridgeProcess, payload: bytes):
+    with open_connections(slow_bridge.http_port, 1, payload) as (sock,):
+        started = time.monotonic()
+        _closed_within(sock, 5)
+    assert time.monotonic() - started < 4
+
+
+def test_idle_connections_beyond_the_cap_make_room_for_new_ones(slow_bridge: BridgeProcess):
+    # More idle connections than max_connections (24): the oldest idle ones are closed,
+    # and a new sender is served at once, not after the idle deadline.
+    with open_connections(slow_bridge.http_port, 40, b"") as idle:
+        time.sleep(0.2)
+        started = time.monotonic()
+        status, _, answer = post(slow_bridge.url + "/v1/traces", _good_request())
+        assert status == 200, answer
+        assert time.monotonic() - started < 1
+        closed = 0
+        for sock in idle[:16]:
+            sock.settimeout(0.5)
+            with contextlib.suppress(ConnectionResetError, TimeoutError):
+                if sock.recv(1) == b"":
+                    closed += 1
+        assert closed >= 16

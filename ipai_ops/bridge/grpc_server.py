@@ -1,4 +1,10 @@
-"""OTLP/gRPC on grpc.aio: TraceService/Export, LogsService/Export, MetricsService/Export."""
+"""OTLP/gRPC on grpc.aio: TraceService/Export, LogsService/Export, MetricsService/Export.
+
+The handlers receive the request as bytes (no deserializer is registered) and decode it
+themselves, like OTLP/HTTP does: an undecodable message is answered ``INVALID_ARGUMENT``
+(gRPC's own deserializer would end the call with ``UNKNOWN``), and the body goes through
+the same limits and skeleton check as an OTLP/HTTP protobuf body.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,9 @@ import logging
 import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.rpc.error_details_pb2 import RetryInfo
-from opentelemetry.proto.collector.logs.v1 import logs_service_pb2_grpc
-from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from ipai_ops.bridge import metrics
-from ipai_ops.bridge.otlp import OtlpRejected, check_bearer
+from ipai_ops.bridge.otlp import SIGNALS, OtlpRejected, check_bearer, decode_protobuf
 from ipai_ops.bridge.pipeline import Pipeline
 from ipai_ops.bridge.settings import Settings
 
@@ -37,11 +40,12 @@ class _Export:
                 presented = value if isinstance(value, str) else value.decode("latin-1")
         check_bearer(presented, self.settings.token)
 
-    async def Export(self, request, context: grpc.aio.ServicerContext):
+    async def Export(self, body: bytes, context: grpc.aio.ServicerContext):
         try:
             self._check_token(context)
             with self.pipeline.slot():
-                return await self.pipeline.export(self.signal, request, encoding="grpc")
+                request = decode_protobuf(SIGNALS[self.signal][0], body)
+                return await self.pipeline.export(self.signal, request, encoding="grpc", raw=body)
         except OtlpRejected as exc:
             if exc.reason != "db_unavailable":
                 metrics.RECORDS_REJECTED.labels(exc.reason).inc()
@@ -53,16 +57,33 @@ class _Export:
             await context.abort(exc.grpc_code, exc.message, trailing_metadata=trailing)
 
 
-class TraceService(_Export, trace_service_pb2_grpc.TraceServiceServicer):
+class TraceService(_Export):
     signal = "traces"
 
 
-class LogsService(_Export, logs_service_pb2_grpc.LogsServiceServicer):
+class LogsService(_Export):
     signal = "logs"
 
 
-class MetricsService(_Export, metrics_service_pb2_grpc.MetricsServiceServicer):
+class MetricsService(_Export):
     signal = "metrics"
+
+
+#: gRPC service name of each signal (opentelemetry/proto/collector/*/v1/*_service.proto).
+SERVICES = {
+    "traces": "opentelemetry.proto.collector.trace.v1.TraceService",
+    "logs": "opentelemetry.proto.collector.logs.v1.LogsService",
+    "metrics": "opentelemetry.proto.collector.metrics.v1.MetricsService",
+}
+
+
+def _handler(service: _Export) -> grpc.GenericRpcHandler:
+    export = grpc.unary_unary_rpc_method_handler(
+        service.Export,
+        request_deserializer=None,  # bytes: decoded by the handler (INVALID_ARGUMENT when undecodable)
+        response_serializer=lambda message: message.SerializeToString(),
+    )
+    return grpc.method_handlers_generic_handler(SERVICES[service.signal], {"Export": export})
 
 
 def build_server(pipeline: Pipeline, settings: Settings) -> grpc.aio.Server:
@@ -72,11 +93,13 @@ def build_server(pipeline: Pipeline, settings: Settings) -> grpc.aio.Server:
             ("grpc.max_receive_message_length", settings.max_decompressed_bytes),
             # Several worker processes share the port.
             ("grpc.so_reuseport", 1),
+            # Connections without a call for this long are closed (GOAWAY).
+            ("grpc.max_connection_idle_ms", settings.idle_timeout_seconds * 1000),
         ],
         maximum_concurrent_rpcs=settings.max_inflight * 2,
     )
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(TraceService(pipeline, settings), server)
-    logs_service_pb2_grpc.add_LogsServiceServicer_to_server(LogsService(pipeline, settings), server)
-    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(MetricsService(pipeline, settings), server)
+    server.add_generic_rpc_handlers(
+        tuple(_handler(kind(pipeline, settings)) for kind in (TraceService, LogsService, MetricsService))
+    )
     server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     return server

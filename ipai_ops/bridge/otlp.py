@@ -63,15 +63,18 @@ class OtlpRejected(Exception):
 
 
 def check_bearer(header: str | None, token: str) -> None:
-    """OTLP leaves auth to the deployment: ``Authorization: Bearer <token>``, compared in constant time.
+    """OTLP leaves auth to the deployment: ``Authorization: Bearer <token>``, compared in constant time
+    (the scheme in any case: ``bearer`` and ``BEARER`` too).
 
     Shared by OTLP/HTTP and OTLP/gRPC. A header that is not valid UTF-8 (aiohttp keeps
     its bytes as surrogates) is simply wrong, never a crash.
     """
     if not token:
         return
-    presented = (header or "").encode("utf-8", "surrogateescape")
-    if not hmac.compare_digest(presented, f"Bearer {token}".encode()):
+    # RFC 9110 11.1: the scheme is case-insensitive; one or more spaces before the token.
+    scheme, _, credentials = (header or "").strip().partition(" ")
+    presented = credentials.lstrip(" ").encode("utf-8", "surrogateescape")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(presented, token.encode()):
         raise OtlpRejected(401, grpc.StatusCode.UNAUTHENTICATED, "unauthenticated", "missing or wrong bearer token")
 
 

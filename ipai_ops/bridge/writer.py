@@ -95,15 +95,19 @@ class Writer:
     # ----------------------------------------------------------------------- readiness
 
     def _readiness_sync(self) -> tuple[bool, dict[str, Any]]:
+        """The answer of ``/readyz``. Anyone who reaches the port reads it, so it names no
+        database user, host or database: the reason goes to the bridge's log."""
         try:
             conn = store.connect(self.dsn, application_name="ipai-bridge-ready", connect_timeout=CONNECT_TIMEOUT_S)
-        except store.OpsDatabaseUnavailable as exc:
-            return False, {"database": "unreachable", "detail": str(exc)}
+        except (store.OpsDatabaseUnavailable, store.InvalidDsn) as exc:
+            log.warning("readiness: %s", exc)
+            return False, {"database": "unreachable"}
         try:
             state = store.status(conn)
             conn.rollback()
         except psycopg2.Error as exc:
-            return False, {"database": "error", "detail": first_line(exc)}
+            log.warning("readiness: ops database error: %s", first_line(exc))
+            return False, {"database": "error"}
         finally:
             conn.close()
         detail = {"database": "ok", "migrations": {"head": state["head"], "pending": state["pending"]}}

@@ -5,7 +5,8 @@ everything it started, and its pipes are read with ``selectors`` from one loop t
 also keeps the clock, so neither pipe can fill up and block the child (the deadlock the
 ``subprocess`` docs warn about) and no reader thread can outlive the run.
 
-What lands on disk is *redacted* line by line (:func:`ipai_ops.envelope.redact`) before
+What lands on disk is *redacted* line by line (the run's known secret values, then
+:func:`ipai_ops.envelope.redact`) before
 it is written: a log file is an artifact that gets uploaded, attached to tickets and
 bundled for escalation, so it must be as safe as the envelope. The terminal gets the raw
 bytes as they arrive (what the command would have printed without the recorder).
@@ -36,6 +37,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ipai_ops.envelope import redact
+from ipai_ops.runs.secrets import SecretValues
 
 #: Default per-stream cap on disk (10 MiB).
 DEFAULT_MAX_OUTPUT_BYTES = 10 * 1024 * 1024
@@ -69,9 +71,10 @@ class LineRedactor:
     but one ``[REDACTED:private_key]`` marker, however many reads it takes.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: SecretValues | None = None) -> None:
         self._pending = bytearray()
         self._in_key = False
+        self._secrets = secrets or SecretValues()
 
     def feed(self, data: bytes) -> bytes:
         self._pending += data
@@ -90,7 +93,8 @@ class LineRedactor:
         return self._block(block) if block else b""
 
     def _block(self, block: bytes) -> bytes:
-        text = block.decode("utf-8", "surrogateescape")
+        # Known secret values first (whatever surrounds them), then the pattern rules.
+        text = self._secrets.mask(block.decode("utf-8", "surrogateescape"))
         if self._in_key:
             end = _PEM_END.search(text)
             if end is None:
@@ -128,7 +132,14 @@ def decode_tail(data: bytes, *, cut_partial_line: bool) -> str:
 class CappedLog:
     """One captured stream: the redacted, size-capped file, and the in-memory tails."""
 
-    def __init__(self, path: Path, *, max_bytes: int = DEFAULT_MAX_OUTPUT_BYTES, tee: BinaryIO | None = None):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+        tee: BinaryIO | None = None,
+        secrets: SecretValues | None = None,
+    ):
         if max_bytes < 2:
             raise ValueError("max_bytes must be >= 2")
         self.path = path
@@ -137,7 +148,7 @@ class CappedLog:
         self.head_limit = max_bytes - self.tail_limit
         self._file = open(path, "wb", buffering=0)  # noqa: SIM115 -- closed in close(); unbuffered: a killed recorder loses nothing
         self._tee = tee
-        self._redactor = LineRedactor()
+        self._redactor = LineRedactor(secrets)
         self._head_written = 0
         self._tail = bytearray()
         self.omitted_bytes = 0

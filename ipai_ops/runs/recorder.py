@@ -51,6 +51,7 @@ from ipai_ops.runs._sql import sql
 from ipai_ops.runs.capture import DEFAULT_MAX_OUTPUT_BYTES, CappedLog, run_process
 from ipai_ops.runs.events import EVENTS_CODE_INVALID, EventSummary, parse_events
 from ipai_ops.runs.outcome import KINDS, Outcome, program_name, type_outcome
+from ipai_ops.runs.secrets import SecretValues, capture_settings
 from ipai_ops.store import ErrorOccurrence, OpsDatabaseUnavailable, connect, upsert_error
 from ipai_ops.taxonomy import Registry, default_registry
 
@@ -95,28 +96,6 @@ RESERVED_METADATA = frozenset(
         "trace_id",
     }
 )
-#: Environment variables recorded as the run's provider/environment settings (values redacted).
-SETTINGS_PREFIXES = (
-    "OPENAI_",
-    "ANTHROPIC_",
-    "AZURE_OPENAI_",
-    "GEMINI_",
-    "GOOGLE_CLOUD_",
-    "MISTRAL_",
-    "OLLAMA_",
-    "OPENROUTER_",
-    "LITELLM_",
-    "OTEL_",
-    "IPAI_",
-    "ODOO_",
-    "PG",
-    "GITHUB_",
-    "RUNNER_",
-)
-SETTINGS_NAMES = frozenset({"CI", "PATH", "VIRTUAL_ENV", "NODE_ENV", "LANG", "TZ"})
-_SETTINGS_SECRET_KEYS = re.compile(r"HEADERS$|PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|CREDENTIAL|COOKIE", re.I)
-_MAX_SETTINGS = 200
-_MAX_SETTING_CHARS = 2000
 _NO_VARIANT = "no variant_id (--variant-id, IPAI_OPS_RUN_VARIANT_ID or a metadata event): not comparable in A/B"
 _TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 
@@ -289,27 +268,6 @@ def redact_argv(argv: Sequence[str]) -> list[str]:
         if re.fullmatch(r"--?[\w-]*(?:password|passwd|secret|token|api[_-]?key|auth)[\w-]*", word, re.I):
             hide_next = True
     return out
-
-
-def capture_settings(environ: Mapping[str, str]) -> dict[str, str]:
-    """Provider/environment settings worth having when escalating, secrets redacted.
-
-    A secret-named variable is kept as ``[REDACTED:secret]``: that it *was* set is
-    evidence (a missing key is a failure mode), its value is not.
-    """
-    picked: dict[str, str] = {}
-    for name in sorted(environ):
-        if name.startswith("IPAI_RUN_"):
-            continue
-        if name in SETTINGS_NAMES or name.startswith(SETTINGS_PREFIXES):
-            if len(picked) >= _MAX_SETTINGS:
-                break
-            value = environ[name]
-            if _SETTINGS_SECRET_KEYS.search(name):
-                picked[name] = "[REDACTED:secret]" if value else ""
-            else:
-                picked[name] = (redact(value) or "")[:_MAX_SETTING_CHARS]
-    return dict(redact_obj(picked))
 
 
 def _deployment_env(environ: Mapping[str, str]) -> str | None:
@@ -668,8 +626,10 @@ class _Run:
         self.max_attempts = max_attempts
         self.cwd = cwd
         self.environ = environ
+        #: The values of the environment's secret-named variables: masked in everything kept.
+        self.secrets = SecretValues.from_environ(environ)
         # Fixed for the run: computed once, not on every save (start, each attempt, end).
-        self.redacted_argv = redact_argv(argv)
+        self.redacted_argv = redact_argv([self.secrets.mask(word) for word in argv])
         self.command = shlex.join(self.redacted_argv)
         self.host = socket.gethostname()
         self.started = time.time()
@@ -743,9 +703,9 @@ class _Run:
             task_ref=self.task_ref,
             error_id=self.error_id,
             iterations=list(self.iterations),
-            metadata=self.metadata(),
+            metadata=self.secrets.mask_obj(self.metadata()),
             db=self.db.state,
-            warnings=self.all_warnings(),
+            warnings=self.secrets.mask_obj(self.all_warnings()),
         )
 
     @property
@@ -845,8 +805,12 @@ class _Run:
         attempt_dir.mkdir(exist_ok=True)
         events_path = attempt_dir / "events.jsonl"
         tee_out, tee_err = self.r._tees()
-        out = CappedLog(attempt_dir / "stdout.log", max_bytes=self.r.max_output_bytes, tee=tee_out)
-        err = CappedLog(attempt_dir / "stderr.log", max_bytes=self.r.max_output_bytes, tee=tee_err)
+        out = CappedLog(
+            attempt_dir / "stdout.log", max_bytes=self.r.max_output_bytes, tee=tee_out, secrets=self.secrets
+        )
+        err = CappedLog(
+            attempt_dir / "stderr.log", max_bytes=self.r.max_output_bytes, tee=tee_err, secrets=self.secrets
+        )
         started = time.time()
         try:
             proc = run_process(
@@ -886,7 +850,7 @@ class _Run:
             exit_status=outcome.exit_status,
             code=outcome.code,
             typed_by=outcome.reason,
-            message=redact(outcome.message) or None,
+            message=redact(self.secrets.mask(outcome.message or "")) or None,
             stdout_log=str(out.path),
             stderr_log=str(err.path),
             events_file=str(events_path),
@@ -970,7 +934,7 @@ class _Run:
         program = program_name(self.argv)
         envelope = build_envelope(
             outcome.classification,
-            message=outcome.message,
+            message=self.secrets.mask(outcome.message or ""),
             error_type=outcome.error_type,
             # One group per (agent, program, code): "1 failed" in two suites are two problems.
             frames=(f"{self.agent}:{program}",),
@@ -999,8 +963,10 @@ class _Run:
                 "artifacts": [item.stdout_log, item.stderr_log, item.events_file],
             },
             occurred_at=item.finished_at,
-            previous_message=outcome.previous_message,
+            previous_message=None if outcome.previous_message is None else self.secrets.mask(outcome.previous_message),
         )
+        # Tool calls and event warnings come from the command: it may have echoed a secret.
+        envelope = self.secrets.mask_obj(envelope)
         path = attempt_dir / "envelope.json"
         _write_json(path, envelope)
         item.envelope = str(path)
@@ -1022,6 +988,7 @@ class _Run:
             evidence={"duration_ms": item.duration_ms, "artifacts": [item.events_file]},
             occurred_at=item.finished_at,
         )
+        envelope = self.secrets.mask_obj(envelope)
         _write_json(attempt_dir / "events_envelope.json", envelope)
         item.events_envelope = str(attempt_dir / "events_envelope.json")
         item.events_error_id = self._write_error(envelope, occurrence_id)

@@ -224,9 +224,73 @@ def test_secrets_in_the_command_line_and_environment_are_redacted(make_recorder,
     meta = run_row(ops_dsn, result.run_id)["metadata"]
     assert "hunter2" not in dump(meta) and "sk-proj-0123456789" not in dump(meta)
     variables = meta["settings"]["variables"]
-    assert variables["OPENAI_API_KEY"] == "[REDACTED:secret]" and variables["PGPASSWORD"] == "[REDACTED:secret]"
+    assert variables["OPENAI_API_KEY"] == "[set]" and variables["PGPASSWORD"] == "[set]"
     assert variables["OPENAI_BASE_URL"] == "https://llm.example/v1"
     assert meta["argv"][-2:] == ["--api-key", "[REDACTED:secret]"]
+
+
+#: Secrets whose names the old deny-list missed, with values no pattern recognises.
+ENV_SECRETS = {
+    "IPAI_PULSER_PEPPER": "correct-horse-battery-staple-pepper",
+    "AZURE_OPENAI_KEY": "azure-plain-words-key-value",
+    "LITELLM_MASTER_KEY": "litellm-master-plain-value",
+    "MY_SERVICE_AUTH": "service auth with spaces",
+}
+ENV_SECRET_PRINTER = textwrap.dedent(
+    """    import json, os, sys
+    pepper = os.environ["IPAI_PULSER_PEPPER"]
+    print("pepper is", pepper)
+    print("azure:" + os.environ["AZURE_OPENAI_KEY"] + ";", file=sys.stderr)
+    print(json.dumps({"master": os.environ["LITELLM_MASTER_KEY"]}))
+    print("auth", os.environ["MY_SERVICE_AUTH"], file=sys.stderr)
+    with open(os.environ["IPAI_RUN_EVENTS"], "a") as f:
+        f.write(json.dumps({"type": "tool_call", "name": "call", "ok": False, "error": "bad " + pepper}) + "\\n")
+        f.write(json.dumps({"type": "metadata", "data": {"prompt": "use " + pepper}}) + "\\n")
+    sys.exit("fatal: could not sign with " + pepper)
+    """
+)
+
+
+def test_settings_are_allowlisted_and_known_secret_values_are_masked_everywhere(make_recorder, ops_dsn, tmp_path):
+    """Values of secret-named variables (whatever the name list of yesterday missed) are masked
+    wherever the command repeats them; settings keep values only for allowlisted names."""
+    env = {
+        **CHILD_ENV,
+        **ENV_SECRETS,
+        "OPENAI_BASE_URL": "https://llm.example/v1",
+        "IPAI_ODOO_URL": "http://odoo.example:8069",
+        "OPENAI_API_KEY": "",
+    }
+    argv = [PY, "-c", ENV_SECRET_PRINTER, ENV_SECRETS["IPAI_PULSER_PEPPER"]]
+    result = make_recorder().run(argv, env=env, variant_id="v1", kind="agent")
+    assert result.status == "failed"
+    item = result.iterations[0]
+    stored = {
+        "stdout.log": Path(item.stdout_log).read_text(),
+        "stderr.log": Path(item.stderr_log).read_text(),
+        "envelope.json": Path(item.envelope).read_text(),
+        "run.json": (result.run_dir / "run.json").read_text(),
+        "ops.agent_runs": dump(run_row(ops_dsn, result.run_id)),
+        "ops.agent_errors": dump(error_row(ops_dsn, result.error_id)),
+        "result": dump(result.as_dict()),
+    }
+    for where, text in stored.items():
+        for name, secret in ENV_SECRETS.items():
+            assert secret not in text, (where, name)
+    assert "pepper is [REDACTED:$IPAI_PULSER_PEPPER]" in stored["stdout.log"]
+    assert "azure:[REDACTED:$AZURE_OPENAI_KEY];" in stored["stderr.log"]
+    assert "[REDACTED:$IPAI_PULSER_PEPPER]" in json.loads(stored["envelope.json"])["error"]["message"]
+    meta = run_row(ops_dsn, result.run_id)["metadata"]
+    assert meta["argv"][-1] == "[REDACTED:$IPAI_PULSER_PEPPER]"
+    assert meta["prompt"] == "use [REDACTED:$IPAI_PULSER_PEPPER]"
+    variables = meta["settings"]["variables"]
+    for name in ENV_SECRETS:
+        assert variables.get(name, "[set]") == "[set]"
+    assert variables["IPAI_PULSER_PEPPER"] == variables["AZURE_OPENAI_KEY"] == "[set]"
+    assert variables["LITELLM_MASTER_KEY"] == "[set]" and variables["MY_SERVICE_AUTH"] == "[set]"
+    assert variables["OPENAI_API_KEY"] == "[empty]"
+    assert variables["OPENAI_BASE_URL"] == "https://llm.example/v1"
+    assert variables["IPAI_ODOO_URL"] == "http://odoo.example:8069"
 
 
 def test_events_file_tool_calls_tokens_and_malformed_lines(make_recorder, ops_dsn):

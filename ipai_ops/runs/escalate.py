@@ -15,15 +15,26 @@ asks for, and writes ``escalation-<kind>-<id>-<UTC stamp>.tar.gz``::
 
 Everything is redacted again on the way in (the recorder already redacted what it wrote;
 an intent's arguments or an older envelope may not have been): the bundle is meant to be
-attached to a ticket.
+attached to a ticket. Settings keep values only for allowlisted names (``ipai_ops.runs.secrets``),
+and the values of this process's secret-named variables, and of any a run recorded before
+the allowlist, are masked in every file.
+
+Files are read only inside the run's own directory (``<artifacts>/<run id>/``), never through
+a symbolic link (no component below the artifacts directory may be one), and only regular
+files with a single link: the paths in a run record are data any writer of
+``ops.agent_runs`` (or of the run directory) controls, and the bundle may be built by a
+server (the Odoo button) for a user who must not read that server's other files.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
+import os
 import re
+import stat
 import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -37,6 +48,7 @@ from ipai_ops.envelope import envelope_errors, iso_utc, redact, redact_obj
 from ipai_ops.runs._sql import sql
 from ipai_ops.runs.capture import LineRedactor
 from ipai_ops.runs.recorder import RUN_FILE, RUN_ID_RE, trace_ids
+from ipai_ops.runs.secrets import SecretValues, recorded_settings
 from ipai_ops.store import OpsDatabaseUnavailable, connect, query
 from ipai_ops.taxonomy import Registry, default_registry
 
@@ -44,6 +56,8 @@ BUNDLE_VERSION = 1
 #: Each log file is copied up to this many bytes (head and tail kept around a marker).
 DEFAULT_MAX_LOG_BYTES = 5 * 1024 * 1024
 _FINGERPRINT_RE = re.compile(r"^fp\d+:[0-9a-f]{32}$")
+#: An envelope file bigger than this is not read (the recorder's are a few KiB).
+_MAX_ENVELOPE_BYTES = 16 * 1024 * 1024
 _LOG_FILES = ("stdout.log", "stderr.log", "events.jsonl", "envelope.json", "events_envelope.json")
 KINDS = ("run", "error", "intent")
 
@@ -113,33 +127,55 @@ def _exists(cur, relation: str) -> bool:
     return bool(cur.fetchone()[0])
 
 
-def _inside(path: str | Path, root: Path) -> bool:
-    """Whether ``path`` (symlinks resolved) lies under the artifacts directory ``root``.
+class _Refused(Exception):
+    """A run file that exists but must not be read (symlink, not a regular file, hard link)."""
 
-    Paths come from ``ops.agent_runs.metadata``, which any writer of that table controls:
-    the bundle (built on an Odoo server, say) must only ever read what the recorder wrote.
-    """
+
+_ATTEMPT_RE = re.compile(r"^[0-9]{1,6}$")
+
+
+def _open_in(root: Path, parts: list[str]) -> int:
+    """An fd of ``root/parts...`` opened without following a symlink at any component below
+    ``root``; regular files with one link only. Raises ``FileNotFoundError`` or :class:`_Refused`."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
     try:
-        Path(path).resolve().relative_to(root.resolve())
-    except (OSError, TypeError, ValueError):  # TypeError: not a path at all
-        return False
-    return True
+        for part in parts[:-1]:
+            try:
+                child = os.open(part, flags | os.O_DIRECTORY, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise _Refused(f"{part} is a symbolic link or not a directory") from None
+                raise
+            os.close(fd)
+            fd = child
+        try:
+            # O_NONBLOCK: a FIFO planted under the name must not hang the bundle.
+            child = os.open(parts[-1], flags | os.O_NONBLOCK, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise _Refused("it is a symbolic link") from None
+            raise
+    finally:
+        os.close(fd)
+    info = os.fstat(child)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(child)
+        raise _Refused("not a regular file" if not stat.S_ISREG(info.st_mode) else "it has other hard links")
+    return child
 
 
-def _bounded_copy(path: Path, limit: int) -> tuple[bytes, bool]:
-    """A log file's bytes (redacted again), head and tail when bigger than ``limit``."""
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        if size <= limit:
-            data, cut = handle.read(), False
-        else:
-            half = limit // 2
-            head = handle.read(half)
-            handle.seek(size - half)
-            data = head + f"\n[... {size - 2 * half} bytes omitted from the bundle ...]\n".encode() + handle.read()
-            cut = True
-    redactor = LineRedactor()
-    return redactor.feed(data) + redactor.flush(), cut
+def _read_fd(fd: int, limit: int | None) -> tuple[bytes, int, bool]:
+    """(bytes, size, cut): the whole file, or head and tail around a marker past ``limit``."""
+    with os.fdopen(fd, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if limit is None or size <= limit:
+            return handle.read(), size, False
+        half = limit // 2
+        head = handle.read(half)
+        handle.seek(size - half)
+        marker = f"\n[... {size - 2 * half} bytes omitted from the bundle ...]\n".encode()
+        return head + marker + handle.read(), size, True
 
 
 class _Gather:
@@ -160,6 +196,41 @@ class _Gather:
         self.envelope: dict[str, Any] | None = None
         self.envelope_source: str | None = None
         self.warnings: list[str] = []
+        #: Secret values to mask in every file: this process's, and those an old run record leaked.
+        self.secrets = SecretValues.from_environ(os.environ)
+
+    def run_dir(self) -> Path | None:
+        run_id = (self.run or {}).get("run_id")
+        if isinstance(run_id, str) and RUN_ID_RE.match(run_id):
+            return self.artifacts_dir / run_id
+        return None
+
+    def run_file(
+        self, path: Any, attempt: Any, name: str, what: str, *, limit: int | None = None
+    ) -> tuple[bytes, int, bool] | None:
+        """A file of one attempt, read only where the recorder writes it: ``<run dir>/<attempt>/<name>``.
+
+        ``path`` is what the run record says; anything else (another directory, ``..``, a
+        symlink on the way) is a warning, never a read. ``None`` when missing or refused.
+        """
+        run_dir = self.run_dir()
+        attempt = str(attempt)
+        expected = run_dir / attempt / name if run_dir is not None and _ATTEMPT_RE.match(attempt) else None
+        if expected is None or not isinstance(path, str) or os.path.normpath(path) != str(expected):
+            where = run_dir if run_dir is not None else self.artifacts_dir
+            self.warnings.append(f"{what} {path} is outside the run directory {where}: not read")
+            return None
+        try:
+            fd = _open_in(self.artifacts_dir, [run_dir.name, attempt, name])
+        except FileNotFoundError:
+            return None
+        except _Refused as exc:
+            self.warnings.append(f"{what} {path} refused ({exc}): not read")
+            return None
+        except OSError as exc:
+            self.warnings.append(f"{what} {path} unreadable ({exc.strerror}): not read")
+            return None
+        return _read_fd(fd, limit)
 
     def cursor(self):
         if not self.use_db:
@@ -212,7 +283,11 @@ class _Gather:
             return False
         path = self.artifacts_dir / run_id / RUN_FILE
         try:
-            record = json.loads(path.read_text(encoding="utf-8"))
+            data, _, _ = _read_fd(_open_in(self.artifacts_dir, [run_id, RUN_FILE]), None)
+            record = json.loads(data.decode("utf-8"))
+        except _Refused as exc:
+            self.warnings.append(f"{path} refused ({exc}): not read")
+            return False
         except OSError:
             return False
         except ValueError as exc:
@@ -242,6 +317,13 @@ class _Gather:
             self.warnings.append(f"run iterations in {source} are not a list of objects: the malformed ones ignored")
             iterations = [i for i in iterations if isinstance(i, dict)] if isinstance(iterations, list) else []
             meta = {**meta, "iterations": iterations}
+        settings = meta.get("settings")
+        if isinstance(settings, dict) and "variables" in settings:
+            # Runs recorded before the allowlist kept secret values here: shown as [set], masked everywhere.
+            variables, leaked = recorded_settings(settings.get("variables"))
+            meta = {**meta, "settings": {**settings, "variables": variables}}
+            if leaked:
+                self.secrets = self.secrets.merged(SecretValues(leaked))
         self.run = {**record, "metadata": meta}
         self.run_source = source
 
@@ -321,17 +403,20 @@ class _Gather:
             path = item.get("envelope")
             if not path or (wanted and item.get("fingerprint") not in (None, wanted)):
                 continue
-            if not _inside(path, self.artifacts_dir):
-                self.warnings.append(
-                    f"envelope file {path} is outside the artifacts directory {self.artifacts_dir}: not read"
-                )
+            warned = len(self.warnings)
+            found = self.run_file(
+                path, item.get("attempt"), "envelope.json", "envelope file", limit=_MAX_ENVELOPE_BYTES
+            )
+            if found is None or found[2]:
+                if len(self.warnings) == warned:
+                    self.warnings.append(f"envelope file {path} is gone")
                 continue
             try:
-                self.envelope = json.loads(Path(path).read_text(encoding="utf-8"))
+                self.envelope = json.loads(found[0].decode("utf-8"))
                 self.envelope_source = path
                 return
-            except (OSError, ValueError):
-                self.warnings.append(f"envelope file {path} is gone or unreadable")
+            except ValueError:
+                self.warnings.append(f"envelope file {path} is unreadable")
         if self.envelope is None and self.error and isinstance(self.error.get("sample"), dict):
             self.envelope = self.error["sample"]
             self.envelope_source = "ops.agent_errors.sample (the newest occurrence of the fingerprint)"
@@ -519,14 +604,18 @@ def _write_bundle(
     problems = envelope_errors(g.envelope) if g.envelope is not None else ["no failure envelope found"]
     manifest["envelope_problems"] = problems
     files: dict[str, bytes] = {}
+
+    def dump(value: Any) -> bytes:
+        return _dump(g.secrets.mask_obj(_clean(value)))
+
     if g.envelope is not None:
-        files["envelope.json"] = _dump(_clean(g.envelope))
+        files["envelope.json"] = dump(g.envelope)
     if g.error is not None:
-        files["error.json"] = _dump(_clean(g.error))
+        files["error.json"] = dump(g.error)
     if g.run is not None:
-        files["run.json"] = _dump(_clean(g.run))
+        files["run.json"] = dump(g.run)
     if g.intent is not None:
-        files["intent.json"] = _dump(_clean({"intent": g.intent, "events": g.intent_events}))
+        files["intent.json"] = dump({"intent": g.intent, "events": g.intent_events})
 
     copied, missing = [], []
     meta = (g.run or {}).get("metadata") or {}
@@ -535,20 +624,23 @@ def _write_bundle(
         stdout_log = item.get("stdout_log")
         if not stdout_log or not isinstance(stdout_log, str):
             continue
-        base = Path(stdout_log).parent
-        if not _inside(base, g.artifacts_dir):
-            g.warnings.append(f"logs in {base} are outside the artifacts directory {g.artifacts_dir}: not copied")
+        base = os.path.dirname(stdout_log)
+        run_dir = g.run_dir()
+        if run_dir is None or os.path.normpath(base) != str(run_dir / attempt):
+            g.warnings.append(f"logs in {base} are outside the run directory {run_dir or g.artifacts_dir}: not copied")
             continue
         for name in _LOG_FILES:
-            path = base / name
+            path = os.path.join(base, name)
             member = f"logs/{attempt}/{name}"
-            if not path.is_file():
-                if name in ("stdout.log", "stderr.log") or item.get("envelope") == str(path):
-                    missing.append(str(path))
+            found = g.run_file(path, attempt, name, "log file", limit=max_log_bytes)
+            if found is None:
+                if name in ("stdout.log", "stderr.log") or item.get("envelope") == path:
+                    missing.append(path)
                 continue
-            data, cut = _bounded_copy(path, max_log_bytes)
-            files[member] = data
-            copied.append({"path": str(path), "member": member, "bytes": path.stat().st_size, "truncated": cut})
+            data, size, cut = found
+            redactor = LineRedactor(g.secrets)
+            files[member] = redactor.feed(data) + redactor.flush()
+            copied.append({"path": path, "member": member, "bytes": size, "truncated": cut})
     manifest["artifacts"]["copied"] = copied
     manifest["artifacts"]["missing"] = missing
     manifest["warnings"] = g.warnings
@@ -585,7 +677,8 @@ def _write_bundle(
         ),
     ).encode("utf-8")
     manifest["members"] = sorted([*files, "manifest.json"])
-    files["manifest.json"] = _dump(_clean(manifest))
+    files["README.txt"] = g.secrets.mask_bytes(files["README.txt"])
+    files["manifest.json"] = dump(manifest)
 
     mtime = now.timestamp()
     try:

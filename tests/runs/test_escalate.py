@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import tarfile
 from datetime import datetime, timezone
 from pathlib import Path
@@ -257,7 +258,7 @@ def test_paths_outside_the_artifacts_directory_are_never_read(failed_run, ops_ds
     blob = b"".join(_members(result.path).values())
     assert b"server-private-log" not in blob and b"server-private-json" not in blob
     warnings = " ".join(result.manifest["warnings"])
-    assert "outside the artifacts directory" in warnings
+    assert "outside the run directory" in warnings
 
 
 def test_an_unwritable_out_dir_is_a_clear_error(failed_run, ops_dsn, artifacts, tmp_path):
@@ -288,3 +289,94 @@ def test_a_malformed_run_file_is_never_a_crash(artifacts, tmp_path, record, foun
     result = escalate("run-hand-edited", use_db=False, artifacts_dir=artifacts, out_dir=tmp_path)
     assert any("ignored" in w for w in result.manifest["warnings"])
     assert "run.json" in _members(result.path)
+
+
+def _set_metadata(dsn: str, run_id: str, path: str, value) -> None:
+    conn = store.connect(dsn)
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "UPDATE ops.agent_runs SET metadata = jsonb_set(metadata, %s::text[], %s::jsonb) WHERE run_id = %s",
+                ("{" + path + "}", json.dumps(value), run_id),
+            )
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("how", ["file", "attempt_dir", "run_dir", "hard_link", "fifo", "other_run", "dotdot"])
+def test_symlinks_links_and_other_directories_are_never_read(failed_run, ops_dsn, artifacts, tmp_path, how):
+    """Only regular files of the run's own directory are bundled, never through a symbolic link:
+    whoever can write the run directory or ops.agent_runs must not make the bundle read other files."""
+    import os
+
+    outside = tmp_path / "elsewhere"
+    (outside / "1").mkdir(parents=True)
+    private = outside / "1" / "stdout.log"
+    private.write_text("server-private-log\n")
+    run_dir = failed_run.run_dir
+    log = run_dir / "1" / "stdout.log"
+    if how == "file":
+        log.unlink()
+        log.symlink_to(private)
+    elif how == "attempt_dir":
+        shutil.rmtree(run_dir / "1")
+        (run_dir / "1").symlink_to(outside / "1")
+    elif how == "run_dir":
+        shutil.rmtree(run_dir)
+        run_dir.symlink_to(outside)
+    elif how == "hard_link":
+        private = run_dir.parent / "private.log"  # same file system as the run directory
+        private.write_text("server-private-log\n")
+        log.unlink()
+        os.link(private, log)
+    elif how == "fifo":
+        (run_dir / "1" / "stderr.log").unlink()
+        os.mkfifo(run_dir / "1" / "stderr.log")  # would block a plain open() forever
+    elif how == "other_run":
+        other = artifacts / "run-someone-else" / "1"
+        other.mkdir(parents=True)
+        (other / "stdout.log").write_text("server-private-log\n")
+        _set_metadata(ops_dsn, failed_run.run_id, "iterations,0,stdout_log", str(other / "stdout.log"))
+    elif how == "dotdot":
+        other = artifacts / "run-someone-else" / "1"
+        other.mkdir(parents=True)
+        (other / "stdout.log").write_text("server-private-log\n")
+        sneaky = f"{run_dir}/1/../../run-someone-else/1/stdout.log"
+        _set_metadata(ops_dsn, failed_run.run_id, "iterations,0,stdout_log", sneaky)
+    result = escalate(failed_run.run_id, dsn=ops_dsn, artifacts_dir=artifacts, out_dir=tmp_path / "out")
+    blob = b"".join(_members(result.path).values())
+    assert b"server-private-log" not in blob
+    warnings = " ".join(result.manifest["warnings"])
+    expected = {
+        "file": "symbolic link",
+        "attempt_dir": "symbolic link",
+        "run_dir": "symbolic link",
+        "hard_link": "other hard links",
+        "fifo": "not a regular file",
+        "other_run": "outside the run directory",
+        "dotdot": "outside the run directory",
+    }[how]
+    assert expected in warnings, warnings
+
+
+def test_settings_of_runs_recorded_before_the_allowlist_are_shown_as_set_and_masked(
+    failed_run, ops_dsn, artifacts, tmp_path, monkeypatch
+):
+    """An old run record kept IPAI_PULSER_PEPPER in clear: the bundle shows [set] and masks its
+    value everywhere, and the bundling process's own secrets are masked too."""
+    pepper = "old-record-pepper-value-in-clear"
+    server_token = "bundling-server-token-value"
+    variables = {"IPAI_PULSER_PEPPER": pepper, "OPENAI_BASE_URL": "https://llm.example/v1", "PATH": "/usr/bin"}
+    _set_metadata(ops_dsn, failed_run.run_id, "settings,variables", variables)
+    log = Path(failed_run.iterations[0].stdout_log)
+    log.write_text(log.read_text() + f"pepper {pepper}\nserver {server_token}\n")
+    monkeypatch.setenv("ODOO_SERVER_TOKEN", server_token)
+    result = escalate(failed_run.run_id, dsn=ops_dsn, artifacts_dir=artifacts, out_dir=tmp_path)
+    files = _members(result.path)
+    for name, data in files.items():
+        assert pepper.encode() not in data and server_token.encode() not in data, name
+    assert b"pepper [REDACTED:$IPAI_PULSER_PEPPER]" in files["logs/1/stdout.log"]
+    assert b"server [REDACTED:$ODOO_SERVER_TOKEN]" in files["logs/1/stdout.log"]
+    shown = result.manifest["settings"]["variables"]
+    assert shown == {"IPAI_PULSER_PEPPER": "[set]", "OPENAI_BASE_URL": "https://llm.example/v1", "PATH": "/usr/bin"}
+    assert json.loads(files["run.json"])["metadata"]["settings"]["variables"] == shown

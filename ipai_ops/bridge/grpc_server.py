@@ -15,7 +15,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc.error_details_pb2 import RetryInfo
 
 from ipai_ops.bridge import metrics
-from ipai_ops.bridge.otlp import SIGNALS, OtlpRejected, check_bearer, decode_protobuf
+from ipai_ops.bridge.otlp import PROTOBUF, OtlpRejected, check_bearer
 from ipai_ops.bridge.pipeline import Pipeline
 from ipai_ops.bridge.settings import Settings
 
@@ -44,14 +44,14 @@ class _Export:
         try:
             self._check_token(context)
             with self.pipeline.slot():
-                request = decode_protobuf(SIGNALS[self.signal][0], body)
-                return await self.pipeline.export(self.signal, request, encoding="grpc", raw=body)
+                return await self.pipeline.export_body(self.signal, body, kind=PROTOBUF, gzipped=False, encoding="grpc")
         except OtlpRejected as exc:
             if exc.reason != "db_unavailable":
                 metrics.RECORDS_REJECTED.labels(exc.reason).inc()
             trailing = ()
-            if exc.grpc_code in _RETRYABLE:
-                # OTLP/gRPC "Failures": RESOURCE_EXHAUSTED is retryable only with RetryInfo.
+            if exc.grpc_code in _RETRYABLE and exc.http_status in (429, 503):
+                # OTLP/gRPC "Failures": RESOURCE_EXHAUSTED is retryable only with RetryInfo,
+                # which a request that is too expensive in itself (413 over HTTP) never gets.
                 info = RetryInfo(retry_delay=Duration(seconds=self.settings.retry_after_seconds))
                 trailing = (("google.rpc.retryinfo-bin", info.SerializeToString()),)
             await context.abort(exc.grpc_code, exc.message, trailing_metadata=trailing)

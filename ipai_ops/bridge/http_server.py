@@ -30,10 +30,8 @@ from ipai_ops.bridge.otlp import (
     check_content_encoding,
     check_content_type,
     check_declared_length,
-    decode,
     encode_response,
     encode_status,
-    gunzip,
     media_type,
     too_large,
 )
@@ -46,7 +44,9 @@ PIPELINE = web.AppKey("pipeline", Pipeline)
 SETTINGS = web.AppKey("settings", Settings)
 
 
-async def read_body(request: web.Request, *, limit: int, timeout: float, reservation: Any = None) -> bytes:
+async def read_body(
+    request: web.Request, *, limit: int, timeout: float | None = None, reservation: Any = None
+) -> bytes:
     """The raw body, refused with 413 as soon as it passes ``limit`` (chunked bodies included),
     with 408 when it has not fully arrived within ``timeout`` seconds, and with 503 when the
     worker's body budget (``reservation``) has no room for it."""
@@ -67,7 +67,7 @@ async def read_body(request: web.Request, *, limit: int, timeout: float, reserva
             408,
             grpc.StatusCode.DEADLINE_EXCEEDED,
             "body_timeout",
-            f"request body did not arrive within {timeout:g} s ({len(buf)} bytes received)",
+            f"request body did not arrive within {timeout} s ({len(buf)} bytes received)",
         ) from None
 
 
@@ -104,24 +104,22 @@ def export_handler(signal: str):
             check_bearer(request.headers.get("Authorization"), settings.token)
             kind = check_content_type(request.headers.get("Content-Type"))
             gzipped = check_content_encoding(request.headers.get("Content-Encoding"))
-            check_declared_length(request.content_length, limit=settings.max_body_bytes)
+            limit = settings.max_body_bytes
+            if kind == JSON and not gzipped:
+                limit = min(limit, settings.max_json_bytes)
+            check_declared_length(request.content_length, limit=limit)
             with pipeline.bodies.reservation() as reservation:
                 body = await read_body(
-                    request,
-                    limit=settings.max_body_bytes,
-                    timeout=settings.body_timeout_seconds,
-                    reservation=reservation,
+                    request, limit=limit, timeout=settings.body_timeout_seconds, reservation=reservation
                 )
                 body_read = True
                 with pipeline.slot():
-                    if gzipped:
-                        body = gunzip(body, limit=settings.max_decompressed_bytes)
-                    message = decode(signal, body, kind)
-                    response = await pipeline.export(
+                    response = await pipeline.export_body(
                         signal,
-                        message,
+                        body,
+                        kind=kind,
+                        gzipped=gzipped,
                         encoding="protobuf" if kind == PROTOBUF else "json",
-                        raw=body if kind == PROTOBUF else None,
                     )
         except OtlpRejected as exc:
             if exc.reason != "db_unavailable":  # counted per record by the pipeline

@@ -5,9 +5,11 @@ Shared by the OTLP/HTTP and OTLP/gRPC servers so both answer identically.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import grpc
@@ -15,7 +17,16 @@ from google.protobuf.message import Message
 
 from ipai_ops.bridge import metrics
 from ipai_ops.bridge.extract import Extraction, Extractor
-from ipai_ops.bridge.otlp import OtlpRejected, count_records, partial_success
+from ipai_ops.bridge.otlp import (
+    JSON,
+    Deadline,
+    OtlpRejected,
+    count_records,
+    decode_capped,
+    gunzip,
+    partial_success,
+    too_large,
+)
 from ipai_ops.bridge.writer import DatabaseUnavailable, Writer
 from ipai_ops.taxonomy import Registry
 
@@ -62,6 +73,21 @@ class _Reservation:
         self.taken += count
 
 
+class _DeadlineExtractor(Extractor):
+    """The extractor, checking the request's CPU deadline before each occurrence it builds."""
+
+    deadline: Deadline | None = None
+
+    def _occurrence(self, **kwargs):  # type: ignore[override]
+        if self.deadline is not None:
+            self.deadline.check()
+        return super()._occurrence(**kwargs)
+
+
+#: Bytes of OTLP/JSON per object or array a body may hold on average (max_json_bytes / this).
+JSON_BYTES_PER_VALUE = 16
+
+
 class Pipeline:
     def __init__(
         self,
@@ -72,8 +98,21 @@ class Pipeline:
         default_source: str,
         sample_refresh_seconds: float = 60.0,
         body_budget: int | None = None,
+        max_records: int = 8192,
+        max_decompressed_bytes: int = 16 * 1024 * 1024,
+        max_json_bytes: int = 2 * 1024 * 1024,
+        cpu_seconds: float = 5.0,
     ) -> None:
-        self.extractor = Extractor(
+        self.max_records = max_records
+        self.max_decompressed_bytes = max_decompressed_bytes
+        self.max_json_bytes = max_json_bytes
+        self.cpu_seconds = cpu_seconds
+        # Decoding shares nothing: one thread per slot, so a cheap request is not queued
+        # behind an expensive one (they share the GIL). The extractor's caches are not
+        # thread-safe: one thread extracts, each request under its CPU deadline.
+        self._decoders = ThreadPoolExecutor(max_workers=max_inflight, thread_name_prefix="ipai-bridge-decode")
+        self._extracting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ipai-bridge-extract")
+        self.extractor = _DeadlineExtractor(
             registry, default_source=default_source, thin=True, sample_refresh_seconds=sample_refresh_seconds
         )
         self.writer = writer
@@ -107,10 +146,64 @@ class Pipeline:
             return self.extractor.logs(request)
         return Extraction()  # metrics are acknowledged, never stored
 
+    def close(self) -> None:
+        self._decoders.shutdown(wait=True)
+        self._extracting.shutdown(wait=True)
+
+    def _decode(
+        self, signal: str, body: bytes, kind: str, gzipped: bool, deadline: Deadline
+    ) -> tuple[Message, bytes | None, int]:
+        with deadline:
+            limit = self.max_json_bytes if kind == JSON else self.max_decompressed_bytes
+            if gzipped:
+                body = gunzip(body, limit=limit)
+            elif len(body) > limit:
+                raise too_large(f"OTLP/JSON body exceeds the {limit} byte limit")
+            return decode_capped(
+                signal,
+                body,
+                kind,
+                max_records=self.max_records,
+                max_json_values=self.max_json_bytes // JSON_BYTES_PER_VALUE,
+                deadline=deadline,
+            )
+
+    def _extract(self, signal: str, request: Message, raw: bytes | None, deadline: Deadline) -> Extraction:
+        with deadline:
+            deadline.check()
+            self.extractor.deadline = deadline
+            try:
+                return self.extract(signal, request, raw=raw)
+            finally:
+                self.extractor.deadline = None
+
+    async def export_body(self, signal: str, body: bytes, *, kind: str, gzipped: bool, encoding: str) -> Message:
+        """Decode (gzip, record cap, protobuf or JSON) and extract off the event loop under one
+        CPU deadline, then store; the OTLP response comes only after COMMIT.
+
+        Records beyond ``max_records`` are refused through partial success
+        (``too_many_records``); metrics requests are capped the same way and acknowledged.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = Deadline(self.cpu_seconds)
+        request, raw, dropped = await loop.run_in_executor(
+            self._decoders, self._decode, signal, body, kind, gzipped, deadline
+        )
+        del body
+        extraction = await loop.run_in_executor(self._extracting, self._extract, signal, request, raw, deadline)
+        if dropped and signal != "metrics":
+            extraction.rejected["too_many_records"] += dropped
+            extraction.notes.insert(0, f"{dropped} beyond the limit of {self.max_records} records per request")
+        received = count_records(signal, request) + (dropped if signal != "metrics" else 0)
+        return await self._store(signal, extraction, received=received, encoding=encoding)
+
     async def export(self, signal: str, request: Message, *, encoding: str, raw: bytes | None = None) -> Message:
-        """Store the request's errors; return the OTLP response only after COMMIT."""
-        metrics.RECORDS_RECEIVED.labels(signal, encoding).inc(count_records(signal, request))
+        """Store the errors of a decoded request; return the OTLP response only after COMMIT."""
         extraction = self.extract(signal, request, raw=raw)
+        return await self._store(signal, extraction, received=count_records(signal, request), encoding=encoding)
+
+    async def _store(self, signal: str, extraction: Extraction, *, received: int, encoding: str) -> Message:
+        metrics.RECORDS_RECEIVED.labels(signal, encoding).inc(received)
         for reason, count in extraction.rejected.items():
             metrics.RECORDS_REJECTED.labels(reason).inc(count)
         occurrences = extraction.occurrences

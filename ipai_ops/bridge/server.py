@@ -79,6 +79,10 @@ async def serve_worker(settings: Settings, *, stop: asyncio.Event, started: Call
         default_source=settings.default_source,
         sample_refresh_seconds=settings.sample_refresh_seconds,
         body_budget=settings.max_inflight * settings.max_body_bytes,
+        max_records=settings.max_records,
+        max_decompressed_bytes=settings.max_decompressed_bytes,
+        max_json_bytes=settings.max_json_bytes,
+        cpu_seconds=settings.cpu_seconds,
     )
     app = build_app(pipeline, settings)
     runner = web.AppRunner(
@@ -118,6 +122,7 @@ async def serve_worker(settings: Settings, *, stop: asyncio.Event, started: Call
         if grpc_server is not None:
             await grpc_server.stop(SHUTDOWN_GRACE_S)
         await runner.cleanup()
+        pipeline.close()
         writer.close()
 
 

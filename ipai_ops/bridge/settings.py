@@ -81,7 +81,7 @@ class Settings:
     max_connections: int = 256
     idle_timeout_seconds: int = 30
     body_timeout_seconds: int = 30
-    cpu_seconds: int = 5
+    cpu_seconds: float = 5.0
     db_pool: int = 2
     retry_after_seconds: int = 5
     default_source: str = "otlp"
@@ -113,11 +113,12 @@ class Settings:
             "max_connections",
             "idle_timeout_seconds",
             "body_timeout_seconds",
-            "cpu_seconds",
             "db_pool",
         ):
             if getattr(self, name) < 1:
                 problems.append(f"{name} must be >= 1")
+        if not self.cpu_seconds > 0:
+            problems.append("cpu_seconds must be > 0")
         if self.max_decompressed_bytes < self.max_body_bytes:
             problems.append("max_decompressed_bytes must be >= max_body_bytes")
         if self.retry_after_seconds < 0:
@@ -218,6 +219,11 @@ def _coerce(field_name: str, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise ValueError(f"{ENV_VARS[field_name]}: {raw!r} is not an integer") from None
+    if isinstance(default, float):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{ENV_VARS[field_name]}: {raw!r} is not a number") from None
     return raw
 
 
@@ -239,7 +245,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 _flag(item.name), action="store_true", default=None, help=f"{_HELP[item.name]} (env {var})"
             )
         else:
-            kind = int if isinstance(item.default, int) else str
+            kind = type(item.default) if isinstance(item.default, (int, float)) else str
             parser.add_argument(
                 _flag(item.name),
                 type=kind,

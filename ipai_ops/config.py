@@ -25,6 +25,12 @@ DEFAULT_TEST_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 _PACKAGE_REPO = Path(__file__).resolve().parent.parent
 
 
+#: Path of the classification model artifact (``ipai-ops classify train``); ``off`` disables it.
+IPAI_OPS_MODEL = "IPAI_OPS_MODEL"
+#: Probability below which the model abstains (default: the artifact's own threshold).
+IPAI_OPS_MODEL_THRESHOLD = "IPAI_OPS_MODEL_THRESHOLD"
+
+
 def dsn(explicit: str | None = None) -> str:
     return explicit or os.environ.get(IPAI_OPS_DSN) or DEFAULT_DSN
 
@@ -49,6 +55,29 @@ def registry_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     if env:
         return Path(env)
     return repo_root() / "ssot" / "errors" / "failure_modes.yaml"
+
+
+def model_path(explicit: str | os.PathLike[str] | None = None) -> Path | None:
+    """The classification model artifact: explicit, else ``IPAI_OPS_MODEL``, else
+    ``var/classify/model.json.gz`` of the repository; None when set to ``off``."""
+    value = str(explicit) if explicit else os.environ.get(IPAI_OPS_MODEL, "")
+    if value.strip().lower() == "off":
+        return None
+    return Path(value) if value else repo_root() / "var" / "classify" / "model.json.gz"
+
+
+def model_threshold() -> float | None:
+    """``IPAI_OPS_MODEL_THRESHOLD`` as a probability in [0, 1], or None (the artifact's own)."""
+    value = os.environ.get(IPAI_OPS_MODEL_THRESHOLD)
+    if not value:
+        return None
+    try:
+        threshold = float(value)
+    except ValueError:
+        raise ValueError(f"{IPAI_OPS_MODEL_THRESHOLD}={value!r}: not a number") from None
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"{IPAI_OPS_MODEL_THRESHOLD}={value!r}: not between 0 and 1")
+    return threshold
 
 
 # --------------------------------------------------------------------------- GitHub (ipai-ops ingest github-actions)

@@ -29,8 +29,10 @@ from ipai_ops.fingerprint import fingerprint as make_fingerprint
 from ipai_ops.fingerprint import frames_from_stacktrace
 from ipai_ops.taxonomy import Registry, re2_options
 
-#: 1.1 adds ``error.family`` and ``evidence.classification`` (the deciding lines and captures).
-ENVELOPE_VERSION = "1.1"
+#: 1.1 adds ``error.family`` and ``evidence.classification`` (the deciding lines and captures);
+#: 1.2 adds ``matched_by: model`` with ``evidence.classification.model`` (score, nearest
+#: labelled example) and the evidence role ``passed``.
+ENVELOPE_VERSION = "1.2"
 
 
 class EnvelopeInvalid(ValueError):

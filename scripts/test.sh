@@ -18,8 +18,11 @@ say "lint: ruff"
 say "registry and runbooks: ipai-ops ssot check --strict"
 "$VENV/bin/ipai-ops" ssot check --strict
 
-say "classification: ipai-ops classify eval tests/classify/corpus (floors: accuracy cannot silently drop)"
-"$VENV/bin/ipai-ops" classify eval tests/classify/corpus \
+say "classification: a model trained on the development split, then ipai-ops classify eval (floors on the signatures alone: accuracy cannot silently drop)"
+model_dir="$(mktemp -d)"
+trap 'rm -rf "$model_dir"' EXIT
+"$VENV/bin/ipai-ops" classify train --out "$model_dir/model.json.gz"
+"$VENV/bin/ipai-ops" classify eval tests/classify/corpus --model "$model_dir/model.json.gz" \
   --min-family-accuracy 0.79 --min-code-accuracy 0.81 --min-evidence-hit 0.80 \
   --max-fallback 0.16 --max-false-positive 0.025
 

@@ -45,8 +45,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--min-evidence-hit", type=_RATIO, metavar="R", help="fail (exit 1) below this")
     ev.add_argument("--max-fallback", type=_RATIO, metavar="R", help="fail (exit 1) above this")
     ev.add_argument("--max-false-positive", type=_RATIO, metavar="R", help="fail (exit 1) above this")
+    ev.add_argument(
+        "--model",
+        default=None,
+        metavar="PATH",
+        help=f"also measure signatures + this model artifact (default: the active one, env {config.IPAI_OPS_MODEL}; "
+        "'off': signatures only). Floors apply to the signatures alone.",
+    )
     add_format_argument(ev)
     ev.set_defaults(handler=cmd_classify_eval)
+    tr = sub.add_parser(
+        "train",
+        help="build the model for what signatures miss (deterministic artifact with a manifest)",
+        description="Train the learned layer on the registry's examples and the corpus' development split "
+        "(cases with a code, and texts of no code as 'none'); the other splits are held back and measured. "
+        "Same inputs, same bytes.",
+    )
+    tr.add_argument("--registry", default=None, help=f"registry YAML (env {config.IPAI_OPS_REGISTRY})")
+    tr.add_argument(
+        "--corpus",
+        type=Path,
+        default=None,
+        help="labelled corpus (default: tests/classify/corpus of the repository)",
+    )
+    tr.add_argument(
+        "--splits",
+        default="dev",
+        help="comma-separated corpus splits to train on (default: dev; the rest is held back and measured)",
+    )
+    tr.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"artifact path (default: env {config.IPAI_OPS_MODEL}, else var/classify/model.json.gz)",
+    )
+    add_format_argument(tr)
+    tr.set_defaults(handler=cmd_classify_train)
 
 
 # --------------------------------------------------------------------------- classify
@@ -89,6 +123,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
         "evidence": [e.as_dict() for e in result.evidence],
         "captures": result.captures,
         "also": list(result.also),
+        "model": result.model,
         "normalized_message": normalize_message(message),
         "fingerprint": fingerprint(code=result.code, error_type=args.error_type, message=message),
     }
@@ -103,7 +138,12 @@ def cmd_classify(args: argparse.Namespace) -> int:
         emit_json(out)
         return 0
     how = f"{result.matched_by} {result.signature or ''}".strip()
+    if result.model:
+        how = f"model, probability {result.model['score']:.2f}"
     print(f"{result.code}  family {result.family}  ({how})")
+    if result.model:
+        nearest = result.model["nearest"]
+        print(f"  nearest labelled example: {nearest['text']}  ({nearest['source']})")
     print(f"  severity {out['severity']}, retryable {str(out['retryable']).lower()}, runbook {out['runbook']}")
     if result.evidence:
         print("  evidence:")
@@ -156,6 +196,12 @@ def cmd_classify_eval(args: argparse.Namespace) -> int:
             raise CliError(f"corpus {args.corpus}: no case in the {args.split} split")
     outcomes = evaluate.run(registry, cases)
     report = {name: evaluate.figures(part).as_dict() for name, part in evaluate.groups(outcomes)}
+    learned, with_model = _eval_model(args), None
+    if learned is not None:
+        with_model = {
+            name: evaluate.figures(part).as_dict()
+            for name, part in evaluate.groups(evaluate.run(registry, cases, learned))
+        }
     misses = [o for o in outcomes if not o.family_right or o.code_right is False][: max(0, args.misses)]
     failed = _floors(args, report["all"])
     if args.format == "json":
@@ -166,10 +212,16 @@ def cmd_classify_eval(args: argparse.Namespace) -> int:
                 "figures": report,
                 "misses": [_miss(o) for o in misses],
                 "floors_failed": failed,
+                "with_model": with_model,
             }
         )
     else:
         _print_report(report)
+        if with_model is not None:
+            from ipai_ops.classify.model import describe
+
+            print(f"\nsignatures + model ({describe(learned)}):")
+            _print_table(with_model)
         for o in misses:
             m = _miss(o)
             print(f"  miss {m['id']}: expected {m['expected']}, got {m['got']} ({m['headline'] or '-'})")
@@ -211,7 +263,85 @@ def _pct(value: float | None) -> str:
     return "   -  " if value is None else f"{100 * value:5.1f}%"
 
 
+def _eval_model(args: argparse.Namespace) -> Any:
+    """The model eval also measures: --model PATH, else the active artifact; None for 'off'."""
+    if args.model is not None and args.model.strip().lower() == "off":
+        return None
+    if args.model is None and config.model_path() is None:
+        return None
+    path = Path(args.model) if args.model is not None else config.model_path()
+    if args.model is None and (path is None or not path.exists()):
+        return None
+    from ipai_ops.classify.model import Model, ModelError
+
+    try:
+        return Model.load(path, threshold=config.model_threshold())
+    except ValueError as exc:
+        if isinstance(exc, ModelError) or args.model is not None:
+            raise CliError(f"model {path}: {exc}") from None
+        raise CliError(str(exc)) from None
+
+
+def cmd_classify_train(args: argparse.Namespace) -> int:
+    from ipai_ops.classify import evaluate
+    from ipai_ops.classify.model import Model, ModelError, corpus_examples, describe, registry_examples, train
+    from ipai_ops.taxonomy import load_registry
+
+    registry = load_registry(args.registry)
+    corpus = args.corpus or config.repo_root() / "tests" / "classify" / "corpus"
+    try:
+        cases = evaluate.load_corpus(corpus, registry)
+    except evaluate.CorpusError as exc:
+        raise CliError(f"corpus {corpus}: {len(exc.problems)} bad case(s); first: {exc.problems[0]}") from None
+    splits = {s.strip() for s in args.splits.split(",") if s.strip()}
+    unknown = splits - {"dev", "holdout", "check"}
+    if not splits or unknown:
+        raise CliError(f"--splits: {', '.join(sorted(unknown)) or 'none given'}: use dev, holdout, check")
+    chosen = [c for c in cases if c.split in splits]
+    held = [c for c in cases if c.split not in splits]
+    examples = registry_examples(registry) + corpus_examples(chosen)
+    inputs = [
+        {"registry": str(registry.path), "sha256": _sha256(Path(registry.path))},
+        *({"corpus": f.name, "sha256": _sha256(f)} for f in evaluate.corpus_files(Path(corpus))),
+        {"splits": sorted(splits)},
+    ]
+    try:
+        data = train(examples, held_back=corpus_examples(held), inputs=inputs)
+    except ModelError as exc:
+        raise CliError(f"cannot train: {exc}") from None
+    out = args.out or config.model_path() or config.repo_root() / "var" / "classify" / "model.json.gz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(out)  # atomic: a running bridge or Odoo never reads half a file
+    model = Model.from_bytes(data)
+    summary = {"artifact": str(out), "bytes": len(data), "sha256": _sha256(out), "manifest": model.manifest}
+    if args.format == "json":
+        emit_json(summary)
+    else:
+        print(f"wrote {out} ({len(data)} bytes, sha256 {summary['sha256'][:16]}...): {describe(model)}")
+        held_back = model.manifest.get("held_back") or {}
+        if held_back:
+            print(
+                f"held back ({held_back['examples']} cases of {', '.join(sorted({c.split for c in held}))}): "
+                f"answered {held_back['answered']}, precision {held_back['precision']}, "
+                f"false positives {held_back['false_positives_of_none']} of the texts of no code"
+            )
+    return 0
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _print_report(report: dict[str, dict[str, Any]]) -> None:
+    _print_table(report)
+    _print_breakdown(report)
+
+
+def _print_table(report: dict[str, dict[str, Any]]) -> None:
     print(
         f"{'group':<10} {'cases':>6} {'coverage':>9} {'family':>8} {'code':>8} {'fallback':>9} "
         f"{'false+':>8} {'evidence':>9} {'ms/case':>8}"
@@ -222,6 +352,9 @@ def _print_report(report: dict[str, dict[str, Any]]) -> None:
             f"{_pct(f['code_accuracy']):>8} {_pct(f['fallback_rate']):>9} {_pct(f['false_positive_rate']):>8} "
             f"{_pct(f['evidence_hit_rate']):>9} {f['mean_ms'] if f['mean_ms'] is not None else '-':>8}"
         )
+
+
+def _print_breakdown(report: dict[str, dict[str, Any]]) -> None:
     every = report["all"]
     print("\nper family (all):   cases  precision  recall")
     for family, row in every["per_family"].items():

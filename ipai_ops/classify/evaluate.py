@@ -224,14 +224,15 @@ class Outcome:
         return bool(set(self.lines) & set(self.case.evidence))
 
 
-def run_case(registry: Registry, case: Case) -> Outcome:
+def run_case(registry: Registry, case: Case, model: Any = None) -> Outcome:
+    """One case, by the signatures alone (``model`` None) or with the learned layer."""
     started = time.perf_counter()
     try:
         log = read_file(case.file) if case.file is not None else read_text(case.text or "")
     except (OSError, LogUnreadable) as exc:
         fallback = registry.fallback
         return Outcome(case, fallback.code, fallback.family, "fallback", (), None, 0.0, error=str(exc))
-    result = classify(registry, log=log)
+    result = classify(registry, log=log, model=model)
     lines = tuple(e.line for e in result.evidence if e.line is not None)
     return Outcome(
         case,
@@ -244,8 +245,8 @@ def run_case(registry: Registry, case: Case) -> Outcome:
     )
 
 
-def run(registry: Registry, cases: list[Case]) -> list[Outcome]:
-    return [run_case(registry, case) for case in cases]
+def run(registry: Registry, cases: list[Case], model: Any = None) -> list[Outcome]:
+    return [run_case(registry, case, model) for case in cases]
 
 
 # --------------------------------------------------------------------------- figures

@@ -37,7 +37,8 @@ class EvidenceLine:
 class Classification:
     code: str
     mode: FailureMode
-    #: ``explicit``, ``signature``, ``command`` (read from the failed command alone) or ``fallback``.
+    #: ``explicit``, ``signature``, ``command`` (read from the failed command alone), ``model``
+    #: (the learned layer, where no signature matched) or ``fallback``.
     matched_by: str
     #: ``on:pattern`` of the deciding signature, or the explicit code given.
     signature: str | None = None
@@ -48,6 +49,9 @@ class Classification:
     also: tuple[str, ...] = ()
     #: The deciding line's text (or the message's first line): what a person reads first.
     headline: str | None = None
+    #: With ``matched_by == "model"``: the model's probability and the nearest labelled example
+    #: (``{"score": 0.93, "nearest": {"source": ..., "text": ...}}``).
+    model: dict[str, Any] | None = field(default=None, compare=False)
     #: The code grouping version 1 gave the same input (:mod:`ipai_ops.classify.legacy`):
     #: the writers use it to find the group a failure had before this classifier.
     previous_code: str | None = field(default=None, compare=False)
@@ -89,4 +93,6 @@ class Classification:
             out["headline"] = self.headline
         if self.also:
             out["also"] = list(self.also)
+        if self.model:
+            out["model"] = self.model
         return out

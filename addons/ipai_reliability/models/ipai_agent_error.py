@@ -95,6 +95,7 @@ MATCHED_BY = [
     ("explicit", "Explicit code"),
     ("signature", "Signature"),
     ("command", "Failed command"),
+    ("model", "Learned model (no signature matched)"),
     ("fallback", "Fallback (no signature matched)"),
 ]
 
@@ -161,6 +162,21 @@ def classification_of(sample):
     evidence = envelope.get("evidence") if isinstance(envelope, dict) else None
     data = evidence.get("classification") if isinstance(evidence, dict) else None
     return data if isinstance(data, dict) and data else None
+
+
+def model_summary(model):
+    """``probability 0.93; nearest labelled example: <text> (<source>)``, or False."""
+    if not isinstance(model, dict):
+        return False
+    score, nearest = model.get("score"), model.get("nearest")
+    if not isinstance(score, (int, float)) or isinstance(score, bool):
+        return False
+    out = f"probability {float(score):.2f}"
+    if isinstance(nearest, dict) and nearest.get("text"):
+        out += f"; nearest labelled example: {_text(nearest.get('text'), 200)}"
+        if nearest.get("source"):
+            out += f" ({_text(nearest.get('source'), 200)})"
+    return out
 
 
 def evidence_rows(lines):
@@ -277,6 +293,11 @@ class IpaiAgentError(models.Model):
     classification_also = fields.Char(
         compute="_compute_classification", string="Also matched", help="Other codes whose signatures matched too."
     )
+    classification_model = fields.Char(
+        compute="_compute_classification",
+        string="Model",
+        help="Where the learned model decided: its probability for the code and the nearest labelled example.",
+    )
     classification_html = fields.Html(compute="_compute_classification", string="Evidence", sanitize=True)
     run_count = fields.Integer(compute="_compute_run_count", string="Runs")
     # ops.error_group_keys (migration 0006): a classifier upgrade that changed this failure's
@@ -363,6 +384,7 @@ class IpaiAgentError(models.Model):
                         "classification_signature": False,
                         "classification_headline": False,
                         "classification_also": False,
+                        "classification_model": False,
                         "classification_html": False,
                     }
                 )
@@ -380,6 +402,7 @@ class IpaiAgentError(models.Model):
                     "classification_also": ", ".join(_text(c, 100) for c in also[:10] if c)
                     if isinstance(also, list)
                     else False,
+                    "classification_model": model_summary(data.get("model")),
                     "classification_html": self.env["ir.qweb"]._render(
                         "ipai_reliability.ipai_agent_error_classification",
                         {"rows": evidence_rows(data.get("lines")), "captures": capture_rows(data.get("captures"))},

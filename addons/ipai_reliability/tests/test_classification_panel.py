@@ -122,6 +122,29 @@ class TestClassificationPanel(ReliabilityCase):
         self.assertIn("&lt;svg onload=alert(1)&gt;", html)
         self.assertIn("&lt;h1&gt;key&lt;/h1&gt;", html)
 
+    def test_a_model_decision_shows_its_probability_and_nearest_example(self):
+        envelope = json.loads(json.dumps(self.envelope))
+        data = envelope["evidence"]["classification"]
+        data.update(
+            {
+                "matched_by": "model",
+                "signature": None,
+                "model": {"score": 0.912, "nearest": {"source": "ci_more-go-003", "text": "<b>lease</b> wedged"}},
+                "lines": [{"line": 1, "text": "passed", "role": "passed"}],
+            }
+        )
+        error = self._error_from_envelope(envelope)
+        self.assertEqual(error.matched_by, "model")
+        self.assertEqual(
+            error.classification_model,
+            "probability 0.91; nearest labelled example: <b>lease</b> wedged (ci_more-go-003)",
+        )
+        self.assertIn("o_ipai_evidence_passed", str(error.classification_html))
+        for bogus in ("x", {"score": "high"}, {"score": True}):
+            data["model"] = bogus
+            with self.subTest(model=bogus):
+                self.assertFalse(self._error_from_envelope(envelope).classification_model)
+
     def test_rows_helpers(self):
         rows = evidence_rows(
             [

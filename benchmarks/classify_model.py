@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""What the learned layer of classification costs, each figure against a baseline measured in
+the same run (ipai_ops.classify.model; issue "Classification that learns").
+
+    python benchmarks/classify_model.py [--rounds 3] [--examples 10000]
+
+(a) Load: reading the artifact trained on the registry and the corpus' development split
+    (gzip'd JSON, no pickle) into a Model. Baseline: loading the registry YAML (which every
+    process does at start). Target <= 200 ms.
+(b) Prediction: one error's model text (the message, or the error-looking lines of a log's
+    failure region) through the model, per error, for the corpus' texts. Baseline: the
+    signatures' decision on the same error (classify() with the model off). Target <= 1 ms.
+(c) Training on N examples (default 10,000: the corpus' and the registry's examples repeated
+    with their digits changed, so no two are alike), cross-validated threshold included.
+    Baseline: the same training on the ~900 real examples. Target <= 60 s for 10k.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ipai_ops.classify import classify, evaluate  # noqa: E402
+from ipai_ops.classify import model as learned  # noqa: E402
+from ipai_ops.classify.reading import read_file, read_text  # noqa: E402
+from ipai_ops.taxonomy import load_registry  # noqa: E402
+
+CORPUS = ROOT / "tests" / "classify" / "corpus"
+
+
+def best_of(rounds: int, work) -> float:
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--examples", type=int, default=10_000)
+    args = parser.parse_args()
+
+    registry = load_registry()
+    cases = evaluate.load_corpus(CORPUS, registry)
+    examples = learned.registry_examples(registry) + learned.corpus_examples([c for c in cases if c.split == "dev"])
+    started = time.perf_counter()
+    artifact = learned.train(examples)
+    real_train = time.perf_counter() - started
+    path = ROOT / "var" / "bench_model.json.gz"
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(artifact)
+
+    # (a) load
+    load = best_of(args.rounds, lambda: learned.Model.load(path))
+    registry_load = best_of(args.rounds, load_registry)
+    model = learned.Model.load(path)
+    print(
+        f"(a) load: {1000 * load:.1f} ms ({len(artifact) / 1e6:.2f} MB artifact) vs loading the registry "
+        f"{1000 * registry_load:.1f} ms: {load / registry_load:.2f}x   target <= 200 ms"
+    )
+
+    # (b) prediction per error: ops/agent errors (what the bridge and Odoo see) and CI logs
+    for group, kinds in (("ops/agent errors", ("ops", "agent")), ("CI logs", ("ci_log", "tool_output"))):
+        chosen = [c for c in cases if c.kind in kinds]
+        logs = [read_file(c.file) if c.file else read_text(c.text or "") for c in chosen]
+        texts = [learned.model_text(log=log) for log in logs]
+
+        def predict_all(texts=texts) -> None:
+            for text in texts:
+                model.predict(text)
+
+        def signatures_all(logs=logs) -> None:
+            for log in logs:
+                classify(registry, log=log, model=None)
+
+        predict = best_of(args.rounds, predict_all) / len(texts)
+        signatures = best_of(args.rounds, signatures_all) / len(logs)
+        chars = sum(map(len, texts)) / len(texts)
+        print(
+            f"(b) prediction, {group}: {1e6 * predict:.0f} us per error ({len(texts)} texts, model text "
+            f"{chars:.0f} chars on average) vs the signatures' decision {1e6 * signatures:.0f} us: "
+            f"{predict / signatures:.2f}x   target <= 1 ms"
+        )
+
+    # (c) training on N examples
+    grown: list[learned.Example] = []
+    round_ = 0
+    while len(grown) < args.examples:
+        round_ += 1
+        for e in examples:
+            text = e.text.replace("0", str(round_ % 10)) + f"\nvariant {round_}"
+            grown.append(learned.Example(text, e.label, f"{e.source}#{round_}"))
+            if len(grown) >= args.examples:
+                break
+    started = time.perf_counter()
+    learned.train(grown)
+    big = time.perf_counter() - started
+    print(
+        f"(c) training: {big:.1f} s on {len(grown):,} examples vs {real_train:.1f} s on the {len(examples)} "
+        f"real ones: {big / real_train:.1f}x for {len(grown) / len(examples):.1f}x the examples   "
+        f"target <= 60 s for 10k"
+    )
+    path.unlink()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

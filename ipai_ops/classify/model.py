@@ -1,0 +1,577 @@
+"""The learned layer: a local model for what the signatures miss.
+
+Signatures decide first; only where none matched does the model answer, and only above a
+confidence threshold (below it the fallback stands). The model is a linear classifier
+(scikit-learn's ``SGDClassifier`` with logistic loss, one-vs-rest, fixed seed) over hashed
+character 3-5-grams and word 1-2-grams of the *model text*: the error-looking lines of a
+log's failure region (or the message), digits masked. It answers a code, its probability
+(scikit-learn's one-vs-rest probabilities, normalised) and the nearest labelled example,
+so a person always sees why.
+
+The artifact is one gzip'd JSON document, deterministic (same inputs, same bytes): the
+hashing parameters, the kept feature columns with their idf, the weights (int8 with a
+scale per label), the labels, the threshold (chosen by cross-validation on the training
+examples), a few prototype vectors per label for the nearest example, and a
+manifest (inputs and their digests, counts, metrics on a held-back split). It holds no
+pickle: loading it runs no code from the file. A missing or corrupt artifact degrades to
+signatures only, with one warning (:func:`active_model`).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import expit
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.feature_extraction.text import HashingVectorizer
+from sklearn.linear_model import SGDClassifier
+from sklearn.model_selection import KFold
+from sklearn.preprocessing import normalize
+
+from ipai_ops import config
+
+log = logging.getLogger(__name__)
+
+#: Artifact format; a reader refuses another.
+FORMAT = "ipai-ops-classify-model/1"
+#: Label of texts that belong to no code (the corpus' ``none``).
+NONE = "none"
+#: What the model reads of one error, at most.
+MODEL_TEXT_CHARS = 6000
+#: Error-looking lines of the failure region the model text keeps (the last ones), and the
+#: region's last lines kept whatever they say.
+ERROR_LINES = 40
+TAIL_LINES = 8
+#: Hashing space and the columns kept (the most frequent ones seen in >= 2 examples).
+HASH_FEATURES = 2**20
+MAX_COLUMNS = 20_000
+#: Prototypes kept per label (nearest example), and non-zero columns kept per prototype.
+PROTOTYPES_PER_LABEL = 12
+PROTOTYPE_COLUMNS = 96
+#: Regularisation strength and passes of the SGD classifier.
+ALPHA = 1e-5
+EPOCHS = 15
+#: The threshold is the lowest probability at which the cross-validated answers the model
+#: would give (on examples it did not see) are right this often, and push at most this share
+#: of the texts of no code into a code.
+TARGET_PRECISION = 0.85
+MAX_FALSE_POSITIVE = 0.02
+CV_FOLDS = 5
+THRESHOLDS = tuple(round(0.30 + 0.05 * i, 2) for i in range(13))  # 0.30 .. 0.90
+
+_ERROR_LINE = re.compile(
+    r"(?i)error|fail|exception|cannot|could not|can't|unable|not found|denied|refused|timed? ?out|killed"
+    r"|fatal|invalid|missing|undefined|expected|panic|abort|exit(?:ed)? (?:with|code|status)"
+)
+_DIGITS = re.compile(r"\d+")
+
+
+class ModelError(ValueError):
+    """An artifact that cannot be used (missing, corrupt, another format)."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One labelled text: its model text, its code (or ``none``) and where it came from."""
+
+    text: str
+    label: str
+    source: str
+
+
+@dataclass(frozen=True)
+class Prediction:
+    code: str
+    #: The model's probability for ``code`` (one-vs-rest logistic probabilities, normalised).
+    score: float
+    #: The labelled example nearest to the text, of the same code: its source and an excerpt.
+    nearest_source: str
+    nearest_text: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "score": round(self.score, 3),
+            "nearest": {"source": self.nearest_source, "text": self.nearest_text},
+        }
+
+
+# --------------------------------------------------------------------------- model text
+
+
+def model_lines(log: Any) -> list[int]:
+    """Line indexes of a log the model reads: the error-looking lines of its failure
+    region(s) (the last :data:`ERROR_LINES`) and the region's last :data:`TAIL_LINES`."""
+    if log is None or not log.line_count:
+        return []
+    regions = log.region or ((max(0, log.line_count - 300), log.line_count - 1),)
+    indexes: list[int] = []
+    for start, end in regions:
+        indexes.extend(range(max(start, end - 400), end + 1))
+    errors = [i for i in indexes if _ERROR_LINE.search(log.line(i)[:300])]
+    return sorted(set(errors[-ERROR_LINES:] + indexes[-TAIL_LINES:]))
+
+
+def looks_like_error(line: str) -> bool:
+    return _ERROR_LINE.search(line[:300]) is not None
+
+
+def model_text(*, message: str | None = None, log: Any = None) -> str:
+    """What the model reads of one error: the message and a log's :func:`model_lines`,
+    digits masked, capped at :data:`MODEL_TEXT_CHARS`."""
+    parts: list[str] = []
+    if message:
+        parts.append(message[:MODEL_TEXT_CHARS])
+    if log is not None:
+        parts.append("\n".join(log.line(i)[:300] for i in model_lines(log)))
+    return _DIGITS.sub("0", "\n".join(parts))[:MODEL_TEXT_CHARS]
+
+
+# --------------------------------------------------------------------------- features
+
+
+def _analyzer() -> Any:
+    """Character 3-5-grams (within words) and word 1-2-grams, as one token stream."""
+    chars = HashingVectorizer(analyzer="char_wb", ngram_range=(3, 5), lowercase=True).build_analyzer()
+    words = HashingVectorizer(
+        analyzer="word", ngram_range=(1, 2), token_pattern=r"[A-Za-z_][A-Za-z_.]+", lowercase=True
+    ).build_analyzer()
+
+    def analyze(text: str) -> list[str]:
+        tokens = chars(text)
+        tokens.extend("\x00" + w for w in words(text))  # words hash apart from character grams
+        return tokens
+
+    return analyze
+
+
+@lru_cache(maxsize=1)
+def _hasher() -> HashingVectorizer:
+    """Stateless: one per process."""
+    return HashingVectorizer(analyzer=_analyzer(), n_features=HASH_FEATURES, alternate_sign=False, norm=None)
+
+
+def _hashed(texts: Sequence[str]) -> sp.csr_matrix:
+    counts = _hasher().transform(texts)
+    counts.data = 1.0 + np.log(counts.data)  # sublinear term frequency
+    return counts
+
+
+def _weighted(hashed: sp.csr_matrix, columns: np.ndarray, idf: np.ndarray) -> sp.csr_matrix:
+    """The kept ``columns`` (sorted) of ``hashed``, idf-weighted and L2-normalised. The
+    columns are looked up by binary search: cost grows with the text, not the hash space."""
+    hashed.sort_indices()
+    where = np.searchsorted(columns, hashed.indices)
+    where_clipped = np.minimum(where, len(columns) - 1)
+    keep = (where < len(columns)) & (columns[where_clipped] == hashed.indices)
+    rows = np.repeat(np.arange(hashed.shape[0]), np.diff(hashed.indptr))[keep]
+    data = hashed.data[keep] * idf[where[keep]]
+    kept = sp.csr_matrix((data, (rows, where[keep])), shape=(hashed.shape[0], len(columns)))
+    return normalize(kept)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train(examples: Sequence[Example], *, held_back: Sequence[Example] = (), inputs: Iterable[dict] = ()) -> bytes:
+    """The artifact for ``examples`` (deterministic: same examples in the same order, same
+    bytes). ``held_back`` examples are only measured (the manifest's metrics)."""
+    examples = sorted(examples, key=lambda e: (e.label, e.source, e.text))
+    labels = sorted({e.label for e in examples})
+    if len(labels) < 2:
+        raise ModelError("training needs examples of at least two labels")
+    texts = [e.text for e in examples]
+    y = np.array([labels.index(e.label) for e in examples])
+    hashed = _hashed(texts)
+    df = np.asarray((hashed > 0).sum(axis=0)).ravel()
+    seen = np.flatnonzero(df >= 2)
+    order = np.lexsort((seen, -df[seen]))  # most frequent first, ties by column
+    columns = np.sort(seen[order[:MAX_COLUMNS]])
+    n = len(texts)
+    idf = (np.log((1 + n) / (1 + df[columns])) + 1.0).astype(np.float32)
+    X = _weighted(hashed, columns, idf)
+    threshold, cv = _threshold(X, y, labels)
+    clf = _fit(X, y)
+    scale = (np.abs(clf.coef_).max(axis=1) / 127.0).astype(np.float32)
+    scale[scale == 0] = 1.0
+    coef = np.round(clf.coef_ / scale[:, None]).astype(np.int8)
+    intercept = clf.intercept_.astype(np.float32)
+    prototypes = _prototypes(X, y, labels, examples)
+    model = {
+        "format": FORMAT,
+        "hash_features": HASH_FEATURES,
+        "labels": labels,
+        "columns": _b64(columns.astype(np.int32)),
+        "idf": _b64(idf),
+        "coef": _b64(coef),
+        "coef_scale": _b64(scale),
+        "intercept": _b64(intercept),
+        "threshold": threshold,
+        "prototypes": prototypes,
+    }
+    manifest: dict[str, Any] = {
+        "inputs": list(inputs),
+        "examples": n,
+        "per_label": {label: int((y == i).sum()) for i, label in enumerate(labels)},
+        "columns": len(columns),
+        "threshold": threshold,
+        "cross_validated": cv,
+    }
+    if held_back:
+        manifest["held_back"] = Model(model).measure(held_back)
+    model["manifest"] = manifest
+    raw = json.dumps(model, sort_keys=True, separators=(",", ":")).encode()
+    model["manifest"]["sha256_of_model"] = hashlib.sha256(raw).hexdigest()
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0, compresslevel=9) as gz:
+        gz.write(json.dumps(model, sort_keys=True, separators=(",", ":")).encode())
+    return buffer.getvalue()
+
+
+def _threshold(X: sp.csr_matrix, y: np.ndarray, labels: list[str]) -> tuple[float, dict[str, Any]]:
+    """The lowest threshold whose cross-validated accepted answers reach TARGET_PRECISION
+    and accept at most MAX_FALSE_POSITIVE of the ``none`` examples (an answer of ``none``,
+    or below the threshold, is an abstention)."""
+    folds = min(CV_FOLDS, len(y))
+    if folds < 2:
+        return 0.9, {"folds": 0}
+    probs = np.zeros((len(y), len(labels)))
+    rows = np.arange(len(y))
+    for fit_rows, test_rows in KFold(n_splits=folds, shuffle=True, random_state=0).split(rows):
+        clf = _fit(X[fit_rows], y[fit_rows])
+        probs[np.ix_(test_rows, clf.classes_)] = clf.predict_proba(X[test_rows])
+    none = labels.index(NONE) if NONE in labels else -1
+    best, table = 0.9, []
+    for t in THRESHOLDS:
+        answer = probs[rows].argmax(axis=1)
+        score = probs[rows].max(axis=1)
+        accepted = (score >= t) & (answer != none)
+        right = accepted & (answer == y[rows])
+        precision = float(right.sum() / accepted.sum()) if accepted.sum() else 1.0
+        nones = y[rows] == none
+        false_positive = float((accepted & nones).sum() / nones.sum()) if nones.sum() else 0.0
+        table.append(
+            {
+                "threshold": t,
+                "answered": int(accepted.sum()),
+                "precision": round(precision, 3),
+                "false_positive": round(false_positive, 3),
+            }
+        )
+        if precision >= TARGET_PRECISION and false_positive <= MAX_FALSE_POSITIVE and t < best:
+            best = t
+    return best, {"folds": folds, "examples": len(y), "table": table}
+
+
+def _fit(X: sp.csr_matrix, y: np.ndarray) -> SGDClassifier:
+    """A fixed number of passes (deterministic; no early stop), so scikit-learn's warning
+    that it did not converge to a tolerance says nothing here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return _classifier().fit(X, y)
+
+
+def _classifier() -> SGDClassifier:
+    return SGDClassifier(loss="log_loss", alpha=ALPHA, max_iter=EPOCHS, tol=None, random_state=0, n_jobs=2)
+
+
+def _prototypes(X: sp.csr_matrix, y: np.ndarray, labels: list[str], examples: Sequence[Example]) -> list[dict]:
+    """Up to PROTOTYPES_PER_LABEL examples per label, each as its strongest columns."""
+    out: list[dict] = []
+    for i, label in enumerate(labels):
+        if label == NONE:
+            continue
+        rows = np.flatnonzero(y == i)[:PROTOTYPES_PER_LABEL]
+        for row in rows:
+            vec = X[row]
+            top = np.argsort(-vec.data, kind="stable")[:PROTOTYPE_COLUMNS]
+            out.append(
+                {
+                    "label": i,
+                    "source": examples[row].source,
+                    "text": _excerpt(examples[row].text),
+                    "cols": _b64(vec.indices[top].astype(np.int32)),
+                    "vals": _b64(vec.data[top].astype(np.float16)),
+                }
+            )
+    return out
+
+
+def _excerpt(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    picked = next((line for line in lines if _ERROR_LINE.search(line)), lines[0] if lines else "")
+    return picked.strip()[:200]
+
+
+def _b64(array: np.ndarray) -> dict[str, Any]:
+    data = np.ascontiguousarray(array)
+    return {
+        "dtype": data.dtype.str,
+        "shape": list(data.shape),
+        "data": base64.b64encode(data.tobytes()).decode(),
+    }
+
+
+def _array(obj: Any) -> np.ndarray:
+    try:
+        raw = base64.b64decode(obj["data"], validate=True)
+        array = np.frombuffer(raw, dtype=np.dtype(obj["dtype"]))
+        return array.reshape(obj["shape"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"corrupt array in the artifact: {exc}") from None
+
+
+# --------------------------------------------------------------------------- training examples
+
+
+def registry_examples(registry: Any) -> list[Example]:
+    """The ``examples:`` of every active failure mode, labelled with its code."""
+    out: list[Example] = []
+    for mode in registry.active():
+        if mode.fallback:
+            continue
+        for text in mode.examples:
+            out.append(Example(model_text(message=text), mode.code, f"registry:{mode.code}"))
+    return out
+
+
+def corpus_examples(cases: Iterable[Any]) -> list[Example]:
+    """Labelled examples from corpus cases (:mod:`ipai_ops.classify.evaluate`): the expected
+    code, or ``none``; a case labelled with a family only is skipped (no code to learn)."""
+    from ipai_ops.classify.reading import LogUnreadable, read_file, read_text
+
+    out: list[Example] = []
+    for case in cases:
+        label = case.code or (NONE if case.family == NONE else None)
+        if label is None:
+            continue
+        try:
+            log = read_file(case.file) if case.file is not None else read_text(case.text or "")
+        except (OSError, LogUnreadable):
+            continue
+        out.append(Example(model_text(log=log), label, case.id))
+    return out
+
+
+# --------------------------------------------------------------------------- the model
+
+
+class Model:
+    """A loaded artifact: :meth:`predict` answers a code or abstains."""
+
+    def __init__(self, doc: dict[str, Any], *, threshold: float | None = None) -> None:
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise ModelError(f"not a classification model (format {FORMAT!r} expected)")
+        try:
+            self._read(doc, threshold)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            if isinstance(exc, ModelError):
+                raise
+            raise ModelError(f"corrupt artifact: {exc!r}") from None
+
+    def _read(self, doc: dict[str, Any], threshold: float | None) -> None:
+        self.labels: list[str] = [str(label) for label in doc["labels"]]
+        self.columns = _array(doc["columns"]).astype(np.int64)
+        self.idf = _array(doc["idf"]).astype(np.float64)
+        scale = _array(doc["coef_scale"]).astype(np.float64)
+        coef = _array(doc["coef"]).astype(np.float64)
+        self.intercept = _array(doc["intercept"]).astype(np.float64)
+        self.threshold = float(threshold if threshold is not None else doc["threshold"])
+        self.manifest: dict[str, Any] = dict(doc.get("manifest") or {})
+        k, width = len(self.labels), len(self.columns)
+        rows = k if k > 2 else 1
+        if (
+            int(doc["hash_features"]) != HASH_FEATURES
+            or coef.shape != (rows, width)
+            or scale.shape != (rows,)
+            or self.intercept.shape != (rows,)
+            or self.idf.shape != (width,)
+        ):
+            raise ModelError("corrupt artifact: array shapes do not agree")
+        if width and (
+            self.columns.min() < 0 or self.columns.max() >= HASH_FEATURES or np.any(np.diff(self.columns) <= 0)
+        ):
+            raise ModelError("corrupt artifact: feature columns out of range")
+        self.coef_t = (coef * scale[:, None]).T.copy()
+        self._protos_by_label: dict[int, tuple[sp.csr_matrix, list[tuple[str, str]]]] = {}
+        grouped: dict[int, list[dict]] = {}
+        for proto in doc["prototypes"]:
+            label = int(proto["label"])
+            if not 0 <= label < k:
+                raise ModelError("corrupt artifact: prototype label out of range")
+            grouped.setdefault(label, []).append(proto)
+        for label, items in grouped.items():
+            rows_, cols, vals = [], [], []
+            for r, proto in enumerate(items):
+                c = _array(proto["cols"]).astype(np.int64)
+                v = _array(proto["vals"]).astype(np.float64)
+                if c.shape != v.shape or (len(c) and (c.min() < 0 or c.max() >= width)):
+                    raise ModelError("corrupt artifact: prototype columns out of range")
+                rows_.extend([r] * len(c))
+                cols.extend(c.tolist())
+                vals.extend(v.tolist())
+            matrix = sp.csr_matrix((vals, (rows_, cols)), shape=(len(items), width))
+            self._protos_by_label[label] = (matrix, [(str(p["source"]), str(p["text"])) for p in items])
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, threshold: float | None = None) -> Model:
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
+                raw = gz.read(64 * 1024 * 1024 + 1)
+            if len(raw) > 64 * 1024 * 1024:
+                raise ModelError("artifact larger than 64 MiB uncompressed")
+            doc = json.loads(raw)
+        except (OSError, EOFError, ValueError) as exc:
+            if isinstance(exc, ModelError):
+                raise
+            raise ModelError(f"not a gzip'd JSON artifact: {exc}") from None
+        return cls(doc, threshold=threshold)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, threshold: float | None = None) -> Model:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise ModelError(f"cannot read {path}: {exc.strerror}") from None
+        return cls.from_bytes(data, threshold=threshold)
+
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        """Label probabilities of many texts (one row each)."""
+        return self._probs(_weighted(_hashed(texts), self.columns, self.idf) @ self.coef_t + self.intercept)
+
+    def _probs(self, scores: np.ndarray) -> np.ndarray:
+        probs = expit(scores)
+        if probs.shape[-1] == 1:  # two labels: one column of weights (scikit-learn's binary case)
+            return np.concatenate([1.0 - probs, probs], axis=-1)
+        return probs / probs.sum(axis=-1, keepdims=True)  # one-vs-rest, normalised
+
+    def _vector(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """One text's kept columns (sorted) and their weights: the same as a row of
+        :func:`_weighted`, in plain numpy (one error at a time pays no sparse-matrix set-up)."""
+        hashed = _hashed([text])
+        hashed.sort_indices()
+        where = np.searchsorted(self.columns, hashed.indices)
+        clipped = np.minimum(where, len(self.columns) - 1)
+        keep = (where < len(self.columns)) & (self.columns[clipped] == hashed.indices)
+        cols = where[keep]
+        weights = hashed.data[keep] * self.idf[cols]
+        norm = np.sqrt(weights @ weights)
+        return cols, (weights / norm if norm else weights)
+
+    def predict(self, text: str, *, allowed: frozenset[str] | None = None) -> Prediction | None:
+        """The code for ``text``, or None (abstain: below the threshold, ``none``, or a code
+        not in ``allowed``, e.g. one removed from the registry since training)."""
+        if not text.strip() or not len(self.columns):
+            return None
+        cols, weights = self._vector(text)
+        probs = self._probs(weights @ self.coef_t[cols] + self.intercept)
+        best = int(probs.argmax())
+        label, score = self.labels[best], float(probs[best])
+        if label == NONE or score < self.threshold or (allowed is not None and label not in allowed):
+            return None
+        source, excerpt = "", ""
+        protos = self._protos_by_label.get(best)
+        if protos is not None:
+            query = np.zeros(len(self.columns))
+            query[cols] = weights
+            sims = protos[0] @ query
+            source, excerpt = protos[1][int(np.argmax(sims))]
+        return Prediction(label, score, source, excerpt)
+
+    def measure(self, examples: Sequence[Example]) -> dict[str, Any]:
+        """Answered share and precision on ``examples`` (the manifest's held-back figures)."""
+        if not examples:
+            return {"examples": 0}
+        answered = right = false_positive = nones = 0
+        for example in examples:
+            found = self.predict(example.text)
+            nones += example.label == NONE
+            if found is None:
+                continue
+            answered += 1
+            right += found.code == example.label
+            false_positive += example.label == NONE
+        return {
+            "examples": len(examples),
+            "answered": answered,
+            "precision": round(right / answered, 3) if answered else None,
+            "false_positives_of_none": f"{false_positive}/{nones}",
+        }
+
+
+# --------------------------------------------------------------------------- the active model
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {"key": None, "model": None, "checked": 0.0, "warned": set(), "path": None}
+#: How often (seconds) the artifact's file is checked for a new version.
+RELOAD_CHECK_SECONDS = 2.0
+
+
+def active_model() -> Model | None:
+    """The model of ``IPAI_OPS_MODEL`` (default ``var/classify/model.json.gz`` of the
+    repository), reloaded when the file changes (checked every RELOAD_CHECK_SECONDS); None
+    when it is missing or unusable (one warning per path and state), or ``IPAI_OPS_MODEL=off``."""
+    path = config.model_path()
+    if path is None:
+        return None
+    now = time.monotonic()
+    with _lock:
+        if _state["model"] is not None and now - _state["checked"] < RELOAD_CHECK_SECONDS and _state["path"] == path:
+            return _state["model"]
+        _state["checked"] = now
+        _state["path"] = path
+        try:
+            stat = path.stat()
+        except OSError:
+            _state["model"] = None
+            _warn_once((str(path), "missing"), "classification model %s not found: signatures only", path)
+            return None
+        key = (str(path), stat.st_mtime_ns, stat.st_size)
+        if key == _state["key"]:
+            return _state["model"]
+        _state["key"] = key
+        try:
+            _state["model"] = Model.load(path, threshold=config.model_threshold())
+        except ValueError as exc:  # ModelError, or a bad IPAI_OPS_MODEL_THRESHOLD
+            _state["model"] = None
+            _warn_once(key, "classification model %s unusable (%s): signatures only", path, exc)
+        return _state["model"]
+
+
+def _warn_once(key: Any, message: str, *args: Any) -> None:
+    if key in _state["warned"]:
+        return
+    _state["warned"].add(key)
+    # a missing default artifact is the normal state of a fresh checkout: not worth a warning
+    level = logging.INFO if key[1] == "missing" and not os.environ.get(config.IPAI_OPS_MODEL) else logging.WARNING
+    log.log(level, message, *args)
+
+
+def reset_active_model() -> None:
+    """Forget the loaded model (tests)."""
+    with _lock:
+        _state.update({"key": None, "model": None, "checked": 0.0, "warned": set(), "path": None})
+
+
+def describe(model: Model) -> str:
+    manifest = model.manifest
+    held = manifest.get("held_back") or {}
+    return f"{manifest.get('examples', '?')} examples, {len(model.labels)} labels, threshold {model.threshold:.2f}" + (
+        f"; held back: {held.get('answered')}/{held.get('examples')} answered" if held else ""
+    )

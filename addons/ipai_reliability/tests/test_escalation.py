@@ -2,6 +2,7 @@ import json
 import os
 import re
 import tempfile
+import uuid
 from pathlib import Path
 from unittest.mock import patch
 
@@ -23,13 +24,16 @@ class TestEscalationBundle(CommittedOpsMixin, ReliabilityCase):
         artifacts = Path(self.enterContext(tempfile.TemporaryDirectory(prefix="ipai-esc-run-")))
         # The server reads run logs only under its configured artifacts directory (ipai-ops run --artifacts).
         self.enterContext(patch.dict(os.environ, {"IPAI_OPS_RUN_ARTIFACTS": str(artifacts)}))
-        run_dir = artifacts / "attempt-1"
-        run_dir.mkdir()
+        # The recorder's layout, <artifacts>/<run id>/<attempt>/: nothing else is ever read.
+        run_id = f"run-test-{uuid.uuid4().hex[:12]}"
+        run_dir = artifacts / run_id / "1"
+        run_dir.mkdir(parents=True)
         (run_dir / "stdout.log").write_text("checking the webhook\n", encoding="utf-8")
         (run_dir / "stderr.log").write_text(f"ValueError: {MESSAGE}\nAuthorization: Bearer {SECRET}\n")
         failure = self.commit_failure(
             MESSAGE,
             run={
+                "run_id": run_id,
                 "metadata": {
                     "argv": ["codex", "exec", "--api-key", SECRET, "fix the webhook"],
                     "command": f"codex exec --api-key {SECRET} 'fix the webhook'",
@@ -41,7 +45,7 @@ class TestEscalationBundle(CommittedOpsMixin, ReliabilityCase):
                             "stderr_log": str(run_dir / "stderr.log"),
                         }
                     ],
-                }
+                },
             },
         )
         # the secret really is in the committed row: the bundle has to redact it itself

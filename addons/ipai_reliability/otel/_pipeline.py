@@ -55,6 +55,7 @@ from opentelemetry.sdk.version import __version__ as sdk_version
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME
 
 from . import _settings as s
+from ._redaction import clean_log_record, clean_span
 
 _logger = logging.getLogger(__name__)
 
@@ -167,6 +168,9 @@ class SwitchSampler(Sampler):
 
 
 class SwitchSpanProcessor(SpanProcessor):
+    """Forwards to the pipeline's processors; what they get is cleaned of secrets first
+    (``_redaction``: URL tokens, exception text). A span that cannot be cleaned is dropped."""
+
     def __init__(self) -> None:
         self.delegates: tuple[SpanProcessor, ...] = ()
 
@@ -175,7 +179,15 @@ class SwitchSpanProcessor(SpanProcessor):
             proc.on_start(span, parent_context=parent_context)
 
     def on_end(self, span) -> None:
-        for proc in self.delegates:
+        delegates = self.delegates
+        if not delegates:
+            return
+        try:
+            span = clean_span(span)
+        except Exception:  # never export what could not be cleaned
+            _logger.debug("OpenTelemetry: a span could not be cleaned and is not exported", exc_info=True)
+            return
+        for proc in delegates:
             proc.on_end(span)
 
     def shutdown(self) -> None:
@@ -191,7 +203,15 @@ class SwitchLogRecordProcessor(LogRecordProcessor):
         self.delegates: tuple[LogRecordProcessor, ...] = ()
 
     def on_emit(self, log_record) -> None:
-        for proc in self.delegates:
+        delegates = self.delegates
+        if not delegates:
+            return
+        try:
+            clean_log_record(log_record)
+        except Exception:  # never export what could not be cleaned
+            _logger.debug("OpenTelemetry: a log record could not be cleaned and is not exported", exc_info=True)
+            return
+        for proc in delegates:
             proc.on_emit(log_record)
 
     def enabled(self, **kwargs) -> bool:

@@ -295,3 +295,92 @@ class TestOtelHttp(OtelCaseMixin, HttpCase):
         self.assertEqual(_attrs(span.attributes)["http.response.status_code"], 404)
         self.assertNotEqual(span.status.code, Status.STATUS_CODE_ERROR)
         self.assertFalse([e for e in span.events if e.name == "exception"])
+
+
+#: Secrets a failure's text may carry, each of a kind the envelope's redactor or the URL rule knows.
+TEXT_SECRETS = ("hunter2hunter2", "dbpass123", "sk-proj-abcdefghijklmnop0123456789", "oauthcode123", "sigval999")
+SECRET_MESSAGE = (
+    "sync failed: password=hunter2hunter2 on postgres://odoo:dbpass123@db/odoo with "
+    "sk-proj-abcdefghijklmnop0123456789, callback https://idp.example/cb?code=oauthcode123&signature=sigval999&x=1"
+)
+
+
+@tagged("post_install", "-at_install")
+class TestOtelRedaction(OtelCaseMixin, TransactionCase):
+    """Nothing secret leaves in telemetry: URL tokens, exception messages, tracebacks, log bodies."""
+
+    def exported(self):
+        return b"".join(body for _p, _c, body in self.receiver.requests)
+
+    def test_url_attributes_lose_their_tokens_but_keep_their_shape(self):
+        from ..otel._redaction import clean_attributes, clean_url
+
+        self.assertEqual(
+            clean_url("https://odoo.example/web/reset_password?token=Zx81Qa&db=prod#frag"),
+            "https://odoo.example/web/reset_password?token=REDACTED&db=prod#frag",
+        )
+        self.assertEqual(
+            clean_url("/my/orders/7?access_token=3f2a-9c&report_type=pdf&Signature=abc&X-Amz-Credential=k"),
+            "/my/orders/7?access_token=REDACTED&report_type=pdf&Signature=REDACTED&X-Amz-Credential=REDACTED",
+        )
+        self.assertNotIn("portal-secret", clean_url("/web/login?redirect=%2Fmy%2Fo%3Faccess_token%3Dportal-secret"))
+        self.assertEqual(clean_url("http://user:pw@h:80/p?q=1"), "http://REDACTED:REDACTED@h:80/p?q=1")
+        self.assertEqual(clean_url("/cb#access_token=abc&state=s"), "/cb#access_token=REDACTED&state=REDACTED")
+        cleaned = clean_attributes(
+            {
+                "http.route": "/survey/<string:survey_token>/<string:answer_token>",
+                "url.path": "/survey/5ecre7/an5wer",
+                "http.target": "/survey/5ecre7/an5wer?token=t0k",
+                "url.query": "token=t0k",
+            }
+        )
+        self.assertEqual(cleaned["url.path"], "/survey/<string:survey_token>/<string:answer_token>")
+        self.assertEqual(cleaned["http.target"], "/survey/<string:survey_token>/<string:answer_token>?token=REDACTED")
+        self.assertEqual(cleaned["url.query"], "token=REDACTED")
+        self.assertIsNone(clean_attributes({"url.query": "page=2&db=prod", "url.path": "/shop"}))
+
+    def test_exception_text_is_redacted_on_every_span_and_log_record(self):
+        """Our record_exception, another tracer's automatic one, and the ERROR log record:
+        none of them exports the secrets the exception's message carried."""
+        self.setup_otel()
+        tracer = STATE.providers.tracer_provider.get_tracer("another.addon")
+        with STATE.tracer.start_as_current_span("ours") as span:
+            try:
+                raise ValueError(SECRET_MESSAGE)
+            except ValueError as exc:
+                otel.record_exception(span, exc)
+                record = logging.LogRecord(
+                    "odoo.addons.probe", logging.ERROR, __file__, 1, "failed: %s", (SECRET_MESSAGE,), sys.exc_info()
+                )
+                STATE.log_handler.handle(record)
+        with self.assertRaises(RuntimeError), tracer.start_as_current_span("theirs"):
+            raise RuntimeError(SECRET_MESSAGE)  # the SDK records it (record_exception=True)
+        otel.shutdown()
+        blob = self.exported()
+        for secret in TEXT_SECRETS:
+            self.assertNotIn(secret.encode(), blob, secret)
+        for name in ("ours", "theirs"):
+            ((_res, span),) = self.find_span(name)
+            (event,) = [e for e in span.events if e.name == "exception"]
+            attributes = _attrs(event.attributes)
+            self.assertIn("password=[REDACTED:secret]", attributes["exception.message"])
+            self.assertIn("code=REDACTED&signature=REDACTED&x=1", attributes["exception.message"])
+            self.assertIn("postgres://odoo:[REDACTED:password]@db/odoo", attributes["exception.stacktrace"])
+        (log,) = self.receiver.log_records()
+        self.assertIn("password=[REDACTED:secret]", log.body.string_value)
+        self.assertIn("[REDACTED:api_key]", _attrs(log.attributes)["exception.message"])
+
+
+@tagged("post_install", "-at_install")
+class TestOtelHttpRedaction(OtelCaseMixin, HttpCase):
+    def test_reset_and_portal_tokens_never_leave_in_the_request_url(self):
+        self.setup_otel()
+        self.url_open("/web/reset_password/ipai-otel-probe?token=ResetT0kenValue&access_token=P0rtalT0ken&db=kept")
+        found = self.find_span("GET", wait=10.0)
+        self.assertTrue(found, [s.name for _r, s in self.receiver.spans()])
+        otel.shutdown()
+        blob = b"".join(body for _p, _c, body in self.receiver.requests)
+        self.assertNotIn(b"ResetT0kenValue", blob)
+        self.assertNotIn(b"P0rtalT0ken", blob)
+        queries = [_attrs(s.attributes).get("url.query") for _r, s in self.receiver.spans()]
+        self.assertIn("token=REDACTED&access_token=REDACTED&db=kept", queries)

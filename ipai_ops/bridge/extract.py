@@ -88,7 +88,15 @@ MAX_TEXT = 64 * 1024
 MAX_ANY_DEPTH = 16
 MAX_ID_CHARS = 512
 MAX_SOURCE_CHARS = 64
+#: Service name, version and environment: a sender's megabyte-long version must not reach
+#: every row, sample and cache key it touches.
 MAX_SERVICE_CHARS = 256
+#: Occurrence times are clamped to [now - MAX_AGE_SECONDS, now + MAX_SKEW_SECONDS] (the
+#: bridge's Extractor; ``clamp_times``): a future time would pin ``last_seen`` ahead and
+#: count as a regression of a resolved error, a very old one would be purged at once by
+#: retention (and then count again when redelivered). Occurrence ids keep the sent time.
+MAX_AGE_SECONDS = 7 * 24 * 3600
+MAX_SKEW_SECONDS = 300
 #: The ``sample`` envelope is kept small: it is stored on every touched error row.
 SAMPLE_CAPS = Caps(message=1024, stdout=1024, stderr=4096, tool_calls=0, tool_call_chars=256, details=1024)
 
@@ -217,8 +225,8 @@ def _resource(resource: Any, default_source: str) -> _Resource:
     return _Resource(
         source=((_str_attr(attrs, IPAI_SOURCE) or "").strip() or default_source)[:MAX_SOURCE_CHARS],
         service=(_str_attr(attrs, SERVICE_NAME) or DEFAULT_SERVICE)[:MAX_SERVICE_CHARS],
-        version=(_str_attr(attrs, SERVICE_VERSION) or None),
-        env=_str_attr(attrs, DEPLOYMENT_ENVIRONMENT_NAME),
+        version=(_str_attr(attrs, SERVICE_VERSION) or "")[:MAX_SERVICE_CHARS] or None,
+        env=(_str_attr(attrs, DEPLOYMENT_ENVIRONMENT_NAME) or "")[:MAX_SERVICE_CHARS] or None,
     )
 
 
@@ -284,6 +292,19 @@ def _compact(text: str | None) -> str | bytes | None:
     if text is None or len(text) <= 1024:
         return text
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _digest(key: tuple[Any, ...]) -> bytes:
+    """A cache key: the digest of the key tuple's repr (str, bytes, None and tuples of them)."""
+    return hashlib.blake2b(repr(key).encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
+def _clamped(nanos: int) -> int:
+    """``nanos`` within [now - MAX_AGE_SECONDS, now + MAX_SKEW_SECONDS]; 0 (unset) stays 0."""
+    if nanos <= 0:
+        return nanos
+    now = time.time_ns()
+    return min(max(nanos, now - MAX_AGE_SECONDS * 1_000_000_000), now + MAX_SKEW_SECONDS * 1_000_000_000)
 
 
 def _residue(text: str | None, message: str) -> tuple[str | None, bool]:
@@ -353,17 +374,21 @@ class Extractor:
         thin: bool = False,
         sample_refresh_seconds: float = 60.0,
         clock: Any = time.monotonic,
+        clamp_times: bool = False,
     ) -> None:
         self.registry = registry
         self.default_source = default_source
         self.thin = thin
         self.sample_refresh_seconds = sample_refresh_seconds
         self._clock = clock
+        self.clamp_times = clamp_times
         self._matcher = matcher_for(registry)
-        self._templates: OrderedDict[tuple[Any, ...], _Template] = OrderedDict()
+        # Keyed on 16-byte digests of the key tuples: a cache entry costs the same whatever
+        # the sender's strings.
+        self._templates: OrderedDict[bytes, _Template] = OrderedDict()
         self._sampled: OrderedDict[str, float] = OrderedDict()
-        self._exact: OrderedDict[tuple[Any, ...], tuple[_Template, str]] = OrderedDict()
-        self._digit_blind: OrderedDict[tuple[Any, ...], _Template] = OrderedDict()
+        self._exact: OrderedDict[bytes, tuple[_Template, str]] = OrderedDict()
+        self._digit_blind: OrderedDict[bytes, _Template] = OrderedDict()
 
     def _occurrence(
         self,
@@ -408,7 +433,7 @@ class Extractor:
         producer_fingerprint = (_str_attr(attrs, IPAI_FAILURE_FINGERPRINT) or "").strip()[:128] or None
         template, made_now, clean_message = self._classified(inputs, resource, producer_fingerprint)
         correlation_id = _str_attr(attrs, IPAI_CORRELATION_ID) or _str_attr(parent, IPAI_CORRELATION_ID)
-        occurred_at = _when(nanos)
+        occurred_at = _when(_clamped(nanos) if self.clamp_times else nanos)
         draft = _Draft(
             inputs=inputs,
             ids={
@@ -458,7 +483,9 @@ class Extractor:
             inputs["details"],
             producer_fingerprint,
         )
-        exact_key = (*common, _compact(message), _compact(stacktrace), _compact(text) if separate_text else None)
+        exact_key = _digest(
+            (*common, _compact(message), _compact(stacktrace), _compact(text) if separate_text else None)
+        )
         hit = self._exact.get(exact_key)
         if hit is not None:
             self._exact.move_to_end(exact_key)
@@ -480,14 +507,14 @@ class Extractor:
         # differ only in those digits' values have normalised messages that differ only where
         # digits survive: when the normalised message keeps none, they are equal (the
         # fingerprint's input) and normalising again is skipped (tests/bridge/test_templates.py).
-        digit_key = (*common, _compact(message.translate(_NONZERO_DIGITS_TO_ONE)), *rest)
+        digit_key = _digest((*common, _compact(message.translate(_NONZERO_DIGITS_TO_ONE)), *rest))
         template = self._digit_blind.get(digit_key)
         made_now = False
         if template is not None and template.present == present:
             self._digit_blind.move_to_end(digit_key)
         else:
             shape = normalize_message(clean_message)
-            key = (*common, shape, *rest)
+            key = _digest((*common, shape, *rest))
             template = self._templates.get(key)
             made_now = template is None or template.present != present
             if made_now:

@@ -113,7 +113,11 @@ class Pipeline:
         self._decoders = ThreadPoolExecutor(max_workers=max_inflight, thread_name_prefix="ipai-bridge-decode")
         self._extracting = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ipai-bridge-extract")
         self.extractor = _DeadlineExtractor(
-            registry, default_source=default_source, thin=True, sample_refresh_seconds=sample_refresh_seconds
+            registry,
+            default_source=default_source,
+            thin=True,
+            sample_refresh_seconds=sample_refresh_seconds,
+            clamp_times=True,
         )
         self.writer = writer
         self.max_inflight = max_inflight

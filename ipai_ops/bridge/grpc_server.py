@@ -55,6 +55,11 @@ class _Export:
                 info = RetryInfo(retry_delay=Duration(seconds=self.settings.retry_after_seconds))
                 trailing = (("google.rpc.retryinfo-bin", info.SerializeToString()),)
             await context.abort(exc.grpc_code, exc.message, trailing_metadata=trailing)
+        except Exception:
+            # Not gRPC's UNKNOWN with the exception's text: INTERNAL, the detail in the log.
+            log.exception("unexpected failure handling an OTLP/gRPC %s request", self.signal)
+            metrics.RECORDS_REJECTED.labels("internal").inc()
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the bridge's log")
 
 
 class TraceService(_Export):

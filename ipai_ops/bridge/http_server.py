@@ -114,7 +114,7 @@ def export_handler(signal: str):
                 )
                 body_read = True
                 with pipeline.slot():
-                    response = await pipeline.export_body(
+                    answer = await pipeline.export_body(
                         signal,
                         body,
                         kind=kind,
@@ -132,7 +132,20 @@ def export_handler(signal: str):
                 await response.write_eof()
                 request.protocol.force_close()
             return response
-        return web.Response(body=encode_response(response, kind), content_type=kind)
+        except ConnectionResetError:
+            raise  # the sender went away: nobody to answer
+        except Exception:
+            # Never aiohttp's plain-text 500: the documented google.rpc.Status, no detail.
+            log.exception("unexpected failure handling an OTLP/HTTP %s request", signal)
+            metrics.RECORDS_REJECTED.labels("internal").inc()
+            response = web.Response(
+                status=500,
+                body=encode_status(grpc.StatusCode.INTERNAL, "internal error; see the bridge's log", kind),
+                content_type=kind,
+            )
+            response.force_close()
+            return response
+        return web.Response(body=encode_response(answer, kind), content_type=kind)
 
     return handle
 

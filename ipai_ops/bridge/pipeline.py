@@ -227,4 +227,14 @@ class Pipeline:
             metrics.WRITE_SECONDS.observe(time.perf_counter() - started)
             metrics.BATCH_SIZE.observe(len(occurrences))
             metrics.ERRORS_WRITTEN.inc(result.new_occurrences)
+            if result.refused:
+                # A record PostgreSQL refuses for its data (e.g. a release comparison that
+                # overflows numeric) is rejected on its own; the rest of the batch is stored.
+                metrics.RECORDS_REJECTED.labels("invalid_data").inc(len(result.refused))
+                log.warning("%d record(s) refused by the database: %s", len(result.refused), result.refused[0][1])
+                for occurrence, reason in result.refused:
+                    extraction.reject(
+                        "invalid_data",
+                        f"record {occurrence['occurrence_id'][:100]} refused by the database: {reason}",
+                    )
         return partial_success(signal, rejected=extraction.rejected_count, message=extraction.message())

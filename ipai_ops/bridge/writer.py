@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
@@ -29,8 +30,34 @@ CONNECT_TIMEOUT_S = 3
 READINESS_CACHE_S = 1.0
 
 
+#: Transactions a batch that PostgreSQL refuses for its data may take to isolate the
+#: records at fault (halving): k bad records among n cost about 2 k log2(n).
+MAX_ISOLATION_WRITES = 64
+
+
 class DatabaseUnavailable(Exception):
     """The write did not commit for a reason that retrying later can fix."""
+
+
+#: Errors about the data of a record (SQLSTATE classes 22 and 23: a numeric overflow, an
+#: invalid value, a violated constraint), not about the database: retrying cannot fix them.
+_RECORD_ERRORS = (psycopg2.DataError, psycopg2.IntegrityError)
+
+
+@dataclass
+class Written:
+    """What one request's write did: the committed totals and the records PostgreSQL refused."""
+
+    received: int = 0
+    new_occurrences: int = 0
+    errors_touched: int = 0
+    #: (occurrence, the database's reason) of each refused record
+    refused: list[tuple[dict[str, Any], str]] = field(default_factory=list)
+
+    def add(self, result: store.BatchResult) -> None:
+        self.received += result.received
+        self.new_occurrences += result.new_occurrences
+        self.errors_touched += result.errors_touched
 
 
 _RETRYABLE_PROGRAMMING = (
@@ -77,9 +104,15 @@ class Writer:
 
     # ----------------------------------------------------------------------- writes
 
-    def write_sync(self, occurrences: list[dict[str, Any]]) -> store.BatchResult:
+    def write_sync(self, occurrences: list[dict[str, Any]]) -> Written:
+        """Write the batch; when PostgreSQL refuses it for a record's data, write the rest.
+
+        A refused batch rolled back as a whole, so its halves are written again, each in its
+        own transaction, down to the records at fault (``Written.refused``). Counting stays
+        exactly once: occurrences are keyed, and a half that fails commits nothing.
+        """
         try:
-            return store.write_batch(self._connection(), occurrences)
+            return self._isolating(self._connection(), occurrences)
         except (store.OpsDatabaseUnavailable, psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
             self._discard()
             raise DatabaseUnavailable(first_line(exc)) from exc
@@ -88,7 +121,26 @@ class Writer:
             log.error("ops schema is not usable (run `ipai-ops db migrate`): %s", first_line(exc))
             raise DatabaseUnavailable(f"ops schema not ready: {first_line(exc)}") from exc
 
-    async def write(self, occurrences: list[dict[str, Any]]) -> store.BatchResult:
+    @staticmethod
+    def _isolating(conn: store.Connection, occurrences: list[dict[str, Any]]) -> Written:
+        written = Written()
+        budget = MAX_ISOLATION_WRITES
+        pending = [occurrences]
+        while pending:
+            batch = pending.pop()
+            try:
+                written.add(store.write_batch(conn, batch))
+            except _RECORD_ERRORS as exc:
+                if len(batch) == 1 or budget < 2:
+                    reason = first_line(exc)[:200]
+                    written.refused.extend((occ, reason) for occ in batch)
+                    continue
+                budget -= 2
+                middle = len(batch) // 2
+                pending += (batch[middle:], batch[:middle])
+        return written
+
+    async def write(self, occurrences: list[dict[str, Any]]) -> Written:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.write_sync, occurrences)
 

@@ -78,6 +78,7 @@ class _Re2Sub:
 _UPPER = bytes(range(65, 91))
 _LOWER = bytes(range(97, 123))
 _DIGITS = b"0123456789"
+_ONE_DIGIT = bytes.maketrans(b"123456789", b"111111111")
 
 
 class _HighEntropy:
@@ -88,11 +89,12 @@ class _HighEntropy:
     reads like no identifier: at least 2 upper- and 2 lower-case letters and a digit, Shannon
     entropy >= 3.5 bits per character, the character class (lower, upper, digit) changing
     between at least 40% of neighbours, and at most 40% of it in word-like runs (``abc``,
-    ``Word``). Hex (digests, trace ids, fingerprints) has one case and never matches;
-    ``_``, ``-``, ``/`` and ``.`` end a candidate, so snake_case names, paths and run ids are
-    never one. On the CI-log corpus every hit is a random id or token; about a third of
-    random URL-safe tokens are missed (split at ``-``/``_`` into short parts): this is a
-    backstop behind the named rules and the recorder's by-value redaction, not a guarantee.
+    ``Word``). The digits 1-9 are alike to every test: which of them a token holds decides
+    nothing. Hex (digests, trace ids, fingerprints) has one case and never matches; ``_``,
+    ``-``, ``/`` and ``.`` end a candidate, so snake_case names, paths and run ids are never
+    one. On the CI-log corpus every hit is a random id or token; about a third of random
+    URL-safe tokens are missed (split at ``-``/``_`` into short parts): this is a backstop
+    behind the named rules and the recorder's by-value redaction, not a guarantee.
     """
 
     PREFILTER = r"[A-Za-z0-9+]{20}"
@@ -118,8 +120,10 @@ class _HighEntropy:
             return False
         if sum(len(m) for m in cls._WORDS.findall(core)) > 0.4 * size:
             return False
+        # Digits 1-9 count as one symbol: redaction must treat them alike (the bridge's
+        # digit-blind template key relies on it), so no value of them decides.
         counts: dict[int, int] = {}
-        for c in core:
+        for c in core.translate(_ONE_DIGIT):
             counts[c] = counts.get(c, 0) + 1
         entropy = -sum(n / size * math.log2(n / size) for n in counts.values())
         return entropy >= 3.5

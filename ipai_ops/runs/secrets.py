@@ -144,8 +144,11 @@ SETTINGS_PREFIXES = (
 SET = "[set]"
 EMPTY = "[empty]"
 #: Shorter values are not masked by value (``PGPASSWORD=x`` would mask every "x"); the
-#: pattern rules still see them.
+#: pattern rules still see them. Nor are values of letters only shorter than
+#: :data:`MIN_WORD_SECRET_CHARS`: a development ``PGPASSWORD=postgres`` would otherwise
+#: turn every "postgresql://" of a CI log into a marker.
 MIN_SECRET_CHARS = 8
+MIN_WORD_SECRET_CHARS = 16
 _MAX_SETTINGS = 200
 _MAX_SETTING_CHARS = 2000
 #: Name parts that make a variable a secret: whole ``_``-separated words ...
@@ -215,6 +218,12 @@ def recorded_settings(variables: Any) -> tuple[dict[str, str], dict[str, str]]:
     return kept, leaked
 
 
+def _maskable(value: str) -> bool:
+    if len(value) < MIN_SECRET_CHARS:
+        return False
+    return len(value) >= MIN_WORD_SECRET_CHARS or not value.isalpha()
+
+
 class SecretValues:
     """Known secret values, masked as ``[REDACTED:$NAME]`` in text, bytes and JSON-like values.
 
@@ -232,7 +241,7 @@ class SecretValues:
             # a block of lines at a time.
             parts = [value, *(line.strip() for line in value.splitlines())] if "\n" in value else [value]
             for part in parts:
-                if len(part) >= MIN_SECRET_CHARS and part not in found:
+                if _maskable(part) and part not in found:
                     found[part] = f"[REDACTED:${name}]"
         self._items = sorted(found.items(), key=lambda item: -len(item[0]))
         self._bytes = [(v.encode("utf-8", "surrogateescape"), m.encode()) for v, m in self._items]

@@ -61,11 +61,19 @@ def test_recorded_settings_are_brought_to_the_allowlist_and_leaks_reported():
 
 
 def test_values_are_masked_longest_first_and_short_ones_left_to_the_patterns():
-    values = SecretValues({"A_TOKEN": "abcdefgh", "B_TOKEN": "abcdefgh-longer", "PIN": "1234"})
-    assert values.mask("x abcdefgh-longer y abcdefgh 1234") == "x [REDACTED:$B_TOKEN] y [REDACTED:$A_TOKEN] 1234"
-    masked = values.mask_obj({"k": ["abcdefgh"], "abcdefgh": 1})
+    values = SecretValues({"A_TOKEN": "abcd3fgh", "B_TOKEN": "abcd3fgh-longer", "PIN": "1234"})
+    assert values.mask("x abcd3fgh-longer y abcd3fgh 1234") == "x [REDACTED:$B_TOKEN] y [REDACTED:$A_TOKEN] 1234"
+    masked = values.mask_obj({"k": ["abcd3fgh"], "abcd3fgh": 1})
     assert masked == {"k": ["[REDACTED:$A_TOKEN]"], "[REDACTED:$A_TOKEN]": 1}
-    assert values.mask_bytes(b"abcdefgh") == b"[REDACTED:$A_TOKEN]"
+    assert values.mask_bytes(b"abcd3fgh") == b"[REDACTED:$A_TOKEN]"
+
+
+def test_short_dictionary_words_are_not_masked_by_value():
+    """PGPASSWORD=postgres in CI must not turn every "postgresql://" of a log into a marker."""
+    values = SecretValues({"PGPASSWORD": "postgres", "DB_PASSWORD": "hunter22", "APP_SECRET": "onlylettersbutlong"})
+    assert values.mask("postgresql://db hunter22 onlylettersbutlong") == (
+        "postgresql://db [REDACTED:$DB_PASSWORD] [REDACTED:$APP_SECRET]"
+    )
 
 
 def test_a_multi_line_secret_is_masked_line_by_line_in_streamed_logs():

@@ -74,13 +74,15 @@ fi
 say "ops schema: ipai-ops db migrate"
 "$VENV/bin/ipai-ops" db migrate
 
-# The learned layer of classification: trained from the registry and the corpus when either
-# changed since the last training (about 15 s); the bridge and Odoo load it and pick up a new
-# one without a restart. A failed training leaves the signatures alone in charge.
+# The learned layer of classification: trained from the registry, the corpus and the examples
+# people taught (ops.classification_examples) when the registry or the corpus changed since
+# the last training (about 15 s; after teaching, run 'ipai-ops classify train --taught'); the
+# bridge and Odoo pick up a new artifact without a restart. A failed training leaves the
+# signatures alone in charge.
 model="${IPAI_OPS_MODEL:-$VAR/classify/model.json.gz}"
 if [ "$model" != "off" ] && { [ ! -f "$model" ] || [ -n "$(find ssot/errors/failure_modes.yaml tests/classify/corpus -newer "$model" -print -quit)" ]; }; then
   say "classification model: ipai-ops classify train"
-  "$VENV/bin/ipai-ops" classify train --out "$model" || say "training failed: classification by signatures only"
+  "$VENV/bin/ipai-ops" classify train --taught --out "$model" || say "training failed: classification by signatures only"
 fi
 
 if running bridge; then

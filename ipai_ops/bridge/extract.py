@@ -57,7 +57,7 @@ from opentelemetry.semconv.attributes.exception_attributes import (
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME, SERVICE_VERSION
 
 from ipai_ops.bridge.skeleton import trace_errors_possible
-from ipai_ops.classify import classify
+from ipai_ops.classify import classify, model_generation
 from ipai_ops.classify.matching import matcher_for
 from ipai_ops.envelope import Caps, build_envelope, clean_text
 from ipai_ops.fingerprint import frames_from_stacktrace, normalize_message
@@ -389,6 +389,17 @@ class Extractor:
         self._sampled: OrderedDict[str, float] = OrderedDict()
         self._exact: OrderedDict[bytes, tuple[_Template, str]] = OrderedDict()
         self._digit_blind: OrderedDict[bytes, _Template] = OrderedDict()
+        self._model_generation: int | None = model_generation()
+
+    def _follow_the_model(self) -> None:
+        """Templates hold decisions: when a new model artifact is loaded (a person taught a
+        code, a retraining), they are dropped, so the next occurrences are decided anew."""
+        generation = model_generation()
+        if generation != self._model_generation:
+            self._model_generation = generation
+            self._templates.clear()
+            self._exact.clear()
+            self._digit_blind.clear()
 
     def _occurrence(
         self,
@@ -590,6 +601,7 @@ class Extractor:
         out = Extraction()
         if raw is not None and not trace_errors_possible(raw):
             return out
+        self._follow_the_model()
         for rs in request.resource_spans:
             resource: _Resource | None = None
             for ss in rs.scope_spans:
@@ -667,6 +679,7 @@ class Extractor:
 
     def logs(self, request: Any) -> Extraction:
         out = Extraction()
+        self._follow_the_model()
         for rl in request.resource_logs:
             resource: _Resource | None = None
             for sl in rl.scope_logs:

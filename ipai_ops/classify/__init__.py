@@ -45,6 +45,7 @@ __all__ = [
     "classify",
     "classify_exception",
     "classify_log",
+    "model_generation",
     "qualified_type",
     "read_file",
     "read_stream",
@@ -153,6 +154,17 @@ def _active_model() -> Model | None:
 
 
 _WARNED: set[str] = set()
+
+
+def model_generation() -> int | None:
+    """Which model artifact is active: None (none), else a number that changes each time a
+    new artifact is loaded. Caches of decisions (the bridge's templates) follow it."""
+    learned = _active_model()
+    if learned is None:
+        return None
+    from ipai_ops.classify import model
+
+    return model.generation()
 
 
 def _learned(

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ipai_ops import config
-from ipai_ops.cli import EXIT_CHECK_FAILED, CliError, add_format_argument, emit_json, float_in
+from ipai_ops.cli import EXIT_CHECK_FAILED, CliError, add_dsn_argument, add_format_argument, emit_json, float_in
 
 _RATIO = float_in(0, 1)
 
@@ -79,8 +79,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help=f"artifact path (default: env {config.IPAI_OPS_MODEL}, else var/classify/model.json.gz)",
     )
+    tr.add_argument(
+        "--taught",
+        action="store_true",
+        help="also train on the examples people taught (ops.classification_examples of --dsn)",
+    )
+    add_dsn_argument(tr)
     add_format_argument(tr)
     tr.set_defaults(handler=cmd_classify_train)
+    te = sub.add_parser(
+        "teach",
+        help="store a labelled example: this text is this code (ops.classification_examples)",
+        description="Teach the learned layer: the text of an error and the code it should have. The next "
+        "'classify train --taught' learns it; a taught example answers for texts nearly identical to it.",
+    )
+    te.add_argument("--code", required=True, help="an active code of the registry (an alias resolves)")
+    te.add_argument("--message", help="the error's message or text")
+    te.add_argument("--text-file", type=Path, help="the text, from a file ('-' for stdin)")
+    te.add_argument("--type", dest="error_type", help="the error's type, if any")
+    te.add_argument("--error-id", type=int, default=None, help="the ops.agent_errors row it was taught from")
+    te.add_argument("--by", default=None, help="who teaches it (default: the OS user)")
+    te.add_argument("--registry", default=None, help=f"registry YAML (env {config.IPAI_OPS_REGISTRY})")
+    add_dsn_argument(te)
+    add_format_argument(te)
+    te.set_defaults(handler=cmd_classify_teach)
 
 
 # --------------------------------------------------------------------------- classify
@@ -300,13 +322,15 @@ def cmd_classify_train(args: argparse.Namespace) -> int:
     chosen = [c for c in cases if c.split in splits]
     held = [c for c in cases if c.split not in splits]
     examples = registry_examples(registry) + corpus_examples(chosen)
+    taught, skipped = _taught(args, registry) if args.taught else ([], 0)
     inputs = [
         {"registry": str(registry.path), "sha256": _sha256(Path(registry.path))},
         *({"corpus": f.name, "sha256": _sha256(f)} for f in evaluate.corpus_files(Path(corpus))),
         {"splits": sorted(splits)},
+        *([{"taught": len(taught), "skipped_inactive_code": skipped}] if args.taught else []),
     ]
     try:
-        data = train(examples, held_back=corpus_examples(held), inputs=inputs)
+        data = train(examples, taught=taught, held_back=corpus_examples(held), inputs=inputs)
     except ModelError as exc:
         raise CliError(f"cannot train: {exc}") from None
     out = args.out or config.model_path() or config.repo_root() / "var" / "classify" / "model.json.gz"
@@ -327,6 +351,63 @@ def cmd_classify_train(args: argparse.Namespace) -> int:
                 f"answered {held_back['answered']}, precision {held_back['precision']}, "
                 f"false positives {held_back['false_positives_of_none']} of the texts of no code"
             )
+    return 0
+
+
+def _taught(args: argparse.Namespace, registry: Any) -> tuple[list[Any], int]:
+    """Taught examples whose code is active, and how many were skipped (their code is not)."""
+    from ipai_ops.classify.model import Example, model_text
+    from ipai_ops.classify.teach import taught_examples
+
+    active = {m.code for m in registry.active() if not m.fallback}
+    rows = taught_examples(args.dsn)
+    kept = [
+        Example(model_text(message=f"{r.error_type}: {r.text}" if r.error_type else r.text), r.code, f"taught:{r.id}")
+        for r in rows
+        if r.code in active
+    ]
+    return kept, len(rows) - len(kept)
+
+
+def cmd_classify_teach(args: argparse.Namespace) -> int:
+    import getpass
+
+    from ipai_ops import store
+    from ipai_ops.classify.teach import TeachError, check_example, teach
+    from ipai_ops.taxonomy import load_registry
+
+    if (args.message is None) == (args.text_file is None):
+        raise CliError("give the text with exactly one of --message, --text-file")
+    if args.text_file is not None:
+        try:
+            raw = sys.stdin.buffer.read() if str(args.text_file) == "-" else args.text_file.read_bytes()
+        except OSError as exc:
+            raise CliError(f"cannot read text file {args.text_file}: {exc.strerror}") from None
+        if b"\x00" in raw[:8192]:
+            raise CliError(f"{args.text_file}: binary input (NUL bytes): teach a text")
+        text = raw.decode("utf-8", "replace")
+    else:
+        text = args.message
+    registry = load_registry(args.registry)
+    try:
+        code = check_example(registry, args.code, text)
+    except TeachError as exc:
+        raise CliError(str(exc)) from None
+    by = args.by or getpass.getuser()
+    conn = store.connect(args.dsn, application_name="ipai-ops classify teach")
+    try:
+        with conn:
+            example_id = teach(
+                conn, registry, code=code, text=text, taught_by=by, error_type=args.error_type, error_id=args.error_id
+            )
+    except TeachError as exc:
+        raise CliError(str(exc)) from None
+    finally:
+        conn.close()
+    if args.format == "json":
+        emit_json({"id": example_id, "code": code, "taught_by": by, "chars": len(text)})
+    else:
+        print(f"taught example {example_id}: {code} (by {by}); 'ipai-ops classify train --taught' learns it")
     return 0
 
 

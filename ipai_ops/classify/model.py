@@ -74,6 +74,12 @@ EPOCHS = 15
 TARGET_PRECISION = 0.85
 MAX_FALSE_POSITIVE = 0.02
 CV_FOLDS = 5
+#: Taught examples kept (the newest), the columns kept per taught vector, and the cosine
+#: similarity at which a taught example answers for a text on its own: the same error
+#: with other ids, numbers or paths is well above it, another error well below.
+MAX_TAUGHT = 5000
+TAUGHT_COLUMNS = 256
+TAUGHT_SIMILARITY = 0.8
 THRESHOLDS = tuple(round(0.30 + 0.05 * i, 2) for i in range(13))  # 0.30 .. 0.90
 
 _ERROR_LINE = re.compile(
@@ -104,12 +110,18 @@ class Prediction:
     #: The labelled example nearest to the text, of the same code: its source and an excerpt.
     nearest_source: str
     nearest_text: str
+    #: Answered by a taught example nearly identical to the text (``score`` is then their
+    #: cosine similarity), not by the classifier's probability.
+    taught: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "score": round(self.score, 3),
-            "nearest": {"source": self.nearest_source, "text": self.nearest_text},
+            "nearest": {"source": self.nearest_source[:1000], "text": self.nearest_text[:300]},
         }
+        if self.taught:
+            out["taught"] = True
+        return out
 
 
 # --------------------------------------------------------------------------- model text
@@ -189,10 +201,19 @@ def _weighted(hashed: sp.csr_matrix, columns: np.ndarray, idf: np.ndarray) -> sp
 # --------------------------------------------------------------------------- training
 
 
-def train(examples: Sequence[Example], *, held_back: Sequence[Example] = (), inputs: Iterable[dict] = ()) -> bytes:
-    """The artifact for ``examples`` (deterministic: same examples in the same order, same
-    bytes). ``held_back`` examples are only measured (the manifest's metrics)."""
-    examples = sorted(examples, key=lambda e: (e.label, e.source, e.text))
+def train(
+    examples: Sequence[Example],
+    *,
+    taught: Sequence[Example] = (),
+    held_back: Sequence[Example] = (),
+    inputs: Iterable[dict] = (),
+) -> bytes:
+    """The artifact for ``examples`` and the ``taught`` ones (deterministic: same examples,
+    same bytes, whatever their order). Taught examples train the classifier too, and each
+    also answers for texts nearly identical to it (:data:`TAUGHT_SIMILARITY`), so a few
+    examples of a new kind of error are enough. ``held_back`` examples are only measured."""
+    taught = sorted(taught, key=lambda e: (e.label, e.source, e.text))[-MAX_TAUGHT:]
+    examples = sorted([*examples, *taught], key=lambda e: (e.label, e.source, e.text))
     labels = sorted({e.label for e in examples})
     if len(labels) < 2:
         raise ModelError("training needs examples of at least two labels")
@@ -202,7 +223,11 @@ def train(examples: Sequence[Example], *, held_back: Sequence[Example] = (), inp
     df = np.asarray((hashed > 0).sum(axis=0)).ravel()
     seen = np.flatnonzero(df >= 2)
     order = np.lexsort((seen, -df[seen]))  # most frequent first, ties by column
-    columns = np.sort(seen[order[:MAX_COLUMNS]])
+    columns = seen[order[:MAX_COLUMNS]]
+    if taught:  # what tells a taught kind apart is rare by nature: its columns are always kept
+        taught_hashed = _hashed([e.text for e in taught])
+        columns = np.union1d(columns, taught_hashed.indices)
+    columns = np.sort(columns)
     n = len(texts)
     idf = (np.log((1 + n) / (1 + df[columns])) + 1.0).astype(np.float32)
     X = _weighted(hashed, columns, idf)
@@ -224,12 +249,14 @@ def train(examples: Sequence[Example], *, held_back: Sequence[Example] = (), inp
         "intercept": _b64(intercept),
         "threshold": threshold,
         "prototypes": prototypes,
+        "taught": _taught_vectors(taught, columns, idf),
     }
     manifest: dict[str, Any] = {
         "inputs": list(inputs),
         "examples": n,
         "per_label": {label: int((y == i).sum()) for i, label in enumerate(labels)},
         "columns": len(columns),
+        "taught": len(taught),
         "threshold": threshold,
         "cross_validated": cv,
     }
@@ -310,6 +337,26 @@ def _prototypes(X: sp.csr_matrix, y: np.ndarray, labels: list[str], examples: Se
                     "vals": _b64(vec.data[top].astype(np.float16)),
                 }
             )
+    return out
+
+
+def _taught_vectors(taught: Sequence[Example], columns: np.ndarray, idf: np.ndarray) -> list[dict]:
+    if not taught:
+        return []
+    X = _weighted(_hashed([e.text for e in taught]), columns, idf)
+    out = []
+    for row, example in enumerate(taught):
+        vec = X[row]
+        top = np.argsort(-vec.data, kind="stable")[:TAUGHT_COLUMNS]
+        out.append(
+            {
+                "code": example.label,
+                "source": example.source,
+                "text": _excerpt(example.text),
+                "cols": _b64(vec.indices[top].astype(np.int32)),
+                "vals": _b64(vec.data[top].astype(np.float16)),
+            }
+        )
     return out
 
 
@@ -416,6 +463,21 @@ class Model:
             if not 0 <= label < k:
                 raise ModelError("corrupt artifact: prototype label out of range")
             grouped.setdefault(label, []).append(proto)
+        self._taught: tuple[sp.csr_matrix, list[tuple[str, str, str]]] | None = None
+        taught = doc.get("taught") or []
+        if taught:
+            t_rows, t_cols, t_vals, t_meta = [], [], [], []
+            for r, item in enumerate(taught):
+                c = _array(item["cols"]).astype(np.int64)
+                v = _array(item["vals"]).astype(np.float64)
+                if c.shape != v.shape or (len(c) and (c.min() < 0 or c.max() >= width)):
+                    raise ModelError("corrupt artifact: taught columns out of range")
+                t_rows.extend([r] * len(c))
+                t_cols.extend(c.tolist())
+                t_vals.extend(v.tolist())
+                t_meta.append((str(item["code"]), str(item["source"]), str(item["text"])))
+            matrix = sp.csr_matrix((t_vals, (t_rows, t_cols)), shape=(len(taught), width))
+            self._taught = (matrix, t_meta)
         for label, items in grouped.items():
             rows_, cols, vals = [], [], []
             for r, proto in enumerate(items):
@@ -480,6 +542,17 @@ class Model:
         if not text.strip() or not len(self.columns):
             return None
         cols, weights = self._vector(text)
+        if self._taught is not None and len(cols):
+            # a taught example nearly identical to the text answers first: people's choices win
+            query = np.zeros(len(self.columns))
+            query[cols] = weights
+            sims = self._taught[0] @ query
+            for index in np.argsort(-sims, kind="stable")[:5]:
+                code, source, excerpt = self._taught[1][int(index)]
+                if sims[index] < TAUGHT_SIMILARITY:
+                    break
+                if allowed is None or code in allowed:
+                    return Prediction(code, float(min(1.0, sims[index])), source, excerpt, taught=True)
         probs = self._probs(weights @ self.coef_t[cols] + self.intercept)
         best = int(probs.argmax())
         label, score = self.labels[best], float(probs[best])
@@ -518,7 +591,7 @@ class Model:
 # --------------------------------------------------------------------------- the active model
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {"key": None, "model": None, "checked": 0.0, "warned": set(), "path": None}
+_state: dict[str, Any] = {"key": None, "model": None, "checked": 0.0, "warned": set(), "path": None, "generation": 0}
 #: How often (seconds) the artifact's file is checked for a new version.
 RELOAD_CHECK_SECONDS = 2.0
 
@@ -546,12 +619,18 @@ def active_model() -> Model | None:
         if key == _state["key"]:
             return _state["model"]
         _state["key"] = key
+        _state["generation"] += 1
         try:
             _state["model"] = Model.load(path, threshold=config.model_threshold())
         except ValueError as exc:  # ModelError, or a bad IPAI_OPS_MODEL_THRESHOLD
             _state["model"] = None
             _warn_once(key, "classification model %s unusable (%s): signatures only", path, exc)
         return _state["model"]
+
+
+def generation() -> int:
+    """How many times an artifact was (re)loaded in this process: changes with the model."""
+    return int(_state["generation"])
 
 
 def _warn_once(key: Any, message: str, *args: Any) -> None:

@@ -433,6 +433,32 @@ CREATE SEQUENCE ops.agent_runs_id_seq
 
 ALTER SEQUENCE ops.agent_runs_id_seq OWNED BY ops.agent_runs.id;
 
+CREATE TABLE ops.classification_examples (
+    id bigint NOT NULL,
+    code text NOT NULL,
+    error_type text,
+    text text NOT NULL,
+    error_id bigint,
+    previous_code text,
+    taught_by text NOT NULL,
+    taught_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT classification_examples_code_check CHECK ((code ~ '^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)+$'::text)),
+    CONSTRAINT classification_examples_error_type_check CHECK (((error_type IS NULL) OR (length(error_type) <= 512))),
+    CONSTRAINT classification_examples_taught_by_check CHECK (((length(btrim(taught_by)) > 0) AND (length(taught_by) <= 256))),
+    CONSTRAINT classification_examples_text_check CHECK (((length(btrim(text)) > 0) AND (length(text) <= 16384)))
+);
+
+COMMENT ON TABLE ops.classification_examples IS 'Labelled examples people taught (text, chosen code, who, when): the learned layer trains on them.';
+
+CREATE SEQUENCE ops.classification_examples_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+ALTER SEQUENCE ops.classification_examples_id_seq OWNED BY ops.classification_examples.id;
+
 CREATE TABLE ops.error_group_keys (
     fingerprint text NOT NULL,
     error_id bigint NOT NULL,
@@ -473,6 +499,8 @@ ALTER TABLE ONLY ops.agent_errors ALTER COLUMN id SET DEFAULT nextval('ops.agent
 
 ALTER TABLE ONLY ops.agent_runs ALTER COLUMN id SET DEFAULT nextval('ops.agent_runs_id_seq'::regclass);
 
+ALTER TABLE ONLY ops.classification_examples ALTER COLUMN id SET DEFAULT nextval('ops.classification_examples_id_seq'::regclass);
+
 ALTER TABLE ONLY ops.agent_ab_comparisons
     ADD CONSTRAINT agent_ab_comparisons_key UNIQUE (comparison_id, category);
 
@@ -499,6 +527,9 @@ ALTER TABLE ONLY ops.agent_runs
 
 ALTER TABLE ONLY ops.agent_runs
     ADD CONSTRAINT agent_runs_run_id_key UNIQUE (run_id);
+
+ALTER TABLE ONLY ops.classification_examples
+    ADD CONSTRAINT classification_examples_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY ops.error_group_keys
     ADD CONSTRAINT error_group_keys_pkey PRIMARY KEY (fingerprint);
@@ -539,6 +570,10 @@ CREATE INDEX agent_runs_recent_idx ON ops.agent_runs USING btree (((started_at A
 
 CREATE INDEX agent_runs_variant_idx ON ops.agent_runs USING btree (((metadata ->> 'variant_id'::text)));
 
+CREATE INDEX classification_examples_code_idx ON ops.classification_examples USING btree (code, taught_at);
+
+CREATE INDEX classification_examples_error_idx ON ops.classification_examples USING btree (error_id) WHERE (error_id IS NOT NULL);
+
 CREATE INDEX error_group_keys_error_idx ON ops.error_group_keys USING btree (error_id, created_at);
 
 CREATE INDEX webhook_deliveries_received_idx ON ops.webhook_deliveries USING btree (received_at);
@@ -553,6 +588,9 @@ ALTER TABLE ONLY ops.agent_error_occurrences
 
 ALTER TABLE ONLY ops.agent_runs
     ADD CONSTRAINT agent_runs_error_id_fkey FOREIGN KEY (error_id) REFERENCES ops.agent_errors(id) ON DELETE SET NULL;
+
+ALTER TABLE ONLY ops.classification_examples
+    ADD CONSTRAINT classification_examples_error_id_fkey FOREIGN KEY (error_id) REFERENCES ops.agent_errors(id) ON DELETE SET NULL;
 
 ALTER TABLE ONLY ops.error_group_keys
     ADD CONSTRAINT error_group_keys_error_id_fkey FOREIGN KEY (error_id) REFERENCES ops.agent_errors(id) ON DELETE CASCADE;

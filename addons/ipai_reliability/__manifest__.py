@@ -25,6 +25,7 @@
         "views/res_config_settings_views.xml",
         "wizard/ipai_agent_error_wizard_views.xml",
         "wizard/ipai_failure_mode_propose_views.xml",
+        "wizard/ipai_agent_error_teach_views.xml",
         "views/ipai_reliability_menus.xml",
     ],
     "demo": ["demo/ipai_resolution_demo.xml"],

@@ -58,25 +58,50 @@ def teach(
     error_id: int | None = None,
     previous_code: str | None = None,
 ) -> int:
-    """Store one taught example on ``conn`` (the caller commits); its id."""
+    """Check and store one taught example on ``conn`` (the caller commits); its id."""
     code = check_example(registry, code, text)
+    with conn.cursor() as cur:
+        return insert_example(
+            cur,
+            code=code,
+            text=text,
+            taught_by=taught_by,
+            error_type=error_type,
+            error_id=error_id,
+            previous_code=previous_code,
+        )
+
+
+def insert_example(
+    cur: Any,
+    *,
+    code: str,
+    text: str,
+    taught_by: str,
+    error_type: str | None = None,
+    error_id: int | None = None,
+    previous_code: str | None = None,
+) -> int:
+    """``INSERT`` one example on a cursor (Odoo's own, or one of :func:`teach`); its id. The
+    caller has checked the code (against the registry, or Odoo's failure modes)."""
+    if not (text or "").strip():
+        raise TeachError("the example's text is empty: teach the text that was classified")
     if not (taught_by or "").strip():
         raise TeachError("who taught it is empty")
-    with conn.cursor() as cur:
-        cur.execute(
-            "INSERT INTO ops.classification_examples"
-            " (code, error_type, text, error_id, previous_code, taught_by)"
-            " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-            (
-                code,
-                (error_type or None) and error_type[:512],
-                text[:MAX_TEXT_CHARS],
-                error_id,
-                previous_code,
-                taught_by.strip()[:256],
-            ),
-        )
-        return int(cur.fetchone()[0])
+    cur.execute(
+        "INSERT INTO ops.classification_examples"
+        " (code, error_type, text, error_id, previous_code, taught_by)"
+        " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+        (
+            code,
+            (error_type or None) and error_type[:512],
+            text[:MAX_TEXT_CHARS],
+            error_id,
+            previous_code,
+            taught_by.strip()[:256],
+        ),
+    )
+    return int(cur.fetchone()[0])
 
 
 def taught_examples(dsn: str | None) -> list[Taught]:

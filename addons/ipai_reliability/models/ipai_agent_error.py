@@ -17,6 +17,13 @@ from odoo.tools import SQL
 
 from .ipai_failure_mode import FAMILY_SELECTION, SEVERITIES, SEVERITY_COLOR
 
+try:
+    from ipai_ops.classify.teach import TeachError, insert_example
+    from ipai_ops.fingerprint import normalize_message
+except ImportError:  # pragma: no cover
+    insert_example = normalize_message = None
+    TeachError = ValueError
+
 _logger = logging.getLogger(__name__)
 
 STATUSES = [("open", "Open"), ("regressed", "Regressed"), ("ignored", "Ignored"), ("resolved", "Resolved")]
@@ -675,6 +682,66 @@ class IpaiAgentError(models.Model):
         """
         self.ensure_one()
         return self.env["ipai.ops"]._escalation_bundle(str(self.id), record=self)
+
+    def action_set_failure_code(self):
+        """Open "Set failure code": a manager picks the code this error should have."""
+        self.ensure_one()
+        self.env["ipai.failure.mode"]._check_manager()
+        return {
+            "type": "ir.actions.act_window",
+            "res_model": "ipai.agent.error.teach",
+            "view_mode": "form",
+            "target": "new",
+            "name": self.env._("Set failure code"),
+            "context": {"default_error_id": self.id},
+        }
+
+    @api.private
+    def _teach(self, mode):
+        """Teach that this error is ``mode``: its text becomes a labelled example in
+        ``ops.classification_examples`` (who, when; the next ``ipai-ops classify train --taught``
+        learns it), and the error, with every unclassified error of the same shape (type and
+        normalised message), takes the code. Returns the errors recoded."""
+        self.ensure_one()
+        self.env["ipai.failure.mode"]._check_manager()
+        self._check_console()
+        if not mode or mode.lifecycle != "active" or mode.fallback:
+            raise UserError(self.env._("Pick an active failure code other than the fallback."))
+        text = (self.message or "").strip() or (self.error_type or "").strip()
+        if not text:
+            raise UserError(self.env._("This error has no message or type to learn from."))
+        try:
+            insert_example(
+                self.env.cr,
+                code=mode.code,
+                text=text,
+                error_type=self.error_type if self.message else None,
+                error_id=self.id,
+                previous_code=self.code,
+                taught_by=self.env.user.login,
+            )
+        except TeachError as exc:
+            raise UserError(str(exc)) from None
+        same = self._same_shape_unclassified()
+        recoded = (self | same)._ops_update(
+            {"code": SQL("%s", mode.code), "severity": SQL("%s", mode.severity or "medium")}
+        )
+        self.env["ipai.failure.mode"].invalidate_model()
+        return recoded
+
+    def _same_shape_unclassified(self):
+        """Unclassified errors with this error's type and normalised message (at most 10,000 looked at)."""
+        self.env.cr.execute(
+            SQL(
+                "SELECT id, message FROM ops.agent_errors WHERE code IN %s AND id <> %s"
+                " AND error_type IS NOT DISTINCT FROM %s ORDER BY id DESC LIMIT 10000",
+                tuple(self._fallback_codes()),
+                self.id,
+                self.error_type,
+            )
+        )
+        shape = normalize_message(self.message or "")
+        return self.browse([i for i, message in self.env.cr.fetchall() if normalize_message(message or "") == shape])
 
     def action_create_failure_mode(self):
         """Propose a failure mode (code + signature) from an unclassified error."""

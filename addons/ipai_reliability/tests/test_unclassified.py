@@ -36,8 +36,8 @@ class TestUnclassified(ReliabilityCase):
         with self.assertRaises(UserError):
             error.action_create_failure_mode()
 
-    def test_create_offers_download_without_writeback(self):
-        __, wizard = self._propose()
+    def test_create_opens_the_new_mode_and_reclassifies_the_source_error(self):
+        error, wizard = self._propose()
         self.assertEqual(wizard.code, "BILLING_API.QUOTA_EXCEEDED_TENANT_AFTER")
         wizard.signature_pattern = "does not match"
         with self.assertRaisesRegex(UserError, "does not match"):
@@ -47,8 +47,18 @@ class TestUnclassified(ReliabilityCase):
             wizard.action_create()
         wizard.signature_pattern = propose_signature(MESSAGE)
         action = wizard.action_create()
-        self.assertEqual(action["type"], "ir.actions.act_url")
         mode = self.Mode.search([("code", "=", wizard.code)])
+        # the dialog closes on the new failure mode, and the source error has its code
+        self.assertEqual(
+            (action["type"], action["res_model"], action["res_id"], action["target"]),
+            ("ir.actions.act_window", "ipai.failure.mode", mode.id, "current"),
+        )
+        error.invalidate_recordset()
+        self.assertEqual(error.code, wizard.code)
+        self.env.cr.execute(
+            "SELECT code, error_id, previous_code FROM ops.classification_examples WHERE error_id = %s", (error.id,)
+        )
+        self.assertEqual(self.env.cr.fetchall(), [(wizard.code, error.id, "UNCLASSIFIED.UNKNOWN")])
         self.assertEqual((mode.lifecycle, mode.origin, mode.category), ("active", "odoo", "BILLING_API"))
         self.assertTrue(mode.runbook_html)
         fallback = self.Mode.search([("fallback", "=", True)])

@@ -238,16 +238,12 @@ class IpaiFailureModePropose(models.TransientModel):
                     problems="\n".join(p.format() for p in problems[:20]),
                 )
             )
+        # the source error takes the new code and becomes its first taught example
+        self.error_id._teach(mode)
         written = self._write_back(text, code, stub)
         if written:
             mode.message_post(body=self.env._("Written back to %(path)s.", path=written))
-            return {
-                "type": "ir.actions.act_window",
-                "res_model": "ipai.failure.mode",
-                "res_id": mode.id,
-                "view_mode": "form",
-                "target": "current",
-            }
+            return self._open(mode)
         attachments = self.env["ir.attachment"].create(
             [
                 {
@@ -273,12 +269,20 @@ class IpaiFailureModePropose(models.TransientModel):
             ),
             attachment_ids=attachments.ids,
         )
+        return self._open(mode)
+
+    def _open(self, mode):
+        """Close the dialog and open the new failure mode (its chatter holds the files to commit
+        when write-back is off)."""
         return {
-            "type": "ir.actions.act_url",
-            "url": f"/web/content/{attachments[0].id}?download=true",
-            "target": "self",
+            "type": "ir.actions.act_window",
+            "res_model": "ipai.failure.mode",
+            "res_id": mode.id,
+            "view_mode": "form",
+            "target": "current",
         }
 
+    @api.private
     def _write_back(self, text, code, stub):
         """Write the registry (and a runbook stub) when enabled and writable; the path written, or None."""
         params = self.env["ir.config_parameter"].sudo()

@@ -1,0 +1,88 @@
+from odoo.exceptions import AccessError, UserError
+from odoo.tests import tagged
+
+from .common import ReliabilityCase
+
+SHAPE = "Spool {n} tipped over on shard kappa after {n} passes"
+
+
+@tagged("post_install", "-at_install")
+class TestSetFailureCode(ReliabilityCase):
+    def _unclassified(self, message, error_type="SpoolError"):
+        return self.error(self.upsert(code="UNCLASSIFIED.UNKNOWN", message=message, error_type=error_type))
+
+    def _examples(self):
+        self.env.cr.execute(
+            "SELECT code, error_type, text, error_id, previous_code, taught_by"
+            " FROM ops.classification_examples ORDER BY id"
+        )
+        return self.env.cr.fetchall()
+
+    def test_a_manager_sets_the_code_the_example_is_kept_and_the_same_shape_follows(self):
+        error = self._unclassified(SHAPE.format(n=1))
+        sibling = self._unclassified(SHAPE.format(n=7))
+        other_type = self._unclassified(SHAPE.format(n=3), error_type="OtherError")
+        other_shape = self._unclassified("Spool 4 is fine but slow")
+        mode = self.Mode.search([("code", "=", "INTENT.STATE_CONFLICT")])
+        action = error.with_user(self.rel_manager).action_set_failure_code()
+        self.assertEqual((action["res_model"], action["target"]), ("ipai.agent.error.teach", "new"))
+        wizard = (
+            self.env["ipai.agent.error.teach"]
+            .with_user(self.rel_manager)
+            .with_context(**action["context"])
+            .create({"failure_mode_id": mode.id})
+        )
+        self.assertEqual(wizard.error_id, error)
+        done = wizard.action_apply()
+        self.assertEqual(done["params"]["next"], {"type": "ir.actions.act_window_close"})
+        self.assertIn("1 unclassified error(s) of the same shape too", done["params"]["message"])
+        (error | sibling | other_type | other_shape).invalidate_recordset()
+        self.assertEqual((error.code, sibling.code), ("INTENT.STATE_CONFLICT", "INTENT.STATE_CONFLICT"))
+        self.assertEqual(error.severity, mode.severity)
+        self.assertEqual((other_type.code, other_shape.code), ("UNCLASSIFIED.UNKNOWN", "UNCLASSIFIED.UNKNOWN"))
+        self.assertEqual(
+            self._examples(),
+            [
+                (
+                    "INTENT.STATE_CONFLICT",
+                    "SpoolError",
+                    SHAPE.format(n=1),
+                    error.id,
+                    "UNCLASSIFIED.UNKNOWN",
+                    "rel_manager",
+                )
+            ],
+        )
+
+    def test_a_misclassified_error_is_corrected_too(self):
+        error = self.error(self.upsert(code="WEBHOOK.SIGNATURE_INVALID", message="Spool 2 tipped over"))
+        error.with_user(self.rel_manager)._teach(self.Mode.search([("code", "=", "INTENT.STATE_CONFLICT")]))
+        error.invalidate_recordset()
+        self.assertEqual(error.code, "INTENT.STATE_CONFLICT")
+        self.assertEqual(self._examples()[0][4], "WEBHOOK.SIGNATURE_INVALID")
+
+    def test_only_managers_teach_and_only_real_codes(self):
+        error = self._unclassified(SHAPE.format(n=2))
+        mode = self.Mode.search([("code", "=", "INTENT.STATE_CONFLICT")])
+        with self.assertRaises(AccessError):
+            error.with_user(self.rel_user).action_set_failure_code()
+        with self.assertRaises(AccessError):
+            error.with_user(self.rel_user)._teach(mode)
+        fallback = self.Mode.search([("fallback", "=", True)], limit=1)
+        with self.assertRaisesRegex(UserError, "other than the fallback"):
+            error.with_user(self.rel_manager)._teach(fallback)
+        mode.lifecycle = "deprecated"
+        with self.assertRaisesRegex(UserError, "active failure code"):
+            error.with_user(self.rel_manager)._teach(mode)
+        empty = self.error(self.upsert(code="UNCLASSIFIED.UNKNOWN", message="", error_type=None))
+        mode.lifecycle = "active"
+        with self.assertRaisesRegex(UserError, "no message or type"):
+            empty.with_user(self.rel_manager)._teach(mode)
+        self.assertEqual(self._examples(), [], "nothing was taught")
+        error.invalidate_recordset()
+        self.assertEqual(error.code, "UNCLASSIFIED.UNKNOWN")
+        # a user cannot reach the wizard's model at all
+        with self.assertRaises(AccessError):
+            self.env["ipai.agent.error.teach"].with_user(self.rel_user).create(
+                {"error_id": error.id, "failure_mode_id": mode.id}
+            )

@@ -103,6 +103,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_dsn_argument(te)
     add_format_argument(te)
     te.set_defaults(handler=cmd_classify_teach)
+    sg = sub.add_parser(
+        "suggest",
+        help="suggest a signature from the taught examples of one code (matches them, no other labelled text)",
+        description="A linear-time (RE2) pattern built from what the taught examples of CODE share, checked "
+        "against them (all match) and every other labelled text (taught, corpus, registry examples: none may). "
+        "Nothing is written: add it to ssot/errors/failure_modes.yaml and quote it in the code's runbook.",
+    )
+    sg.add_argument("--code", required=True)
+    sg.add_argument("--registry", default=None, help=f"registry YAML (env {config.IPAI_OPS_REGISTRY})")
+    sg.add_argument("--corpus", type=Path, default=None, help="labelled corpus (default: tests/classify/corpus)")
+    add_dsn_argument(sg)
+    add_format_argument(sg)
+    sg.set_defaults(handler=cmd_classify_suggest)
 
 
 # --------------------------------------------------------------------------- classify
@@ -408,6 +421,54 @@ def cmd_classify_teach(args: argparse.Namespace) -> int:
         emit_json({"id": example_id, "code": code, "taught_by": by, "chars": len(text)})
     else:
         print(f"taught example {example_id}: {code} (by {by}); 'ipai-ops classify train --taught' learns it")
+    return 0
+
+
+def cmd_classify_suggest(args: argparse.Namespace) -> int:
+    from ipai_ops.classify import evaluate
+    from ipai_ops.classify.suggest import SuggestError, suggest_signature
+    from ipai_ops.classify.teach import taught_examples
+    from ipai_ops.taxonomy import load_registry
+
+    registry = load_registry(args.registry)
+    mode = registry.get(args.code)
+    if mode is None:
+        raise CliError(f"{args.code!r} is not a code of the registry")
+    taught = taught_examples(args.dsn)
+    mine = [t.text for t in taught if t.code == mode.code]
+    if not mine:
+        raise CliError(f"no taught example of {mode.code}: teach some first (ipai-ops classify teach)")
+    others = [t.text for t in taught if t.code != mode.code]
+    others += [text for m in registry.active() if m.code != mode.code for text in m.examples]
+    corpus = args.corpus or config.repo_root() / "tests" / "classify" / "corpus"
+    if Path(corpus).exists():
+        for case in evaluate.load_corpus(corpus, registry):
+            if case.code == mode.code:
+                continue
+            if case.text is not None:
+                others.append(case.text)
+            elif case.file is not None:
+                others.append(case.file.read_text("utf-8", "replace"))
+    try:
+        found = suggest_signature(mine, others)
+    except (SuggestError, ValueError) as exc:
+        raise CliError(f"{mode.code}: {exc}", code=EXIT_CHECK_FAILED) from None
+    if args.format == "json":
+        emit_json(
+            {
+                "code": mode.code,
+                "on": "message",
+                "pattern": found.pattern,
+                "examples": found.examples,
+                "others_checked": found.others_checked,
+            }
+        )
+    else:
+        print(
+            f"{mode.code}: matches its {found.examples} taught example(s) and none of {found.others_checked} "
+            "other labelled texts:"
+        )
+        print(f"      - \"on\": message\n        pattern: '{found.pattern.replace(chr(39), chr(39) * 2)}'")
     return 0
 
 

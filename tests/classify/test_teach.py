@@ -105,6 +105,14 @@ def test_training_learns_taught_examples_and_skips_codes_no_longer_active(run_cl
     assert result.code == 0, result.err
     manifest = json.loads(result.out)["manifest"]
     assert {"taught": 3, "skipped_inactive_code": 1} in manifest["inputs"] and manifest["taught"] == 3
+    # a signature suggested from the taught examples: matches them and no other labelled text
+    suggested = run_cli(
+        "classify", "suggest", "--code", CODE, "--dsn", ops_dsn, "--corpus", str(corpus), "--format", "json"
+    )
+    assert suggested.code == 0, suggested.err
+    pattern = json.loads(suggested.out)["pattern"]
+    assert "zorblax" in pattern and "kappa" not in pattern
+    assert run_cli("classify", "suggest", "--code", "ENV.KEY_MISSING", "--dsn", ops_dsn).code == 2  # none taught
     model = Model.load(out)
     new = classify(registry, message=_kind(77, "omega"), model=model)
     assert (new.code, new.matched_by) == (CODE, "model")

@@ -267,6 +267,30 @@ def _skip(buf: bytes, pos: int, end: int, wire: int) -> int:
     return pos
 
 
+#: Records up to this size past the limit are counted by runs of identical copies,
+#: compared in blocks of up to this many bytes.
+_RUN_RECORD_BYTES = 32
+_RUN_BLOCK_BYTES = 1 << 20
+
+
+def _run_of(buf: bytes, record: bytes, pos: int, end: int) -> tuple[int, int]:
+    """(copies of ``record`` at ``buf[pos:end]``, the position after them): galloping, then halving."""
+    copies = 0
+    block, count = record, 1
+    while pos + len(block) <= end and buf.startswith(block, pos):
+        pos += len(block)
+        copies += count
+        if len(block) < _RUN_BLOCK_BYTES:
+            block, count = block + block, count * 2
+    while count > 1:
+        count //= 2
+        block = block[: len(record) * count]
+        if pos + len(block) <= end and buf.startswith(block, pos):
+            pos += len(block)
+            copies += count
+    return copies, pos
+
+
 class _RecordCap:
     """Walks resource -> scope -> record fields of a protobuf export request, keeping at most
     ``limit`` records (the first ones) and counting the rest, without decoding anything."""
@@ -306,35 +330,55 @@ class _RecordCap:
 
     def _records(self, buf: bytes, start: int, end: int) -> bytes | None:
         """A ScopeSpans/ScopeLogs message: its records past the limit are left out, the rest kept."""
-        parts: list[bytes] = []
-        copied = start
         pos = start
         seen = self.seen
-        limit = self.limit
+        deadline = self.deadline
+        # Records within the limit are kept as they are.
+        while pos < end and seen < self.limit:
+            key, pos = _varint(buf, pos)
+            if key != 0x12:
+                pos = _skip(buf, pos, end, key & 7)
+                continue
+            length, pos = _varint(buf, pos)
+            pos += length
+            seen += 1
+        if pos > end:
+            raise malformed("body is not valid protobuf: a field runs past its message")
+        if pos == end:
+            self.seen = seen
+            return None
+        # Past the limit records are only counted (the other fields kept): the hot loop of a
+        # body of millions of tiny records, so records under 128 bytes take a short path,
+        # and every 64th record a run of copies of it is skipped with memcmp.
+        parts = [buf[start:pos]]
+        run_at = seen + 64
+        check_at = seen + 4096
         while pos < end:
-            if seen & 0xFFF == 0 and self.deadline is not None:
-                self.deadline.check()
-            field_start = pos
-            if buf[pos] == 0x12 and pos + 1 < end and buf[pos + 1] < 0x80:  # a record under 128 bytes
+            if buf[pos] == 0x12 and pos + 1 < end and buf[pos + 1] < 0x80:
+                field_start = pos
                 pos += 2 + buf[pos + 1]
-            else:
-                key, pos = _varint(buf, pos)
-                if key != 0x12:
-                    pos = _skip(buf, pos, end, key & 7)
-                    continue
+                seen += 1
+                if seen >= run_at and pos <= end:
+                    run_at = seen + 64
+                    if pos - field_start <= _RUN_RECORD_BYTES:
+                        copies, pos = _run_of(buf, buf[field_start:pos], pos, end)
+                        seen += copies
+                    if seen >= check_at and deadline is not None:
+                        check_at = seen + 4096
+                        deadline.check()
+                continue
+            field_start = pos
+            key, pos = _varint(buf, pos)
+            if key == 0x12:
                 length, pos = _varint(buf, pos)
                 pos += length
-            if pos > end:
-                raise malformed("body is not valid protobuf: a field runs past its message")
-            seen += 1
-            if seen > limit:
-                if copied < field_start:
-                    parts.append(buf[copied:field_start])
-                copied = pos
+                seen += 1
+            else:
+                pos = _skip(buf, pos, end, key & 7)
+                parts.append(buf[field_start:pos])
+        if pos > end:
+            raise malformed("body is not valid protobuf: a field runs past its message")
         self.seen = seen
-        if copied == start and not parts:
-            return None
-        parts.append(buf[copied:end])
         return b"".join(parts)
 
 

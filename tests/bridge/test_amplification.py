@@ -80,8 +80,8 @@ def test_cap_keeps_the_first_records_and_everything_around_them():
         # resources and scopes keep their own fields, whatever was cut from them
         assert [rs.schema_url for rs in got.resource_spans] == ["resource-0", "resource-1", "resource-2"]
         assert [rs.resource.attributes[0].value.string_value for rs in got.resource_spans] == ["svc0", "svc1", "svc2"]
-        assert [ss.scope.name for rs in got.resource_spans for ss in rs.scope_spans] == [
-            f"scope{r}{s}" for r in range(3) for s in range(4)
+        assert [(ss.scope.name, ss.schema_url) for rs in got.resource_spans for ss in rs.scope_spans] == [
+            (f"scope{r}{s}", f"scope-{r}-{s}") for r in range(3) for s in range(4)
         ]
     assert cap_protobuf_records(body, 60) == (body, 0)
 
@@ -96,6 +96,23 @@ def test_cap_leaves_bodies_within_the_limit_untouched():
     assert (
         dropped == 1 and len(ExportTraceServiceRequest.FromString(capped).resource_spans[0].scope_spans[0].spans) == 199
     )
+
+
+def test_cap_counts_runs_of_tiny_records_exactly():
+    head = traces([span(error="kept")]).SerializeToString()
+    for unit, copies in (
+        (EMPTY_SPAN, 100_003),
+        (b"\x12\x02\x08\x01", 70_001),
+        (EMPTY_SPAN + b"\x12\x02\x08\x01", 33_333),
+    ):
+        scope = unit * copies
+        resource = b"\x12" + _varint(len(scope)) + scope
+        body = head + b"\x0a" + _varint(len(resource)) + resource
+        capped, dropped = cap_protobuf_records(body, LIMIT)
+        assert dropped == 1 + copies * unit.count(b"\x12") - LIMIT
+        got = ExportTraceServiceRequest.FromString(capped)
+        assert sum(len(ss.spans) for rs in got.resource_spans for ss in rs.scope_spans) == LIMIT
+        assert got.resource_spans[0].scope_spans[0].spans[0].status.message == "kept"
 
 
 def test_cap_refuses_broken_protobuf_as_malformed():

@@ -22,6 +22,7 @@
         "views/ipai_resolution_views.xml",
         "views/ipai_benchmark_result_views.xml",
         "views/ipai_agent_run_views.xml",
+        "views/ipai_classification_quality_views.xml",
         "views/res_config_settings_views.xml",
         "wizard/ipai_agent_error_wizard_views.xml",
         "wizard/ipai_failure_mode_propose_views.xml",

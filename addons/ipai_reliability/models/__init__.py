@@ -11,3 +11,4 @@ from . import ipai_benchmark_result
 from . import ipai_agent_run
 from . import res_config_settings
 from . import ipai_benchmark_comparison
+from . import ipai_classification_quality

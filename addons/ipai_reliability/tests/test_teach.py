@@ -86,3 +86,38 @@ class TestSetFailureCode(ReliabilityCase):
             self.env["ipai.agent.error.teach"].with_user(self.rel_user).create(
                 {"error_id": error.id, "failure_mode_id": mode.id}
             )
+
+
+@tagged("post_install", "-at_install")
+class TestClassificationQuality(ReliabilityCase):
+    def _envelope_sample(self, matched_by):
+        return {"ok": False, "error": {"matched_by": matched_by}}
+
+    def test_how_each_error_got_its_code_and_the_corrections_per_code(self):
+        signed = self.error(self.upsert(code="WEBHOOK.SIGNATURE_INVALID", sample=self._envelope_sample("signature")))
+        learned = self.error(self.upsert(code="ENV.KEY_MISSING", sample=self._envelope_sample("model")))
+        backlog = self.error(self.upsert(code="UNCLASSIFIED.UNKNOWN", message="Spool 9 is stuck"))
+        wrong = self.error(
+            self.upsert(
+                code="WEBHOOK.SIGNATURE_INVALID", message="Spool 8 tipped", sample=self._envelope_sample("signature")
+            )
+        )
+        conflict = self.Mode.search([("code", "=", "INTENT.STATE_CONFLICT")])
+        wrong.with_user(self.rel_manager)._teach(conflict)
+        Quality = self.env["ipai.classification.quality"].with_user(self.rel_user)
+        decided = {r.id: (r.decided_by, r.unclassified, r.taught) for r in Quality.search([])}
+        self.assertEqual(decided[signed.id], ("signature", False, False))
+        self.assertEqual(decided[learned.id], ("model", False, False))
+        self.assertEqual(decided[backlog.id], ("fallback", True, False))
+        self.assertEqual(decided[wrong.id], ("person", False, True))
+        self.assertIn(backlog.id, Quality.search([("unclassified", "=", True)]).ids)
+        per_code = {r.code: r for r in self.env["ipai.classification.code.quality"].with_user(self.rel_user).search([])}
+        webhook = per_code["WEBHOOK.SIGNATURE_INVALID"]
+        self.assertEqual((webhook.errors, webhook.corrected_away), (1, 1))
+        self.assertAlmostEqual(webhook.precision, 0.5)  # given to 2 errors, 1 corrected away
+        self.assertEqual(
+            (per_code["INTENT.STATE_CONFLICT"].taught, per_code["INTENT.STATE_CONFLICT"].corrected_to), (1, 1)
+        )
+        self.assertNotIn("UNCLASSIFIED.UNKNOWN", per_code)
+        with self.assertRaises(AccessError):
+            self.env["ipai.classification.quality"].with_user(self.plain_user).search([])

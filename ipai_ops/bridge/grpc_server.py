@@ -100,8 +100,15 @@ def build_server(pipeline: Pipeline, settings: Settings) -> grpc.aio.Server:
             ("grpc.so_reuseport", 1),
             # Connections without a call for this long are closed (GOAWAY).
             ("grpc.max_connection_idle_ms", settings.idle_timeout_seconds * 1000),
+            # A call counts from its headers on, before its message has arrived (the slot is
+            # taken only then): connections are recycled every 2 x idle_timeout with GOAWAY and
+            # calls in progress get the body deadline to finish, so a call that never sends
+            # its message is ended instead of holding a place for ever.
+            ("grpc.max_connection_age_ms", settings.idle_timeout_seconds * 2000),
+            ("grpc.max_connection_age_grace_ms", settings.body_timeout_seconds * 1000),
         ],
-        maximum_concurrent_rpcs=settings.max_inflight * 2,
+        # Calls waiting for their message cost little; processing is bounded by the slots.
+        maximum_concurrent_rpcs=settings.max_connections,
     )
     server.add_generic_rpc_handlers(
         tuple(_handler(kind(pipeline, settings)) for kind in (TraceService, LogsService, MetricsService))

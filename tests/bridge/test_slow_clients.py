@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -20,6 +21,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from tests.bridge.conftest import BridgeProcess, post, unique_letters
 from tests.bridge.otlp_factory import span, traces
 
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 SLOW_HEADERS = (
     b"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\n"
     b"Content-Type: application/x-protobuf\r\nContent-Length: 1000\r\n\r\n"
@@ -118,3 +120,34 @@ def test_idle_connections_beyond_the_cap_make_room_for_new_ones(slow_bridge: Bri
                 if sock.recv(1) == b"":
                     closed += 1
         assert closed >= 16
+
+
+def _never_sends(stop: threading.Event) -> Iterator[bytes]:
+    stop.wait(30)
+    yield from ()
+
+
+def test_grpc_calls_that_never_send_their_message_hold_nothing_for_long(slow_bridge: BridgeProcess):
+    # 20 calls open their stream (headers) and never send the request message.
+    stop = threading.Event()
+    channels = [grpc.insecure_channel(f"127.0.0.1:{slow_bridge.grpc_port}") for _ in range(20)]
+    try:
+        stuck = []
+        for channel in channels:
+            call = channel.stream_unary(EXPORT, request_serializer=None, response_deserializer=None)
+            stuck.append(call.future(_never_sends(stop), timeout=20))
+        time.sleep(0.5)
+        with grpc.insecure_channel(f"127.0.0.1:{slow_bridge.grpc_port}") as channel:
+            stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+            stub.Export(traces([span(error=f"grpc while stuck {unique_letters()}")]), timeout=5)
+        # The bridge ends them: connections are recycled (GOAWAY) and given the body deadline.
+        started = time.monotonic()
+        for future in stuck:
+            with pytest.raises(grpc.RpcError) as info:
+                future.result(timeout=10)
+            assert info.value.code() != grpc.StatusCode.DEADLINE_EXCEEDED  # not the client's own 20 s
+        assert time.monotonic() - started < 8
+    finally:
+        stop.set()
+        for channel in channels:
+            channel.close()

@@ -27,6 +27,7 @@
         "wizard/ipai_agent_error_wizard_views.xml",
         "wizard/ipai_failure_mode_propose_views.xml",
         "wizard/ipai_agent_error_teach_views.xml",
+        "wizard/ipai_failure_mode_suggest_views.xml",
         "views/ipai_reliability_menus.xml",
     ],
     "demo": ["demo/ipai_resolution_demo.xml"],

@@ -1,5 +1,6 @@
 import base64
 import logging
+import os
 import re
 
 import yaml
@@ -418,6 +419,52 @@ class IpaiFailureMode(models.Model):
         __, problems = ops_taxonomy.parse_registry(text or self.export_registry_yaml(), source="odoo-export")
         return problems
 
+    @api.private
+    @api.model
+    def write_registry_back(self, text, runbooks=None):
+        """Write the registry YAML ``text`` (and ``runbooks``: {repository-relative path: text})
+        when write-back is enabled and the files are writable; the registry path written, or
+        None (then the caller attaches the files for a person to commit)."""
+        params = self.env["ir.config_parameter"].sudo()
+        if params.get_param("ipai_reliability.registry_writeback", "False").lower() not in ("1", "true", "yes"):
+            return None
+        ops = self.env["ipai.ops"]
+        path = ops.registry_path()
+        if not (path.is_file() and os.access(path, os.W_OK)):
+            _logger.warning("registry write-back enabled but %s is not writable", path)
+            return None
+        root = ops.repo_root().resolve()
+        for relative, body in (runbooks or {}).items():
+            target = (root / relative).resolve()
+            if root not in target.parents or not RUNBOOK_RE.match(relative):
+                raise UserError(self.env._("Refusing to write %(path)s: not a runbook path.", path=relative))
+            if os.access(target.parent, os.W_OK):
+                target.write_text(body, encoding="utf-8")
+        path.write_text(text, encoding="utf-8")
+        return str(path)
+
+    @api.private
+    def runbook_with_signature(self, on, pattern):
+        """The code's runbook file text with ``- `on: ON` / `PATTERN``` added to its Signatures
+        section (the registry check asks every runbook to quote its code's signatures), or None
+        when the file is not there."""
+        self.ensure_one()
+        if not self.runbook_path:
+            return None
+        try:
+            text = (self.env["ipai.ops"].repo_root() / self.runbook_path).read_text(encoding="utf-8")
+        except OSError:
+            return None
+        entry = f"- `on: {on}` / `{pattern}`"
+        if f"`{pattern}`" in text:
+            return text
+        head = text.find("## Signatures")
+        if head < 0:
+            return text.rstrip("\n") + f"\n\n## Signatures\n\n{entry}\n"
+        end = text.find("\n## ", head + 5)
+        end = len(text) if end < 0 else end
+        return text[:head] + text[head:end].rstrip("\n") + "\n" + entry + "\n\n" + text[end:].lstrip("\n")
+
     # ------------------------------------------------------------------ actions
 
     def _check_manager(self):
@@ -473,6 +520,21 @@ class IpaiFailureMode(models.Model):
             }
         )
         return {"type": "ir.actions.act_url", "url": f"/web/content/{attachment.id}?download=true", "target": "self"}
+
+    def action_suggest_signature(self):
+        """Suggest a signature from this code's taught examples (a person accepts it)."""
+        self.ensure_one()
+        self._check_manager()
+        Suggest = self.env["ipai.failure.mode.suggest"]
+        wizard = Suggest.create(Suggest.suggestion_for(self))
+        return {
+            "type": "ir.actions.act_window",
+            "res_model": Suggest._name,
+            "res_id": wizard.id,
+            "view_mode": "form",
+            "target": "new",
+            "name": self.env._("Suggest signature"),
+        }
 
     def action_view_errors(self):
         self.ensure_one()

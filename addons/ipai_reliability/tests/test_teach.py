@@ -1,3 +1,5 @@
+import base64
+
 from odoo.exceptions import AccessError, UserError
 from odoo.tests import tagged
 
@@ -121,3 +123,59 @@ class TestClassificationQuality(ReliabilityCase):
         self.assertNotIn("UNCLASSIFIED.UNKNOWN", per_code)
         with self.assertRaises(AccessError):
             self.env["ipai.classification.quality"].with_user(self.plain_user).search([])
+
+
+@tagged("post_install", "-at_install")
+class TestSuggestSignature(ReliabilityCase):
+    def _teach_three(self):
+        mode = self.Mode.search([("code", "=", "INTENT.STATE_CONFLICT")])
+        for n, word in ((1, "kappa"), (22, "lambda"), (3, "sigma")):
+            error = self.error(
+                self.upsert(
+                    code="UNCLASSIFIED.UNKNOWN",
+                    message=f"zorblax spool {n} tipped over on shard {word}; sweeper gave up after {n * 3} passes",
+                )
+            )
+            error.with_user(self.rel_manager)._teach(mode)
+        return mode.with_user(self.rel_manager)
+
+    def test_a_suggested_signature_is_checked_again_and_added_by_a_person(self):
+        mode = self._teach_three()
+        # another error's message the signature must not match
+        self.upsert(
+            code="WEBHOOK.SIGNATURE_INVALID",
+            message="zorblax spool 5 tipped over on shard x; sweeper gave up after 2 passes too",
+        )
+        with self.assertRaisesRegex(UserError, "No signature to suggest"):
+            mode.action_suggest_signature()
+        self.env.cr.execute("DELETE FROM ops.agent_errors WHERE code = 'WEBHOOK.SIGNATURE_INVALID'")
+        action = mode.action_suggest_signature()
+        wizard = self.env[action["res_model"]].with_user(self.rel_manager).browse(action["res_id"])
+        self.assertIn("zorblax", wizard.pattern)
+        self.assertNotIn("kappa", wizard.pattern)
+        self.assertEqual(wizard.examples, 3)
+        # an edit is checked again
+        wizard.pattern = "zorblax spool 1 "
+        with self.assertRaisesRegex(UserError, "misses 2 taught example"):
+            wizard.action_accept()
+        wizard.pattern = "(?=x)"
+        with self.assertRaisesRegex(UserError, "does not compile"):
+            wizard.action_accept()
+        wizard.pattern = r"zorblax\s+spool.{1,200}?tipped\s+over"
+        before = len(mode.signature_ids)
+        done = wizard.action_accept()
+        self.assertEqual((done["res_model"], done["res_id"]), ("ipai.failure.mode", mode.id))
+        self.assertEqual(len(mode.signature_ids), before + 1)
+        self.assertEqual(mode.signature_ids[-1].pattern, r"zorblax\s+spool.{1,200}?tipped\s+over")
+        # write-back is off: the registry and the runbook quoting the signature are attached
+        names = self.env["ir.attachment"].search([("res_model", "=", mode._name), ("res_id", "=", mode.id)])
+        runbook = names.filtered(lambda a: a.name == "INTENT.STATE_CONFLICT.md")
+        self.assertIn(r"`zorblax\s+spool.{1,200}?tipped\s+over`", base64.b64decode(runbook.datas).decode())
+        self.assertIn("failure_modes.yaml", names.mapped("name"))
+
+    def test_only_managers_and_only_with_taught_examples(self):
+        mode = self.Mode.search([("code", "=", "ENV.KEY_MISSING")])
+        with self.assertRaisesRegex(UserError, "no taught example yet"):
+            mode.with_user(self.rel_manager).action_suggest_signature()
+        with self.assertRaises(AccessError):
+            mode.with_user(self.rel_user).action_suggest_signature()

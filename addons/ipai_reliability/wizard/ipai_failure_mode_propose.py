@@ -3,7 +3,6 @@
 import base64
 import json
 import logging
-import os
 import re
 
 from odoo import api, fields, models
@@ -284,17 +283,7 @@ class IpaiFailureModePropose(models.TransientModel):
 
     @api.private
     def _write_back(self, text, code, stub):
-        """Write the registry (and a runbook stub) when enabled and writable; the path written, or None."""
-        params = self.env["ir.config_parameter"].sudo()
-        if params.get_param("ipai_reliability.registry_writeback", "False").lower() not in ("1", "true", "yes"):
-            return None
-        ops = self.env["ipai.ops"]
-        path = ops.registry_path()
-        if not (path.is_file() and os.access(path, os.W_OK)):
-            _logger.warning("registry write-back enabled but %s is not writable", path)
-            return None
-        runbook = ops.repo_root() / "docs" / "runbooks" / "failures" / f"{code}.md"
-        if not runbook.exists() and os.access(runbook.parent, os.W_OK):
-            runbook.write_text(stub, encoding="utf-8")
-        path.write_text(text, encoding="utf-8")
-        return str(path)
+        """Write the registry (and a runbook stub, unless one exists) when write-back is on."""
+        runbook = f"docs/runbooks/failures/{code}.md"
+        exists = (self.env["ipai.ops"].repo_root() / runbook).exists()
+        return self.env["ipai.failure.mode"].write_registry_back(text, {} if exists else {runbook: stub})

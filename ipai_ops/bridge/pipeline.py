@@ -162,7 +162,7 @@ class Pipeline:
             if gzipped:
                 body = gunzip(body, limit=limit)
             elif len(body) > limit:
-                raise too_large(f"OTLP/JSON body exceeds the {limit} byte limit")
+                raise too_large(f"{kind} body exceeds the {limit} byte limit")
             return decode_capped(
                 signal,
                 body,

@@ -151,3 +151,27 @@ def test_grpc_calls_that_never_send_their_message_hold_nothing_for_long(slow_bri
         stop.set()
         for channel in channels:
             channel.close()
+
+
+def test_bodies_being_received_are_bounded_in_bytes_not_in_connections(module_ops_dsn: str):
+    # max_inflight 1 x max_body_bytes 64 KiB: one sender that stalls after 60 KB holds the
+    # worker's whole body budget until its body deadline; a second body is answered 503
+    # (retryable) instead of being buffered, and is taken once the first one is gone.
+    proc = BridgeProcess(
+        module_ops_dsn, grpc_port=0, max_inflight=1, max_body_bytes=64 * 1024, body_timeout_seconds=1
+    ).start()
+    head = (
+        b"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-protobuf\r\nContent-Length: 65000\r\n\r\n"
+    )
+    try:
+        with open_connections(proc.http_port, 1, head + b"\x00" * 60_000):
+            time.sleep(0.3)
+            padded = traces([span(error=f"padded {unique_letters()}", name="n" * 10_000)]).SerializeToString()
+            status, headers, _ = post(proc.url + "/v1/traces", padded)
+            assert status == 503 and headers["Retry-After"] == "1"
+            time.sleep(1.5)  # the stalled body's deadline passes
+            status, _, answer = post(proc.url + "/v1/traces", padded)
+            assert status == 200, answer
+    finally:
+        proc.stop()

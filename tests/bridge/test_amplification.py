@@ -12,8 +12,10 @@ import os
 from collections.abc import Iterator
 
 import grpc
+import hypothesis.strategies as st
 import pytest
 from google.rpc import status_pb2
+from hypothesis import given, settings
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
@@ -240,3 +242,52 @@ def test_a_request_over_its_cpu_deadline_is_refused_and_not_to_be_retried(module
     # RESOURCE_EXHAUSTED without RetryInfo: OTLP/gRPC senders do not retry it.
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert not [key for key, _ in info.value.trailing_metadata() or () if key == "google.rpc.retryinfo-bin"]
+
+
+# --------------------------------------------------------------------------- properties
+
+_names = st.text(alphabet="abcxyz", max_size=3)
+_requests = st.lists(  # resources -> scopes -> span names
+    st.lists(st.tuples(_names, st.lists(_names, max_size=12)), max_size=3), max_size=3
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(shape=_requests, limit=st.integers(min_value=0, max_value=40), logs_signal=st.booleans())
+def test_cap_equals_decoding_everything_then_keeping_the_first_records(shape, limit, logs_signal):
+    request = ExportLogsServiceRequest() if logs_signal else ExportTraceServiceRequest()
+    for r, scopes in enumerate(shape):
+        resource = request.resource_logs.add() if logs_signal else request.resource_spans.add()
+        resource.schema_url = f"r{r}"
+        for schema, names in scopes:
+            scope = resource.scope_logs.add() if logs_signal else resource.scope_spans.add()
+            scope.schema_url = schema
+            for name in names:
+                if logs_signal:
+                    scope.log_records.add().severity_text = name
+                else:
+                    scope.spans.add(name=name)
+    body = request.SerializeToString()
+    capped, dropped = cap_protobuf_records(body, limit)
+    expected = type(request).FromString(body)
+    left = limit
+    for resource in expected.resource_logs if logs_signal else expected.resource_spans:
+        for scope in resource.scope_logs if logs_signal else resource.scope_spans:
+            records = scope.log_records if logs_signal else scope.spans
+            keep = min(left, len(records))
+            del records[keep:]
+            left -= keep
+    total = sum(len(names) for scopes in shape for _, names in scopes)
+    assert dropped == max(0, total - limit)
+    assert type(request).FromString(capped) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.binary(max_size=300), limit=st.integers(min_value=0, max_value=5))
+def test_cap_of_arbitrary_bytes_answers_or_refuses_as_malformed(body, limit):
+    try:
+        capped, dropped = cap_protobuf_records(body, limit)
+    except OtlpRejected as exc:
+        assert exc.reason == "malformed"
+        return
+    assert dropped >= 0 and len(capped) <= len(body)

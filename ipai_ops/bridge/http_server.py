@@ -51,18 +51,21 @@ async def read_body(
     with 408 when it has not fully arrived within ``timeout`` seconds, and with 503 when the
     worker's body budget (``reservation``) has no room for it."""
     buf = bytearray()
+
+    async def read() -> bytes:
+        while True:
+            chunk = await request.content.readany()
+            if not chunk:
+                return bytes(buf)
+            if reservation is not None:
+                reservation.take(len(chunk))
+            buf.extend(chunk)
+            if len(buf) > limit:
+                raise too_large(f"request body exceeds the {limit} byte limit")
+
     try:
-        async with asyncio.timeout(timeout):
-            while True:
-                chunk = await request.content.readany()
-                if not chunk:
-                    return bytes(buf)
-                if reservation is not None:
-                    reservation.take(len(chunk))
-                buf += chunk
-                if len(buf) > limit:
-                    raise too_large(f"request body exceeds the {limit} byte limit")
-    except TimeoutError:
+        return await asyncio.wait_for(read(), timeout)  # asyncio.timeout() needs Python 3.11
+    except asyncio.TimeoutError:
         raise OtlpRejected(
             408,
             grpc.StatusCode.DEADLINE_EXCEEDED,

@@ -108,7 +108,7 @@ class Pipeline:
         self.max_decompressed_bytes = max_decompressed_bytes
         self.max_json_bytes = max_json_bytes
         self.cpu_seconds = cpu_seconds
-        # One thread per slot decodes and extracts (one hop off the event loop, ~70 us): a
+        # One thread per slot decodes and extracts (one hop off the event loop, ~100 us): a
         # cheap request is not queued behind an expensive one's decoding (they share the
         # GIL). The extractor's caches are not thread-safe: one request extracts at a time.
         self._decoders = ThreadPoolExecutor(max_workers=max_inflight, thread_name_prefix="ipai-bridge-decode")

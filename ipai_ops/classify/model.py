@@ -41,7 +41,7 @@ import scipy.sparse as sp
 from scipy.special import expit
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import HashingVectorizer
-from sklearn.linear_model import SGDClassifier
+from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.model_selection import KFold
 from sklearn.preprocessing import normalize
 
@@ -109,7 +109,8 @@ class Example:
 @dataclass(frozen=True)
 class Prediction:
     code: str
-    #: The model's probability for ``code`` (one-vs-rest logistic probabilities, normalised).
+    #: The probability that ``code`` is right: the classifier's score calibrated on
+    #: cross-validated answers (Platt scaling), or a taught example's similarity.
     score: float
     #: The labelled example nearest to the text, of the same code: its source and an excerpt.
     nearest_source: str
@@ -235,7 +236,7 @@ def train(
     n = len(texts)
     idf = (np.log((1 + n) / (1 + df[columns])) + 1.0).astype(np.float32)
     X = _weighted(hashed, columns, idf)
-    threshold, cv = _threshold(X, y, labels)
+    threshold, cv, calibration = _threshold(X, y, labels)
     clf = _fit(X, y)
     scale = (np.abs(clf.coef_).max(axis=1) / 127.0).astype(np.float32)
     scale[scale == 0] = 1.0
@@ -252,6 +253,7 @@ def train(
         "coef_scale": _b64(scale),
         "intercept": _b64(intercept),
         "threshold": threshold,
+        "calibration": calibration,
         "prototypes": prototypes,
         "taught": _taught_vectors(taught, columns, idf),
     }
@@ -275,16 +277,21 @@ def train(
     return buffer.getvalue()
 
 
-def _threshold(X: sp.csr_matrix, y: np.ndarray, labels: list[str]) -> tuple[float, dict[str, Any]]:
+def _threshold(X: sp.csr_matrix, y: np.ndarray, labels: list[str]) -> tuple[float, dict[str, Any], list[float] | None]:
     """The lowest threshold whose cross-validated accepted answers reach TARGET_PRECISION
     and accept at most MAX_FALSE_POSITIVE of the ``none`` examples (an answer of ``none``,
-    or below the threshold, is an abstention)."""
+    or below the threshold, is an abstention), and the calibration of the score.
+
+    Calibration (Platt scaling of the top score): on the same cross-validated answers, a
+    logistic fit of "the answer is right" on the classifier's score; the model then reports
+    that probability, and the threshold is expressed in it. It is monotone, so it changes
+    what the score means, not which answers are given."""
     if len(y) > CV_MAX_EXAMPLES:
         sample = np.sort(np.random.default_rng(0).choice(len(y), CV_MAX_EXAMPLES, replace=False))
         X, y = X[sample], y[sample]
     folds = min(CV_FOLDS, len(y))
     if folds < 2:
-        return 0.9, {"folds": 0}
+        return 0.9, {"folds": 0}, None
     probs = np.zeros((len(y), len(labels)))
     rows = np.arange(len(y))
     for fit_rows, test_rows in KFold(n_splits=folds, shuffle=True, random_state=0).split(rows):
@@ -310,7 +317,30 @@ def _threshold(X: sp.csr_matrix, y: np.ndarray, labels: list[str]) -> tuple[floa
         )
         if precision >= TARGET_PRECISION and false_positive <= MAX_FALSE_POSITIVE and t < best:
             best = t
-    return best, {"folds": folds, "examples": len(y), "table": table}
+    answer, score = probs.argmax(axis=1), probs.max(axis=1)
+    calibration = _platt(score[answer != none], (answer == y)[answer != none])
+    if calibration is not None:
+        for row in table:
+            row["calibrated"] = round(_calibrate(row["threshold"], calibration), 3)
+        best = round(_calibrate(best, calibration), 6)
+    return best, {"folds": folds, "examples": len(y), "table": table}, calibration
+
+
+def _platt(score: np.ndarray, right: np.ndarray) -> list[float] | None:
+    """``[a, b]`` with P(right) = expit(a * score + b), or None (too few answers, one outcome,
+    or a fit that would not be increasing)."""
+    if len(score) < 20 or right.all() or not right.any():
+        return None
+    fit = LogisticRegression(C=1e4).fit(score.reshape(-1, 1), right.astype(int))
+    a, b = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    return [round(a, 6), round(b, 6)] if a > 0 else None
+
+
+def _calibrate(raw: float, calibration: list[float] | None) -> float:
+    if not calibration:
+        return raw
+    a, b = calibration
+    return float(expit(a * raw + b))
 
 
 def _fit(X: sp.csr_matrix, y: np.ndarray) -> SGDClassifier:
@@ -447,6 +477,12 @@ class Model:
         coef = _array(doc["coef"]).astype(np.float64)
         self.intercept = _array(doc["intercept"]).astype(np.float64)
         self.threshold = float(threshold if threshold is not None else doc["threshold"])
+        calibration = doc.get("calibration")
+        if calibration is not None and (
+            not isinstance(calibration, list) or len(calibration) != 2 or float(calibration[0]) <= 0
+        ):
+            raise ModelError("corrupt artifact: calibration must be [a > 0, b]")
+        self.calibration = [float(v) for v in calibration] if calibration is not None else None
         self.manifest: dict[str, Any] = dict(doc.get("manifest") or {})
         k, width = len(self.labels), len(self.columns)
         rows = k if k > 2 else 1
@@ -562,7 +598,7 @@ class Model:
                     return Prediction(code, float(min(1.0, sims[index])), source, excerpt, taught=True)
         probs = self._probs(weights @ self.coef_t[cols] + self.intercept)
         best = int(probs.argmax())
-        label, score = self.labels[best], float(probs[best])
+        label, score = self.labels[best], _calibrate(float(probs[best]), self.calibration)
         if label == NONE or score < self.threshold or (allowed is not None and label not in allowed):
             return None
         source, excerpt = "", ""
@@ -579,18 +615,22 @@ class Model:
         if not examples:
             return {"examples": 0}
         answered = right = false_positive = nones = 0
+        scores: list[float] = []
         for example in examples:
             found = self.predict(example.text)
             nones += example.label == NONE
             if found is None:
                 continue
             answered += 1
+            scores.append(found.score)
             right += found.code == example.label
             false_positive += example.label == NONE
         return {
             "examples": len(examples),
             "answered": answered,
             "precision": round(right / answered, 3) if answered else None,
+            # a calibrated score's mean is close to the precision of the answers it was given to
+            "mean_score": round(sum(scores) / len(scores), 3) if scores else None,
             "false_positives_of_none": f"{false_positive}/{nones}",
         }
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pytest
 
 from ipai_ops import config
@@ -217,3 +218,25 @@ def test_train_and_eval_refuse_bad_input_in_one_line(run_cli, tmp_path):
     assert result.code != 0 and "not a gzip'd JSON artifact" in result.err
     result = run_cli("classify", "train", "--splits", "everything", "--out", str(tmp_path / "m"))
     assert result.code != 0 and "--splits: everything" in result.err
+
+
+def test_the_score_is_calibrated_on_cross_validated_answers_and_keeps_their_order():
+    from ipai_ops.classify.model import _calibrate, _platt
+
+    rng = np.random.default_rng(0)
+    score = rng.uniform(0.3, 1.0, 400)
+    right = rng.uniform(0, 1, 400) < score**2  # right more often as the score grows
+    calibration = _platt(score, right)
+    assert calibration is not None and calibration[0] > 0
+    calibrated = [_calibrate(s, calibration) for s in (0.4, 0.6, 0.8, 0.95)]
+    assert calibrated == sorted(calibrated)  # monotone: the same answers are given
+    high = score >= 0.9
+    assert abs(_calibrate(0.95, calibration) - right[high].mean()) < 0.1  # says how often it is right
+    assert _platt(score[:10], right[:10]) is None and _platt(score, np.ones(400, bool)) is None
+
+
+def test_a_calibration_that_is_not_increasing_is_refused(artifact):
+    doc = json.loads(gzip.decompress(artifact))
+    doc["calibration"] = [-1.0, 0.0]
+    with pytest.raises(ModelError, match="calibration"):
+        Model.from_bytes(gzip.compress(json.dumps(doc).encode(), mtime=0))

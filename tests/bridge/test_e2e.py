@@ -178,6 +178,10 @@ def test_metrics_signal_is_acknowledged(bridge: BridgeProcess):
 def test_health_readiness_and_metrics(bridge: BridgeProcess):
     with urllib.request.urlopen(bridge.url + "/readyz") as resp:
         assert json.loads(resp.read())["status"] == "ready"
+    # labelled counters exist once something was counted: send an error of our own, so the
+    # test does not depend on which tests ran before it on this worker
+    body = traces([span(error=f"metrics probe {unique_letters()}")]).SerializeToString()
+    assert post(bridge.url + "/v1/traces", body)[0] == 200
     with urllib.request.urlopen(bridge.url + "/metrics") as resp:
         text = resp.read().decode()
     for name in (

@@ -165,8 +165,8 @@ $$;
 CREATE FUNCTION ops.version_key(v text) RETURNS numeric[]
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     AS $$
-    SELECT CASE WHEN v ~ '[0-9]'
-        THEN string_to_array(trim(BOTH '.' FROM regexp_replace(v, '[^0-9]+', '.', 'g')), '.')::numeric[]
+    SELECT CASE WHEN left(v, 256) ~ '[0-9]'
+        THEN string_to_array(trim(BOTH '.' FROM regexp_replace(left(v, 256), '[^0-9]+', '.', 'g')), '.')::numeric[]
         ELSE '{}'::numeric[] END
 $$;
 

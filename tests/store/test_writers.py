@@ -197,6 +197,17 @@ def test_regression_when_the_version_is_unknown(ops_conn):
     assert error_row(ops_conn)["status"] == "regressed"
 
 
+def test_a_huge_resolved_in_version_does_not_make_later_occurrences_fail(ops_conn):
+    # an operator's mistyped release of 140,000 digits used to overflow numeric on every
+    # later occurrence (migration 0008 compares the first 256 characters)
+    store.upsert_error(ops_conn, occ(1, version="1.0"))
+    _resolve(ops_conn, version="9" * 140_000)
+    store.write_batch(ops_conn, [occ(2, version="2.0")])
+    assert error_row(ops_conn)["status"] == "resolved"  # 2.0 < 999...: an older release
+    store.upsert_error(ops_conn, occ(3, version="9" * 300))
+    assert error_row(ops_conn)["status"] == "regressed"  # equal on their first 256 characters
+
+
 def test_snooze_by_count_and_by_date(ops_conn):
     store.upsert_error(ops_conn, occ(1))
     with ops_conn, ops_conn.cursor() as cur:

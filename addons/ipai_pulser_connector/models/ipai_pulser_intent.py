@@ -1,3 +1,5 @@
+import contextlib
+import contextvars
 import functools
 import json
 import logging
@@ -32,8 +34,10 @@ from ..services.handlers import HandlerContext, get_handler, timeout_for, valida
 
 _logger = logging.getLogger(__name__)
 
-#: Context key that lets a write change ``state``: only :meth:`_transition` sets it.
-_TRANSITION_CTX = "ipai_pulser_transition"
+#: True while :meth:`IpaiPulserIntent._transition` writes: the only writes that may change
+#: ``state``. A context variable, not an Odoo context key: an RPC caller chooses the context
+#: (``/web/dataset/call_kw`` passes ``kwargs.context`` through), never this variable.
+_STATE_WRITE_ALLOWED = contextvars.ContextVar("ipai_pulser_state_write_allowed", default=False)
 #: Seconds a claimed-but-not-started intent keeps its lease.
 CLAIM_LEASE_SECONDS = 120
 #: Extra seconds past the handler timeout before a running intent's lease expires.
@@ -64,6 +68,19 @@ _PENDING_CANCEL_SQL = """
            ) r ON TRUE
      WHERE i.id = %(id)s
 """
+
+
+@contextlib.contextmanager
+def state_writes_allowed():
+    """Server code only: writes inside this block may change ``state`` without the machine.
+
+    :meth:`IpaiPulserIntent._transition` uses it; tests use it to place an intent in a state.
+    Nothing an RPC caller sends reaches it."""
+    token = _STATE_WRITE_ALLOWED.set(True)
+    try:
+        yield
+    finally:
+        _STATE_WRITE_ALLOWED.reset(token)
 
 
 def _jsonable(value):
@@ -218,7 +235,9 @@ class IpaiPulserIntent(models.Model):
         return records
 
     def write(self, vals):
-        if "state" in vals and not self.env.context.get(_TRANSITION_CTX):
+        if "state" in vals and not _STATE_WRITE_ALLOWED.get():
+            # Who may not write intents at all (Reliability Users) is told that first.
+            self.check_access("write")
             raise StateConflict(
                 "the state of an intent changes only through its state machine "
                 "(_transition, the worker, cancel and requeue actions)",
@@ -259,7 +278,8 @@ class IpaiPulserIntent(models.Model):
                     "data": data,
                 }
             )
-        self.with_context(**{_TRANSITION_CTX: True}).write({**(vals or {}), "state": new_state})
+        with state_writes_allowed():
+            self.write({**(vals or {}), "state": new_state})
         Event.create(events)
         return True
 

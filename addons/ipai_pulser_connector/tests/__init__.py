@@ -8,3 +8,4 @@ from . import test_cancel
 from . import test_telemetry
 from . import test_report
 from . import test_escalation
+from . import test_access

@@ -73,7 +73,7 @@ class TestEnvelopeAndOpsRow(PulserCase):
         self.assertFalse(again["is_new"])
         self.assertEqual(again["count"], first)
         # repeat: a new attempt is a new occurrence
-        intent.with_context(ipai_pulser_transition=True).write({"next_attempt_at": False})
+        intent.write({"next_attempt_at": False})
         self.run_worker()
         self.assertEqual(intent.attempts, 2)
         self.assertEqual(self.ops_row(fingerprint)["count"], first + 1)

@@ -138,9 +138,7 @@ class TestWorker(PulserCase):
                 "lease_expires_at": fields.Datetime.now() - timedelta(seconds=5),
             },
         )
-        assigned.with_context(ipai_pulser_transition=True).write(
-            {"lease_expires_at": fields.Datetime.now() - timedelta(seconds=5)}
-        )
+        assigned.write({"lease_expires_at": fields.Datetime.now() - timedelta(seconds=5)})
         reaped = self.Intent._reap_expired_leases()
         self.assertEqual(reaped, 2)
         self.assertEqual((assigned.state, assigned.attempts), ("queued", 0))

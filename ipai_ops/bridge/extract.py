@@ -97,6 +97,8 @@ MAX_SERVICE_CHARS = 256
 #: retention (and then count again when redelivered). Occurrence ids keep the sent time.
 MAX_AGE_SECONDS = 7 * 24 * 3600
 MAX_SKEW_SECONDS = 300
+#: Key of an occurrence dict: True when its fingerprint came from ``ipai.failure.fingerprint``.
+PRODUCER_FINGERPRINT = "producer_fingerprint"
 #: The ``sample`` envelope is kept small: it is stored on every touched error row.
 SAMPLE_CAPS = Caps(message=1024, stdout=1024, stderr=4096, tool_calls=0, tool_call_chars=256, details=1024)
 
@@ -471,6 +473,9 @@ class Extractor:
             "span_id": span_hex,
             "sample": draft,
             "previous_fingerprint": template.previous_fingerprint,
+            # Whether the fingerprint is the sender's own (the bridge's sender policy
+            # namespaces it on shared sources; ipai_ops.bridge.auth). Not stored.
+            PRODUCER_FINGERPRINT: producer_fingerprint is not None,
         }
 
     def _classified(

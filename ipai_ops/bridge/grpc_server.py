@@ -11,11 +11,14 @@ from __future__ import annotations
 import logging
 
 import grpc
+from google.protobuf.any_pb2 import Any
 from google.protobuf.duration_pb2 import Duration
+from google.rpc import status_pb2
 from google.rpc.error_details_pb2 import RetryInfo
 
 from ipai_ops.bridge import metrics
-from ipai_ops.bridge.otlp import PROTOBUF, OtlpRejected, check_bearer
+from ipai_ops.bridge.auth import Sender
+from ipai_ops.bridge.otlp import PROTOBUF, OtlpRejected
 from ipai_ops.bridge.pipeline import Pipeline
 from ipai_ops.bridge.settings import Settings
 
@@ -31,29 +34,39 @@ class _Export:
         self.pipeline = pipeline
         self.settings = settings
 
-    def _check_token(self, context: grpc.aio.ServicerContext) -> None:
-        if not self.settings.token:
-            return
+    def _sender(self, context: grpc.aio.ServicerContext) -> Sender | None:
         presented = None
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 presented = value if isinstance(value, str) else value.decode("latin-1")
-        check_bearer(presented, self.settings.token)
+        return self.pipeline.authenticate(presented, self.settings.token)
 
     async def Export(self, body: bytes, context: grpc.aio.ServicerContext):
         try:
-            self._check_token(context)
+            sender = self._sender(context)
+            self.pipeline.check_quota_before_body(sender)
             with self.pipeline.slot():
-                return await self.pipeline.export_body(self.signal, body, kind=PROTOBUF, gzipped=False, encoding="grpc")
+                return await self.pipeline.export_body(
+                    self.signal, body, kind=PROTOBUF, gzipped=False, encoding="grpc", sender=sender
+                )
         except OtlpRejected as exc:
             if exc.reason != "db_unavailable":
                 metrics.RECORDS_REJECTED.labels(exc.reason).inc()
-            trailing = ()
+            trailing: tuple[tuple[str, bytes], ...] = ()
             if exc.grpc_code in _RETRYABLE and exc.http_status in (429, 503):
                 # OTLP/gRPC "Failures": RESOURCE_EXHAUSTED is retryable only with RetryInfo,
                 # which a request that is too expensive in itself (413 over HTTP) never gets.
-                info = RetryInfo(retry_delay=Duration(seconds=self.settings.retry_after_seconds))
-                trailing = (("google.rpc.retryinfo-bin", info.SerializeToString()),)
+                # RetryInfo goes in the google.rpc.Status details (grpc-status-details-bin, what
+                # the Go exporter reads through status.FromError) and, as before, on its own.
+                seconds = exc.retry_after if exc.retry_after is not None else self.settings.retry_after_seconds
+                info = RetryInfo(retry_delay=Duration(seconds=seconds))
+                detail = Any()
+                detail.Pack(info)
+                status = status_pb2.Status(code=exc.grpc_code.value[0], message=exc.message, details=[detail])
+                trailing = (
+                    ("google.rpc.retryinfo-bin", info.SerializeToString()),
+                    ("grpc-status-details-bin", status.SerializeToString()),
+                )
             await context.abort(exc.grpc_code, exc.message, trailing_metadata=trailing)
         except Exception:
             # Not gRPC's UNKNOWN with the exception's text: INTERNAL, the detail in the log.

@@ -26,7 +26,6 @@ from ipai_ops.bridge.otlp import (
     JSON,
     PROTOBUF,
     OtlpRejected,
-    check_bearer,
     check_content_encoding,
     check_content_type,
     check_declared_length,
@@ -82,7 +81,8 @@ def _answer_kind(request: web.Request) -> str:
 def _refusal(exc: OtlpRejected, kind: str, settings: Settings, *, body_read: bool) -> web.Response:
     headers = {}
     if exc.http_status in (429, 503):
-        headers["Retry-After"] = str(settings.retry_after_seconds)
+        retry_after = exc.retry_after if exc.retry_after is not None else settings.retry_after_seconds
+        headers["Retry-After"] = str(retry_after)
     if exc.http_status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="ipai-bridge"'
     response = web.Response(
@@ -104,7 +104,8 @@ def export_handler(signal: str):
         kind = _answer_kind(request)
         body_read = False
         try:
-            check_bearer(request.headers.get("Authorization"), settings.token)
+            sender = pipeline.authenticate(request.headers.get("Authorization"), settings.token)
+            pipeline.check_quota_before_body(sender)
             kind = check_content_type(request.headers.get("Content-Type"))
             gzipped = check_content_encoding(request.headers.get("Content-Encoding"))
             limit = settings.max_body_bytes
@@ -123,6 +124,7 @@ def export_handler(signal: str):
                         kind=kind,
                         gzipped=gzipped,
                         encoding="protobuf" if kind == PROTOBUF else "json",
+                        sender=sender,
                     )
         except OtlpRejected as exc:
             if exc.reason != "db_unavailable":  # counted per record by the pipeline

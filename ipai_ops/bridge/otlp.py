@@ -56,8 +56,18 @@ _INVALID_ID = base64.b64encode(b"\xff").decode()
 class OtlpRejected(Exception):
     """The request is refused as a whole."""
 
-    def __init__(self, http_status: int, grpc_code: grpc.StatusCode, reason: str, message: str):
+    def __init__(
+        self,
+        http_status: int,
+        grpc_code: grpc.StatusCode,
+        reason: str,
+        message: str,
+        *,
+        retry_after: int | None = None,
+    ):
         super().__init__(message)
+        #: Seconds to advertise (Retry-After / RetryInfo) instead of the configured default.
+        self.retry_after = retry_after
         self.http_status = http_status
         self.grpc_code = grpc_code
         self.reason = reason

@@ -6,6 +6,7 @@ Shared by the OTLP/HTTP and OTLP/gRPC servers so both answer identically.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -17,17 +18,20 @@ import grpc
 from google.protobuf.message import Message
 
 from ipai_ops.bridge import metrics
-from ipai_ops.bridge.extract import Extraction, Extractor
+from ipai_ops.bridge.auth import Sender, Senders, namespaced_fingerprint, namespaced_id
+from ipai_ops.bridge.extract import MAX_ID_CHARS, PRODUCER_FINGERPRINT, Extraction, Extractor
 from ipai_ops.bridge.otlp import (
     JSON,
     Deadline,
     OtlpRejected,
+    check_bearer,
     count_records,
     decode_capped,
     gunzip,
     partial_success,
     too_large,
 )
+from ipai_ops.bridge.quota import Quota
 from ipai_ops.bridge.writer import DatabaseUnavailable, Writer
 from ipai_ops.taxonomy import Registry
 
@@ -36,6 +40,38 @@ log = logging.getLogger(__name__)
 
 def at_capacity(message: str) -> OtlpRejected:
     return OtlpRejected(503, grpc.StatusCode.RESOURCE_EXHAUSTED, "at_capacity", message)
+
+
+def over_quota(message: str, retry_after: int) -> OtlpRejected:
+    """429 + Retry-After / RESOURCE_EXHAUSTED + RetryInfo: the sender keeps the data and retries."""
+    return OtlpRejected(429, grpc.StatusCode.RESOURCE_EXHAUSTED, "quota_exceeded", message, retry_after=retry_after)
+
+
+def apply_senders(extraction: Extraction, senders: Senders, sender: Sender) -> None:
+    """Refuse the occurrences whose source ``sender`` may not write (``source_not_allowed``) and
+    namespace ids and supplied fingerprints on shared sources (ipai_ops.bridge.auth)."""
+    kept = []
+    decisions: dict[str, object] = {}
+    for occ in extraction.occurrences:
+        producer_fingerprint = occ.pop(PRODUCER_FINGERPRINT, False)
+        source = occ["source"]
+        decision = decisions.get(source)
+        if decision is None:
+            decision = decisions[source] = senders.decide(sender, source)
+        if not decision.allowed:  # type: ignore[attr-defined]
+            extraction.reject("source_not_allowed", decision.reason)  # type: ignore[attr-defined]
+            continue
+        if decision.shared:  # type: ignore[attr-defined]
+            occ["occurrence_id"] = namespaced_id(sender, occ["occurrence_id"], MAX_ID_CHARS)
+            if producer_fingerprint:
+                occ["fingerprint"] = namespaced_fingerprint(sender, occ["fingerprint"])
+            sample = occ.get("sample")
+            if sample:
+                sample["context"] = {**sample.get("context", {}), "occurrence_id": occ["occurrence_id"]}
+                if producer_fingerprint and isinstance(sample.get("error"), dict):
+                    sample["error"] = {**sample["error"], "fingerprint": occ["fingerprint"]}
+        kept.append(occ)
+    extraction.occurrences = kept
 
 
 class BodyBudget:
@@ -103,7 +139,12 @@ class Pipeline:
         max_decompressed_bytes: int = 16 * 1024 * 1024,
         max_json_bytes: int = 2 * 1024 * 1024,
         cpu_seconds: float = 5.0,
+        senders: Senders | None = None,
+        quota: Quota | None = None,
     ) -> None:
+        #: Who may write as whom; None = every request may write every source (tests, tools).
+        self.senders = senders
+        self.quota = quota or Quota()
         self.max_records = max_records
         self.max_decompressed_bytes = max_decompressed_bytes
         self.max_json_bytes = max_json_bytes
@@ -173,7 +214,7 @@ class Pipeline:
             )
 
     def _decode_and_extract(
-        self, signal: str, body: bytes, kind: str, gzipped: bool, deadline: Deadline
+        self, signal: str, body: bytes, kind: str, gzipped: bool, deadline: Deadline, *, sender: Sender | None
     ) -> tuple[Message, int, Extraction]:
         request, raw, dropped = self._decode(signal, body, kind, gzipped, deadline)
         del body
@@ -181,11 +222,79 @@ class Pipeline:
             deadline.check()
             self.extractor.deadline = deadline
             try:
-                return request, dropped, self.extract(signal, request, raw=raw)
+                extraction = self.extract(signal, request, raw=raw)
             finally:
                 self.extractor.deadline = None
+        if self.senders is not None and sender is not None:
+            apply_senders(extraction, self.senders, sender)
+        return request, dropped, extraction
 
-    async def export_body(self, signal: str, body: bytes, *, kind: str, gzipped: bool, encoding: str) -> Message:
+    def authenticate(self, header: str | None, token: str = "") -> Sender | None:
+        """The sender presenting ``header``: 401 unless a configured token matches. Without
+        configured senders, only ``token`` is checked (no policy)."""
+        if self.senders is None:
+            check_bearer(header, token)
+            return None
+        return self.senders.authenticate(header)
+
+    def check_quota_before_body(self, sender: Sender | None) -> None:
+        """429 before the body is read when every source ``sender`` may write is over its budget
+        (knowable only for a sender whose grant names its sources, without ``*``)."""
+        if sender is None or not self.quota.enabled or sender.wildcard or not sender.sources:
+            return
+        wait = self.quota.exhausted(sender.name, sender.sources)
+        if wait:
+            raise over_quota(
+                f"sender {sender.name!r} is over its quota of occurrences on every source it may write; "
+                f"retry after {wait} s",
+                wait,
+            )
+
+    def _charge(self, extraction: Extraction, sender: Sender | None) -> dict[tuple[str, str], int]:
+        """Charge each occurrence to its (sender, source) budget; refuse those beyond it.
+
+        Raises 429 when occurrences were refused and none fit (the sender retries the request).
+        """
+        charged: dict[tuple[str, str], int] = {}
+        if not self.quota.enabled or not extraction.occurrences:
+            return charged
+        name = sender.name if sender is not None else ""
+        wanted: dict[tuple[str, str], int] = {}
+        for occ in extraction.occurrences:
+            key = (name, occ["source"])
+            wanted[key] = wanted.get(key, 0) + 1
+        granted = {key: self.quota.take(key, count) for key, count in wanted.items()}
+        if not any(granted.values()):
+            for key, count in granted.items():
+                self.quota.give_back(key, count)
+            wait = min(self.quota.retry_after(key) for key in wanted)
+            sources = ", ".join(sorted(repr(source) for _, source in wanted))[:200]
+            raise over_quota(
+                f"sender {name or '(any)'!r} is over its quota of occurrences for {sources}; retry after {wait} s",
+                max(wait, 1),
+            )
+        kept = []
+        waits: dict[tuple[str, str], int] = {}
+        for occ in extraction.occurrences:
+            key = (name, occ["source"])
+            if granted[key] > 0:
+                granted[key] -= 1
+                charged[key] = charged.get(key, 0) + 1
+                kept.append(occ)
+            else:
+                if key not in waits:
+                    waits[key] = self.quota.retry_after(key)
+                extraction.reject(
+                    "quota_exceeded",
+                    f"over the quota of sender {name or '(any)'!r} for source {occ['source']!r} "
+                    f"(room again in {waits[key]} s)",
+                )
+        extraction.occurrences = kept
+        return charged
+
+    async def export_body(
+        self, signal: str, body: bytes, *, kind: str, gzipped: bool, encoding: str, sender: Sender | None = None
+    ) -> Message:
         """Decode (gzip, record cap, protobuf or JSON) and extract off the event loop under one
         CPU deadline, then store; the OTLP response comes only after COMMIT.
 
@@ -194,21 +303,35 @@ class Pipeline:
         """
         loop = asyncio.get_running_loop()
         deadline = Deadline(self.cpu_seconds)
+        work = functools.partial(self._decode_and_extract, sender=sender)
         request, dropped, extraction = await loop.run_in_executor(
-            self._decoders, self._decode_and_extract, signal, body, kind, gzipped, deadline
+            self._decoders, work, signal, body, kind, gzipped, deadline
         )
         if dropped and signal != "metrics":
             extraction.rejected["too_many_records"] += dropped
             extraction.notes.insert(0, f"{dropped} beyond the limit of {self.max_records} records per request")
         received = count_records(signal, request) + (dropped if signal != "metrics" else 0)
-        return await self._store(signal, extraction, received=received, encoding=encoding)
+        try:
+            charged = self._charge(extraction, sender)
+        except OtlpRejected:
+            metrics.RECORDS_RECEIVED.labels(signal, encoding).inc(received)
+            raise
+        return await self._store(signal, extraction, received=received, encoding=encoding, charged=charged)
 
     async def export(self, signal: str, request: Message, *, encoding: str, raw: bytes | None = None) -> Message:
         """Store the errors of a decoded request; return the OTLP response only after COMMIT."""
         extraction = self.extract(signal, request, raw=raw)
         return await self._store(signal, extraction, received=count_records(signal, request), encoding=encoding)
 
-    async def _store(self, signal: str, extraction: Extraction, *, received: int, encoding: str) -> Message:
+    async def _store(
+        self,
+        signal: str,
+        extraction: Extraction,
+        *,
+        received: int,
+        encoding: str,
+        charged: dict[tuple[str, str], int] | None = None,
+    ) -> Message:
         metrics.RECORDS_RECEIVED.labels(signal, encoding).inc(received)
         for reason, count in extraction.rejected.items():
             metrics.RECORDS_REJECTED.labels(reason).inc(count)
@@ -218,6 +341,8 @@ class Pipeline:
             try:
                 result = await self.writer.write(occurrences)
             except DatabaseUnavailable as exc:
+                for key, count in (charged or {}).items():
+                    self.quota.give_back(key, count)  # nothing was stored: the retry pays
                 metrics.RECORDS_REJECTED.labels("db_unavailable").inc(len(occurrences))
                 log.warning("ops database unavailable, asking the sender to retry: %s", exc)
                 raise OtlpRejected(
@@ -235,6 +360,9 @@ class Pipeline:
                 metrics.RECORDS_REJECTED.labels("invalid_data").inc(len(result.refused))
                 log.warning("%d record(s) refused by the database: %s", len(result.refused), result.refused[0][1])
                 for occurrence, reason in result.refused:
+                    if charged:
+                        name = next(iter(charged))[0]
+                        self.quota.give_back((name, occurrence["source"]), 1)
                     extraction.reject(
                         "invalid_data",
                         f"record {occurrence['occurrence_id'][:100]} refused by the database: {reason}",

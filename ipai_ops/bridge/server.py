@@ -67,9 +67,11 @@ async def serve_worker(settings: Settings, *, stop: asyncio.Event, started: Call
     """Serve until ``stop`` is set; then finish in-flight requests and close."""
     from aiohttp import web
 
+    from ipai_ops.bridge.auth import Senders
     from ipai_ops.bridge.grpc_server import build_server
     from ipai_ops.bridge.http_server import CONNECTIONS, build_app
     from ipai_ops.bridge.pipeline import Pipeline
+    from ipai_ops.bridge.quota import Quota
     from ipai_ops.bridge.writer import Writer
     from ipai_ops.taxonomy import default_registry
 
@@ -85,6 +87,8 @@ async def serve_worker(settings: Settings, *, stop: asyncio.Event, started: Call
         max_decompressed_bytes=settings.max_decompressed_bytes,
         max_json_bytes=settings.max_json_bytes,
         cpu_seconds=settings.cpu_seconds,
+        senders=Senders.from_settings(settings),
+        quota=Quota(settings.quota_per_minute, settings.quota_per_hour),
     )
     app = build_app(pipeline, settings)
     runner = web.AppRunner(

@@ -27,6 +27,17 @@ IPAI_BRIDGE_GRPC_PORT = "IPAI_BRIDGE_GRPC_PORT"
 IPAI_BRIDGE_WORKERS = "IPAI_BRIDGE_WORKERS"
 #: Bearer token senders must present (``Authorization: Bearer <token>``); empty = no auth.
 IPAI_BRIDGE_TOKEN = "IPAI_BRIDGE_TOKEN"
+#: Senders with their own tokens, each bound to the sources it may write (ipai_ops.bridge.auth):
+#: ``<name>:<source>[,<source>...]:<token>`` per line or ``;``.
+IPAI_BRIDGE_TOKENS = "IPAI_BRIDGE_TOKENS"
+#: A file with IPAI_BRIDGE_TOKENS entries, one per line (``#`` comments).
+IPAI_BRIDGE_TOKENS_FILE = "IPAI_BRIDGE_TOKENS_FILE"
+#: Sources the shared IPAI_BRIDGE_TOKEN (or, without any token, every sender) may write.
+IPAI_BRIDGE_TOKEN_SOURCES = "IPAI_BRIDGE_TOKEN_SOURCES"
+#: Occurrences a sender may write per clock minute, per source (0 = no limit).
+IPAI_BRIDGE_QUOTA_PER_MINUTE = "IPAI_BRIDGE_QUOTA_PER_MINUTE"
+#: Occurrences a sender may write per clock hour, per source (0 = no limit).
+IPAI_BRIDGE_QUOTA_PER_HOUR = "IPAI_BRIDGE_QUOTA_PER_HOUR"
 #: Largest request body accepted as sent on the wire (compressed), in bytes.
 IPAI_BRIDGE_MAX_BODY_BYTES = "IPAI_BRIDGE_MAX_BODY_BYTES"
 #: Largest request body after gzip decompression, in bytes (stops compression bombs).
@@ -73,6 +84,11 @@ class Settings:
     grpc_port: int = 4317
     workers: int = 0
     token: str = ""
+    tokens: str = ""
+    tokens_file: str = ""
+    token_sources: str = "*"
+    quota_per_minute: int = 0
+    quota_per_hour: int = 0
     max_body_bytes: int = 4 * 1024 * 1024
     max_decompressed_bytes: int = 16 * 1024 * 1024
     max_json_bytes: int = 2 * 1024 * 1024
@@ -129,6 +145,12 @@ class Settings:
             problems.append("event_loop must be auto, uvloop or asyncio")
         elif self.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
             problems.append("event_loop uvloop is not installed (use auto or asyncio)")
+        for name in ("quota_per_minute", "quota_per_hour"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0 (0 = no limit)")
+        sender_problem = _senders_problem(self)
+        if sender_problem:
+            problems.append(sender_problem)
         if not self.default_source.strip():
             problems.append("default_source must not be empty")
         # getLevelName maps a known name to its number (anything else to "Level X").
@@ -138,6 +160,17 @@ class Settings:
         if dsn_problem:
             problems.append(dsn_problem)
         return problems
+
+
+def _senders_problem(settings: Settings) -> str | None:
+    """IPAI_BRIDGE_TOKENS, its file and IPAI_BRIDGE_TOKEN_SOURCES, parsed as the workers will."""
+    from ipai_ops.bridge.auth import SenderConfigError, Senders
+
+    try:
+        Senders.from_settings(settings)
+    except SenderConfigError as exc:
+        return str(exc)
+    return None
 
 
 def _dsn_problem(dsn: str) -> str | None:
@@ -158,6 +191,11 @@ ENV_VARS: dict[str, str] = {
     "grpc_port": IPAI_BRIDGE_GRPC_PORT,
     "workers": IPAI_BRIDGE_WORKERS,
     "token": IPAI_BRIDGE_TOKEN,
+    "tokens": IPAI_BRIDGE_TOKENS,
+    "tokens_file": IPAI_BRIDGE_TOKENS_FILE,
+    "token_sources": IPAI_BRIDGE_TOKEN_SOURCES,
+    "quota_per_minute": IPAI_BRIDGE_QUOTA_PER_MINUTE,
+    "quota_per_hour": IPAI_BRIDGE_QUOTA_PER_HOUR,
     "max_body_bytes": IPAI_BRIDGE_MAX_BODY_BYTES,
     "max_decompressed_bytes": IPAI_BRIDGE_MAX_DECOMPRESSED_BYTES,
     "max_json_bytes": IPAI_BRIDGE_MAX_JSON_BYTES,
@@ -183,6 +221,11 @@ _HELP = {
     "grpc_port": "OTLP/gRPC port (0 disables gRPC)",
     "workers": "worker processes sharing the ports (0 = one per CPU)",
     "token": "bearer token required from senders (empty = none)",
+    "tokens": "senders: <name>:<source>[,<source>...]:<token>, separated by ; (prefer the variable)",
+    "tokens_file": "file of sender entries, one per line",
+    "token_sources": "sources the shared token (or, without tokens, anyone) may write; * = any non-reserved",
+    "quota_per_minute": "occurrences per clock minute per sender and source (0 = no limit)",
+    "quota_per_hour": "occurrences per clock hour per sender and source (0 = no limit)",
     "max_body_bytes": "largest request body on the wire (compressed)",
     "max_decompressed_bytes": "largest request body after gzip decompression",
     "max_json_bytes": "largest OTLP/JSON body after gzip decompression",

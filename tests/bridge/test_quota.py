@@ -1,0 +1,210 @@
+"""Budgets per sender and source: one noisy service cannot starve the others.
+
+The unit tests drive :class:`Quota` with a clock they set (no sleeping, no timing). The
+bridge tests use an hourly budget (clock-aligned windows) and start away from the turn of
+an hour, so the window cannot turn between two requests of a test.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+from ipai_ops.bridge.quota import MAX_KEYS, Quota
+from tests.bridge.conftest import BridgeProcess, TcpProxy, error_rows, post, proxied_dsn, unique_letters
+from tests.bridge.otlp_factory import span, traces
+
+PAYMENTS_TOKEN = "payments-token-0123456789abcdef"
+COLLECTOR_TOKEN = "collector-token-0123456789abcdef"
+SENDERS = f"payments:payments:{PAYMENTS_TOKEN}; collector:*:{COLLECTOR_TOKEN}"
+PER_HOUR = 3
+
+
+class Clock:
+    """Seconds since the epoch, moved by the test."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --------------------------------------------------------------------------- the budget itself
+
+
+def test_a_minute_budget_refuses_beyond_it_and_says_when_it_turns():
+    clock = Clock(1_000_000 * 60 + 15.5)  # 15.5 s into a minute
+    quota = Quota(per_minute=5, clock=clock)
+    key = ("collector", "billing")
+    assert quota.take(key, 3) == 3
+    assert quota.take(key, 4) == 2  # only what fits is charged
+    assert quota.take(key, 1) == 0
+    assert quota.retry_after(key) == 45  # ceil(60 - 15.5)
+    assert quota.take(("collector", "orders"), 5) == 5  # another source has its own budget
+    assert quota.take(("agents", "billing"), 5) == 5  # and another sender
+    clock.now += 45
+    assert quota.retry_after(key) == 0 and quota.take(key, 9) == 5
+
+
+def test_an_hour_budget_holds_across_minutes():
+    clock = Clock(500 * 3600 + 610.0)  # 10 min 10 s into an hour
+    quota = Quota(per_minute=10, per_hour=12, clock=clock)
+    key = ("payments", "payments")
+    assert quota.take(key, 10) == 10
+    assert quota.take(key, 1) == 0
+    assert quota.retry_after(key) == 50  # the minute turns first
+    clock.now += 60
+    assert quota.take(key, 10) == 2
+    assert quota.retry_after(key) == 3600 - 670  # now the hour blocks
+    clock.now += 3600 - 670
+    assert quota.take(key, 1) == 1
+
+
+def test_what_is_not_stored_is_given_back():
+    quota = Quota(per_hour=4, clock=Clock(7200.0))
+    key = ("payments", "payments")
+    assert quota.take(key, 4) == 4
+    quota.give_back(key, 3)
+    assert quota.take(key, 5) == 3
+
+
+def test_exhausted_is_the_soonest_source_with_room():
+    clock = Clock(3600.0 * 10)
+    quota = Quota(per_hour=1, clock=clock)
+    assert quota.exhausted("payments", ["a", "b"]) == 0
+    quota.take(("payments", "a"), 1)
+    assert quota.exhausted("payments", ["a", "b"]) == 0  # b has room
+    quota.take(("payments", "b"), 1)
+    assert quota.exhausted("payments", ["a", "b"]) == 3600
+
+
+def test_no_budget_means_no_limit_and_keys_are_bounded():
+    assert Quota().take(("any", "thing"), 10**6) == 10**6
+    quota = Quota(per_minute=1, clock=Clock(60.0))
+    for index in range(MAX_KEYS + 100):
+        quota.take(("collector", f"source{index}"), 1)
+    assert len(quota._usage) == MAX_KEYS
+
+
+# --------------------------------------------------------------------------- through a real bridge
+
+
+def _away_from_the_hour_turn() -> None:
+    """Clock-aligned windows: do not start a test in the last 30 s of an hour."""
+    left = 3600 - time.time() % 3600
+    if left < 30:
+        time.sleep(left + 0.5)
+
+
+@pytest.fixture
+def quota_bridge(ops_dsn: str) -> Iterator[BridgeProcess]:
+    _away_from_the_hour_turn()
+    env = {"IPAI_BRIDGE_TOKENS": SENDERS, "IPAI_BRIDGE_QUOTA_PER_HOUR": str(PER_HOUR)}
+    proc = BridgeProcess(ops_dsn, env=env).start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def _errors(n: int, tag: str, source: str | None = None):
+    resource = {"service.name": tag, **({"ipai.source": source} if source else {})}
+    return traces([span(error=f"failure {tag} {'abcdefgh'[i]}") for i in range(n)], resource=resource)
+
+
+def _send(bridge: BridgeProcess, request, token: str):
+    return post(bridge.url + "/v1/traces", request.SerializeToString(), headers={"Authorization": f"Bearer {token}"})
+
+
+def _stored(dsn: str, service: str) -> int:
+    return sum(row["count"] for row in error_rows(dsn, service=service))
+
+
+def test_occurrences_beyond_the_budget_are_refused_and_counts_stay_exact(quota_bridge: BridgeProcess):
+    tag = f"pay{unique_letters()}"
+    status, _, answer = _send(quota_bridge, _errors(5, tag, "payments"), PAYMENTS_TOKEN)
+    assert status == 200, answer
+    partial = ExportTraceServiceResponse.FromString(answer).partial_success
+    assert partial.rejected_spans == 2 and "over the quota of sender 'payments'" in partial.error_message
+    assert _stored(quota_bridge.dsn, tag) == PER_HOUR
+
+    # Nothing fits any more: 429 + Retry-After, the sender keeps the data.
+    status, headers, _ = _send(quota_bridge, _errors(1, tag, "payments"), PAYMENTS_TOKEN)
+    assert status == 429 and 1 <= int(headers["Retry-After"]) <= 3600
+    assert _stored(quota_bridge.dsn, tag) == PER_HOUR
+
+
+def test_a_sender_over_budget_on_every_source_is_refused_before_its_body(quota_bridge: BridgeProcess):
+    tag = f"pay{unique_letters()}"
+    assert _send(quota_bridge, _errors(PER_HOUR, tag, "payments"), PAYMENTS_TOKEN)[0] == 200
+    with socket.create_connection(("127.0.0.1", quota_bridge.http_port), timeout=20) as conn:
+        conn.sendall(
+            b"POST /v1/traces HTTP/1.1\r\nHost: bridge\r\nContent-Type: application/x-protobuf\r\n"
+            + f"Authorization: Bearer {PAYMENTS_TOKEN}\r\nContent-Length: 100000\r\n\r\n".encode()
+        )
+        head = conn.recv(4096).decode("latin-1")  # no byte of the body was sent
+    assert head.startswith("HTTP/1.1 429"), head
+    assert "Retry-After: " in head
+
+
+def test_one_noisy_service_does_not_starve_the_others(quota_bridge: BridgeProcess):
+    noisy, quiet = f"noisy{unique_letters()}", f"quiet{unique_letters()}"
+    request = _errors(5, noisy, noisy)
+    request.resource_spans.extend(_errors(2, quiet, quiet).resource_spans)
+    status, _, answer = _send(quota_bridge, request, COLLECTOR_TOKEN)
+    assert status == 200
+    assert ExportTraceServiceResponse.FromString(answer).partial_success.rejected_spans == 2
+    mixed = _errors(2, noisy, noisy)
+    mixed.resource_spans.extend(_errors(1, quiet, quiet).resource_spans)
+    status, _, answer = _send(quota_bridge, mixed, COLLECTOR_TOKEN)
+    assert status == 200
+    assert ExportTraceServiceResponse.FromString(answer).partial_success.rejected_spans == 2
+    assert (_stored(quota_bridge.dsn, noisy), _stored(quota_bridge.dsn, quiet)) == (PER_HOUR, 3)
+
+
+def test_grpc_answers_resource_exhausted_with_retry_info_in_the_status_details(quota_bridge: BridgeProcess):
+    noisy = f"noisy{unique_letters()}"
+    metadata = [("authorization", f"Bearer {COLLECTOR_TOKEN}")]
+    with grpc.insecure_channel(f"127.0.0.1:{quota_bridge.grpc_port}") as channel:
+        stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+        stub.Export(_errors(PER_HOUR, noisy, noisy), metadata=metadata, timeout=10)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Export(_errors(1, noisy, noisy), metadata=metadata, timeout=10)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    status = rpc_status.from_call(info.value)  # what Go's status.FromError reads
+    assert status is not None
+    [detail] = status.details
+    retry = error_details_pb2.RetryInfo()
+    assert detail.Unpack(retry)
+    assert 1 <= retry.retry_delay.seconds <= 3600
+    assert _stored(quota_bridge.dsn, noisy) == PER_HOUR
+
+
+def test_a_write_that_does_not_commit_gives_its_charge_back(ops_dsn: str):
+    _away_from_the_hour_turn()
+    relay = TcpProxy(("127.0.0.1", 5432))
+    relay.up()
+    env = {"IPAI_BRIDGE_TOKENS": SENDERS, "IPAI_BRIDGE_QUOTA_PER_HOUR": "2"}
+    bridge = BridgeProcess(proxied_dsn(ops_dsn, relay.port), grpc_port=0, env=env).start()
+    try:
+        tag = f"pay{unique_letters()}"
+        relay.down()
+        for _ in range(3):
+            assert _send(bridge, _errors(2, tag, "payments"), PAYMENTS_TOKEN)[0] == 503
+        relay.up()
+        status, _, answer = _send(bridge, _errors(3, tag, "payments"), PAYMENTS_TOKEN)
+        assert status == 200
+        assert ExportTraceServiceResponse.FromString(answer).partial_success.rejected_spans == 1
+    finally:
+        bridge.stop()
+        relay.down()
+    assert _stored(ops_dsn, tag) == 2

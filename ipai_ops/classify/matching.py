@@ -315,6 +315,14 @@ class Matcher:
             if sigs:
                 out.append(_Scan(subject, data, origin, sigs, **extra))
 
+        def both(data: bytes, origin: str) -> None:
+            # message and text signatures in one set scan of the text (one pass, not two)
+            found = self._either().match(data)
+            for subject in ("message", "text"):
+                sigs = [sig for sig in found if sig.subject == subject]
+                if sigs:
+                    out.append(_Scan(subject, data, origin, sigs))
+
         if error_type:
             scan("type", _b(error_type)[: reading.MAX_LINE_BYTES], "type")
         if message:
@@ -322,8 +330,7 @@ class Matcher:
             types = reading.exception_types(data)
             if types:
                 scan("type", b"\n".join(t for _, t in types), "types")
-            scan("message", data, "message")
-            scan("text", data, "message")
+            both(data, "message")
         if log is not None and log.data:
             # Type lines of the failure region(s) and annotated lines only: elsewhere (set-up,
             # passing steps) a type line is a candidate that would never win over the region.
@@ -334,8 +341,7 @@ class Matcher:
             ]
             if types:
                 scan("type", b"\n".join(t for _, t in types), "log", types=types)
-            scan("message", log.data, "log")
-            scan("text", log.data, "log")
+            both(log.data, "log")
             # Each failed command is its own subject, placed on its failure marker's line; a
             # build tool's marker (a Gradle task, a Maven goal) is more precise than its step's.
             for marker, command in log.commands():

@@ -307,7 +307,8 @@ class Matcher:
         return out
 
     def scans(self, *, error_type: str | None, message: str | None, log: Log | None) -> list[_Scan]:
-        """Phase 1: one RE2 set scan per subject; which signatures occur, not yet where."""
+        """Phase 1: one RE2 set scan per subject (message and text signatures share one scan of
+        a text); which signatures occur, not yet where."""
         out: list[_Scan] = []
 
         def scan(subject: str, data: bytes, origin: str, **extra: Any) -> None:

@@ -22,6 +22,7 @@ from odoo.service.model import PG_CONCURRENCY_EXCEPTIONS_TO_RETRY
 from ..services import signing
 from ..services.exceptions import (
     ArgsInvalid,
+    BodyTooLarge,
     DatabaseUnavailable,
     DeliveryDuplicate,
     IntentNotFound,
@@ -34,6 +35,10 @@ _logger = logging.getLogger(__name__)
 
 API_PREFIX = "/pulser/v1/intents"
 MAX_BODY_BYTES = 1024 * 1024
+#: Bytes read from the body at a time (a chunked body is counted as it arrives).
+_READ_SLICE = 64 * 1024
+#: Attribute of the Odoo request that keeps the body read once, for Odoo's retries.
+_BODY_ATTR = "_ipai_pulser_body"
 #: ``last_used_at`` is refreshed at most this often: a write per request would make every
 #: concurrent request of one client contend for the client's row.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -103,6 +108,7 @@ class PulserIntentController(http.Controller):
             return None
 
     def _problem(self, exc, *, status=None):
+        status = status or exc.http_status
         errors = exc.errors if isinstance(exc, ArgsInvalid) else None
         body = problem(
             self._registry(),
@@ -116,6 +122,9 @@ class PulserIntentController(http.Controller):
         headers = [("Content-Type", PROBLEM_CONTENT_TYPE)]
         if body["status"] == 503:
             headers.append(("Retry-After", "5"))
+        if body["status"] == 413:
+            # The rest of the body is left unread: the connection cannot carry another request.
+            headers.append(("Connection", "close"))
         return request.make_json_response(body, headers=headers, status=body["status"])
 
     def _json(self, body, status=200):
@@ -139,16 +148,38 @@ class PulserIntentController(http.Controller):
         return client, signed, not fresh
 
     def _read_body(self):
-        # The declared length is checked before anything is read (the body is held in memory);
-        # the read length too, for a chunked body that declares none.
-        size = request.httprequest.content_length or 0
-        if size <= MAX_BODY_BYTES:
-            # cached: Odoo runs the route again after a serialization failure
-            body = request.httprequest.get_data(cache=True)
-            size = len(body)
-            if size <= MAX_BODY_BYTES:
-                return body
-        raise RequestInvalid(f"request body exceeds {MAX_BODY_BYTES} bytes", details={"size": size})
+        """The raw body, at most :data:`MAX_BODY_BYTES`, read in slices: a declared length
+        over the limit is refused before anything is read, a chunked body (no declared
+        length) as soon as its bytes pass the limit. Either way the rest is never read, and
+        413 closes the connection."""
+        body = getattr(request, _BODY_ATTR, None)
+        if body is not None:
+            # Odoo runs the route again after a serialization failure: the stream is spent.
+            return body
+        declared = request.httprequest.content_length
+        if declared is not None and declared > MAX_BODY_BYTES:
+            raise BodyTooLarge(
+                f"request body exceeds {MAX_BODY_BYTES} bytes (Content-Length: {declared})",
+                details={"limit": MAX_BODY_BYTES, "declared": declared},
+            )
+        # Odoo's HTTPRequest proxies a fixed list of werkzeug attributes, without ``stream``
+        # (werkzeug's get_data() would buffer a chunked body whole before we could count it).
+        stream = getattr(request.httprequest, "_HTTPRequest__wrapped", request.httprequest).stream
+        parts, size = [], 0
+        try:
+            while part := stream.read(min(_READ_SLICE, MAX_BODY_BYTES + 1 - size)):
+                size += len(part)
+                if size > MAX_BODY_BYTES:
+                    raise BodyTooLarge(
+                        f"request body exceeds {MAX_BODY_BYTES} bytes",
+                        details={"limit": MAX_BODY_BYTES, "read": size},
+                    )
+                parts.append(part)
+        except OSError as exc:  # werkzeug's dechunker: a malformed chunk header, a reset
+            raise RequestInvalid(f"request body could not be read: {exc}") from None
+        body = b"".join(parts)
+        setattr(request, _BODY_ATTR, body)
+        return body
 
     def _parse_json(self, body):
         content_type = (request.httprequest.mimetype or "").lower()

@@ -14,6 +14,8 @@ class PulserError(Exception):
     """Base class: a failure the connector understands and can name."""
 
     failure_code = "INTENT.HANDLER_CRASHED"
+    #: HTTP status of the API's problem document; None = the failure mode's own.
+    http_status: int | None = None
 
     def __init__(self, message: str, *, details: Any = None, failure_code: str | None = None):
         super().__init__(message)
@@ -78,6 +80,12 @@ class IntentCancelled(PulserError):
 
 class RequestInvalid(PulserError):
     failure_code = "API.REQUEST_INVALID"
+
+
+class BodyTooLarge(RequestInvalid):
+    """The request body passes the API's limit (refused before the rest is read)."""
+
+    http_status = 413
 
 
 class AuthMissing(PulserError):

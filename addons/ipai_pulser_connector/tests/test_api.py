@@ -1,6 +1,10 @@
+import contextlib
 import json
+import select
+import socket
 import time
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from odoo import fields
 from odoo.tests import HttpCase, tagged
@@ -10,6 +14,7 @@ from ..services.problems import PROBLEM_CONTENT_TYPE, problem_errors
 from .common import register_test_handlers, unregister_test_handlers
 
 API = "/pulser/v1/intents"
+MAX_BODY = 1024 * 1024
 
 
 @tagged("post_install", "-at_install")
@@ -57,6 +62,37 @@ class TestApi(HttpCase):
         self.assertEqual(body["ipai"]["code"], code)
         self.assertEqual(body["status"], status)
         return body
+
+    def chunked_head(self, url):
+        """The request line and headers of a signed chunked POST to the API, as bytes. Call it
+        inside ``allow_requests()``: the test server serves only requests with its cookie."""
+        head = {
+            **signing.signed_headers(self.client.key_id, self.key, b"", int(time.time())),
+            "Host": url.netloc,
+            "Content-Type": "application/json",
+            "Transfer-Encoding": "chunked",
+            "Cookie": "; ".join(f"{name}={value}" for name, value in self.opener.cookies.items()),
+        }
+        return (f"POST {API} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in head.items()) + "\r\n").encode()
+
+    def send_chunked(self, url, head, chunk, total):
+        """POST ``total`` bytes as chunks of ``chunk`` on a raw socket, stopping as soon as the
+        server answers. Returns ``(bytes sent, raw answer)``."""
+        sent, answer = 0, b""
+        with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+            sock.sendall(head)
+            # The server may answer and close while we still send (a broken pipe) or before we
+            # read its answer (a reset after it): what it sent before is read all the same.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                while sent < total and not select.select([sock], [], [], 0)[0]:
+                    sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                    sent += len(chunk)
+                if sent >= total:
+                    sock.sendall(b"0\r\n\r\n")
+            with contextlib.suppress(ConnectionResetError):
+                while part := sock.recv(65536):
+                    answer += part
+        return sent, answer
 
     # -------------------------------------------------------------- happy path
 
@@ -189,12 +225,47 @@ class TestApi(HttpCase):
             "NaN": b'{"type": "test.crash", "args": {"n": NaN}}',
             "overflowing float": b'{"type": "test.crash", "args": {"n": 1e400}}',
             "nested too deeply": b"[" * 100_000 + b"]" * 100_000,
-            "over the size limit": b" " * (1024 * 1024 + 1),
         }
         for name, raw in bodies.items():
             with self.subTest(name):
                 self.assertProblem(self.call(API, raw=raw), 400, "API.REQUEST_INVALID")
         self.assertFalse(self.env["ipai.pulser.intent"].search_count([("source", "=", self.client.key_id)]))
+
+    def test_declared_body_over_the_limit_is_413(self):
+        self.assertProblem(self.call(API, raw=b" " * (MAX_BODY + 1)), 413, "API.REQUEST_INVALID")
+        # exactly the limit is read (then refused as JSON, not for its size)
+        self.assertProblem(self.call(API, raw=b" " * MAX_BODY), 400, "API.REQUEST_INVALID")
+
+    def test_chunked_body_over_the_limit_is_refused_before_it_is_read(self):
+        """A chunked body declares no length: the server must count it as it arrives and
+        answer 413 once it passes 1 MiB, not buffer all of it first."""
+        total = 64 * MAX_BODY
+        chunk = b" " * (64 * 1024)
+        url = urlsplit(self.base_url())
+        with self.allow_requests():
+            head = self.chunked_head(url)
+            sent, answer = self.send_chunked(url, head, chunk, total)
+        # socket buffers hold a few MiB at most: far less than the 64 MiB offered
+        self.assertLess(sent, total // 4, f"the client sent {sent} bytes before the answer")
+        status_line, _, rest = answer.partition(b"\r\n")
+        self.assertIn(b" 413 ", status_line, answer[:500])
+        headers, _, body = rest.partition(b"\r\n\r\n")
+        self.assertIn(b"connection: close", headers.lower())
+        doc = json.loads(body)
+        self.assertEqual(doc["ipai"]["code"], "API.REQUEST_INVALID")
+        self.assertEqual(doc["status"], 413)
+
+    def test_malformed_chunked_body_is_400(self):
+        url = urlsplit(self.base_url())
+        with self.allow_requests():
+            request_head = self.chunked_head(url)
+            with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+                sock.sendall(request_head + b"not-hex\r\n{}\r\n0\r\n\r\n")
+                answer = b""
+                while part := sock.recv(65536):
+                    answer += part
+        self.assertIn(b" 400 ", answer.partition(b"\r\n")[0], answer[:500])
+        self.assertEqual(json.loads(answer.partition(b"\r\n\r\n")[2])["ipai"]["code"], "API.REQUEST_INVALID")
 
     def test_non_ascii_digits_ref_is_not_found(self):
         # str.isdigit() says yes to "²", int() says no: a 404, not a 500

@@ -36,6 +36,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     refusal = server.check_protobuf_backend(allow_python=settings.allow_python_protobuf)
     if refusal:
         raise CliError(refusal)
+    exposed = bridge_settings.exposure_problem(settings)
+    if exposed:
+        raise CliError(exposed)
     busy = server.ports_in_use(settings)
     if busy:
         raise CliError("cannot listen: " + "; ".join(busy))

@@ -38,6 +38,8 @@ IPAI_BRIDGE_TOKEN_SOURCES = "IPAI_BRIDGE_TOKEN_SOURCES"
 IPAI_BRIDGE_QUOTA_PER_MINUTE = "IPAI_BRIDGE_QUOTA_PER_MINUTE"
 #: Occurrences a sender may write per clock hour, per source (0 = no limit).
 IPAI_BRIDGE_QUOTA_PER_HOUR = "IPAI_BRIDGE_QUOTA_PER_HOUR"
+#: Start on a non-loopback address without any token (only where the network itself admits no one else).
+IPAI_BRIDGE_ALLOW_NO_TOKEN = "IPAI_BRIDGE_ALLOW_NO_TOKEN"
 #: Largest request body accepted as sent on the wire (compressed), in bytes.
 IPAI_BRIDGE_MAX_BODY_BYTES = "IPAI_BRIDGE_MAX_BODY_BYTES"
 #: Largest request body after gzip decompression, in bytes (stops compression bombs).
@@ -89,6 +91,7 @@ class Settings:
     token_sources: str = "*"
     quota_per_minute: int = 0
     quota_per_hour: int = 0
+    allow_no_token: bool = False
     max_body_bytes: int = 4 * 1024 * 1024
     max_decompressed_bytes: int = 16 * 1024 * 1024
     max_json_bytes: int = 2 * 1024 * 1024
@@ -173,6 +176,34 @@ def _senders_problem(settings: Settings) -> str | None:
     return None
 
 
+def _is_loopback(host: str) -> bool:
+    """True when every address ``host`` names is a loopback address (unresolvable: False)."""
+    import ipaddress
+    import socket
+
+    if not host.strip():
+        return False  # every interface
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return False
+    addresses = {info[4][0].split("%", 1)[0] for info in infos}
+    return bool(addresses) and all(ipaddress.ip_address(a).is_loopback for a in addresses)
+
+
+def exposure_problem(settings: Settings) -> str | None:
+    """A bridge reachable from other hosts must authenticate its senders: one line, or None."""
+    if settings.token or settings.tokens.strip() or settings.tokens_file or settings.allow_no_token:
+        return None
+    if _is_loopback(settings.host):
+        return None
+    return (
+        f"refusing to listen on {settings.host or '(all interfaces)'} without a token: anyone who reaches "
+        "the port could write errors; set IPAI_BRIDGE_TOKEN (or IPAI_BRIDGE_TOKENS), bind 127.0.0.1 "
+        "(--host), or set IPAI_BRIDGE_ALLOW_NO_TOKEN=1 where the network admits no one else"
+    )
+
+
 def _dsn_problem(dsn: str) -> str | None:
     """Checked at start: a malformed DSN would otherwise fail every request with a 500."""
     from ipai_ops.store import InvalidDsn, check_dsn
@@ -196,6 +227,7 @@ ENV_VARS: dict[str, str] = {
     "token_sources": IPAI_BRIDGE_TOKEN_SOURCES,
     "quota_per_minute": IPAI_BRIDGE_QUOTA_PER_MINUTE,
     "quota_per_hour": IPAI_BRIDGE_QUOTA_PER_HOUR,
+    "allow_no_token": IPAI_BRIDGE_ALLOW_NO_TOKEN,
     "max_body_bytes": IPAI_BRIDGE_MAX_BODY_BYTES,
     "max_decompressed_bytes": IPAI_BRIDGE_MAX_DECOMPRESSED_BYTES,
     "max_json_bytes": IPAI_BRIDGE_MAX_JSON_BYTES,
@@ -226,6 +258,7 @@ _HELP = {
     "token_sources": "sources the shared token (or, without tokens, anyone) may write; * = any non-reserved",
     "quota_per_minute": "occurrences per clock minute per sender and source (0 = no limit)",
     "quota_per_hour": "occurrences per clock hour per sender and source (0 = no limit)",
+    "allow_no_token": "listen on a non-loopback address without any token",
     "max_body_bytes": "largest request body on the wire (compressed)",
     "max_decompressed_bytes": "largest request body after gzip decompression",
     "max_json_bytes": "largest OTLP/JSON body after gzip decompression",

@@ -182,6 +182,10 @@ def test_every_env_example_entry_has_a_comment():
             assert above >= 0 and lines[above].startswith("#"), f"{line.split('=')[0]} needs a comment above it"
 
 
+#: Settings whose names contain TOKEN but hold no secret (which sources, whether one is needed).
+NOT_SECRETS = {"IPAI_BRIDGE_TOKEN_SOURCES", "IPAI_BRIDGE_ALLOW_NO_TOKEN"}
+
+
 def test_no_secret_is_committed(raw):
     documented = env_example()
     for name, value in documented.items():
@@ -189,8 +193,8 @@ def test_no_secret_is_committed(raw):
             assert value in ("admin",) or "local" in value, f"{name} must be empty or an obvious local placeholder"
     # Secrets in the compose file only arrive through variables.
     text = COMPOSE.read_text()
-    for match in re.finditer(r"(?im)^\s*[\w-]*(PASSWORD|TOKEN|PEPPER|SECRET)[\w-]*:\s*(\S.*)$", text):
-        assert match[2].startswith("${"), match[0]
+    for match in re.finditer(r"(?im)^\s*([\w-]*(PASSWORD|TOKEN|PEPPER|SECRET)[\w-]*):\s*(\S.*)$", text):
+        assert match[1] in NOT_SECRETS or match[3].startswith("${"), match[0]
     assert not (REPO / ".env").exists() or ".env" in (REPO / ".gitignore").read_text().split()
 
 
@@ -377,3 +381,26 @@ def test_start_order(services):
 
     for name in services:
         visit(name, ())
+
+
+# --------------------------------------------------------------------------- exposure
+
+
+def test_bridge_collector_and_jaeger_are_published_on_loopback_only(services):
+    for name in ("bridge", "otel-collector", "jaeger"):
+        addresses = {ip for ip, _, _ in published(services[name])}
+        assert addresses == {"127.0.0.1"}, f"{name} publishes on {addresses}"
+
+
+def test_the_compose_bridge_starts_and_lets_the_collector_forward_odoo(services):
+    from ipai_ops.bridge.auth import Senders
+    from ipai_ops.bridge.settings import exposure_problem, from_env
+
+    env = env_of(services["bridge"])
+    for token in ("", "a-token-from-dot-env-0123456789"):
+        settings = from_env({**env, "IPAI_BRIDGE_TOKEN": token})
+        assert settings.host == "0.0.0.0"
+        assert exposure_problem(settings) is None, "the bridge would refuse to start in its container"
+        senders = Senders.from_settings(settings)
+        [sender] = senders.senders
+        assert senders.decide(sender, "odoo").allowed, "Odoo's telemetry reaches the bridge through the collector"

@@ -89,7 +89,10 @@ if running bridge; then
   say "bridge already running (pid $(cat "$VAR/bridge.pid"))"
 else
   say "starting the OTLP bridge (HTTP :$HTTP_PORT, gRPC :$GRPC_PORT)"
-  nohup "$VENV/bin/ipai-ops" bridge serve --host 127.0.0.1 --http-port "$HTTP_PORT" --grpc-port "$GRPC_PORT" \
+  # Loopback only, no token: the local Odoo sends its telemetry here, so its reserved source
+  # 'odoo' is granted too (docs/bridge.md, "Senders and sources"); set a token before opening the port.
+  IPAI_BRIDGE_TOKEN_SOURCES="${IPAI_BRIDGE_TOKEN_SOURCES:-*,odoo}" \
+    nohup "$VENV/bin/ipai-ops" bridge serve --host 127.0.0.1 --http-port "$HTTP_PORT" --grpc-port "$GRPC_PORT" \
     >"$VAR/bridge.log" 2>&1 &
   echo $! >"$VAR/bridge.pid"
   wait_http "http://127.0.0.1:$HTTP_PORT/healthz" bridge "$VAR/bridge.log"

@@ -2,7 +2,9 @@
 
 JSON only, signed (services/signing.py), every error an RFC 9457 problem document
 (services/problems.py). Business logic runs as the superuser after the HMAC
-check succeeded: the API client is authenticated by its key, not by an Odoo session.
+check succeeded (scheme v2 signs method, path, query, key id, timestamp, nonce and body
+digest; v1 is accepted until ``ipai_pulser.signature_v1_until``): the API client is
+authenticated by its key, not by an Odoo session.
 """
 
 import functools
@@ -11,13 +13,14 @@ import logging
 import math
 import re
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import psycopg2
 from odoo import SUPERUSER_ID, fields, http
 from odoo.exceptions import ConcurrencyError
 from odoo.http import request
 from odoo.service.model import PG_CONCURRENCY_EXCEPTIONS_TO_RETRY
+from werkzeug.http import http_date
 
 from ..services import signing
 from ..services.exceptions import (
@@ -39,6 +42,8 @@ MAX_BODY_BYTES = 1024 * 1024
 _READ_SLICE = 64 * 1024
 #: Attribute of the Odoo request that keeps the body read once, for Odoo's retries.
 _BODY_ATTR = "_ipai_pulser_body"
+#: Attribute of the Odoo request: the last day a v1 signature it carried is accepted.
+_SUNSET_ATTR = "_ipai_pulser_v1_until"
 #: ``last_used_at`` is refreshed at most this often: a write per request would make every
 #: concurrent request of one client contend for the client's row.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -135,16 +140,36 @@ class PulserIntentController(http.Controller):
 
         Returns ``(client, signed, replayed)``: a replay is reported to the caller, which
         decides (an idempotent create returns the existing intent, anything else is 409).
+        Replays are recognised by the v2 nonce (by the signature itself for v1).
         """
         env = self._env()
-        signed = signing.parse_headers(request.httprequest.headers)
+        httprequest = request.httprequest
+        signed = signing.parse_headers(httprequest.headers)
+        now_ts = time.time()
+        if signed.scheme == signing.SCHEME_V1:
+            v1_until = env["ipai.pulser.client"]._signature_v1_until()
+            signing.check_scheme_accepted(signed, v1_until, now=now_ts)
+            setattr(request, _SUNSET_ATTR, v1_until)
         client = env["ipai.pulser.client"]._find_by_key_id(signed.key_id)
         key = client._signing_key() if client else None
-        signing.verify(signed, body, key, now=time.time())
-        fresh = env["ipai.pulser.request.nonce"]._remember(signed.key_id, signed.signature, signed.timestamp)
+        signing.verify(
+            signed,
+            body,
+            key,
+            now=now_ts,
+            method=httprequest.method,
+            path=httprequest.path,
+            query=list(httprequest.args.items(multi=True)),
+        )
+        fresh = env["ipai.pulser.request.nonce"]._remember(signed.key_id, signed.replay_key, signed.timestamp)
         now = fields.Datetime.now()
+        vals = {}
         if not client.last_used_at or now - client.last_used_at >= LAST_USED_RESOLUTION:
-            client.write({"last_used_at": now})
+            vals["last_used_at"] = now
+        if client.signature_scheme != signed.scheme:
+            vals["signature_scheme"] = signed.scheme
+        if vals:
+            client.write(vals)
         return client, signed, not fresh
 
     def _read_body(self):
@@ -201,7 +226,16 @@ class PulserIntentController(http.Controller):
         return payload
 
     def _guard(self, work):
-        """Run ``work()``; turn every failure into a problem document."""
+        """Run ``work()``; turn every failure into a problem document. Answers to requests
+        signed with v1 carry a ``Sunset`` header (RFC 8594): the end of v1's window."""
+        response = self._answer(work)
+        v1_until = getattr(request, _SUNSET_ATTR, None)
+        if v1_until:
+            end = datetime.combine(v1_until + timedelta(days=1), datetime.min.time(), tzinfo=timezone.utc)
+            response.headers["Sunset"] = http_date(end)
+        return response
+
+    def _answer(self, work):
         try:
             return work()
         except PulserError as exc:

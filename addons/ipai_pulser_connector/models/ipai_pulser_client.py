@@ -1,10 +1,14 @@
+import logging
 import os
 import secrets
+from datetime import date
 
 from odoo import api, fields, models
 from odoo.tools import config as odoo_config
 
 from ..services import signing
+
+_logger = logging.getLogger(__name__)
 
 PEPPER_OPTION = "ipai_pulser_pepper"
 PEPPER_ENV = "IPAI_PULSER_PEPPER"
@@ -38,6 +42,14 @@ class IpaiPulserClient(models.Model):
         help="sha256 of the signing key: lets you check which key a client holds without storing it.",
     )
     last_used_at = fields.Datetime(readonly=True, copy=False)
+    signature_scheme = fields.Selection(
+        [(signing.SCHEME_V1, "v1 (deprecated)"), (signing.SCHEME_V2, "v2")],
+        string="Signature scheme",
+        readonly=True,
+        copy=False,
+        help="The scheme of this client's last signed request: v1 stops being accepted after "
+        f"the date of the system parameter {signing.V1_UNTIL_PARAM} (default {signing.V1_UNTIL_DEFAULT}).",
+    )
     intent_ids = fields.One2many("ipai.pulser.intent", "client_id", readonly=True)
     intent_count = fields.Integer(compute="_compute_intent_count")
     note = fields.Text()
@@ -100,6 +112,17 @@ class IpaiPulserClient(models.Model):
         """Rotate and show the key once (also used right after creating a client)."""
         self.ensure_one()
         return self._show_key_action(self._rotate())
+
+    @api.model
+    def _signature_v1_until(self):
+        """The last day (UTC) v1 signatures are accepted, or None when the setting is not a
+        date (then v1 is refused: a mistyped setting must not extend the window)."""
+        raw = self.env["ir.config_parameter"].sudo().get_param(signing.V1_UNTIL_PARAM) or signing.V1_UNTIL_DEFAULT
+        try:
+            return date.fromisoformat(raw.strip())
+        except ValueError:
+            _logger.warning("ipai_pulser: %s=%r is not a date (YYYY-MM-DD): v1 is refused", signing.V1_UNTIL_PARAM, raw)
+            return None
 
     @api.model
     def _find_by_key_id(self, key_id):

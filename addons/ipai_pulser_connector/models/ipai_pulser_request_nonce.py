@@ -6,14 +6,18 @@ from ..services.signing import REPLAY_WINDOW_SECONDS
 
 
 class IpaiPulserRequestNonce(models.Model):
-    """Signatures seen within the replay window: a repeat is a replay."""
+    """Signed requests seen within the replay window: a repeat is a replay.
+
+    ``signature`` holds the request's replay key: ``v2:<nonce>`` for scheme v2 (each request
+    carries a new nonce), the signature itself for the deprecated v1 (whose signatures of two
+    empty-body requests in one second are equal, hence the nonce)."""
 
     _name = "ipai.pulser.request.nonce"
     _description = "Pulser Signed Request Seen"
     _order = "id desc"
 
     key_id = fields.Char(required=True, readonly=True)
-    signature = fields.Char(required=True, readonly=True)
+    signature = fields.Char(string="Replay key", required=True, readonly=True)
     request_timestamp = fields.Integer(readonly=True)
     received_at = fields.Datetime(required=True, readonly=True, default=fields.Datetime.now, index=True)
 
@@ -21,7 +25,7 @@ class IpaiPulserRequestNonce(models.Model):
 
     @api.model
     def _remember(self, key_id, signature, timestamp):
-        """True the first time (key_id, signature) is seen; False on a replay.
+        """True the first time (key_id, replay key) is seen; False on a replay.
 
         ON CONFLICT keeps this race-free: of two concurrent deliveries exactly one wins.
         """
@@ -41,7 +45,7 @@ class IpaiPulserRequestNonce(models.Model):
 
     @api.model
     def _gc_expired(self):
-        """Forget signatures older than twice the window (a stale timestamp is refused anyway)."""
+        """Forget replay keys older than twice the window (a stale timestamp is refused anyway)."""
         limit = fields.Datetime.now() - timedelta(seconds=2 * REPLAY_WINDOW_SECONDS)
         self.env.cr.execute("DELETE FROM ipai_pulser_request_nonce WHERE received_at < %s", (limit,))
         return self.env.cr.rowcount

@@ -9,3 +9,4 @@ from . import test_telemetry
 from . import test_report
 from . import test_escalation
 from . import test_access
+from . import test_signing

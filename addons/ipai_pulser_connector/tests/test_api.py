@@ -44,13 +44,29 @@ class TestApi(HttpCase):
         raw=None,
         content_type="application/json",
         headers=None,
+        nonce=None,
+        scheme="v2",
     ):
+        """A request signed with ``scheme`` (v2: a new nonce unless ``nonce`` is given)."""
         body = raw if raw is not None else (json.dumps(payload).encode() if payload is not None else b"")
         ts = int(time.time()) if timestamp is None else timestamp
-        all_headers = signing.signed_headers(key_id or self.client.key_id, key or self.key, body, ts)
+        method = method or ("POST" if payload is not None or raw is not None else "GET")
+        if scheme == "v1":
+            all_headers = signing.signed_headers_v1(key_id or self.client.key_id, key or self.key, body, ts)
+        else:
+            target = urlsplit(path)
+            all_headers = signing.signed_headers(
+                key_id or self.client.key_id,
+                key or self.key,
+                method=method,
+                path=target.path,
+                query=target.query,
+                body=body,
+                timestamp=ts,
+                nonce=nonce,
+            )
         all_headers["Content-Type"] = content_type
         all_headers.update(headers or {})
-        method = method or ("POST" if payload is not None or raw is not None else "GET")
         return self.url_open(path, data=body, headers=all_headers, method=method)
 
     def assertProblem(self, response, status, code):
@@ -67,7 +83,9 @@ class TestApi(HttpCase):
         """The request line and headers of a signed chunked POST to the API, as bytes. Call it
         inside ``allow_requests()``: the test server serves only requests with its cookie."""
         head = {
-            **signing.signed_headers(self.client.key_id, self.key, b"", int(time.time())),
+            **signing.signed_headers(
+                self.client.key_id, self.key, method="POST", path=API, body=b"", timestamp=int(time.time())
+            ),
             "Host": url.netloc,
             "Content-Type": "application/json",
             "Transfer-Encoding": "chunked",
@@ -136,9 +154,9 @@ class TestApi(HttpCase):
         self.assertEqual(second.status_code, 200)
         self.assertEqual(second.json()["id"], first.json()["id"])
         # the very same signed request replayed: still the existing intent, not a 409
-        ts = int(time.time()) - 2
-        self.assertEqual(self.call(API, payload, timestamp=ts).status_code, 200)
-        replay = self.call(API, payload, timestamp=ts)
+        ts, nonce = int(time.time()) - 2, signing.new_nonce()
+        self.assertEqual(self.call(API, payload, timestamp=ts, nonce=nonce).status_code, 200)
+        replay = self.call(API, payload, timestamp=ts, nonce=nonce)
         self.assertEqual(replay.status_code, 200)
         self.assertEqual(replay.json()["id"], first.json()["id"])
         self.assertEqual(self.env["ipai.pulser.intent"].search_count([("idempotency_key", "=", "idem-1")]), 1)
@@ -146,10 +164,93 @@ class TestApi(HttpCase):
     # -------------------------------------------------------------- auth
 
     def test_replay_without_idempotency_key_is_409(self):
-        ts = int(time.time())
+        ts, nonce = int(time.time()), signing.new_nonce()
         payload = {"type": "odoo.healthcheck"}
-        self.assertEqual(self.call(API, payload, timestamp=ts).status_code, 201)
-        self.assertProblem(self.call(API, payload, timestamp=ts), 409, "WEBHOOK.DELIVERY_DUPLICATE")
+        self.assertEqual(self.call(API, payload, timestamp=ts, nonce=nonce).status_code, 201)
+        self.assertProblem(self.call(API, payload, timestamp=ts, nonce=nonce), 409, "WEBHOOK.DELIVERY_DUPLICATE")
+
+    # -------------------------------------------------------------- signature v2
+
+    def test_a_signature_authorises_only_its_own_request(self):
+        """v1 signed "<timestamp>.<body>": the signature of an empty-body GET of one intent
+        also authorised a cancel of another. v2 signs method, path and query too."""
+        mine = self.call(API, {"type": "odoo.healthcheck"}).json()
+        other = self.call(API, {"type": "odoo.healthcheck"}).json()
+        ts = int(time.time())
+        get_headers = signing.signed_headers(
+            self.client.key_id, self.key, method="GET", path=f"{API}/{mine['ref']}", timestamp=ts
+        )
+        self.assertEqual(self.url_open(f"{API}/{mine['ref']}", headers=get_headers).status_code, 200)
+        reused = {
+            "a cancel of another intent": ("POST", f"{API}/{other['ref']}/cancel"),
+            "a cancel of the same intent": ("POST", f"{API}/{mine['ref']}/cancel"),
+            "a GET of another intent": ("GET", f"{API}/{other['ref']}"),
+            "the same GET with a query": ("GET", f"{API}/{mine['ref']}?with=query"),
+        }
+        for name, (method, path) in reused.items():
+            with self.subTest(name):
+                response = self.url_open(path, data=b"", headers=get_headers, method=method)
+                self.assertProblem(response, 401, "WEBHOOK.SIGNATURE_INVALID")
+        states = self.env["ipai.pulser.intent"].search([("ref", "in", [mine["ref"], other["ref"]])]).mapped("state")
+        self.assertEqual(states, ["queued", "queued"])
+
+    def test_two_empty_body_requests_in_one_second_do_not_collide(self):
+        """Under v1 both cancels signed the same "<ts>." and the second was a 409 replay."""
+        refs = [self.call(API, {"type": "odoo.healthcheck"}).json()["ref"] for _ in range(2)]
+        ts = int(time.time())
+        for ref in refs:
+            response = self.call(f"{API}/{ref}/cancel", raw=b"", timestamp=ts)
+            self.assertEqual(response.status_code, 200, response.text)
+            self.assertEqual(response.json()["state"], "cancelled")
+
+    def test_replay_is_keyed_on_the_nonce(self):
+        ref = self.call(API, {"type": "odoo.healthcheck"}).json()["ref"]
+        nonce = signing.new_nonce()
+        ts = int(time.time())
+        self.assertEqual(self.call(f"{API}/{ref}/cancel", raw=b"", timestamp=ts, nonce=nonce).status_code, 200)
+        for name, when in (("the same request", ts), ("a new signature, the same nonce", ts - 1)):
+            with self.subTest(name):
+                response = self.call(f"{API}/{ref}/cancel", raw=b"", timestamp=when, nonce=nonce)
+                self.assertProblem(response, 409, "WEBHOOK.DELIVERY_DUPLICATE")
+
+    def test_v2_nonce_is_required_and_shaped(self):
+        headers = signing.signed_headers(
+            self.client.key_id, self.key, method="GET", path=f"{API}/{'f' * 32}", timestamp=int(time.time())
+        )
+        nonce = headers.pop(signing.HEADER_NONCE)
+        body = self.assertProblem(self.url_open(f"{API}/{'f' * 32}", headers=headers), 401, "API.AUTH_MISSING")
+        self.assertIn(signing.HEADER_NONCE, body["detail"])
+        for bad in ("short", "x" * 65, nonce[:15] + "!"):
+            with self.subTest(nonce=bad):
+                headers[signing.HEADER_NONCE] = bad
+                response = self.url_open(f"{API}/{'f' * 32}", headers=headers)
+                self.assertProblem(response, 401, "WEBHOOK.SIGNATURE_INVALID")
+
+    # -------------------------------------------------------------- signature v1 (deprecated)
+
+    def set_v1_until(self, value):
+        self.env["ir.config_parameter"].sudo().set_param(signing.V1_UNTIL_PARAM, value)
+
+    def test_v1_is_accepted_within_its_window_with_a_sunset_header(self):
+        self.set_v1_until("2999-12-31")
+        response = self.call(API, {"type": "odoo.healthcheck"}, scheme="v1")
+        self.assertEqual(response.status_code, 201, response.text)
+        self.assertEqual(response.headers["Sunset"], "Wed, 01 Jan 3000 00:00:00 GMT")
+        self.assertEqual(self.client.signature_scheme, "v1")
+        response = self.call(API, {"type": "odoo.healthcheck"})
+        self.assertNotIn("Sunset", response.headers)
+        self.assertEqual(self.client.signature_scheme, "v2")
+
+    def test_v1_is_refused_after_its_window(self):
+        for setting, says in (("2026-01-01", "accepted until 2026-01-01"), ("soon", "setting not a date")):
+            with self.subTest(setting=setting):
+                self.set_v1_until(setting)
+                response = self.call(API, {"type": "odoo.healthcheck"}, scheme="v1")
+                body = self.assertProblem(response, 401, "WEBHOOK.SIGNATURE_INVALID")
+                self.assertIn("signature scheme v1", body["detail"])
+                self.assertIn(says, body["detail"])
+                self.assertIn("v2", body["detail"])
+        self.assertEqual(self.call(API, {"type": "odoo.healthcheck"}).status_code, 201)
 
     def test_bad_signature(self):
         body = self.assertProblem(

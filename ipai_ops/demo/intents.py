@@ -1,8 +1,9 @@
 """The demo's intents: signed requests to Odoo's Pulser API, some of which fail.
 
-Signing mirrors ``addons/ipai_pulser_connector/services/signing.py`` (the addon cannot be
-imported without Odoo): ``X-Pulser-Signature`` = hex HMAC-SHA256 over
-``"<X-Pulser-Timestamp>.<raw body>"`` with the client's signing key.
+Signing mirrors scheme v2 of ``addons/ipai_pulser_connector/services/signing.py`` (the
+addon cannot be imported without Odoo): ``X-Pulser-Signature: v2=<hex HMAC-SHA256>`` with the
+client's signing key over the canonical string of the request (method, path, query, key id,
+timestamp, nonce, body digest), each request with a new ``X-Pulser-Nonce``.
 
 Credentials: an existing client's key id and signing key, or else an Odoo login that may
 manage Pulser clients: the demo then creates (or re-keys) a client named ``demo-agent``
@@ -15,11 +16,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import requests
 
@@ -28,6 +31,8 @@ from ipai_ops.envelope import first_line
 HEADER_KEY_ID = "X-Pulser-Key-Id"
 HEADER_TIMESTAMP = "X-Pulser-Timestamp"
 HEADER_SIGNATURE = "X-Pulser-Signature"
+HEADER_NONCE = "X-Pulser-Nonce"
+V2_ALGORITHM = "PULSER-HMAC-SHA256-V2"
 API_PATH = "/pulser/v1/intents"
 CLIENT_NAME = "demo-agent"
 WORKER_CRON_XMLID = ("ipai_pulser_connector", "ir_cron_ipai_pulser_connector_run_worker")
@@ -38,8 +43,42 @@ class OdooUnavailable(Exception):
     """Odoo (or its Pulser API) is not there: the intents part is skipped with a note."""
 
 
-def sign(signing_key: str, timestamp: int, body: bytes) -> str:
-    return hmac.new(signing_key.encode(), str(timestamp).encode() + b"." + body, hashlib.sha256).hexdigest()
+def canonical_request(*, method: str, target: str, key_id: str, timestamp: int, nonce: str, body: bytes) -> str:
+    """The v2 canonical string of a request to ``target`` (path and query as sent)."""
+    url = urlsplit(target)
+    pairs = sorted((quote(k, safe=""), quote(v, safe="")) for k, v in parse_qsl(url.query, keep_blank_values=True))
+    return "\n".join(
+        (
+            V2_ALGORITHM,
+            method.upper(),
+            quote(unquote(url.path), safe="/"),
+            "&".join(f"{k}={v}" for k, v in pairs),
+            key_id,
+            str(timestamp),
+            nonce,
+            hashlib.sha256(body).hexdigest(),
+        )
+    )
+
+
+def sign(signing_key: str, canonical: str) -> str:
+    return hmac.new(signing_key.encode(), canonical.encode(), hashlib.sha256).hexdigest()
+
+
+def signed_headers(
+    key_id: str, signing_key: str, *, method: str, target: str, body: bytes, timestamp: int
+) -> dict[str, str]:
+    """The v2 auth headers of one request, with a new nonce."""
+    nonce = secrets.token_urlsafe(16)
+    canonical = canonical_request(
+        method=method, target=target, key_id=key_id, timestamp=timestamp, nonce=nonce, body=body
+    )
+    return {
+        HEADER_KEY_ID: key_id,
+        HEADER_TIMESTAMP: str(timestamp),
+        HEADER_NONCE: nonce,
+        HEADER_SIGNATURE: "v2=" + sign(signing_key, canonical),
+    }
 
 
 @dataclass(frozen=True)
@@ -207,27 +246,25 @@ def run_worker(rpc: OdooRpc) -> str:
 
 class PulserClient:
     def __init__(self, url: str, key_id: str, signing_key: str, *, timeout: float = 30):
-        self.base = url.rstrip("/") + API_PATH
+        self.root = url.rstrip("/")
         self.key_id = key_id
         self.signing_key = signing_key
         self.timeout = timeout
 
-    def _headers(self, body: bytes, *, tamper: str | None = None) -> dict[str, str]:
+    def _headers(self, method: str, target: str, body: bytes, *, tamper: str | None = None) -> dict[str, str]:
         ts = int(time.time()) - (3600 if tamper == "stale" else 0)
-        signature = sign(self.signing_key, ts, body)
-        if tamper == "signature":
-            signature = sign("not-the-key", ts, body)
-        return {HEADER_KEY_ID: self.key_id, HEADER_TIMESTAMP: str(ts), HEADER_SIGNATURE: signature}
+        key = "not-the-key" if tamper == "signature" else self.signing_key
+        return signed_headers(self.key_id, key, method=method, target=target, body=body, timestamp=ts)
 
     def submit(self, case: IntentCase) -> IntentOutcome:
         body = json.dumps(case.payload, separators=(",", ":")).encode()
-        headers = {**self._headers(body, tamper=case.tamper), "Content-Type": "application/json"}
-        resp = requests.post(self.base, data=body, headers=headers, timeout=self.timeout)
+        headers = {**self._headers("POST", API_PATH, body, tamper=case.tamper), "Content-Type": "application/json"}
+        resp = requests.post(self.root + API_PATH, data=body, headers=headers, timeout=self.timeout)
         return self._outcome(case, resp)
 
     def get(self, outcome: IntentOutcome) -> IntentOutcome:
-        # A repeated signed GET within the replay window is accepted (it changes nothing).
-        resp = requests.get(f"{self.base}/{outcome.ref}", headers=self._headers(b""), timeout=self.timeout)
+        target = f"{API_PATH}/{outcome.ref}"
+        resp = requests.get(self.root + target, headers=self._headers("GET", target, b""), timeout=self.timeout)
         return self._outcome(outcome.case, resp, ref=outcome.ref)
 
     @staticmethod

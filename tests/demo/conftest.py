@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import ModuleType
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import pytest
 
@@ -78,7 +79,7 @@ class FakeOdoo:
                 if self.path == "/web/login":
                     return self._send(200, {})
                 if self.path.startswith("/pulser/v1/intents/"):
-                    problem = fake.authenticate(self.headers, b"")
+                    problem = fake.authenticate(self.headers, b"", "GET", self.path)
                     if problem:
                         return self._send(*problem)
                     return self._send(200, fake.intents[self.path.rsplit("/", 1)[1]])
@@ -89,7 +90,7 @@ class FakeOdoo:
                 if self.path == "/jsonrpc":
                     return self._send(200, {"jsonrpc": "2.0", "id": 1, "result": fake.rpc(json.loads(body))})
                 if self.path == "/pulser/v1/intents":
-                    return self._send(*fake.create(self.headers, body))
+                    return self._send(*fake.create(self.headers, body, "POST", self.path))
                 return self._send(404, {})
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -103,17 +104,31 @@ class FakeOdoo:
             ("application/problem+json"),
         )
 
-    def authenticate(self, headers, body: bytes):
+    def authenticate(self, headers, body: bytes, method: str, target: str):
+        """As the addon's controller does, with v1 past its window (the demo signs v2)."""
+        url = urlsplit(target)
         try:
             signed = self.signing.parse_headers(headers)
+            self.signing.check_scheme_accepted(signed, None, now=time.time())
             key = self.key if signed.key_id == self.key_id else None
-            self.signing.verify(signed, body, key, now=time.time())
+            self.signing.verify(
+                signed,
+                body,
+                key,
+                now=time.time(),
+                method=method,
+                path=unquote(url.path),
+                query=parse_qsl(url.query, keep_blank_values=True),
+            )
         except Exception as exc:
             return self.problem(401, exc.failure_code)
+        if signed.replay_key in self.seen:
+            return self.problem(409, "WEBHOOK.DELIVERY_DUPLICATE")
+        self.seen.add(signed.replay_key)
         return None
 
-    def create(self, headers, body: bytes):
-        problem = self.authenticate(headers, body)
+    def create(self, headers, body: bytes, method: str, target: str):
+        problem = self.authenticate(headers, body, method, target)
         if problem:
             return problem
         payload = json.loads(body)

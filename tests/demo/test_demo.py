@@ -10,10 +10,10 @@ import pytest
 
 from ipai_ops.classify import classify
 from ipai_ops.cli import main
-from ipai_ops.demo import DEMO_SOURCE, agent
+from ipai_ops.demo import DEMO_SOURCE, agent, intents
 from tests.bridge.conftest import free_port
 
-from .conftest import start_bridge
+from .conftest import load_addon_signing, start_bridge
 
 FAILING = [t for t in agent.TASKS if t.expect]
 
@@ -160,3 +160,22 @@ def test_intents_with_given_key_and_no_login(capsys, fake_odoo, monkeypatch):
 def test_bad_usage(capsys, argv):
     code, _out, err = run(capsys, *argv, "--no-intents")
     assert code == 2 and err.startswith("ipai-ops: error:")
+
+
+def test_demo_signs_v2_like_the_addon():
+    """The demo mirrors the addon's canonical string (it cannot import the addon without Odoo)."""
+    addon = load_addon_signing()
+    target = "/pulser/v1/intents/%C3%BC%20b?b=2&a=x+y&a=1&c="
+    args = {"key_id": "pk_0123456789abcdef", "timestamp": 1796659200, "nonce": "bm9uY2Utb2YtdGVzdHM"}
+    body = b'{"type": "odoo.healthcheck"}'
+    mine = intents.canonical_request(method="post", target=target, body=body, **args)
+    theirs = addon.canonical_string_v2(
+        method="post", path="/pulser/v1/intents/ü b", query="b=2&a=x+y&a=1&c=", body=body, **args
+    )
+    assert mine == theirs
+    headers = intents.signed_headers(
+        "pk_x", "k" * 64, method="GET", target="/pulser/v1/intents/ab", body=b"", timestamp=1
+    )
+    signed = addon.parse_headers(headers)
+    assert signed.scheme == "v2"
+    addon.verify(signed, b"", "k" * 64, now=1, method="GET", path="/pulser/v1/intents/ab", query="")

@@ -104,6 +104,11 @@ _TIMESTAMP_RE = _sub_re(
     rb"|\d\d:\d\d:\d\d(?:\.\d{1,3})?  "
     rb"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:\.\d{1,6})? \| )"
 )
+# ``gh run view --log`` (and --log-failed): every line is "<job>\t<step>\t<timestamp> <text>",
+# the way GitHub Actions logs are most often copied into issues and repositories. The job
+# and step columns go; the timestamp (after a byte-order mark on a job's first line) stays
+# for the timestamp rule.
+_GH_CLI_RE = _sub_re(rb"(?m)^[^\t\n]{1,300}\t[^\t\n]{0,300}\t(?:\xef\xbb\xbf)?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)")
 # GitHub Actions / Azure Pipelines logging commands and workflow commands.
 _CI_MARKER_RE = _sub_re(rb"(?m)^[ \t]{0,8}(?:##\[[a-z]{3,12}\]|::[a-z-]{3,20}(?: [^\n:]{0,500})?::)")
 _ANNOTATION_RE = _re(rb"(?m)^[ \t]{0,8}(?:##\[error\]|::error(?: [^\n:]{0,500})?::)")
@@ -123,6 +128,7 @@ def _strip_line_starts(after_newline: re.Pattern[bytes], data: bytes) -> bytes:
 
 
 _TIMESTAMP_AFTER_NEWLINE_RE = _after_newline(_TIMESTAMP_RE)
+_GH_CLI_AFTER_NEWLINE_RE = _after_newline(_GH_CLI_RE)
 _CI_MARKER_AFTER_NEWLINE_RE = _after_newline(_CI_MARKER_RE)
 
 
@@ -154,6 +160,8 @@ def _normalise(data: bytes) -> tuple[bytes, list[int], list[tuple[int, str]]]:
                 shown = line.rstrip(b"\r")
                 lines[index] = shown[shown.rfind(b"\r") + 1 :]
         data = b"\n".join(lines)
+    if b"\t" in data[:4096] and _GH_CLI_RE.search(data, 0, 4096):
+        data = _GH_CLI_AFTER_NEWLINE_RE.sub(rb"\n\1", b"\n" + data)[1:]
     if _TIMESTAMP_RE.search(data, 0, 4096):  # logs either prefix every line or none
         data = _strip_line_starts(_TIMESTAMP_AFTER_NEWLINE_RE, data)
     annotations: list[int] = []

@@ -48,6 +48,26 @@ def test_normalisation_keeps_every_line_and_its_number():
     assert [log.number(i) for i in range(log.line_count)] == list(range(1, 10))
 
 
+def test_gh_run_view_log_columns_are_removed_and_the_steps_kept():
+    # `gh run view --log`: "<job>\t<step>\t<timestamp> <text>" on every line (a byte-order
+    # mark before a job's first timestamp)
+    raw = (
+        b"test (3.12)\tRun tests\t\xef\xbb\xbf2026-01-01T00:00:00.1Z ##[group]Run pytest -q\n"
+        b"test (3.12)\tRun tests\t2026-01-01T00:00:01.2Z FAILED tests/test_a.py::test_b - assert 1 == 2\n"
+        b"test (3.12)\tRun tests\t2026-01-01T00:00:02.3Z ##[error]Process completed with exit code 1.\n"
+    )
+    log = read_text(raw)
+    assert [log.line(i) for i in range(log.line_count)] == [
+        "Run pytest -q",
+        "FAILED tests/test_a.py::test_b - assert 1 == 2",
+        "Process completed with exit code 1.",
+    ]
+    assert log.steps == ((0, "pytest -q"),) and log.annotations == frozenset({2})
+    assert log.failed_commands == ["pytest -q"]
+    # a tab inside an ordinary line is left alone
+    assert read_text(b"a\tb\tc\n").line(0) == "a\tb\tc"
+
+
 def test_crlf_and_trailing_newline_do_not_add_lines():
     assert lines_of(read_text("a\r\nb\r\n")) == ["a", "b"]
     assert read_text("only").line_count == 1

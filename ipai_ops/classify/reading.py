@@ -234,7 +234,9 @@ _STEP_START_RE = _sub_re(
     rb"|\[[^\]\n]{1,200}\] \$ (?P<jenkins>[^\n]{1,500})"
     rb"|(?:---|\+\+\+|~~~) (?P<bk>[^\n]{1,300})"
     rb"|\+ (?P<xtrace>[^\n]{1,500})"
-    rb"|Starting: (?P<azure>[^\n]{1,300}))"
+    rb"|Starting: (?P<azure>[^\n]{1,300})"
+    # Azure Pipelines prints a script step's command under "Script contents:"
+    rb"|Script contents:\n(?P<azure_script>[^\n]{1,500}))"
 )
 
 

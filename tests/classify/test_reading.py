@@ -82,6 +82,13 @@ def test_crlf_and_trailing_newline_do_not_add_lines():
         ("$ make check\nERROR: Job failed: exit code 2", "step", 2, "make check"),
         ("+ ./gradlew test\nERROR: script returned exit code 1", "step", 1, "./gradlew test"),
         (
+            "Starting: Run code quality tests\nScript contents:\nflake8 --format junit-xml\n"
+            "##[error]Bash exited with code '1'.",
+            "step",
+            1,
+            "flake8 --format junit-xml",
+        ),
+        (
             "[app] $ /bin/sh -xe /tmp/jenkins1.sh\n+ pip3 install pygithub\n[app] $ python /tmp/jenkins2.py\n"
             "NameError: name 'Github' is not defined\nBuild step 'Execute Python script' marked build as failure",
             "step",

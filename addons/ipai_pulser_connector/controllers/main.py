@@ -65,7 +65,12 @@ _CREATE_SCHEMA_KEYS = {
     "priority",
     "max_attempts",
 }
-_api_route = functools.partial(http.route, type="http", auth="none", csrf=False, readonly=False, save_session=False)
+#: Content types Odoo's dispatcher parses from the body before a route runs.
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+#: ``ipai_pulser_api``: models/ir_http.py refuses form bodies of these routes before Odoo reads them.
+_api_route = functools.partial(
+    http.route, type="http", auth="none", csrf=False, readonly=False, save_session=False, ipai_pulser_api=True
+)
 
 
 def _reject_constant(name):
@@ -96,6 +101,13 @@ def _contains_nul(payload):
         elif isinstance(value, list):
             stack.extend(value)
     return False
+
+
+def _wrong_content_type(content_type):
+    return RequestInvalid(
+        f"Content-Type must be application/json, got {content_type or 'none'}",
+        details={"content_type": content_type},
+    )
 
 
 class PulserIntentController(http.Controller):
@@ -206,13 +218,20 @@ class PulserIntentController(http.Controller):
         setattr(request, _BODY_ATTR, body)
         return body
 
+    def _refuse_form_body(self):
+        """The problem answering a form body, or None. Called by ``ir.http._pre_dispatch``,
+        before Odoo reads the body: the answer closes the connection on the unread rest."""
+        content_type = (request.httprequest.mimetype or "").lower()
+        if content_type not in _FORM_TYPES:
+            return None
+        response = self._problem(_wrong_content_type(content_type))
+        response.headers["Connection"] = "close"
+        return response
+
     def _parse_json(self, body):
         content_type = (request.httprequest.mimetype or "").lower()
         if content_type != "application/json":
-            raise RequestInvalid(
-                f"Content-Type must be application/json, got {content_type or 'none'}",
-                details={"content_type": content_type},
-            )
+            raise _wrong_content_type(content_type)
         try:
             payload = json.loads(body.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
         except (UnicodeDecodeError, ValueError) as exc:

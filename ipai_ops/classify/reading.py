@@ -142,7 +142,7 @@ def _line_indexes(data: bytes, offsets: list[int]) -> list[int]:
     return indexes
 
 
-def _normalise(data: bytes) -> tuple[bytes, list[int], list[tuple[int, str]]]:
+def _normalise(data: bytes) -> tuple[bytes, list[int], list[tuple[int, str]], bool]:
     """Normalised bytes (same line count), error-annotation line indexes, GitHub ``Run`` steps
     (line index, command). Indexes, not offsets: removing the markers moves offsets."""
     if data.startswith(b"\xef\xbb\xbf"):
@@ -160,7 +160,9 @@ def _normalise(data: bytes) -> tuple[bytes, list[int], list[tuple[int, str]]]:
                 shown = line.rstrip(b"\r")
                 lines[index] = shown[shown.rfind(b"\r") + 1 :]
         data = b"\n".join(lines)
+    gh_steps: list[tuple[int, str]] = []
     if b"\t" in data[:4096] and _GH_CLI_RE.search(data, 0, 4096):
+        gh_steps = _gh_steps(data)
         data = _GH_CLI_AFTER_NEWLINE_RE.sub(rb"\n\1", b"\n" + data)[1:]
     if _TIMESTAMP_RE.search(data, 0, 4096):  # logs either prefix every line or none
         data = _strip_line_starts(_TIMESTAMP_AFTER_NEWLINE_RE, data)
@@ -171,7 +173,35 @@ def _normalise(data: bytes) -> tuple[bytes, list[int], list[tuple[int, str]]]:
         found = [(m.start(), _text(_groups(m)["cmd"] or b"")) for m in _GROUP_RUN_RE.finditer(data)]
         runs = list(zip(_line_indexes(data, [offset for offset, _ in found]), [cmd for _, cmd in found], strict=True))
         data = _strip_line_starts(_CI_MARKER_AFTER_NEWLINE_RE, data)
-    return data, annotations, runs
+    if gh_steps:
+        # The step column says where each step starts; a "Run <cmd>" group inside a step
+        # names its command better than the step's title, so it wins on its own line.
+        named = {index for index, _ in runs}
+        runs = sorted(runs + [(index, step) for index, step in gh_steps if index not in named])
+    # with gh's step column, a "+ x" or "$ x" line inside a step (a diff, an echo) is not a step
+    return data, annotations, runs, bool(gh_steps)
+
+
+_GH_STEP_RE = re.compile(rb"(?m)^[^\t\n]{1,300}\t([^\t\n]{0,300})\t")
+
+
+def _gh_steps(data: bytes) -> list[tuple[int, str]]:
+    """``(line index, step)`` where the step column of ``gh run view --log`` output changes
+    (a job's steps, in order; "UNKNOWN STEP", which gh prints when it cannot tell, is none)."""
+    changes: list[tuple[int, bytes]] = []
+    previous = None
+    for match in _GH_STEP_RE.finditer(data):
+        step = match.group(1)
+        if step != previous:
+            changes.append((match.start(), step))
+            previous = step
+    indexes = _line_indexes(data, [offset for offset, _ in changes])
+    out = []
+    for index, (_, step) in zip(indexes, changes, strict=True):
+        name = _text(step)
+        if name and name != "UNKNOWN STEP":
+            out.append((index, name.removeprefix("Run ")))
+    return out
 
 
 def _text(raw: bytes) -> str:
@@ -442,7 +472,7 @@ def _scan(pattern: Any, hints: Any, data: bytes) -> list[Any]:
     return found
 
 
-def _structure(log: Log, runs: list[tuple[int, str]]) -> None:
+def _structure(log: Log, runs: list[tuple[int, str]], *, steps_known: bool = False) -> None:
     index_at = log.index_at
     markers: list[Marker] = []
     for match in _scan(_STEP_FAILED_RE, _STEP_FAILED_HINT_RE, log.data):
@@ -459,7 +489,7 @@ def _structure(log: Log, runs: list[tuple[int, str]]) -> None:
     steps: dict[int, str] = {}
     for index, command in runs:
         steps[index] = command
-    if markers:
+    if markers and not steps_known:
         for match in _STEP_START_RE.finditer(log.data):
             command = next((g for g in match.groups() if g), b"")
             steps.setdefault(index_at(match.start()), _text(command))
@@ -521,14 +551,14 @@ def _count_invalid(data: bytes) -> int:
 
 def _finish(data: bytes, *, gap: int | None, tail_first: int, skipped: int, total: int) -> Log:
     invalid = _count_invalid(data)
-    normalised, annotations, runs = _normalise(data)
+    normalised, annotations, runs, steps_known = _normalise(data)
     log = Log(data=normalised, line_starts=_line_starts(normalised), invalid_bytes=invalid, total_bytes=total)
     if gap is not None:
         log.gap_index = log.index_at(gap) if gap < len(normalised) else len(log.line_starts)
         log.tail_first_number = tail_first
         log.skipped_lines = skipped
     log.annotations = frozenset(annotations)
-    _structure(log, runs)
+    _structure(log, runs, steps_known=steps_known)
     return log
 
 

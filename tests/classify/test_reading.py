@@ -64,6 +64,16 @@ def test_gh_run_view_log_columns_are_removed_and_the_steps_kept():
     ]
     assert log.steps == ((0, "pytest -q"),) and log.annotations == frozenset({2})
     assert log.failed_commands == ["pytest -q"]
+    # the step column says where steps start; a "+ x" line inside a step (a diff) is no step
+    raw = (
+        b"lint\tSet up job\t2026-01-01T00:00:00.1Z Runner 2.3\n"
+        b"lint\tRun pre-commit run --all-files\t2026-01-01T00:00:01.1Z trim trailing whitespace....Failed\n"
+        b"lint\tRun pre-commit run --all-files\t2026-01-01T00:00:01.2Z + an added line of the diff\n"
+        b"lint\tRun pre-commit run --all-files\t2026-01-01T00:00:01.3Z ##[error]Process completed with exit code 1.\n"
+    )
+    log = read_text(raw)
+    assert log.steps == ((0, "Set up job"), (1, "pre-commit run --all-files"))
+    assert log.region == ((1, 3),) and log.failed_commands == ["pre-commit run --all-files"]
     # a tab inside an ordinary line is left alone
     assert read_text(b"a\tb\tc\n").line(0) == "a\tb\tc"
 

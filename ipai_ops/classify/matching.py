@@ -501,6 +501,12 @@ def build(
             chosen = chosen[:2] + chosen[-(keep - 2) :]
         for index in chosen:
             evidence.append(EvidenceLine(log.number(index), log.line(index)[:MAX_EVIDENCE_CHARS], "signature"))
+        # A deciding line that ends with a colon announces its reason on the next line
+        # ("Could not resolve package dependencies:"): that line is what a person reads.
+        if chosen and len(chosen) < MAX_EVIDENCE_LINES - 2:
+            last = chosen[-1]
+            if log.line(last).endswith(":") and last + 1 < log.line_count and log.line(last + 1).strip():
+                evidence.append(EvidenceLine(log.number(last + 1), log.line(last + 1)[:MAX_EVIDENCE_CHARS], "context"))
         if len(chosen) < 2 and winner.line >= 0:
             # Few deciding lines (a code read from the failed command, a one-line summary):
             # add the error lines just above where the step failed, which a person reads next.

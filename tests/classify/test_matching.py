@@ -176,6 +176,11 @@ def test_a_step_that_failed_before_a_passing_verdict_still_counts(mini):
     assert classify(mini, text=log).code == "TEST.FAILED"
 
 
+def test_a_deciding_line_ending_in_a_colon_brings_its_reason_along(mini):
+    result = classify(mini, text="setting up\nConnection refused:\n  db.internal:5432 is not listening\ndone")
+    assert [(e.line, e.role) for e in result.evidence] == [(2, "signature"), (3, "context")]
+
+
 def test_evidence_is_capped_and_keeps_the_first_and_last_deciding_lines(mini):
     log = "\n".join(f"tests/a.py::test_{n} FAILED" for n in range(50))
     result = classify(mini, text=log)

@@ -105,14 +105,19 @@ def signed_headers_v1(key_id: str, signing_key: str, body: bytes, timestamp: int
 def canonical_path(decoded_path: str) -> str:
     """A percent-decoded path, encoded keeping ``/`` and the unreserved characters.
 
-    Servers pass the path their framework decoded; clients pass ``unquote(path as sent)``."""
-    return quote(decoded_path, safe="/")
+    Servers pass the path their framework decoded; clients pass ``unquote(path as sent)``.
+    A lone surrogate (undecodable bytes a server handed over as text) is encoded as its
+    UTF-8 bytes rather than refused with an untyped error (the verifier fuzz test)."""
+    return quote(decoded_path, safe="/", errors="surrogatepass")
 
 
 def canonical_query(query: str | Iterable[tuple[str, str]]) -> str:
     """A raw query string (``a=1&b=x+y``) or decoded ``(name, value)`` pairs, canonical."""
     pairs = parse_qsl(query, keep_blank_values=True) if isinstance(query, str) else list(query)
-    encoded = sorted((quote(name, safe=""), quote(value, safe="")) for name, value in pairs)
+    encoded = sorted(
+        (quote(name, safe="", errors="surrogatepass"), quote(value, safe="", errors="surrogatepass"))
+        for name, value in pairs
+    )
     return "&".join(f"{name}={value}" for name, value in encoded)
 
 

@@ -56,6 +56,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="keep webhook delivery ids this many days instead (default: --days); a purged id is accepted again",
     )
+    ret.add_argument(
+        "--max-per-group",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="also keep at most each error group's first and N most recent occurrences (storms); counts stay",
+    )
+    ret.add_argument(
+        "--group-min-age",
+        type=int,
+        default=3600,
+        metavar="SECONDS",
+        help="with --max-per-group: only trim occurrences older than this (the senders' retry window; default 3600)",
+    )
     ret.add_argument("--chunk", type=positive_int, default=10_000)
     ret.set_defaults(handler=cmd_db_retention)
 
@@ -148,13 +162,25 @@ def cmd_db_retention(args: argparse.Namespace) -> int:
     from ipai_ops.middleware.webhooks import purge_deliveries
 
     webhook_days = args.webhook_days or args.days
+    if args.group_min_age < 0:
+        raise CliError("--group-min-age must be >= 0 seconds")
     conn = _connect(args)
     try:
         deleted = store.purge_occurrences(conn, older_than_days=args.days, chunk=args.chunk)
+        trimmed = (
+            store.trim_groups(conn, keep=args.max_per_group, min_age_seconds=args.group_min_age, chunk=args.chunk)
+            if args.max_per_group
+            else None
+        )
         forgotten = purge_deliveries(conn, older_than_days=webhook_days, chunk=args.chunk)
     finally:
         conn.close()
     print(f"deleted {deleted} occurrence(s) older than {args.days} day(s); error counts unchanged")
+    if trimmed is not None:
+        print(
+            f"trimmed {trimmed} occurrence(s) beyond each group's first and {args.max_per_group} most recent "
+            f"(older than {args.group_min_age} s); error counts unchanged"
+        )
     print(f"forgot {forgotten} webhook delivery id(s) older than {webhook_days} day(s)")
     return 0
 

@@ -360,6 +360,36 @@ def purge_occurrences(conn: Connection, *, older_than_days: int, chunk: int = 10
     return purge_in_chunks(conn, "purge_occurrences", older_than_days=older_than_days, chunk=chunk)
 
 
+def trim_groups(conn: Connection, *, keep: int, min_age_seconds: int = 3600, chunk: int = 10_000) -> int:
+    """Cap the stored occurrences of every error group at its first and its ``keep`` most
+    recent; others older than ``min_age_seconds`` are deleted, ``chunk`` rows per
+    transaction. Storage stays bounded in a storm; the counts stay exact (never touched),
+    and a redelivery within ``min_age_seconds`` (the senders' retry window) still meets its
+    key. Returns the rows deleted."""
+    if keep < 1:
+        raise ValueError("keep must be >= 1")
+    if min_age_seconds < 0 or chunk < 1:
+        raise ValueError("min_age_seconds must be >= 0 and chunk >= 1")
+    with conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT error_id, now() - make_interval(secs => %s) FROM ops.agent_error_occurrences"
+            " GROUP BY error_id HAVING count(*) > %s ORDER BY error_id",
+            (min_age_seconds, keep + 1),
+        )
+        groups = cur.fetchall()
+    sql = query("trim_group_occurrences")
+    total = 0
+    for error_id, cutoff in groups:
+        while True:
+            with conn, conn.cursor() as cur:
+                cur.execute(sql, {"error_id": error_id, "keep": keep, "cutoff": cutoff, "chunk": chunk})
+                deleted = cur.rowcount
+            total += deleted
+            if deleted < chunk:
+                break
+    return total
+
+
 def purge_in_chunks(conn: Connection, query_name: str, *, older_than_days: int, chunk: int = 10_000) -> int:
     """Run the named purge query (``%(days)s``, ``%(chunk)s``) one transaction per chunk until done."""
     if older_than_days < 1:

@@ -425,12 +425,15 @@ def _b(text: str) -> bytes:
     return text.encode("utf-8", "surrogatepass")
 
 
-def _specificity(cand: _Candidate) -> tuple[int, int, int, int, int]:
+def _specificity(cand: _Candidate) -> tuple[int, int, int, int, int, int]:
     """Rule 1: only a *signature's* own priority counts on its line (a code's priority is
-    about root cause across lines, see :func:`_cause_rank`)."""
+    about root cause across lines, see :func:`_cause_rank`). Within one failed command, the
+    signature that matches nearer its start wins: the program (``flake8 --output-file
+    lint-testresults.xml``) says more than its arguments."""
     sig = cand.sig
     own = sig.signature.priority or 0
-    return (own, sig.depth, _SUBJECT_WEIGHT[sig.subject], sig.literal, cand.end - cand.offset)
+    first = -cand.offset if cand.origin == "command" else 0
+    return (own, sig.depth, _SUBJECT_WEIGHT[sig.subject], first, sig.literal, cand.end - cand.offset)
 
 
 def _cause_rank(cand: _Candidate, log: Log | None) -> tuple[int, ...]:

@@ -125,6 +125,17 @@ def test_the_failed_command_decides_when_the_step_printed_nothing_known(mini):
     assert roles == {"command", "context"}  # the marker line, and the error-looking line above it
 
 
+def test_within_a_failed_command_the_program_says_more_than_its_arguments():
+    registry = registry_of(
+        mode("TEST.FAILED", "test", "- {on: command, pattern: 'testresults'}\n")
+        + mode("LINT.FAILED", "lint", "- {on: command, pattern: '\\bflake8\\b'}\n")
+    )
+    command = "flake8 --output-file=lint-testresults.xml --format junit-xml"
+    log = f'$ {command}\nsomething went wrong\nThe command "{command}" exited with 1.'
+    # the longer pattern matches an argument; the program decides
+    assert classify(registry, text=log).code == "LINT.FAILED"
+
+
 def test_a_consequence_line_yields_to_what_the_command_says(mini):
     result = classify(mini, text='Running "npm test"\nError: Command "npm test" exited with 1')
     assert result.code == "TEST.FAILED"

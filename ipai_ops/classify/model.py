@@ -616,6 +616,7 @@ class Model:
             return {"examples": 0}
         answered = right = false_positive = nones = 0
         scores: list[float] = []
+        bins: dict[str, list[int]] = {}
         for example in examples:
             found = self.predict(example.text)
             nones += example.label == NONE
@@ -623,6 +624,10 @@ class Model:
                 continue
             answered += 1
             scores.append(found.score)
+            low = min(int(found.score * 20), 19) / 20  # 0.05-wide bins of the score
+            tally = bins.setdefault(f"{low:.2f}-{low + 0.05:.2f}", [0, 0])
+            tally[0] += 1
+            tally[1] += found.code == example.label
             right += found.code == example.label
             false_positive += example.label == NONE
         return {
@@ -631,6 +636,8 @@ class Model:
             "precision": round(right / answered, 3) if answered else None,
             # a calibrated score's mean is close to the precision of the answers it was given to
             "mean_score": round(sum(scores) / len(scores), 3) if scores else None,
+            # reliability: per score bin, how many answers and how many of them were right
+            "by_score": {k: {"answered": n, "right": r} for k, (n, r) in sorted(bins.items())},
             "false_positives_of_none": f"{false_positive}/{nones}",
         }
 

@@ -240,3 +240,13 @@ def test_a_calibration_that_is_not_increasing_is_refused(artifact):
     doc["calibration"] = [-1.0, 0.0]
     with pytest.raises(ModelError, match="calibration"):
         Model.from_bytes(gzip.compress(json.dumps(doc).encode(), mtime=0))
+
+
+def test_measure_reports_how_often_each_score_band_was_right(trained):
+    examples = [Example(model_text(message=t), "INTENT.STATE_CONFLICT", "q") for t in QUEUE[:4]]
+    examples += [Example(model_text(message=t), "none", "n") for t in NONE[:2]]
+    figures = trained.measure(examples)
+    bands = figures["by_score"]
+    assert sum(b["answered"] for b in bands.values()) == figures["answered"] > 0
+    assert all(0 <= b["right"] <= b["answered"] for b in bands.values())
+    assert all(len(name) == 9 and name[4] == "-" for name in bands)  # "0.85-0.90"

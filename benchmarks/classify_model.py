@@ -30,16 +30,10 @@ from ipai_ops.classify import model as learned  # noqa: E402
 from ipai_ops.classify.reading import read_file, read_text  # noqa: E402
 from ipai_ops.taxonomy import load_registry  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from classify_speed import best_of  # noqa: E402  (one timing rule for the classification benchmarks)
+
 CORPUS = ROOT / "tests" / "classify" / "corpus"
-
-
-def best_of(rounds: int, work) -> float:
-    times = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        work()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def main() -> int:

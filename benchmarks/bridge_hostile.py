@@ -43,6 +43,7 @@ import psycopg2  # noqa: E402
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse  # noqa: E402
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse  # noqa: E402
 
+from ipai_ops.bridge.otlp import encode_varint  # noqa: E402
 from ipai_ops.store import scratch  # noqa: E402
 from tests.bridge.conftest import BridgeProcess  # noqa: E402
 from tests.bridge.otlp_factory import log_record, logs, span, traces  # noqa: E402
@@ -50,21 +51,11 @@ from tests.bridge.otlp_factory import log_record, logs, span, traces  # noqa: E4
 MiB = 1024 * 1024
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def empty_spans(count: int) -> bytes:
     """ExportTraceServiceRequest of one resource, one scope, ``count`` empty spans (2 bytes each)."""
     scope = b"\x12\x00" * count
-    resource = b"\x12" + _varint(len(scope)) + scope
-    return b"\x0a" + _varint(len(resource)) + resource
+    resource = b"\x12" + encode_varint(len(scope)) + scope
+    return b"\x0a" + encode_varint(len(resource)) + resource
 
 
 def post(url: str, body: bytes, *, content_type: str = "application/x-protobuf", headers=None, timeout=60):

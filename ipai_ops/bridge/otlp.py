@@ -250,7 +250,8 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
-def _encode_varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
+    """A protobuf varint (the tests and benchmarks build hostile bodies with it too)."""
     out = bytearray()
     while True:
         byte = value & 0x7F
@@ -331,7 +332,7 @@ class _RecordCap:
                 raise malformed("body is not valid protobuf: a field runs past its message")
             inner = self.walk(buf, body_start, pos, depth + 1)
             if inner is not None:
-                parts += (buf[copied:field_start], buf[field_start:length_start], _encode_varint(len(inner)), inner)
+                parts += (buf[copied:field_start], buf[field_start:length_start], encode_varint(len(inner)), inner)
                 copied = pos
         if not parts:
             return None

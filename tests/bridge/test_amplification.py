@@ -25,7 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from ipai_ops.bridge.otlp import OtlpRejected, cap_protobuf_records
+from ipai_ops.bridge.otlp import OtlpRejected, cap_protobuf_records, encode_varint
 from tests.bridge.conftest import BridgeProcess, error_rows, post, unique_letters
 from tests.bridge.otlp_factory import log_record, logs, span, traces
 
@@ -45,18 +45,8 @@ def capped_bridge(module_ops_dsn: str) -> Iterator[BridgeProcess]:
 def _with_empty_spans(request: ExportTraceServiceRequest, count: int) -> bytes:
     """``request`` (one resource, one scope) followed by a second scope of ``count`` empty spans."""
     scope = EMPTY_SPAN * count
-    resource = b"\x12" + _varint(len(scope)) + scope  # ResourceSpans.scope_spans
-    return request.SerializeToString() + b"\x0a" + _varint(len(resource)) + resource
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
+    resource = b"\x12" + encode_varint(len(scope)) + scope  # ResourceSpans.scope_spans
+    return request.SerializeToString() + b"\x0a" + encode_varint(len(resource)) + resource
 
 
 # --------------------------------------------------------------------------- the cap itself
@@ -108,8 +98,8 @@ def test_cap_counts_runs_of_tiny_records_exactly():
         (EMPTY_SPAN + b"\x12\x02\x08\x01", 33_333),
     ):
         scope = unit * copies
-        resource = b"\x12" + _varint(len(scope)) + scope
-        body = head + b"\x0a" + _varint(len(resource)) + resource
+        resource = b"\x12" + encode_varint(len(scope)) + scope
+        body = head + b"\x0a" + encode_varint(len(resource)) + resource
         capped, dropped = cap_protobuf_records(body, LIMIT)
         assert dropped == 1 + copies * unit.count(b"\x12") - LIMIT
         got = ExportTraceServiceRequest.FromString(capped)

@@ -15,24 +15,15 @@ import pytest
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
+from ipai_ops.bridge.otlp import encode_varint
 from tests.bridge.conftest import BridgeProcess, error_rows, post, unique_letters
 from tests.bridge.otlp_factory import span, traces
 
 MiB = 1024 * 1024
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    return encode_varint(number << 3 | 2) + encode_varint(len(payload)) + payload
 
 
 def nested_any_value(depth: int) -> bytes:
@@ -167,8 +158,8 @@ def test_good_traffic_keeps_flowing_under_hostile_load(bridge: BridgeProcess):
     )
     hostile.append((json_bomb, {"Content-Encoding": "gzip"}, "application/json"))
     empty_spans = b"\x12\x00" * 200_000
-    resource = b"\x12" + _varint(len(empty_spans)) + empty_spans
-    hostile.append((b"\x0a" + _varint(len(resource)) + resource, {}, "application/x-protobuf"))
+    resource = b"\x12" + encode_varint(len(empty_spans)) + empty_spans
+    hostile.append((b"\x0a" + encode_varint(len(resource)) + resource, {}, "application/x-protobuf"))
 
     def attack(i: int) -> int:
         body, headers, ctype = hostile[i % len(hostile)]

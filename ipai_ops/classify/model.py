@@ -190,13 +190,19 @@ def _hashed(texts: Sequence[str]) -> sp.csr_matrix:
     return counts
 
 
-def _weighted(hashed: sp.csr_matrix, columns: np.ndarray, idf: np.ndarray) -> sp.csr_matrix:
-    """The kept ``columns`` (sorted) of ``hashed``, idf-weighted and L2-normalised. The
-    columns are looked up by binary search: cost grows with the text, not the hash space."""
+def _lookup(columns: np.ndarray, hashed: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """``(keep, where)``: which entries of ``hashed`` fall in the kept ``columns`` (sorted),
+    and each entry's position among them, found by binary search (cost grows with the
+    text, not with the hash space)."""
     hashed.sort_indices()
     where = np.searchsorted(columns, hashed.indices)
-    where_clipped = np.minimum(where, len(columns) - 1)
-    keep = (where < len(columns)) & (columns[where_clipped] == hashed.indices)
+    clipped = np.minimum(where, len(columns) - 1)
+    return (where < len(columns)) & (columns[clipped] == hashed.indices), where
+
+
+def _weighted(hashed: sp.csr_matrix, columns: np.ndarray, idf: np.ndarray) -> sp.csr_matrix:
+    """The kept ``columns`` of ``hashed``, idf-weighted and L2-normalised."""
+    keep, where = _lookup(columns, hashed)
     rows = np.repeat(np.arange(hashed.shape[0]), np.diff(hashed.indptr))[keep]
     data = hashed.data[keep] * idf[where[keep]]
     kept = sp.csr_matrix((data, (rows, where[keep])), shape=(hashed.shape[0], len(columns)))
@@ -437,7 +443,8 @@ def registry_examples(registry: Any) -> list[Example]:
 
 def corpus_examples(cases: Iterable[Any]) -> list[Example]:
     """Labelled examples from corpus cases (:mod:`ipai_ops.classify.evaluate`): the expected
-    code, or ``none``; a case labelled with a family only is skipped (no code to learn)."""
+    code, or ``none``; a case labelled with a family only is skipped (no code to learn). A
+    case whose text cannot be read is a :class:`ModelError` naming it, not a silent gap."""
     from ipai_ops.classify.reading import LogUnreadable, read_file, read_text
 
     out: list[Example] = []
@@ -447,8 +454,8 @@ def corpus_examples(cases: Iterable[Any]) -> list[Example]:
             continue
         try:
             log = read_file(case.file) if case.file is not None else read_text(case.text or "")
-        except (OSError, LogUnreadable):
-            continue
+        except (OSError, LogUnreadable) as exc:
+            raise ModelError(f"corpus case {case.id}: {exc}") from None
         out.append(Example(model_text(log=log), label, case.id))
     return out
 
@@ -556,10 +563,6 @@ class Model:
             raise ModelError(f"cannot read {path}: {exc.strerror}") from None
         return cls.from_bytes(data, threshold=threshold)
 
-    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        """Label probabilities of many texts (one row each)."""
-        return self._probs(_weighted(_hashed(texts), self.columns, self.idf) @ self.coef_t + self.intercept)
-
     def _probs(self, scores: np.ndarray) -> np.ndarray:
         probs = expit(scores)
         if probs.shape[-1] == 1:  # two labels: one column of weights (scikit-learn's binary case)
@@ -570,10 +573,7 @@ class Model:
         """One text's kept columns (sorted) and their weights: the same as a row of
         :func:`_weighted`, in plain numpy (one error at a time pays no sparse-matrix set-up)."""
         hashed = _hashed([text])
-        hashed.sort_indices()
-        where = np.searchsorted(self.columns, hashed.indices)
-        clipped = np.minimum(where, len(self.columns) - 1)
-        keep = (where < len(self.columns)) & (self.columns[clipped] == hashed.indices)
+        keep, where = _lookup(self.columns, hashed)
         cols = where[keep]
         weights = hashed.data[keep] * self.idf[cols]
         norm = np.sqrt(weights @ weights)

@@ -13,6 +13,10 @@ from ipai_ops.cli import EXIT_CHECK_FAILED, CliError, add_dsn_argument, add_form
 _RATIO = float_in(0, 1)
 
 
+def _registry_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--registry", default=None, help=f"registry YAML (env {config.IPAI_OPS_REGISTRY})")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     cls = subparsers.add_parser(
         "classify",
@@ -20,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Classify one error (--type/--message) or one log (--text-file, any size; '-' reads stdin). "
         "'classify eval CORPUS' measures the classifier on a labelled corpus.",
     )
-    cls.add_argument("--registry", default=None, help=f"registry YAML (env {config.IPAI_OPS_REGISTRY})")
+    _registry_argument(cls)
     cls.add_argument("--code", help="an explicit code or legacy alias")
     cls.add_argument("--type", dest="error_type", help="exception/error type")
     cls.add_argument("--message")
@@ -35,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "precision/recall, a confusion table and the evidence hit rate, for the corpus and each split.",
     )
     ev.add_argument("corpus", type=Path, help="a .jsonl file or a folder of them (tests/classify/corpus/README.md)")
-    ev.add_argument("--registry", default=None, help=f"registry YAML (env {config.IPAI_OPS_REGISTRY})")
+    _registry_argument(ev)
     ev.add_argument(
         "--split", choices=("all", "dev", "holdout", "check"), default="all", help="evaluate one split only"
     )
@@ -61,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "(cases with a code, and texts of no code as 'none'); the other splits are held back and measured. "
         "Same inputs, same bytes.",
     )
-    tr.add_argument("--registry", default=None, help=f"registry YAML (env {config.IPAI_OPS_REGISTRY})")
+    _registry_argument(tr)
     tr.add_argument(
         "--corpus",
         type=Path,
@@ -99,7 +103,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     te.add_argument("--type", dest="error_type", help="the error's type, if any")
     te.add_argument("--error-id", type=int, default=None, help="the ops.agent_errors row it was taught from")
     te.add_argument("--by", default=None, help="who teaches it (default: the OS user)")
-    te.add_argument("--registry", default=None, help=f"registry YAML (env {config.IPAI_OPS_REGISTRY})")
+    _registry_argument(te)
     add_dsn_argument(te)
     add_format_argument(te)
     te.set_defaults(handler=cmd_classify_teach)
@@ -111,7 +115,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "Nothing is written: add it to ssot/errors/failure_modes.yaml and quote it in the code's runbook.",
     )
     sg.add_argument("--code", required=True)
-    sg.add_argument("--registry", default=None, help=f"registry YAML (env {config.IPAI_OPS_REGISTRY})")
+    _registry_argument(sg)
     sg.add_argument("--corpus", type=Path, default=None, help="labelled corpus (default: tests/classify/corpus)")
     add_dsn_argument(sg)
     add_format_argument(sg)
@@ -299,22 +303,21 @@ def _pct(value: float | None) -> str:
 
 
 def _eval_model(args: argparse.Namespace) -> Any:
-    """The model eval also measures: --model PATH, else the active artifact; None for 'off'."""
-    if args.model is not None and args.model.strip().lower() == "off":
-        return None
-    if args.model is None and config.model_path() is None:
-        return None
-    path = Path(args.model) if args.model is not None else config.model_path()
-    if args.model is None and (path is None or not path.exists()):
+    """The model eval also measures: --model PATH, else the active artifact if there is one;
+    None for 'off'."""
+    path = config.model_path(args.model)
+    if path is None or (args.model is None and not path.exists()):
         return None
     from ipai_ops.classify.model import Model, ModelError
 
     try:
-        return Model.load(path, threshold=config.model_threshold())
+        threshold = config.model_threshold()
     except ValueError as exc:
-        if isinstance(exc, ModelError) or args.model is not None:
-            raise CliError(f"model {path}: {exc}") from None
         raise CliError(str(exc)) from None
+    try:
+        return Model.load(path, threshold=threshold)
+    except ModelError as exc:
+        raise CliError(f"model {path}: {exc}") from None
 
 
 def cmd_classify_train(args: argparse.Namespace) -> int:
@@ -334,7 +337,11 @@ def cmd_classify_train(args: argparse.Namespace) -> int:
         raise CliError(f"--splits: {', '.join(sorted(unknown)) or 'none given'}: use dev, holdout, check")
     chosen = [c for c in cases if c.split in splits]
     held = [c for c in cases if c.split not in splits]
-    examples = registry_examples(registry) + corpus_examples(chosen)
+    try:
+        examples = registry_examples(registry) + corpus_examples(chosen)
+        held_back = corpus_examples(held)
+    except ModelError as exc:
+        raise CliError(f"cannot train: {exc}") from None
     taught, skipped = _taught(args, registry) if args.taught else ([], 0)
     inputs = [
         {"registry": str(registry.path), "sha256": _sha256(Path(registry.path))},
@@ -343,7 +350,7 @@ def cmd_classify_train(args: argparse.Namespace) -> int:
         *([{"taught": len(taught), "skipped_inactive_code": skipped}] if args.taught else []),
     ]
     try:
-        data = train(examples, taught=taught, held_back=corpus_examples(held), inputs=inputs)
+        data = train(examples, taught=taught, held_back=held_back, inputs=inputs)
     except ModelError as exc:
         raise CliError(f"cannot train: {exc}") from None
     out = args.out or config.model_path() or config.repo_root() / "var" / "classify" / "model.json.gz"

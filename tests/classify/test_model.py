@@ -218,6 +218,24 @@ def test_train_and_eval_refuse_bad_input_in_one_line(run_cli, tmp_path):
     assert result.code != 0 and "not a gzip'd JSON artifact" in result.err
     result = run_cli("classify", "train", "--splits", "everything", "--out", str(tmp_path / "m"))
     assert result.code != 0 and "--splits: everything" in result.err
+    # a corpus log that cannot be read is named, not silently left out of the training
+    corpus = tmp_path / "corpus"
+    (corpus / "logs").mkdir(parents=True)
+    (corpus / "logs" / "t-ci-001.log").write_bytes(b"\x00\x01\x02binary" * 100)
+    case = {
+        "id": "t-ci-001",
+        "kind": "ci_log",
+        "ecosystem": "python",
+        "file": "logs/t-ci-001.log",
+        "family": "test",
+        "code": "BUILD.TEST_FAILED",
+        "evidence": [1],
+        "source": "https://github.com/example/unit/blob/0/x#L1",
+        "licence": "MIT",
+    }
+    (corpus / "t.jsonl").write_text(json.dumps(case) + "\n")
+    result = run_cli("classify", "train", "--corpus", str(corpus), "--out", str(tmp_path / "m"))
+    assert result.code == 2 and "cannot train: corpus case t-ci-001:" in result.err
 
 
 def test_the_score_is_calibrated_on_cross_validated_answers_and_keeps_their_order():

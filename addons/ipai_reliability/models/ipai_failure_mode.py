@@ -421,6 +421,21 @@ class IpaiFailureMode(models.Model):
 
     @api.private
     @api.model
+    def checked_registry_yaml(self, header=None):
+        """The registry export, or a UserError listing what the registry check finds in it."""
+        text = self.export_registry_yaml(header=header)
+        problems = self.check_exported_yaml(text)
+        if problems:
+            raise UserError(
+                self.env._(
+                    "The registry would not pass the check:\n%(problems)s",
+                    problems="\n".join(p.format() for p in problems[:20]),
+                )
+            )
+        return text
+
+    @api.private
+    @api.model
     def write_registry_back(self, text, runbooks=None):
         """Write the registry YAML ``text`` (and ``runbooks``: {repository-relative path: text})
         when write-back is enabled and the files are writable; the registry path written, or
@@ -434,12 +449,19 @@ class IpaiFailureMode(models.Model):
             _logger.warning("registry write-back enabled but %s is not writable", path)
             return None
         root = ops.repo_root().resolve()
+        targets = []
         for relative, body in (runbooks or {}).items():
             target = (root / relative).resolve()
             if root not in target.parents or not RUNBOOK_RE.match(relative):
                 raise UserError(self.env._("Refusing to write %(path)s: not a runbook path.", path=relative))
-            if os.access(target.parent, os.W_OK):
-                target.write_text(body, encoding="utf-8")
+            targets.append((target, body))
+        # All or nothing: a registry written without the runbook that quotes its signatures
+        # would fail the registry check; then the caller attaches both for a person instead.
+        if unwritable := [t for t, _ in targets if not os.access(t if t.exists() else t.parent, os.W_OK)]:
+            _logger.warning("registry write-back enabled but %s is not writable", unwritable[0])
+            return None
+        for target, body in targets:
+            target.write_text(body, encoding="utf-8")
         path.write_text(text, encoding="utf-8")
         return str(path)
 
@@ -502,15 +524,7 @@ class IpaiFailureMode(models.Model):
     def action_export_yaml(self):
         """Download the registry YAML built from Odoo's records (after checking it)."""
         self._check_manager()
-        text = self.export_registry_yaml()
-        problems = self.check_exported_yaml(text)
-        if problems:
-            raise UserError(
-                self.env._(
-                    "The export does not pass the registry check:\n%(problems)s",
-                    problems="\n".join(p.format() for p in problems[:20]),
-                )
-            )
+        text = self.checked_registry_yaml()
         attachment = self.env["ir.attachment"].create(
             {
                 "name": "failure_modes.yaml",

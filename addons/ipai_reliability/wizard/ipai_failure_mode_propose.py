@@ -228,15 +228,7 @@ class IpaiFailureModePropose(models.TransientModel):
                 ],
             }
         )
-        text = Mode.export_registry_yaml(header=Mode._registry_file_header())
-        problems = Mode.check_exported_yaml(text)
-        if problems:
-            raise UserError(
-                self.env._(
-                    "The new registry would not pass the check:\n%(problems)s",
-                    problems="\n".join(p.format() for p in problems[:20]),
-                )
-            )
+        text = Mode.checked_registry_yaml(header=Mode._registry_file_header())
         # the source error takes the new code and becomes its first taught example
         self.error_id._teach(mode)
         written = self._write_back(text, code, stub)

@@ -104,15 +104,7 @@ class IpaiFailureModeSuggest(models.TransientModel):
                 )
             )
         mode.write({"signature_ids": [Command.create({"on": "message", "pattern": self.pattern})]})
-        text = Mode.export_registry_yaml(header=Mode._registry_file_header())
-        problems = Mode.check_exported_yaml(text)
-        if problems:
-            raise UserError(
-                self.env._(
-                    "The registry would not pass the check:\n%(problems)s",
-                    problems="\n".join(p.format() for p in problems[:20]),
-                )
-            )
+        text = Mode.checked_registry_yaml(header=Mode._registry_file_header())
         runbook = mode.runbook_with_signature("message", self.pattern)
         written = Mode.write_registry_back(text, {mode.runbook_path: runbook} if runbook else None)
         if written:

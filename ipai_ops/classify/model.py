@@ -667,6 +667,7 @@ def active_model() -> Model | None:
             stat = path.stat()
         except OSError:
             _state["model"] = None
+            _state["key"] = None  # the same file put back later is loaded again
             _warn_once((str(path), "missing"), "classification model %s not found: signatures only", path)
             return None
         key = (str(path), stat.st_mtime_ns, stat.st_size)

@@ -153,6 +153,17 @@ def test_the_active_model_degrades_to_signatures_with_one_warning_and_picks_up_a
     assert learned.active_model() is not None
 
 
+def test_an_artifact_removed_and_put_back_is_loaded_again(registry, artifact, active_env):
+    active_env.write_bytes(artifact)
+    stamp = os.stat(active_env).st_mtime_ns
+    assert learned.active_model() is not None
+    active_env.unlink()
+    assert learned.active_model() is None
+    active_env.write_bytes(artifact)
+    os.utime(active_env, ns=(stamp, stamp))  # the very same file again: same mtime and size
+    assert learned.active_model() is not None
+
+
 def test_a_missing_configured_artifact_warns_once(registry, active_env, caplog):
     caplog.set_level(logging.WARNING)
     for _ in range(3):

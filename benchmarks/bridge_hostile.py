@@ -58,6 +58,18 @@ def empty_spans(count: int) -> bytes:
     return b"\x0a" + encode_varint(len(resource)) + resource
 
 
+def nested_in_one_span(count: int, field: int) -> bytes:
+    """One ERROR span holding ``count`` empty nested messages of field ``field`` (11: events,
+    9: attributes) -- a kept record, so the record cap does not touch them."""
+    inner = bytes([field << 3 | 2, 0]) * count
+    status = b"\x7a\x02\x18\x02"  # Span.status (15) = {code: ERROR}
+    name = b"\x2a\x01x"  # Span.name (5)
+    span_bytes = name + inner + status
+    span_field = b"\x12" + encode_varint(len(span_bytes)) + span_bytes
+    resource = b"\x12" + encode_varint(len(span_field)) + span_field
+    return b"\x0a" + encode_varint(len(resource)) + resource
+
+
 def post(url: str, body: bytes, *, content_type: str = "application/x-protobuf", headers=None, timeout=60):
     req = urllib.request.Request(
         url, data=body, method="POST", headers={"Content-Type": content_type, **(headers or {})}
@@ -164,6 +176,28 @@ def case_grpc_empty_spans(bridge: BridgeProcess) -> Send:
     return send
 
 
+def case_nested_events(bridge: BridgeProcess) -> Send:
+    """8 million empty events inside one ERROR span: 16 MiB of protobuf from a small gzip body."""
+    body = gzip.compress(nested_in_one_span(8_000_000 - 8, 11))
+
+    def send() -> str:
+        status, answer = post(bridge.url + "/v1/traces", body, headers={"Content-Encoding": "gzip"})
+        return f"{len(body) // 1024} KB gzip -> {describe(status, answer)}"
+
+    return send
+
+
+def case_nested_attributes(bridge: BridgeProcess) -> Send:
+    """8 million empty attributes on one ERROR span."""
+    body = gzip.compress(nested_in_one_span(8_000_000 - 8, 9))
+
+    def send() -> str:
+        status, answer = post(bridge.url + "/v1/traces", body, headers={"Content-Encoding": "gzip"})
+        return f"{len(body) // 1024} KB gzip -> {describe(status, answer)}"
+
+    return send
+
+
 def case_error_logs(bridge: BridgeProcess) -> Send:
     """300k distinct ERROR log records (gzip)."""
     request = logs(
@@ -229,6 +263,8 @@ CASES: dict[str, Callable[[BridgeProcess], Send]] = {
     "json-2mib": case_json_under_limit,
     "protobuf-8m-spans": case_protobuf_empty_spans,
     "grpc-8m-spans": case_grpc_empty_spans,
+    "nested-8m-events": case_nested_events,
+    "nested-8m-attributes": case_nested_attributes,
     "logs-300k": case_error_logs,
     "version-1mb": case_huge_version,
     "numeric-overflow": case_numeric_overflow,

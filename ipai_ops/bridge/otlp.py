@@ -422,6 +422,81 @@ def cap_protobuf_records(body: bytes, limit: int, deadline: Deadline | None = No
     return (body if kept is None else kept), dropped
 
 
+#: Nested messages (attributes, events, links, values) deeper than this are refused as the
+#: protobuf runtime refuses them (its recursion limit).
+MAX_NESTING = 100
+#: A tag byte of a length-delimited field numbered 1-15 (every message field of OTLP): each
+#: nested message starts with one of these, so their count bounds the number of messages.
+_MESSAGE_TAGS = np.zeros(256, dtype=bool)
+_MESSAGE_TAGS[[(number << 3) | 2 for number in range(1, 16)]] = True
+_MESSAGE_FIELDS: dict[str, dict[int, Any]] = {}
+
+
+def _message_fields(descriptor: Any) -> dict[int, Any]:
+    """{field number: descriptor} of the message-typed fields of ``descriptor``."""
+    fields = _MESSAGE_FIELDS.get(descriptor.full_name)
+    if fields is None:
+        fields = {f.number: f.message_type for f in descriptor.fields if f.message_type is not None}
+        _MESSAGE_FIELDS[descriptor.full_name] = fields
+    return fields
+
+
+def check_message_count(request_type: type[Message], body: bytes, limit: int, deadline: Deadline | None = None) -> None:
+    """413 (``too_many_values``) when decoding ``body`` would build more than ``limit`` messages.
+
+    The record cap keeps the number of spans and log records down, but one kept span can
+    hold millions of empty events or attributes (two bytes each on the wire, about a hundred
+    bytes each once decoded). Most bodies are cleared by size or by a count of the bytes that
+    can start a nested message (numpy, about 1 ms per MiB); the others are walked field by
+    field, following the message-typed fields of ``request_type``, without decoding, and
+    stop as soon as the limit is passed.
+    """
+    if len(body) <= 2 * limit:  # a nested message takes at least two bytes
+        return
+    if int(np.count_nonzero(_MESSAGE_TAGS[np.frombuffer(body, dtype=np.uint8)])) <= limit:
+        return
+    count = 0
+    pos = 0
+    stack: list[tuple[dict[int, Any], int]] = [(_message_fields(request_type.DESCRIPTOR), len(body))]
+    while stack:
+        fields, end = stack[-1]
+        if pos >= end:
+            if pos > end:
+                raise malformed("body is not valid protobuf: a field runs past its message")
+            stack.pop()
+            continue
+        key = body[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = _varint(body, pos)
+        wire = key & 7
+        sub = fields.get(key >> 3) if wire == 2 else None
+        if sub is None:
+            pos = _skip(body, pos, end, wire)
+            continue
+        length = body[pos] if pos < end else 0x80
+        if length < 0x80:
+            pos += 1
+        else:
+            length, pos = _varint(body, pos)
+        if pos + length > end:
+            raise malformed("body is not valid protobuf: a field runs past its message")
+        count += 1
+        if count > limit:
+            raise too_large(
+                f"protobuf body holds more than {limit} nested messages (attributes, events, links,"
+                " values); send smaller batches",
+                reason="too_many_values",
+            )
+        if len(stack) > MAX_NESTING:
+            raise malformed(f"body is not valid protobuf: messages nested deeper than {MAX_NESTING}")
+        if deadline is not None and not count & 0xFFF:
+            deadline.check()
+        if length:  # an empty message has nothing inside to count
+            stack.append((_message_fields(sub), pos + length))
+
+
 #: OTLP/JSON record lists: request -> resources -> scopes -> records (camelCase or snake_case).
 _JSON_RECORD_PATHS = {
     "ExportTraceServiceRequest": (("resourceSpans", "resource_spans"), ("scopeSpans", "scope_spans"), ("spans",)),
@@ -483,15 +558,19 @@ def decode_capped(
     *,
     max_records: int,
     max_json_values: int,
+    max_messages: int | None = None,
     deadline: Deadline | None = None,
 ) -> tuple[Message, bytes | None, int]:
     """Like :func:`decode`, with at most ``max_records`` spans or log records decoded: the
     message, the protobuf bytes it was decoded from (None for JSON), and how many records
-    were left out. A JSON body holding more than ``max_json_values`` objects and arrays
-    (after the cap) is refused with 413: each costs about 10 us to parse."""
+    were left out. A JSON body holding more than ``max_json_values`` objects and arrays, or
+    a protobuf body more than ``max_messages`` messages (after the cap), is refused with 413:
+    each costs about 10 us to parse, or about a hundred bytes once decoded."""
     request_type = SIGNALS[signal][0]
     if kind == PROTOBUF:
         body, dropped = cap_protobuf_records(body, max_records, deadline)
+        if max_messages is not None:
+            check_message_count(request_type, body, max_messages, deadline)
         if deadline is not None:
             deadline.check()
         return decode_protobuf(request_type, body), body, dropped

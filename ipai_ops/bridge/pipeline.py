@@ -130,6 +130,9 @@ DEADLINE_EVERY = 32
 
 #: Bytes of OTLP/JSON per object or array a body may hold on average (max_json_bytes / this).
 JSON_BYTES_PER_VALUE = 16
+#: A protobuf body may build at most one message per this many bytes of
+#: ``max_decompressed_bytes`` (1 Mi messages for 16 MiB; docs/bridge.md, "Decode").
+PROTOBUF_BYTES_PER_MESSAGE = 16
 
 
 class Pipeline:
@@ -217,6 +220,7 @@ class Pipeline:
                 kind,
                 max_records=self.max_records,
                 max_json_values=self.max_json_bytes // JSON_BYTES_PER_VALUE,
+                max_messages=self.max_decompressed_bytes // PROTOBUF_BYTES_PER_MESSAGE,
                 deadline=deadline,
             )
 

@@ -25,7 +25,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from ipai_ops.bridge.otlp import OtlpRejected, cap_protobuf_records, encode_varint
+from ipai_ops.bridge.otlp import MAX_NESTING, OtlpRejected, cap_protobuf_records, check_message_count, encode_varint
 from tests.bridge.conftest import BridgeProcess, error_rows, post, unique_letters
 from tests.bridge.otlp_factory import log_record, logs, span, traces
 
@@ -112,6 +112,58 @@ def test_cap_refuses_broken_protobuf_as_malformed():
     with pytest.raises(OtlpRejected) as info:
         cap_protobuf_records(body[:-101], LIMIT)  # the last field runs past the body
     assert (info.value.http_status, info.value.reason) == (400, "malformed")
+
+
+def _span_with_nested(count: int, field: int, *, service: str = "svc") -> bytes:
+    """A traces request of one ERROR span followed by ``count`` empty nested messages of
+    Span field ``field`` (9: attributes, 11: events, 13: links) -- inside a kept record."""
+    request = traces([span(error=f"nested failure {service}")], resource={"service.name": service})
+    extra = bytes([field << 3 | 2, 0]) * count
+    sp = request.resource_spans[0].scope_spans[0].spans[0].SerializeToString() + extra
+    scope = b"\x12" + encode_varint(len(sp)) + sp
+    resource = request.resource_spans[0].resource.SerializeToString()
+    rs = b"\x0a" + encode_varint(len(resource)) + resource + b"\x12" + encode_varint(len(scope)) + scope
+    return b"\x0a" + encode_varint(len(rs)) + rs
+
+
+def _messages_in(message) -> int:
+    """Every message decoding builds below ``message`` (the reference the walk is held to)."""
+    total = 0
+    for field, value in message.ListFields():
+        if field.message_type is None:
+            continue
+        values = value if field.is_repeated else [value]
+        for item in values:
+            total += 1 + _messages_in(item)
+    return total
+
+
+def test_nested_messages_inside_one_kept_span_are_counted_and_refused_past_the_limit():
+    for field in (9, 11, 13):
+        body = _span_with_nested(5_000, field)
+        expected = _messages_in(ExportTraceServiceRequest.FromString(body))
+        assert expected > 5_000
+        check_message_count(ExportTraceServiceRequest, body, expected)  # exactly at the limit: decoded
+        with pytest.raises(OtlpRejected) as info:
+            check_message_count(ExportTraceServiceRequest, body, expected - 1)
+        assert (info.value.http_status, info.value.reason) == (413, "too_many_values")
+        assert info.value.grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_values_nested_deeper_than_the_runtime_allows_are_malformed():
+    value = b""
+    for _ in range(MAX_NESTING + 5):  # AnyValue.array_value (5) -> ArrayValue.values (1) -> ...
+        array = b"\x0a" + encode_varint(len(value)) + value
+        value = b"\x2a" + encode_varint(len(array)) + array
+    attribute = b"\x0a\x01k\x12" + encode_varint(len(value)) + value  # KeyValue{key, value}
+    name = b"z" * 2000  # "z" is also a tag byte: the body is walked, not cleared by its counts
+    sp = b"\x2a" + encode_varint(len(name)) + name + b"\x4a" + encode_varint(len(attribute)) + attribute
+    scope = b"\x12" + encode_varint(len(sp)) + sp
+    rs = b"\x12" + encode_varint(len(scope)) + scope
+    body = b"\x0a" + encode_varint(len(rs)) + rs
+    with pytest.raises(OtlpRejected) as info:
+        check_message_count(ExportTraceServiceRequest, body, 4 * MAX_NESTING)
+    assert info.value.reason == "malformed"
 
 
 # --------------------------------------------------------------------------- through the bridge
@@ -212,6 +264,25 @@ def test_json_of_many_tiny_values_inside_one_span_is_refused(capped_bridge: Brid
     assert "objects and arrays" in json.loads(answer)["message"]
 
 
+def test_millions_of_empty_events_in_one_span_are_refused_and_the_bridge_stays_small(module_ops_dsn: str):
+    # One message per 16 bytes of the decompressed limit: 1 Mi for the default 16 MiB (8
+    # million empty events were 961 MB and 3.5 s before; benchmarks/bridge_hostile.py), 64 Ki
+    # here, where 500,000 empty events fit in 1 MB.
+    proc = BridgeProcess(module_ops_dsn, max_body_bytes=1024 * 1024, max_decompressed_bytes=1024 * 1024).start()
+    service = f"nested{unique_letters()}"
+    try:
+        body = gzip.compress(_span_with_nested(500_000, 11, service=service))
+        status, _, answer = post(proc.url + "/v1/traces", body, headers={"Content-Encoding": "gzip"})
+        assert status == 413, answer
+        assert "nested messages" in status_pb2.Status.FromString(answer).message
+        # the same span with a sender's usual handful of events is stored
+        status, _, answer = post(proc.url + "/v1/traces", _span_with_nested(3, 11, service=service))
+        assert status == 200, answer
+        assert sum(row["count"] for row in error_rows(proc.dsn, service=service)) == 1
+    finally:
+        proc.stop()
+
+
 def test_a_request_over_its_cpu_deadline_is_refused_and_not_to_be_retried(module_ops_dsn: str):
     proc = BridgeProcess(module_ops_dsn, cpu_seconds=0.0001).start()
     body = traces([span(error=f"costly {unique_letters()} {i}") for i in range(200)]).SerializeToString()
@@ -270,6 +341,66 @@ def test_cap_equals_decoding_everything_then_keeping_the_first_records(shape, li
     total = sum(len(names) for scopes in shape for _, names in scopes)
     assert dropped == max(0, total - limit)
     assert type(request).FromString(capped) == expected
+
+
+_values = st.recursive(
+    st.one_of(
+        st.text(max_size=3).map(lambda t: ("s", t)),
+        st.integers(min_value=-(2**63), max_value=2**63 - 1).map(lambda i: ("i", i)),
+    ),
+    lambda inner: st.lists(inner, max_size=4).map(lambda items: ("a", items)),
+    max_leaves=12,
+)
+
+
+def _set_value(target, value) -> None:
+    kind, payload = value
+    if kind == "s":
+        target.string_value = payload
+    elif kind == "i":
+        target.int_value = payload
+    else:
+        target.array_value.SetInParent()
+        for item in payload:
+            _set_value(target.array_value.values.add(), item)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    spans=st.lists(
+        st.tuples(st.lists(_values, max_size=4), st.integers(min_value=0, max_value=4)), min_size=1, max_size=4
+    ),
+    slack=st.integers(min_value=-3, max_value=3),
+)
+def test_message_count_equals_counting_the_decoded_request(spans, slack):
+    request = ExportTraceServiceRequest()
+    scope = request.resource_spans.add().scope_spans.add()
+    for attributes, events in spans:
+        sp = scope.spans.add(name="s")
+        for i, value in enumerate(attributes):
+            attr = sp.attributes.add(key=f"k{i}")
+            _set_value(attr.value, value)
+        for _ in range(events):
+            sp.events.add()
+    body = request.SerializeToString()
+    expected = _messages_in(request)
+    limit = max(0, expected + slack)
+    # the size and tag-byte shortcuts only clear bodies that cannot pass the limit
+    if expected > limit:
+        with pytest.raises(OtlpRejected) as info:
+            check_message_count(ExportTraceServiceRequest, body, limit)
+        assert info.value.reason == "too_many_values"
+    else:
+        check_message_count(ExportTraceServiceRequest, body, limit)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=st.binary(max_size=300), limit=st.integers(min_value=0, max_value=5))
+def test_message_count_of_arbitrary_bytes_answers_or_refuses(body, limit):
+    try:
+        check_message_count(ExportTraceServiceRequest, body, limit)
+    except OtlpRejected as exc:
+        assert exc.reason in ("malformed", "too_many_values")
 
 
 @settings(max_examples=300, deadline=None)

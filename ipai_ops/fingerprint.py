@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 
 FINGERPRINT_VERSION = 1
@@ -121,17 +121,26 @@ def fingerprint(
     return PREFIX + digest[:32]
 
 
-def frames_from_stacktrace(stacktrace: str | None, *, in_app: Sequence[str] = ()) -> list[str]:
+def frames_from_stacktrace(
+    stacktrace: str | None,
+    *,
+    in_app: Sequence[str] = (),
+    keep: Callable[[str], bool] | None = None,
+) -> list[str]:
     """Top-most-last frames of a Python traceback text as ``module_file:function``.
 
     ``in_app`` path fragments (e.g. ``addons/``, ``ipai_ops/``) keep only the
     application's own frames; library frames move between releases of the library.
+    ``keep(path)``: a further rule a frame's file must pass (producers use
+    :func:`ipai_ops.record.is_app_path`, the one in-app rule).
     """
     if not stacktrace:
         return []
     frames = []
     for path, func in _FRAME_RE.findall(stacktrace):
         if in_app and not any(fragment in path for fragment in in_app):
+            continue
+        if keep is not None and not keep(path):
             continue
         stem = _stem(path) if len(path) <= 512 else _STEM_RE.sub(r"\1", path.replace("\\", "/"))
         frames.append(f"{stem}:{func}")

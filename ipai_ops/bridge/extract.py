@@ -14,7 +14,9 @@ Selection (docs/specs/telemetry_v1.md, "How the bridge turns telemetry into ops 
   (``event.name`` ``run.state`` / ``run.cancel``).
 
 Occurrence ids (``ipai.occurrence_id`` on the record always wins: it lets a producer
-that also wrote the failure directly hit the same key), lowercase hex ids:
+that also wrote the failure directly hit the same key; a span's only exception event
+without one takes the span's, with its ``ipai.failure.fingerprint`` and ``ipai.source``),
+lowercase hex ids:
 
 * ERROR span: ``span:<trace_id>:<span_id>``
 * exception event: ``event:<trace_id>:<span_id>:<0-based index in the span's events>``
@@ -660,7 +662,8 @@ class Extractor:
                 )
             )
             return
-        for index, attrs in events:
+        for index, event_attrs in events:
+            attrs = _with_span_keys(event_attrs, span_attrs) if len(events) == 1 else event_attrs
             stacktrace = _str_attr(attrs, EXCEPTION_STACKTRACE)
             error_type = _str_attr(attrs, EXCEPTION_TYPE)
             message = (
@@ -735,6 +738,21 @@ class Extractor:
                 details=(("signal", "log"), ("severity", _clean(record.severity_text[:32]))),
             )
         )
+
+
+#: The keys of a producer's direct write: on its span, they key the span's one exception event.
+_OCCURRENCE_KEYS = (IPAI_OCCURRENCE_ID, IPAI_FAILURE_FINGERPRINT, IPAI_SOURCE)
+
+
+def _with_span_keys(attrs: dict[str, AnyValue], span_attrs: dict[str, AnyValue]) -> dict[str, AnyValue]:
+    """The span's ``ipai.occurrence_id`` (with its fingerprint and source) for its only exception
+    event when the event has none: a producer that wrote the failure directly put its key on the
+    span (ipai_ops.record.record_on_span), while the event may come from an instrumentation
+    that knows nothing of it. With several exception events on the span, which one the key
+    belongs to is unknown, and each keeps its own ``event:`` id."""
+    if IPAI_OCCURRENCE_ID in attrs or IPAI_OCCURRENCE_ID not in span_attrs:
+        return attrs
+    return {**{key: span_attrs[key] for key in _OCCURRENCE_KEYS if key in span_attrs}, **attrs}
 
 
 #: What ipai_ops.envelope.head appends to a capped message.

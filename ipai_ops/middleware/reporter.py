@@ -5,12 +5,14 @@ decorator/context manager call when an exception escapes. One call:
 
 1. classifies the exception (a :class:`~ipai_ops.middleware.errors.Failure` carries its
    code; anything else goes through the registry's signatures) and builds the redacted
-   failure envelope;
+   failure envelope and its occurrence with :func:`ipai_ops.record.failure_from_exception`,
+   the function every producer (Odoo included) uses, so one exception has one fingerprint;
 2. builds the RFC 9457 problem document (:mod:`ipai_ops.problem`); only a ``Failure``'s
    message reaches the client, any other exception's text stays server-side;
-3. records the exception on the current OpenTelemetry span with the attributes the OTLP
-   bridge reads (``ipai.failure.code``, ``ipai.failure.fingerprint``,
-   ``ipai.occurrence_id``, ``ipai.source``, ``ipai.correlation_id``) and redacted
+3. records the exception on the current OpenTelemetry span
+   (:func:`ipai_ops.record.record_on_span`) with the attributes the OTLP bridge reads
+   (``ipai.failure.code``, ``ipai.failure.fingerprint``, ``ipai.occurrence_id``,
+   ``ipai.source``, ``ipai.correlation_id``) and redacted
    ``exception.message``/``exception.stacktrace``; the span gets status ERROR;
 4. when a DSN is configured, upserts the occurrence into ``ops.agent_errors`` under the
    same ``(source, occurrence_id)`` the span event carries, so the direct write and the
@@ -32,7 +34,6 @@ import logging
 import re
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -41,20 +42,12 @@ from http import HTTPStatus
 from typing import Any, TypeVar
 
 from opentelemetry import trace
-from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_MESSAGE, EXCEPTION_STACKTRACE
-from opentelemetry.trace import Status, StatusCode, format_span_id, format_trace_id
 
-from ipai_ops.envelope import envelope_from_exception, head, iso_utc, redact, redact_obj, tail
+from ipai_ops.envelope import head, redact, redact_obj
 from ipai_ops.middleware._pg import SharedConnection, first_line
 from ipai_ops.middleware.errors import Failure
 from ipai_ops.problem import PROBLEM_CONTENT_TYPE, problem
-from ipai_ops.semconv import (
-    IPAI_CORRELATION_ID,
-    IPAI_FAILURE_CODE,
-    IPAI_FAILURE_FINGERPRINT,
-    IPAI_OCCURRENCE_ID,
-    IPAI_SOURCE,
-)
+from ipai_ops.record import failure_from_exception, record_on_span, span_ids
 from ipai_ops.store import ErrorOccurrence, OpsDatabaseUnavailable, UpsertResult, upsert_error
 from ipai_ops.taxonomy import Registry, default_registry
 
@@ -71,8 +64,6 @@ REQUEST_ID_HEADER = "X-Request-Id"
 _CORRELATION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 #: Problem ``detail`` limit for a Failure's (public) message.
 MAX_DETAIL_CHARS = 1024
-#: The stack trace recorded on the span event (the tail: the raising frames are last).
-MAX_STACKTRACE_CHARS = 16 * 1024
 #: HTTP statuses that get ``Retry-After`` when the failure mode is retryable (RFC 9110 10.2.3).
 RETRY_AFTER_STATUSES = frozenset({429, 503})
 
@@ -270,42 +261,31 @@ class Reporter:
     ) -> Report:
         registry = self.registry
         span = trace.get_current_span()
-        span_context = span.get_span_context()
-        trace_id = format_trace_id(span_context.trace_id) if span_context.is_valid else None
-        span_id = format_span_id(span_context.span_id) if span_context.is_valid else None
+        trace_id, span_id = span_ids(span)
         cid = correlation_id or current_correlation_id() or new_correlation_id()
         occurrence_uuid = uuid.uuid4()
-        occurrence_id = str(occurrence_uuid)
         now_ns = time.time_ns()
-        occurred_at = datetime.fromtimestamp(now_ns // 1000 / 1e6, tz=timezone.utc)
-        stacktrace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-
         typed = isinstance(exc, Failure)
         details = None
         if typed:
             details = exc.details if exc.details is not None else ({"errors": exc.errors} if exc.errors else None)
-        envelope = envelope_from_exception(
+        failure = failure_from_exception(
             registry,
             exc,
-            context={
-                **(context or {}),
-                "source": self.source,
-                "service": self.service,
-                "service_version": self.service_version,
-                "env": self.env,
-                "correlation_id": cid,
-                "occurrence_id": occurrence_id,
-                "trace_id": trace_id,
-                "span_id": span_id,
-            },
-            evidence={"stderr_tail": stacktrace},
-            stacktrace=stacktrace,
-            in_app=self.in_app,
+            source=self.source,
+            service=self.service,
+            occurrence_id=str(occurrence_uuid),
+            service_version=self.service_version,
+            env=self.env,
+            correlation_id=cid,
+            trace_id=trace_id,
+            span_id=span_id,
+            context=context,
             details=details,
+            in_app=self.in_app,
+            occurred_at=datetime.fromtimestamp(now_ns // 1000 / 1e6, tz=timezone.utc),
         )
-        envelope["occurred_at"] = iso_utc(occurred_at)
-        # The sample is stored as jsonb: whatever a caller put in the context must survive json.
-        envelope = json.loads(json.dumps(envelope, default=str))
+        envelope = failure.envelope
         error = envelope["error"]
         code = error["code"]
         mode = registry[code]
@@ -333,23 +313,8 @@ class Reporter:
         if mode.retryable and document["status"] in RETRY_AFTER_STATUSES:
             retry_after = exc.retry_after if typed and exc.retry_after is not None else self.retry_after
 
-        occurrence = ErrorOccurrence(
-            source=self.source,
-            occurrence_id=occurrence_id,
-            fingerprint=error["fingerprint"],
-            code=code,
-            severity=error["severity"],
-            message=error["message"],
-            occurred_at=occurred_at,
-            error_type=error.get("error_type"),
-            service=self.service,
-            trace_id=trace_id,
-            span_id=span_id,
-            service_version=self.service_version,
-            sample=envelope,
-        )
-        if span.is_recording():
-            _record_on_span(span, exc, occurrence, correlation_id=cid, stacktrace=stacktrace, timestamp_ns=now_ns)
+        occurrence = failure.occurrence
+        record_on_span(span, failure, exc, timestamp_ns=now_ns)
         level = logging.WARNING if document["status"] >= 500 else logging.INFO
         log.log(
             level,
@@ -464,39 +429,6 @@ class Reported:
             return None
 
         return wrapper  # type: ignore[return-value]
-
-
-def _record_on_span(
-    span: trace.Span,
-    exc: BaseException,
-    occurrence: ErrorOccurrence,
-    *,
-    correlation_id: str,
-    stacktrace: str,
-    timestamp_ns: int,
-) -> None:
-    """The exception event the bridge turns into the same occurrence as the direct upsert."""
-    keys = {
-        IPAI_FAILURE_CODE: occurrence.code,
-        IPAI_FAILURE_FINGERPRINT: occurrence.fingerprint,
-        IPAI_OCCURRENCE_ID: occurrence.occurrence_id,
-        IPAI_SOURCE: occurrence.source,
-        IPAI_CORRELATION_ID: correlation_id,
-    }
-    span.record_exception(
-        exc,
-        attributes={
-            # Override the SDK's str(exc) and raw traceback: both can hold secrets.
-            EXCEPTION_MESSAGE: occurrence.message,
-            EXCEPTION_STACKTRACE: tail(redact(stacktrace), MAX_STACKTRACE_CHARS)[0] or "",
-            **keys,
-        },
-        timestamp=timestamp_ns,
-    )
-    # On the span too: an ERROR span whose events were dropped (event limits) is counted by
-    # the bridge from the span itself, and must land on the same key.
-    span.set_attributes(keys)
-    span.set_status(Status(StatusCode.ERROR, occurrence.code))
 
 
 def scrub_exception(exc: BaseException) -> None:

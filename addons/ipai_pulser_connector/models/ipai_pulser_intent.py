@@ -15,9 +15,7 @@ from odoo import api, fields, models, release
 from odoo.addons.ipai_reliability.models.ipai_ops import local_dsn
 from odoo.exceptions import ConcurrencyError
 
-from ipai_ops.classify import classify, classify_exception, qualified_type
-from ipai_ops.envelope import build_envelope
-from ipai_ops.fingerprint import frames_from_stacktrace
+from ipai_ops.record import failure_from_exception
 from ipai_ops.retry import decide
 
 from ..services import contract, telemetry
@@ -44,7 +42,6 @@ CLAIM_LEASE_SECONDS = 120
 LEASE_GRACE_SECONDS = 30
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_BATCH = 20
-_IN_APP = ("odoo/addons/ipai_pulser_connector", "ipai_pulser_connector")
 
 #: The pending cancel request of one intent, as seen by one snapshot: the row's own
 #: ``cancel_requested_at`` (queued cancels, older code) and the first ``cancel_requested``
@@ -910,37 +907,33 @@ class IpaiPulserIntent(models.Model):
     def _ops_registry(self):
         return self.env["ipai.ops"].registry()
 
-    def _build_envelope(self, exc, *, attempt, duration_ms, span, stacktrace, ctx):
+    def _failure(self, exc, *, attempt, duration_ms, span, stacktrace, ctx):
+        """The attempt's failure (``ipai_ops.record.failure_from_exception``, as every producer
+        records one): its envelope and the occurrence keyed ``intent:<db>:<id>:attempt:<n>``,
+        which Odoo writes directly and the attempt span's exception event carries."""
         trace_id, span_id = telemetry.span_ids(span) if span is not None else (None, None)
-        context = {
-            "source": "odoo",
-            "service": "odoo",
-            "service_version": release.version,
-            "intent_id": self.id,
-            "intent_type": self.intent_type,
-            "attempt": attempt,
-            "occurrence_id": contract.occurrence_id(self.env.cr.dbname, self.id, attempt),
-            "correlation_id": self.correlation_id,
-            "trace_id": trace_id,
-            "span_id": span_id,
-            "env": self.env.cr.dbname,
-            "work_item_ref": self.work_item_ref or None,
-        }
-        registry = self._ops_registry()
-        ev = self._evidence(exit_code=1, duration_ms=duration_ms, ctx=ctx, stacktrace=stacktrace)
-        classification = classify_exception(registry, exc, text=stacktrace)
-        if classification.is_fallback:
+        return failure_from_exception(
+            self._ops_registry(),
+            exc,
+            source="odoo",
+            service="odoo",
+            occurrence_id=contract.occurrence_id(self.env.cr.dbname, self.id, attempt),
+            service_version=release.version,
+            env=self.env.cr.dbname,
+            correlation_id=self.correlation_id or None,
+            trace_id=trace_id,
+            span_id=span_id,
+            context={
+                "intent_id": self.id,
+                "intent_type": self.intent_type,
+                "attempt": attempt,
+                "work_item_ref": self.work_item_ref or None,
+            },
+            evidence=self._evidence(exit_code=1, duration_ms=duration_ms, ctx=ctx, stacktrace=stacktrace),
+            stacktrace=stacktrace or "",
             # An exception escaping a handler that neither a typed failure nor a signature
             # names is, by definition, the handler crashing (registry: INTENT.HANDLER_CRASHED).
-            classification = classify(registry, explicit_code=HandlerCrashed.failure_code)
-        return build_envelope(
-            classification,
-            message=str(exc) or type(exc).__name__,
-            error_type=qualified_type(exc),
-            context=context,
-            details=getattr(exc, "details", None),
-            evidence=ev,
-            frames=frames_from_stacktrace(stacktrace, in_app=_IN_APP),
+            fallback_code=HandlerCrashed.failure_code,
         )
 
     def _record_ops_error(self, envelope, occurrence):
@@ -961,13 +954,12 @@ class IpaiPulserIntent(models.Model):
     def _finish_failure(self, exc, *, attempt, duration_ms, span, stacktrace, ctx, now=None):
         now = now or fields.Datetime.now()
         registry = self._ops_registry()
-        envelope = self._build_envelope(
+        failure = self._failure(
             exc, attempt=attempt, duration_ms=duration_ms, span=span, stacktrace=stacktrace, ctx=ctx
         )
-        code = envelope["error"]["code"]
+        envelope, code = failure.envelope, failure.code
         mode = registry[code]
-        occurrence = contract.occurrence_id(self.env.cr.dbname, self.id, attempt)
-        ops = self._record_ops_error(envelope, occurrence) or {}
+        ops = self._record_ops_error(envelope, failure.occurrence_id) or {}
         decision = decide(mode, attempt, max_attempts=self.max_attempts)
         if decision.retry:
             new_state, outcome = sm.QUEUED, "retried"
@@ -1006,7 +998,7 @@ class IpaiPulserIntent(models.Model):
         )
         attrs = {telemetry.ATTR_INTENT_TYPE: self.intent_type}
         if span is not None:
-            telemetry.record_failure(span, exc, code)
+            telemetry.record_failure(span, failure, exc)
         telemetry.observe("attempt_duration", duration_ms / 1000.0, {**attrs, telemetry.ATTR_OUTCOME: "error"})
         if outcome == "retried":
             telemetry.count("retries", 1, {**attrs, telemetry.ATTR_FAILURE_CODE: code})

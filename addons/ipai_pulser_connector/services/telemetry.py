@@ -13,6 +13,8 @@ from contextlib import contextmanager
 
 from opentelemetry import metrics, propagate, trace
 
+from ipai_ops.record import RecordedFailure, record_on_span
+from ipai_ops.record import span_ids as _span_ids
 from ipai_ops.semconv import (
     IPAI_CORRELATION_ID,
     IPAI_FAILURE_CODE,
@@ -131,19 +133,15 @@ def attempt_span(*, traceparent: str | None, attributes: dict):
         yield span
 
 
-def record_failure(span, exc: BaseException, code: str) -> None:
+def record_failure(span, failure: RecordedFailure, exc: BaseException) -> None:
+    """Record ``failure`` on the attempt span with the shared occurrence id (ipai_ops.record)."""
     if not _enabled:
         return
-    span.record_exception(exc, attributes={ATTR_FAILURE_CODE: code})
-    span.set_attribute(ATTR_FAILURE_CODE, code)
-    span.set_status(trace.Status(trace.StatusCode.ERROR, code))
+    record_on_span(span, failure, exc)
 
 
 def span_ids(span) -> tuple[str | None, str | None]:
-    ctx = span.get_span_context()
-    if not ctx or not ctx.is_valid:
-        return None, None
-    return f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"
+    return _span_ids(span)
 
 
 def count(name: str, value: float, attributes: dict) -> None:

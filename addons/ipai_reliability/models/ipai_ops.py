@@ -201,18 +201,22 @@ class IpaiOps(models.AbstractModel):
     @api.private
     @api.model
     def envelope_for_exception(self, exc, *, context, evidence=None, stacktrace=None, details=None):
-        """A classified failure envelope for ``exc`` (thin wrapper over ``ipai_ops.envelope``)."""
-        from ipai_ops.envelope import envelope_from_exception
+        """A classified failure envelope for ``exc`` (``ipai_ops.record.failure_from_exception``,
+        the one way every producer records a failure: same code, same fingerprint)."""
+        from ipai_ops.record import failure_from_exception
 
-        return envelope_from_exception(
+        context = dict(context or {})
+        return failure_from_exception(
             self.registry(),
             exc,
+            source=context.pop("source", None) or "odoo",
+            service=context.pop("service", None) or "odoo",
+            occurrence_id=context.pop("occurrence_id", None),
             context=context,
             evidence=evidence,
             stacktrace=stacktrace,
-            in_app=("addons/", "ipai_ops/"),
             details=details,
-        )
+        ).envelope
 
     # ------------------------------------------------------------------ escalation bundle
 

@@ -13,17 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import traceback
 import uuid
 from typing import Any
 
 from opentelemetry.trace import Span, Status, StatusCode
 
-from ipai_ops.semconv import (
-    IPAI_FAILURE_CODE,
-    IPAI_FAILURE_FINGERPRINT,
-    IPAI_OCCURRENCE_ID,
-)
+from ipai_ops.semconv import IPAI_FAILURE_CODE, IPAI_FAILURE_FINGERPRINT, IPAI_OCCURRENCE_ID
 
 _logger = logging.getLogger(__name__)
 
@@ -31,6 +26,7 @@ _logger = logging.getLogger(__name__)
 EXC_OCCURRENCE_ID = "ipai_occurrence_id"
 EXC_FAILURE_CODE = "ipai_failure_code"
 EXC_FINGERPRINT = "ipai_fingerprint"
+_EXC_FAILURE = "_ipai_failure"
 _EXC_RECORDED_ON = "_ipai_otel_recorded_on"
 
 
@@ -50,6 +46,42 @@ def occurrence_id(exc: BaseException, default: str | None = None) -> str:
     return occ
 
 
+def failure_of(
+    exc: BaseException,
+    *,
+    service: str = "odoo",
+    trace_id: str | None = None,
+    span_id: str | None = None,
+    default_occurrence: str | None = None,
+):
+    """``exc`` classified once (:func:`ipai_ops.record.failure_from_exception`, as every
+    producer does): a :class:`~ipai_ops.record.RecordedFailure`, or None when the registry
+    is unusable. Kept on the exception, so its span event and its log record agree."""
+    failure = getattr(exc, _EXC_FAILURE, None)
+    if failure is not None:
+        return failure
+    try:
+        from ipai_ops.record import failure_from_exception
+        from ipai_ops.taxonomy import default_registry
+
+        failure = failure_from_exception(
+            default_registry(),
+            exc,
+            source="odoo",
+            service=service,
+            occurrence_id=occurrence_id(exc, default_occurrence),
+            trace_id=trace_id,
+            span_id=span_id,
+        )
+    except Exception:
+        _logger.debug("failure classification unavailable", exc_info=True)
+        return None
+    _stash(exc, _EXC_FAILURE, failure)
+    _stash(exc, EXC_FAILURE_CODE, failure.code)
+    _stash(exc, EXC_FINGERPRINT, failure.fingerprint)
+    return failure
+
+
 def classify(exc: BaseException, *, service: str = "odoo") -> tuple[str | None, str | None]:
     """``(failure code, fingerprint)`` of ``exc``; ``(None, None)`` when the registry is unusable.
 
@@ -59,30 +91,14 @@ def classify(exc: BaseException, *, service: str = "odoo") -> tuple[str | None, 
     fingerprint = getattr(exc, EXC_FINGERPRINT, None)
     if isinstance(code, str) and isinstance(fingerprint, str):
         return code, fingerprint
-    try:
-        from ipai_ops.envelope import envelope_from_exception
-        from ipai_ops.taxonomy import default_registry
-
-        # envelope_from_exception = classify_exception + the envelope's fingerprint
-        # (redacted message, top frames): the same values a direct write would carry.
-        envelope = envelope_from_exception(
-            default_registry(),
-            exc,
-            context={"source": "odoo", "service": service},
-            stacktrace="".join(traceback.format_exception(exc)),
-        )
-    except Exception:
-        _logger.debug("failure classification unavailable", exc_info=True)
-        return None, None
-    code, fingerprint = envelope["error"]["code"], envelope["error"]["fingerprint"]
-    _stash(exc, EXC_FAILURE_CODE, code)
-    _stash(exc, EXC_FINGERPRINT, fingerprint)
-    return code, fingerprint
+    failure = failure_of(exc, service=service)
+    return (failure.code, failure.fingerprint) if failure is not None else (None, None)
 
 
 def record_exception(span: Span, exc: BaseException, *, service: str = "odoo", set_status: bool = True) -> str | None:
-    """Record ``exc`` on ``span`` once: ``exception`` event with the ``ipai.*`` attributes,
-    ``ipai.failure.code`` on the span, status ERROR described by the code. Returns the code.
+    """Record ``exc`` on ``span`` once (:func:`ipai_ops.record.record_on_span`: ``exception``
+    event with the ``ipai.*`` attributes, the same keys on the span, status ERROR described by
+    the code). Returns the code.
 
     Never raises: telemetry must not turn a handled failure into a different one.
     """
@@ -92,21 +108,22 @@ def record_exception(span: Span, exc: BaseException, *, service: str = "odoo", s
         ctx = span.get_span_context()
         if getattr(exc, _EXC_RECORDED_ON, None) == ctx.span_id:
             return getattr(exc, EXC_FAILURE_CODE, None)
-        code, fingerprint = classify(exc, service=service)
+        from ipai_ops.record import record_on_span, span_ids
+
+        trace_id, span_id = span_ids(span)
         events = getattr(span, "events", ())
         # The bridge's own id for this event would be the same string; sending it
         # lets the ERROR log record of the same exception carry it too.
-        occ = occurrence_id(exc, f"{ctx.trace_id:032x}:{ctx.span_id:016x}:{len(events)}")
-        attributes: dict[str, str] = {IPAI_OCCURRENCE_ID: occ}
-        if code:
-            attributes[IPAI_FAILURE_CODE] = code
-        if fingerprint:
-            attributes[IPAI_FAILURE_FINGERPRINT] = fingerprint
-        span.record_exception(exc, attributes=attributes)
-        if code:
-            span.set_attribute(IPAI_FAILURE_CODE, code)
-        if set_status:
-            span.set_status(Status(StatusCode.ERROR, code or type(exc).__qualname__))
+        default = f"{ctx.trace_id:032x}:{ctx.span_id:016x}:{len(events)}"
+        failure = failure_of(exc, service=service, trace_id=trace_id, span_id=span_id, default_occurrence=default)
+        if failure is None:
+            span.record_exception(exc, attributes={IPAI_OCCURRENCE_ID: occurrence_id(exc, default)})
+            if set_status:
+                span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
+            code = None
+        else:
+            record_on_span(span, failure, exc, set_status=set_status)
+            code = failure.code
         _stash(exc, _EXC_RECORDED_ON, ctx.span_id)
         return code
     except Exception:

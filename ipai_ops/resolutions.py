@@ -123,6 +123,8 @@ class Resolution:
             out.append(f"code {self.code!r} is not a dotted failure code such as WEBHOOK.SIGNATURE_INVALID")
         if not self.title.strip() or "\n" in self.title or "\r" in self.title:
             out.append("the title (the '# CODE: title' heading) must be one non-empty line")
+        elif self.code and self.title.startswith(f"{self.code}: "):
+            out.append("the heading names the code once: '# CODE: title', not '# CODE: CODE: title'")
         if self.stage not in STAGES:
             out.append(f"stage {self.stage!r} is not one of {', '.join(STAGES)}")
         if self.status not in STATUSES:

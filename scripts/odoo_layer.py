@@ -3,6 +3,8 @@
 
     python scripts/odoo_layer.py locate            # print the Odoo 19 source dir, exit 1 if none
     python scripts/odoo_layer.py test [pytest args] # fresh DB, install both addons, pytest-odoo, drop DB
+    python scripts/odoo_layer.py test --only ipai_reliability [pytest args]
+                                                    # the same with that addon alone (and its tests)
     python scripts/odoo_layer.py install --db NAME [--demo]   # create/upgrade a database with both addons
     python scripts/odoo_layer.py serve --db NAME [--port 8069] # run Odoo (foreground)
 
@@ -113,8 +115,10 @@ def odoo_bin(odoo_src: Path, config: Path, *args: str) -> list[str]:
     return [sys.executable, str(odoo_src / "odoo-bin"), "-c", str(config), *args]
 
 
-def install(odoo_src: Path, config: Path, db: str, *, demo: bool, update: bool = False) -> None:
-    modules = ",".join(OUR_ADDONS)
+def install(
+    odoo_src: Path, config: Path, db: str, *, demo: bool, update: bool = False, addons: tuple[str, ...] = OUR_ADDONS
+) -> None:
+    modules = ",".join(addons)
     cmd = odoo_bin(odoo_src, config, "-d", db, "-u" if update else "-i", modules, "--stop-after-init")
     if demo:
         cmd.append("--with-demo")
@@ -122,16 +126,45 @@ def install(odoo_src: Path, config: Path, db: str, *, demo: bool, update: bool =
     subprocess.run(cmd, check=True)
 
 
+def split_only(args: list[str]) -> tuple[tuple[str, ...], list[str]]:
+    """``--only ADDON`` (or ``--only=ADDON``, repeatable) out of the test arguments: the addons
+    to install, and what goes on to pytest. Raises ``ValueError`` for an addon not ours."""
+    only: list[str] = []
+    rest: list[str] = []
+    it = iter(args)
+    for arg in it:
+        if arg == "--only":
+            value = next(it, None)
+            if value is None:
+                raise ValueError("--only needs an addon name")
+        elif arg.startswith("--only="):
+            value = arg.split("=", 1)[1]
+        else:
+            rest.append(arg)
+            continue
+        if value not in OUR_ADDONS:
+            raise ValueError(f"--only {value}: not one of {', '.join(OUR_ADDONS)}")
+        only.append(value)
+    return (tuple(a for a in OUR_ADDONS if a in only) or OUR_ADDONS), rest
+
+
 def cmd_test(pytest_args: list[str], odoo_src: Path) -> int:
     # The addons' tests classify by the signatures alone (a model a developer trained into
     # var/ must not change what they see); a test that needs a model hands one over.
     os.environ.setdefault("IPAI_OPS_MODEL", "off")
+    try:
+        addons, pytest_args = split_only(pytest_args)
+    except ValueError as exc:
+        print(f"odoo_layer: {exc}", file=sys.stderr)
+        return 2
     work = Path(tempfile.mkdtemp(prefix="ipai_odoo_test_"))
     db = f"ipai_odoo_test_{uuid.uuid4().hex[:10]}"
     config = write_config(odoo_src, work / "odoo.conf", data_dir=work / "data", http_port=_free_port())
-    tests = [str(ADDONS / name / "tests") for name in OUR_ADDONS if (ADDONS / name / "tests").is_dir()]
+    # Test paths named on the command line run alone; else every installed addon's tests.
+    named = [arg for arg in pytest_args if not arg.startswith("-") and Path(arg.split("::")[0]).exists()]
+    tests = [] if named else [str(ADDONS / name / "tests") for name in addons if (ADDONS / name / "tests").is_dir()]
     try:
-        install(odoo_src, config, db, demo=False)
+        install(odoo_src, config, db, demo=False, addons=addons)
         # Our own ini: the project's pyproject disables the pytest-odoo plugin for plain tests.
         ini = work / "pytest.ini"
         ini.write_text("[pytest]\naddopts = -ra\n", encoding="utf-8")

@@ -2,7 +2,8 @@
 # Runs every test of the project: lint, the registry check, the Python suites
 # (against throwaway PostgreSQL databases it creates and drops) and, when Odoo 19
 # is present, the Odoo layer (both addons installed into a fresh database, their
-# tests run with pytest-odoo). Under CI=true a missing Odoo is a failure.
+# tests run with pytest-odoo; then ipai_reliability installed alone, its tests run
+# again: the app must stand without the connector). Under CI=true a missing Odoo is a failure.
 #
 #   ./scripts/test.sh              everything
 #   ./scripts/test.sh -k bridge    extra arguments go to the Python pytest run
@@ -42,4 +43,6 @@ if [ -d addons ] && ls addons/*/__manifest__.py >/dev/null 2>&1; then
   "$VENV/bin/pylint" --rcfile=.pylintrc-mandatory addons/*/
   say "odoo: install both addons into a fresh database and run their tests (Odoo at $src)"
   "$PY" scripts/odoo_layer.py test
+  say "odoo: ipai_reliability alone (without ipai_pulser_connector) passes its own tests"
+  "$PY" scripts/odoo_layer.py test --only ipai_reliability
 fi

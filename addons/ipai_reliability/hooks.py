@@ -24,10 +24,22 @@ def pre_init_hook(env):
 
 
 def post_init_hook(env):
-    """Load the failure-mode registry; a broken registry must not block the install."""
+    """Load the failure-mode registry, then the docs/resolutions records; neither may block the install."""
     try:
         result = env["ipai.failure.mode"].sync_from_registry()
     except UserError as exc:
         _logger.warning("registry sync skipped at install: %s", exc)
         return
     _logger.info("registry sync at install: %s created", len(result["created"]))
+    # Resolution records after the registry: they link to failure modes by code. Each bad
+    # file is reported (logged) by the sync itself and never stops the install.
+    try:
+        result = env["ipai.resolution"].sync_from_markdown()
+    except UserError as exc:
+        _logger.warning("resolution sync skipped at install: %s", exc)
+        return
+    _logger.info(
+        "resolution sync at install: %s imported, %s file(s) not imported",
+        len(result["created"]),
+        len(result["problems"]),
+    )

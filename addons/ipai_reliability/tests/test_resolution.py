@@ -23,6 +23,7 @@ class TestResolution(ReliabilityCase):
         action = error.action_create_resolution()
         self.assertEqual(action["res_model"], "ipai.resolution")
         with Form(self.env["ipai.resolution"].with_context(**action["context"])) as form:
+            form.summary = "Agents got 401 on every intent"
             form.root_cause = "The proxy re-encodes JSON bodies"
             form.fix = "Verify the signature over the raw body"
         return form.record
@@ -78,7 +79,7 @@ class TestResolution(ReliabilityCase):
                 "pr_url": "https://github.com/o/r/pull/7",
                 "fixed_in_release": "1.3.0",
                 "regression_test": "tests/test_webhook.py::test_raw_body",
-                "follow_ups": "add an alert\n- update the runbook",
+                "follow_ups": "- [ ] add an alert\n- [ ] update the runbook",
                 "summary": "Webhooks failed for 2 hours.",
             }
         )
@@ -93,12 +94,20 @@ class TestResolution(ReliabilityCase):
         keys, sections = _template_shape()
         self.assertEqual(set(meta), keys)
         self.assertEqual([line[3:].strip() for line in body.splitlines() if line.startswith("## ")], sections)
-        self.assertIn("# WEBHOOK.SIGNATURE_INVALID: proxy re-encodes JSON", body)
-        self.assertIn("- [ ] update the runbook", body)
+        # The code once: the name loses the "CODE: " the heading puts back.
+        self.assertEqual(resolution.name, "proxy re-encodes JSON")
+        self.assertIn("\n# WEBHOOK.SIGNATURE_INVALID: proxy re-encodes JSON\n", body)
+        self.assertIn("\n## Follow-ups\n\n- [ ] add an alert\n- [ ] update the runbook\n", body)
+        # Its file is named after its id, set once when it was created (a later title change
+        # does not move the file): docs/resolutions/<YYYY>/<MM>/<id>.md, as the gate wants.
         self.assertRegex(
-            resolution.export_filename(),
-            r"^docs/resolutions/\d{4}/\d{2}/\d{4}-\d{2}-\d{2}_WEBHOOK\.SIGNATURE_INVALID_proxy-re-encodes-json\.md$",
+            resolution.ref, r"^\d{4}-\d{2}-\d{2}_WEBHOOK\.SIGNATURE_INVALID_signature-mismatch-for-event-42$"
         )
+        self.assertEqual(
+            resolution.export_filename(),
+            f"docs/resolutions/{resolution.ref[:4]}/{resolution.ref[5:7]}/{resolution.ref}.md",
+        )
+        self.assertEqual(meta["id"], resolution.ref)
         action = resolution.action_export_markdown()
         self.assertEqual(action["type"], "ir.actions.act_url")
         attachment = self.env["ir.attachment"].search(

@@ -49,6 +49,15 @@ from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Status
+from opentelemetry.semconv._incubating.attributes.gen_ai_attributes import (
+    GEN_AI_OPERATION_NAME,
+    GEN_AI_PROVIDER_NAME,
+    GEN_AI_REQUEST_MODEL,
+    GEN_AI_RESPONSE_MODEL,
+    GEN_AI_SYSTEM,
+    GEN_AI_USAGE_INPUT_TOKENS,
+    GEN_AI_USAGE_OUTPUT_TOKENS,
+)
 from opentelemetry.semconv.attributes.deployment_attributes import DEPLOYMENT_ENVIRONMENT_NAME
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.exception_attributes import (
@@ -99,6 +108,12 @@ MAX_SERVICE_CHARS = 256
 #: retention (and then count again when redelivered). Occurrence ids keep the sent time.
 MAX_AGE_SECONDS = 7 * 24 * 3600
 MAX_SKEW_SECONDS = 300
+#: GenAI context (OpenTelemetry GenAI semantic conventions) kept per occurrence: provider
+#: and operation names are short identifiers, model names a little longer.
+MAX_GEN_AI_NAME_CHARS = 128
+MAX_GEN_AI_MODEL_CHARS = 256
+#: A token count above this is not a count (bigint holds it, but no call is that large).
+MAX_TOKENS = 10**15
 #: Key of an occurrence dict: True when its fingerprint came from ``ipai.failure.fingerprint``.
 PRODUCER_FINGERPRINT = "producer_fingerprint"
 #: The ``sample`` envelope is kept small: it is stored on every touched error row.
@@ -232,6 +247,63 @@ def _resource(resource: Any, default_source: str) -> _Resource:
         version=(_str_attr(attrs, SERVICE_VERSION) or "")[:MAX_SERVICE_CHARS] or None,
         env=(_str_attr(attrs, DEPLOYMENT_ENVIRONMENT_NAME) or "")[:MAX_SERVICE_CHARS] or None,
     )
+
+
+def _name(attrs: dict[str, AnyValue], parent: dict[str, AnyValue], key: str, cap: int) -> str | None:
+    """A GenAI name (a string attribute of the record, else of its span), stripped and capped."""
+    value = attrs.get(key)
+    if value is None:
+        value = parent.get(key)
+    if value is None or value.WhichOneof("value") != "string_value":
+        return None
+    return _clean(value.string_value.strip()[:cap]) or None
+
+
+def _tokens(attrs: dict[str, AnyValue], parent: dict[str, AnyValue], key: str) -> int | None:
+    """A token count: the conventions' int, or an integral double (some SDKs send JS numbers
+    as doubles), in [0, MAX_TOKENS]; anything else (text, negative, bool) is not kept."""
+    value = attrs.get(key)
+    if value is None:
+        value = parent.get(key)
+    if value is None:
+        return None
+    kind = value.WhichOneof("value")
+    if kind == "int_value":
+        count = value.int_value
+    elif kind == "double_value" and value.double_value.is_integer():
+        count = int(value.double_value)
+    else:
+        return None
+    return count if 0 <= count <= MAX_TOKENS else None
+
+
+def gen_ai_context(attrs: dict[str, AnyValue], parent: dict[str, AnyValue]) -> dict[str, Any] | None:
+    """The GenAI call an error happened in (OpenTelemetry GenAI semantic conventions): provider
+    (``gen_ai.provider.name``, else the older ``gen_ai.system``), operation, request and
+    response model, input and output tokens; the record's attributes win over its span's.
+
+    None for a record that is not a GenAI call (a provider or an operation name marks one):
+    six dict lookups decide it, and the occurrence then carries no GenAI keys at all (the
+    writers read missing keys as NULL; the batch stays as small as before).
+    """
+    if not (
+        GEN_AI_PROVIDER_NAME in attrs
+        or GEN_AI_SYSTEM in attrs
+        or GEN_AI_PROVIDER_NAME in parent
+        or GEN_AI_SYSTEM in parent
+        or GEN_AI_OPERATION_NAME in attrs
+        or GEN_AI_OPERATION_NAME in parent
+    ):
+        return None
+    return {
+        "gen_ai_provider": _name(attrs, parent, GEN_AI_PROVIDER_NAME, MAX_GEN_AI_NAME_CHARS)
+        or _name(attrs, parent, GEN_AI_SYSTEM, MAX_GEN_AI_NAME_CHARS),
+        "gen_ai_operation": _name(attrs, parent, GEN_AI_OPERATION_NAME, MAX_GEN_AI_NAME_CHARS),
+        "gen_ai_request_model": _name(attrs, parent, GEN_AI_REQUEST_MODEL, MAX_GEN_AI_MODEL_CHARS),
+        "gen_ai_response_model": _name(attrs, parent, GEN_AI_RESPONSE_MODEL, MAX_GEN_AI_MODEL_CHARS),
+        "gen_ai_input_tokens": _tokens(attrs, parent, GEN_AI_USAGE_INPUT_TOKENS),
+        "gen_ai_output_tokens": _tokens(attrs, parent, GEN_AI_USAGE_OUTPUT_TOKENS),
+    }
 
 
 def _valid_ids(trace_id: bytes, span_id: bytes, *, required: bool) -> bool:
@@ -463,7 +535,7 @@ class Extractor:
             occurred_at=occurred_at,
             envelope=template.envelope if made_now else None,
         )
-        return {
+        occurrence = {
             "source": source,
             "occurrence_id": occurrence_id,
             "fingerprint": template.fingerprint,
@@ -473,6 +545,7 @@ class Extractor:
             "error_type": inputs["error_type"],
             "service": resource.service,
             "service_version": resource.version,
+            "environment": resource.env,
             "occurred_at": occurred_at,
             "trace_id": trace_hex,
             "span_id": span_hex,
@@ -482,6 +555,10 @@ class Extractor:
             # namespaces it on shared sources; ipai_ops.bridge.auth). Not stored.
             PRODUCER_FINGERPRINT: producer_fingerprint is not None,
         }
+        gen_ai = gen_ai_context(attrs, parent)
+        if gen_ai is not None:
+            occurrence.update(gen_ai)
+        return occurrence
 
     def _classified(
         self, inputs: dict[str, Any], resource: _Resource, producer_fingerprint: str | None

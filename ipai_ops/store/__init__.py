@@ -200,6 +200,18 @@ def status(conn: Connection) -> dict[str, Any]:
 # --------------------------------------------------------------------------- writers
 
 
+#: An occurrence's context fields (migration 0010): JSON names of both writers' input.
+CONTEXT_FIELDS = (
+    "environment",
+    "gen_ai_provider",
+    "gen_ai_operation",
+    "gen_ai_request_model",
+    "gen_ai_response_model",
+    "gen_ai_input_tokens",
+    "gen_ai_output_tokens",
+)
+
+
 @dataclass(frozen=True)
 class ErrorOccurrence:
     """One occurrence of an error, as every writer (bridge, Odoo, CLI, CI ingest) hands it over."""
@@ -220,6 +232,17 @@ class ErrorOccurrence:
     #: The key grouping version 1 gave this failure, when it differs from ``fingerprint``
     #: (envelope ``error.previous_fingerprint``): attaches it to the existing group.
     previous_fingerprint: str | None = None
+    #: Where and with what it happened (migration 0010, docs/specs/telemetry_v1.md):
+    #: ``deployment.environment.name``, and the GenAI call that failed (OpenTelemetry GenAI
+    #: semantic conventions). The writers cap the texts and keep only non-negative integer
+    #: token counts.
+    environment: str | None = None
+    gen_ai_provider: str | None = None
+    gen_ai_operation: str | None = None
+    gen_ai_request_model: str | None = None
+    gen_ai_response_model: str | None = None
+    gen_ai_input_tokens: int | None = None
+    gen_ai_output_tokens: int | None = None
 
     @classmethod
     def from_envelope(
@@ -247,9 +270,14 @@ class ErrorOccurrence:
             "service_version": context.get("service_version"),
             "sample": envelope,
             "previous_fingerprint": error.get("previous_fingerprint"),
+            "environment": context.get("env"),
         }
         values.update({name: value for name, value in fields.items() if value is not None})
         return cls(**values)
+
+    def context(self) -> dict[str, Any]:
+        """The ``ops.occurrence_context`` fields (``p_context`` of ``ops.upsert_agent_error``)."""
+        return {name: getattr(self, name) for name in CONTEXT_FIELDS}
 
     def as_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -298,7 +326,8 @@ def upsert_error_on(cur: Any, occ: ErrorOccurrence) -> UpsertResult:
     :func:`upsert_error`.
     """
     cur.execute(
-        "SELECT * FROM ops.upsert_agent_error(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)",
+        "SELECT * FROM ops.upsert_agent_error("
+        "%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s, %s::jsonb)",
         (
             occ.source,
             occ.occurrence_id,
@@ -314,6 +343,7 @@ def upsert_error_on(cur: Any, occ: ErrorOccurrence) -> UpsertResult:
             occ.service_version,
             json.dumps(occ.sample, default=str) if occ.sample is not None else None,
             occ.previous_fingerprint,
+            json.dumps(occ.context()),
         ),
     )
     return UpsertResult(*cur.fetchone())

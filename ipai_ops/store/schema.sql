@@ -27,7 +27,24 @@ CREATE TYPE ops.error_occurrence_input AS (
 	span_id text,
 	service_version text,
 	sample jsonb,
-	previous_fingerprint text
+	previous_fingerprint text,
+	environment text,
+	gen_ai_provider text,
+	gen_ai_operation text,
+	gen_ai_request_model text,
+	gen_ai_response_model text,
+	gen_ai_input_tokens text,
+	gen_ai_output_tokens text
+);
+
+CREATE TYPE ops.occurrence_context AS (
+	environment text,
+	gen_ai_provider text,
+	gen_ai_operation text,
+	gen_ai_request_model text,
+	gen_ai_response_model text,
+	gen_ai_input_tokens text,
+	gen_ai_output_tokens text
 );
 
 CREATE TYPE ops.occurrence_key AS (
@@ -53,6 +70,33 @@ CREATE FUNCTION ops.current_grouping() RETURNS smallint
     SELECT max(version) FROM ops.grouping_versions
 $$;
 
+CREATE FUNCTION ops.follow_merges() RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_row record;
+    v_ids bigint[];
+    v_fixed integer := 0;
+BEGIN
+    SELECT array_agg(e.id) INTO v_ids FROM ops.agent_errors e
+     WHERE e.merged_into IS NOT NULL
+       AND (e.count > 0 OR EXISTS (SELECT 1 FROM ops.error_group_keys k WHERE k.error_id = e.id));
+    IF v_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    -- every row involved, locked at once in ascending id order, as the batch writer takes
+    -- them: no deadlock with a batch
+    PERFORM 1 FROM ops.agent_errors e
+     WHERE e.id = ANY(v_ids) OR e.id IN (SELECT m.merged_into FROM ops.agent_errors m WHERE m.id = ANY(v_ids))
+     ORDER BY e.id FOR NO KEY UPDATE;
+    FOR v_row IN SELECT e.id, e.merged_into FROM ops.agent_errors e WHERE e.id = ANY(v_ids) ORDER BY e.id LOOP
+        PERFORM ops.move_error_groups(v_row.merged_into, ARRAY[v_row.id]);
+        v_fixed := v_fixed + 1;
+    END LOOP;
+    RETURN v_fixed;
+END
+$$;
+
 CREATE FUNCTION ops.group_for_key(p_fingerprint text, p_previous text, p_code text) RETURNS bigint
     LANGUAGE plpgsql
     AS $$
@@ -73,6 +117,96 @@ BEGIN
     ON CONFLICT (fingerprint) DO NOTHING;
     SELECT k.error_id INTO v_id FROM ops.error_group_keys k WHERE k.fingerprint = p_fingerprint;
     RETURN v_id;
+END
+$$;
+
+CREATE FUNCTION ops.merge_agent_errors(p_kept bigint, p_merged bigint[]) RETURNS TABLE(kept_id bigint, merged_count integer, moved_occurrences bigint, kept_count bigint)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_ids bigint[];
+    v_kept ops.agent_errors;
+    v_bad bigint;
+    v_moved bigint;
+BEGIN
+    SELECT array_agg(DISTINCT m) INTO v_ids FROM unnest(p_merged) AS m WHERE m IS NOT NULL AND m <> p_kept;
+    IF p_kept IS NULL OR v_ids IS NULL THEN
+        RAISE EXCEPTION 'merge needs a kept error and at least one other error' USING ERRCODE = '22023';
+    END IF;
+    -- row locks in ascending id order, as the batch writer takes them
+    PERFORM 1 FROM ops.agent_errors e WHERE e.id = p_kept OR e.id = ANY(v_ids) ORDER BY e.id FOR NO KEY UPDATE;
+    SELECT e.* INTO v_kept FROM ops.agent_errors e WHERE e.id = p_kept;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'error % does not exist', p_kept USING ERRCODE = '22023';
+    END IF;
+    IF v_kept.merged_into IS NOT NULL THEN
+        RAISE EXCEPTION 'error % is merged into error %; keep that one instead', p_kept, v_kept.merged_into
+            USING ERRCODE = '22023';
+    END IF;
+    SELECT m INTO v_bad FROM unnest(v_ids) AS m
+     WHERE NOT EXISTS (SELECT 1 FROM ops.agent_errors e WHERE e.id = m) LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'error % does not exist', v_bad USING ERRCODE = '22023';
+    END IF;
+    SELECT e.id INTO v_bad FROM ops.agent_errors e WHERE e.id = ANY(v_ids) AND e.merged_into IS NOT NULL LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'error % is merged already', v_bad USING ERRCODE = '22023';
+    END IF;
+    v_moved := ops.move_error_groups(p_kept, v_ids);
+    RETURN QUERY SELECT e.id, cardinality(v_ids), v_moved, e.count FROM ops.agent_errors e WHERE e.id = p_kept;
+END
+$$;
+
+CREATE FUNCTION ops.move_error_groups(p_kept bigint, p_merged bigint[]) RETURNS bigint
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_latest ops.agent_errors;
+    v_count bigint;
+    v_first timestamptz;
+    v_last timestamptz;
+    v_moved bigint;
+BEGIN
+    SELECT coalesce(sum(e.count), 0), min(e.first_seen), max(e.last_seen)
+      INTO v_count, v_first, v_last
+      FROM ops.agent_errors e WHERE e.id = ANY(p_merged);
+    SELECT e.* INTO v_latest FROM ops.agent_errors e
+     WHERE e.id = ANY(p_merged) ORDER BY e.last_seen DESC, e.id DESC LIMIT 1;
+
+    -- The kept group keeps its identity (code, message, status); it takes the merged
+    -- groups' counts and, where one of them was seen last, that latest occurrence's traces.
+    UPDATE ops.agent_errors e SET
+        count = e.count + v_count,
+        first_seen = least(e.first_seen, coalesce(v_first, e.first_seen)),
+        last_seen = greatest(e.last_seen, coalesce(v_last, e.last_seen)),
+        last_trace_id = CASE WHEN v_last > e.last_seen THEN v_latest.last_trace_id ELSE e.last_trace_id END,
+        last_span_id = CASE WHEN v_last > e.last_seen THEN v_latest.last_span_id ELSE e.last_span_id END,
+        last_service_version = CASE WHEN v_last > e.last_seen
+            THEN coalesce(v_latest.last_service_version, e.last_service_version) ELSE e.last_service_version END,
+        sample = CASE WHEN v_last > e.last_seen OR e.sample IS NULL
+            THEN coalesce(v_latest.sample, e.sample) ELSE e.sample END,
+        -- "snoozed for N more occurrences" stays N more: the threshold moves with the count
+        snooze_until_count = e.snooze_until_count + v_count,
+        updated_at = now()
+    WHERE e.id = p_kept;
+
+    UPDATE ops.agent_error_occurrences SET error_id = p_kept WHERE error_id = ANY(p_merged);
+    GET DIAGNOSTICS v_moved = ROW_COUNT;
+    UPDATE ops.error_group_keys SET error_id = p_kept WHERE error_id = ANY(p_merged);
+    UPDATE ops.agent_runs SET error_id = p_kept WHERE error_id = ANY(p_merged);
+    UPDATE ops.classification_examples SET error_id = p_kept WHERE error_id = ANY(p_merged);
+    -- groups merged earlier into a merged group now point at the kept one (no chains)
+    UPDATE ops.agent_errors SET merged_into = p_kept, updated_at = now() WHERE merged_into = ANY(p_merged);
+    UPDATE ops.agent_errors e SET
+        status = 'merged',
+        merged_into = p_kept,
+        merged_at = coalesce(e.merged_at, now()),
+        count = 0,
+        snooze_until = NULL,
+        snooze_until_count = NULL,
+        updated_at = now()
+    WHERE e.id = ANY(p_merged);
+    RETURN v_moved;
 END
 $$;
 
@@ -101,12 +235,28 @@ CREATE FUNCTION ops.previous_keys_attach() RETURNS boolean
     FROM ops.grouping_versions ORDER BY version DESC LIMIT 1
 $$;
 
-CREATE FUNCTION ops.upsert_agent_error(p_source text, p_occurrence_id text, p_fingerprint text, p_code text, p_severity text, p_message text, p_error_type text DEFAULT NULL::text, p_service text DEFAULT NULL::text, p_occurred_at timestamp with time zone DEFAULT now(), p_trace_id text DEFAULT NULL::text, p_span_id text DEFAULT NULL::text, p_service_version text DEFAULT NULL::text, p_sample jsonb DEFAULT NULL::jsonb, p_previous_fingerprint text DEFAULT NULL::text) RETURNS TABLE(error_id bigint, error_count bigint, is_new boolean, error_status text)
+CREATE FUNCTION ops.token_count(v text) RETURNS bigint
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    AS $_$
+    SELECT CASE WHEN v ~ '^[0-9]{1,18}$' THEN v::bigint END
+$_$;
+
+CREATE FUNCTION ops.upsert_agent_error(p_source text, p_occurrence_id text, p_fingerprint text, p_code text, p_severity text, p_message text, p_error_type text DEFAULT NULL::text, p_service text DEFAULT NULL::text, p_occurred_at timestamp with time zone DEFAULT now(), p_trace_id text DEFAULT NULL::text, p_span_id text DEFAULT NULL::text, p_service_version text DEFAULT NULL::text, p_sample jsonb DEFAULT NULL::jsonb, p_previous_fingerprint text DEFAULT NULL::text, p_context jsonb DEFAULT NULL::jsonb) RETURNS TABLE(error_id bigint, error_count bigint, is_new boolean, error_status text)
     LANGUAGE plpgsql
     AS $$
 DECLARE
     v_id bigint;
+    c ops.occurrence_context;
+    v_environment text;
+    v_provider text;
+    v_model text;
 BEGIN
+    c := jsonb_populate_record(NULL::ops.occurrence_context,
+                               CASE WHEN jsonb_typeof(p_context) = 'object' THEN p_context END);
+    v_environment := left(c.environment, 256);
+    v_provider := left(c.gen_ai_provider, 128);
+    v_model := left(coalesce(c.gen_ai_response_model, c.gen_ai_request_model), 256);
+
     v_id := ops.group_for_key(p_fingerprint, p_previous_fingerprint, p_code);
     IF v_id IS NULL THEN
         INSERT INTO ops.agent_errors AS e
@@ -119,8 +269,13 @@ BEGIN
     END IF;
 
     INSERT INTO ops.agent_error_occurrences
-        (source, occurrence_id, error_id, occurred_at, trace_id, span_id, service_version)
-    VALUES (p_source, p_occurrence_id, v_id, p_occurred_at, p_trace_id, p_span_id, p_service_version)
+        (source, occurrence_id, error_id, occurred_at, trace_id, span_id, service_version,
+         environment, gen_ai_provider, gen_ai_operation, gen_ai_request_model, gen_ai_response_model,
+         gen_ai_input_tokens, gen_ai_output_tokens)
+    VALUES (p_source, p_occurrence_id, v_id, p_occurred_at, p_trace_id, p_span_id, p_service_version,
+            v_environment, v_provider, left(c.gen_ai_operation, 128), left(c.gen_ai_request_model, 256),
+            left(c.gen_ai_response_model, 256),
+            ops.token_count(c.gen_ai_input_tokens), ops.token_count(c.gen_ai_output_tokens))
     ON CONFLICT DO NOTHING;
 
     IF NOT FOUND THEN
@@ -141,6 +296,12 @@ BEGIN
         last_span_id = CASE WHEN p_occurred_at >= e.last_seen THEN p_span_id ELSE e.last_span_id END,
         last_service_version = CASE WHEN p_occurred_at >= e.last_seen
             THEN coalesce(p_service_version, e.last_service_version) ELSE e.last_service_version END,
+        last_environment = CASE WHEN p_occurred_at >= e.last_seen
+            THEN coalesce(v_environment, e.last_environment) ELSE e.last_environment END,
+        last_gen_ai_provider = CASE WHEN p_occurred_at >= e.last_seen
+            THEN coalesce(v_provider, e.last_gen_ai_provider) ELSE e.last_gen_ai_provider END,
+        last_gen_ai_model = CASE WHEN p_occurred_at >= e.last_seen
+            THEN coalesce(v_model, e.last_gen_ai_model) ELSE e.last_gen_ai_model END,
         sample = CASE WHEN p_occurred_at >= e.last_seen OR e.sample IS NULL
             THEN coalesce(p_sample, e.sample) ELSE e.sample END,
         status = CASE WHEN e.status IN ('resolved', 'ignored') THEN ops.next_status(
@@ -220,9 +381,14 @@ BEGIN
 
     WITH inserted AS (
         INSERT INTO ops.agent_error_occurrences
-            (source, occurrence_id, error_id, occurred_at, trace_id, span_id, service_version)
+            (source, occurrence_id, error_id, occurred_at, trace_id, span_id, service_version,
+             environment, gen_ai_provider, gen_ai_operation, gen_ai_request_model, gen_ai_response_model,
+             gen_ai_input_tokens, gen_ai_output_tokens)
         SELECT r.source, r.occurrence_id, k.error_id, coalesce(r.occurred_at, now()),
-               r.trace_id, r.span_id, r.service_version
+               r.trace_id, r.span_id, r.service_version,
+               left(r.environment, 256), left(r.gen_ai_provider, 128), left(r.gen_ai_operation, 128),
+               left(r.gen_ai_request_model, 256), left(r.gen_ai_response_model, 256),
+               ops.token_count(r.gen_ai_input_tokens), ops.token_count(r.gen_ai_output_tokens)
         FROM unnest(v_rows) AS r
         JOIN ops.error_group_keys k ON k.fingerprint = r.fingerprint
         ORDER BY r.source, r.occurrence_id
@@ -267,6 +433,15 @@ BEGIN
             last_span_id = CASE WHEN a.last_at >= e.last_seen THEN (a.l).span_id ELSE e.last_span_id END,
             last_service_version = CASE WHEN a.last_at >= e.last_seen
                 THEN coalesce((a.l).service_version, e.last_service_version) ELSE e.last_service_version END,
+            last_environment = CASE WHEN a.last_at >= e.last_seen
+                THEN coalesce(left((a.l).environment, 256), e.last_environment) ELSE e.last_environment END,
+            last_gen_ai_provider = CASE WHEN a.last_at >= e.last_seen
+                THEN coalesce(left((a.l).gen_ai_provider, 128), e.last_gen_ai_provider)
+                ELSE e.last_gen_ai_provider END,
+            last_gen_ai_model = CASE WHEN a.last_at >= e.last_seen
+                THEN coalesce(left(coalesce((a.l).gen_ai_response_model, (a.l).gen_ai_request_model), 256),
+                              e.last_gen_ai_model)
+                ELSE e.last_gen_ai_model END,
             sample = CASE WHEN a.last_at >= e.last_seen OR e.sample IS NULL
                 THEN coalesce((a.l).sample, e.sample) ELSE e.sample END,
             status = CASE WHEN e.status IN ('resolved', 'ignored') THEN ops.next_status(
@@ -365,8 +540,20 @@ CREATE TABLE ops.agent_error_occurrences (
     received_at timestamp with time zone DEFAULT now() NOT NULL,
     trace_id text,
     span_id text,
-    service_version text
+    service_version text,
+    environment text,
+    gen_ai_provider text,
+    gen_ai_operation text,
+    gen_ai_request_model text,
+    gen_ai_response_model text,
+    gen_ai_input_tokens bigint,
+    gen_ai_output_tokens bigint,
+    CONSTRAINT agent_error_occurrences_tokens_check CHECK (((gen_ai_input_tokens >= 0) AND (gen_ai_output_tokens >= 0)))
 );
+
+COMMENT ON COLUMN ops.agent_error_occurrences.environment IS 'deployment.environment.name of the sender''s resource';
+
+COMMENT ON COLUMN ops.agent_error_occurrences.gen_ai_provider IS 'gen_ai.provider.name (or the older gen_ai.system) of the GenAI call that failed';
 
 CREATE TABLE ops.agent_errors (
     id bigint NOT NULL,
@@ -392,12 +579,20 @@ CREATE TABLE ops.agent_errors (
     snooze_until_count bigint,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    merged_into bigint,
+    merged_at timestamp with time zone,
+    last_environment text,
+    last_gen_ai_provider text,
+    last_gen_ai_model text,
     CONSTRAINT agent_errors_count_check CHECK ((count >= 0)),
+    CONSTRAINT agent_errors_merged_into_check CHECK (((merged_into IS NULL) OR (merged_into <> id))),
     CONSTRAINT agent_errors_severity_check CHECK ((severity = ANY (ARRAY['critical'::text, 'high'::text, 'medium'::text, 'low'::text]))),
-    CONSTRAINT agent_errors_status_check CHECK ((status = ANY (ARRAY['open'::text, 'resolved'::text, 'ignored'::text, 'regressed'::text])))
+    CONSTRAINT agent_errors_status_check CHECK ((status = ANY (ARRAY['open'::text, 'resolved'::text, 'ignored'::text, 'regressed'::text, 'merged'::text])))
 );
 
 COMMENT ON TABLE ops.agent_errors IS 'One row per error fingerprint; count = distinct occurrences (exactly once per (source, occurrence_id)).';
+
+COMMENT ON COLUMN ops.agent_errors.last_gen_ai_model IS 'The latest occurrence''s gen_ai.response.model, else its gen_ai.request.model';
 
 CREATE SEQUENCE ops.agent_errors_id_seq
     START WITH 1
@@ -546,6 +741,8 @@ CREATE INDEX agent_benchmark_results_variant_idx ON ops.agent_benchmark_results 
 
 CREATE INDEX agent_error_occurrences_error_idx ON ops.agent_error_occurrences USING btree (error_id, occurred_at DESC);
 
+CREATE INDEX agent_error_occurrences_gen_ai_idx ON ops.agent_error_occurrences USING btree (occurred_at) INCLUDE (gen_ai_provider, gen_ai_request_model, gen_ai_response_model, environment, error_id) WHERE (gen_ai_provider IS NOT NULL);
+
 CREATE INDEX agent_error_occurrences_occurred_idx ON ops.agent_error_occurrences USING btree (occurred_at);
 
 CREATE INDEX agent_errors_code_idx ON ops.agent_errors USING btree (code, last_seen DESC);
@@ -556,7 +753,11 @@ CREATE INDEX agent_errors_console_severity_idx ON ops.agent_errors USING btree (
 
 CREATE INDEX agent_errors_console_status_idx ON ops.agent_errors USING btree (status, ((last_seen AT TIME ZONE 'UTC'::text)) DESC, id DESC) INCLUDE (last_seen, code, fingerprint);
 
+CREATE INDEX agent_errors_created_idx ON ops.agent_errors USING btree (created_at);
+
 CREATE INDEX agent_errors_last_seen_idx ON ops.agent_errors USING btree (last_seen DESC);
+
+CREATE INDEX agent_errors_merged_into_idx ON ops.agent_errors USING btree (merged_into) WHERE (merged_into IS NOT NULL);
 
 CREATE INDEX agent_errors_source_idx ON ops.agent_errors USING btree (source, last_seen DESC);
 
@@ -585,6 +786,9 @@ ALTER TABLE ONLY ops.agent_benchmark_results
 
 ALTER TABLE ONLY ops.agent_error_occurrences
     ADD CONSTRAINT agent_error_occurrences_error_id_fkey FOREIGN KEY (error_id) REFERENCES ops.agent_errors(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY ops.agent_errors
+    ADD CONSTRAINT agent_errors_merged_into_fkey FOREIGN KEY (merged_into) REFERENCES ops.agent_errors(id) ON DELETE SET NULL;
 
 ALTER TABLE ONLY ops.agent_runs
     ADD CONSTRAINT agent_runs_error_id_fkey FOREIGN KEY (error_id) REFERENCES ops.agent_errors(id) ON DELETE SET NULL;

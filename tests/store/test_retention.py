@@ -14,7 +14,7 @@ def _stored(conn, fp: str) -> list[str]:
     with conn, conn.cursor() as cur:
         cur.execute(
             "SELECT o.occurrence_id FROM ops.agent_error_occurrences o JOIN ops.agent_errors e ON e.id = o.error_id"
-            " WHERE e.fingerprint = %s ORDER BY o.occurred_at",
+            " WHERE e.fingerprint = %s ORDER BY o.occurred_at, o.occurrence_id",
             (fp,),
         )
         return [row[0] for row in cur.fetchall()]

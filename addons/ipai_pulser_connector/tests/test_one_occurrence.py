@@ -11,6 +11,7 @@ on its own PostgreSQL connection.
 """
 
 from odoo.addons.ipai_reliability.models.ipai_ops import local_dsn
+from odoo.addons.ipai_reliability.otel import _failures
 from odoo.tests import tagged
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
@@ -23,6 +24,7 @@ from ipai_ops.bridge.auth import Sender, Senders
 from ipai_ops.bridge.extract import Extractor
 from ipai_ops.bridge.pipeline import apply_senders
 from ipai_ops.bridge.writer import Writer
+from ipai_ops.record import failure_from_exception
 
 from ..services import contract, telemetry
 from .common import PulserCase
@@ -131,4 +133,41 @@ class TestOneOccurrence(PulserCase):
         db = self.env.cr.dbname
         self.assertEqual(
             rows, [(2, [contract.occurrence_id(db, intent.id, 1), contract.occurrence_id(db, intent.id, 2)])]
+        )
+
+    def test_odoo_request_hook_records_what_the_worker_would(self):
+        """The request/cron hooks' recorder (ipai_reliability.otel) and the worker build the
+        failure with the same function: same code and fingerprint for one exception; what a
+        direct writer stashed on the exception wins on the span."""
+        tracer = TracerProvider()
+        tracer.add_span_processor(SimpleSpanProcessor(self.exporter))
+        registry = self.env["ipai.ops"].registry()
+
+        def boom():
+            raise ConnectionRefusedError(111, "Connection refused (one-occurrence probe)")
+
+        with tracer.get_tracer("probe").start_as_current_span("request") as span:
+            try:
+                boom()
+            except ConnectionRefusedError as exc:
+                code = _failures.record_exception(span, exc)
+                direct = failure_from_exception(registry, exc, source="odoo", service="odoo")
+        (exported,) = [s for s in self.exporter.get_finished_spans() if s.name == "request"]
+        (event,) = exported.events
+        self.assertEqual(code, direct.code)
+        self.assertEqual(event.attributes["ipai.failure.fingerprint"], direct.fingerprint)
+        self.assertEqual(event.attributes["ipai.source"], "odoo")
+        self.assertEqual(exported.attributes["ipai.occurrence_id"], event.attributes["ipai.occurrence_id"])
+
+        stashed = RuntimeError("written directly first")
+        stashed.ipai_occurrence_id = "direct-1"
+        stashed.ipai_failure_code = "INTENT.HANDLER_CRASHED"
+        stashed.ipai_fingerprint = "fp1:" + "a" * 32
+        with tracer.get_tracer("probe").start_as_current_span("stashed") as span:
+            _failures.record_exception(span, stashed)
+        (exported,) = [s for s in self.exporter.get_finished_spans() if s.name == "stashed"]
+        attributes = exported.events[0].attributes
+        self.assertEqual(
+            (attributes["ipai.occurrence_id"], attributes["ipai.failure.code"], attributes["ipai.failure.fingerprint"]),
+            ("direct-1", "INTENT.HANDLER_CRASHED", "fp1:" + "a" * 32),
         )

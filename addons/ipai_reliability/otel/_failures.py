@@ -12,6 +12,7 @@ to ``ops`` directly and stored its id in ``exc.ipai_occurrence_id``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import uuid
 from typing import Any
@@ -76,6 +77,11 @@ def failure_of(
     except Exception:
         _logger.debug("failure classification unavailable", exc_info=True)
         return None
+    code, fingerprint = getattr(exc, EXC_FAILURE_CODE, None), getattr(exc, EXC_FINGERPRINT, None)
+    if isinstance(code, str) and isinstance(fingerprint, str):
+        # Code that wrote the occurrence directly said what it stored: the telemetry copy agrees.
+        occurrence = dataclasses.replace(failure.occurrence, code=code, fingerprint=fingerprint)
+        failure = dataclasses.replace(failure, occurrence=occurrence)
     _stash(exc, _EXC_FAILURE, failure)
     _stash(exc, EXC_FAILURE_CODE, failure.code)
     _stash(exc, EXC_FINGERPRINT, failure.fingerprint)

@@ -6,6 +6,8 @@ from . import ipai_failure_mode_example
 from . import ipai_failure_mode
 from . import ipai_agent_error_assignment
 from . import ipai_agent_error
+from . import ipai_agent_error_occurrence
+from . import ipai_agent_error_detail
 from . import ipai_resolution
 from . import ipai_benchmark_result
 from . import ipai_agent_run

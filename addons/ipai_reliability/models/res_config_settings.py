@@ -3,6 +3,8 @@ from odoo.exceptions import ValidationError
 
 from ipai_ops import store as ops_store
 
+from .ipai_agent_error_occurrence import PARAM_TRACE_URL, check_trace_url_template
+
 
 class ResConfigSettings(models.TransientModel):
     _inherit = "res.config.settings"
@@ -21,6 +23,25 @@ class ResConfigSettings(models.TransientModel):
         config_parameter="ipai_reliability.ops_dsn",
         help="Empty = ops lives in Odoo's database (required for the Agent Errors console).",
     )
+
+    ipai_trace_url_template = fields.Char(
+        string="Trace URL template",
+        config_parameter=PARAM_TRACE_URL,
+        help="Trace ids in the Agent Errors console link to this URL, {trace_id} replaced by the id, "
+        "e.g. http://localhost:16686/trace/{trace_id} for Jaeger. Empty = no links.",
+    )
+
+    @api.constrains("ipai_trace_url_template")
+    def _check_ipai_trace_url_template(self):
+        for settings in self:
+            problem = check_trace_url_template(settings.ipai_trace_url_template)
+            if problem:
+                raise ValidationError(
+                    self.env._(
+                        "The trace URL template %(problem)s, e.g. http://localhost:16686/trace/{trace_id}.",
+                        problem=problem,
+                    )
+                )
 
     @api.constrains("ipai_ops_dsn")
     def _check_ipai_ops_dsn(self):

@@ -19,6 +19,14 @@ IPAI_INTENT_ID = "ipai.intent.id"
 IPAI_INTENT_TYPE = "ipai.intent.type"
 IPAI_INTENT_ATTEMPT = "ipai.intent.attempt"
 IPAI_INTENT_OUTCOME = "ipai.intent.outcome"
+#: ``queued``, ``assigned``, ``running`` on ``ipai.intent.queue.depth``.
+IPAI_INTENT_STATE = "ipai.intent.state"
+#: Who cancelled (``api``, ``odoo_ui``, ``agent``, ``other``) on ``ipai.intent.cancel.latency``.
+IPAI_INTENT_CANCEL_PATH = "ipai.intent.cancel.path"
+#: True for a queued intent cancelled at once (no worker held it; latency 0).
+IPAI_INTENT_CANCEL_INSTANT = "ipai.intent.cancel.instant"
+#: ``ops.agent_runs.run_id`` of an audit event when the intent belongs to a recorded run.
+IPAI_RUN_ID = "ipai.run_id"
 
 IPAI_CRON_ID = "ipai.cron.id"
 IPAI_CRON_NAME = "ipai.cron.name"
@@ -32,3 +40,5 @@ EXCEPTION_EVENT = "exception"
 AUDIT_EVENT_RUN_STATE = "run.state"
 AUDIT_EVENT_RUN_CANCEL = "run.cancel"
 AUDIT_EVENTS = frozenset({AUDIT_EVENT_RUN_STATE, AUDIT_EVENT_RUN_CANCEL})
+#: The Python logger of audit events: exported at INFO (the ``odoo`` logger only from WARNING).
+AUDIT_LOGGER = "ipai.audit"

@@ -289,3 +289,47 @@ def test_documented_collector_snippets_match_the_config(config):
         if name.startswith("otlp_grpc/"):
             assert exporter["endpoint"].startswith("dns:///") and exporter["balancer_name"] == "round_robin"
     assert not [name for _, name, _ in _documented_exporters() if name.startswith("loadbalancing")]
+
+
+def test_every_metric_reaches_the_prometheus_exporter(config):
+    """Odoo exports OTLP metrics to the collector: a metrics pipeline must take them (without
+    one the collector answers 404 and the ipai.intent* metrics are lost) and expose them,
+    unfiltered, on the port Prometheus scrapes (otel/prometheus/prometheus.yml)."""
+    metrics = {name: p for name, p in config["service"]["pipelines"].items() if name.split("/")[0] == "metrics"}
+    assert len(metrics) == 1
+    (pipeline,) = metrics.values()
+    assert pipeline["receivers"] == ["otlp"] and pipeline["processors"] == ["memory_limiter"]
+    assert pipeline["exporters"] == ["prometheus"]
+    exporter = config["exporters"]["prometheus"]
+    port = exporter["endpoint"].rsplit(":", 1)[1]
+    scrape = yaml.safe_load((REPO / "otel" / "prometheus" / "prometheus.yml").read_text())
+    targets = [t for job in scrape["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
+    assert f"otel-collector:{port}" in targets
+    # Metric names are the contract of the dashboards: no namespace prefix, no resource labels.
+    assert "namespace" not in exporter
+    assert exporter["resource_to_telemetry_conversion"]["enabled"] is False
+
+
+def test_audit_events_have_their_own_durable_pipeline(config):
+    """run.state / run.cancel are INFO: the ops filter drops them (the bridge never counts
+    them as errors), so a pipeline of their own keeps exactly them, on a persistent queue."""
+    from ipai_ops.semconv import AUDIT_EVENTS, EVENT_NAME
+
+    pipelines = config["service"]["pipelines"]
+    (audit,) = [p for name, p in pipelines.items() if name == "logs/audit"]
+    assert audit["processors"] == ["memory_limiter", "filter/audit_events"]
+    (rule,) = config["processors"]["filter/audit_events"]["logs"]["log_record"]
+    assert rule.startswith("not (")
+    for event in AUDIT_EVENTS:
+        # the Python logging bridge promotes event.name to the record's EventName field
+        assert f'event_name == "{event}"' in rule and f'attributes["{EVENT_NAME}"] == "{event}"' in rule
+    assert rule.count("==") == 2 * len(AUDIT_EVENTS)
+    (exporter_name,) = audit["exporters"]
+    assert OPS_EXPORTER not in audit["exporters"]
+    exporter = config["exporters"][exporter_name]
+    assert exporter["sending_queue"]["storage"] in config["service"]["extensions"]
+    assert exporter["retry_on_failure"]["enabled"] is True
+    assert exporter["endpoint"].endswith("/otlp}")  # Loki's native OTLP endpoint
+    # INFO records never pass the ops filter: its first rule drops every known severity below ERROR
+    ops_rules = config["processors"]["filter/ops_errors"]["logs"]["log_record"]
+    assert "severity_number < SEVERITY_NUMBER_ERROR" in ops_rules[0]

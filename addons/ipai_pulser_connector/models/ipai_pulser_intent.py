@@ -320,7 +320,9 @@ class IpaiPulserIntent(models.Model):
                 f"intent {self.ref} is {self.state}; only queued, assigned or running intents can be cancelled",
                 details={"state": self.state},
             )
-        telemetry.audit("run.state", "cancel_requested", intent_id=self.id, state="cancel_requested", source=source)
+        telemetry.audit(
+            "run.state", "cancel_requested", intent_id=self.id, state="cancel_requested", cancel_source=source
+        )
         if self.state == sm.QUEUED:
             self._transition(
                 sm.CANCELLED,
@@ -334,7 +336,7 @@ class IpaiPulserIntent(models.Model):
                 event_type="cancelled",
                 message=f"cancelled by {source} before it ran",
             )
-            self._cancel_telemetry(source, now, now)
+            self._cancel_telemetry(source, now, now, instant=True)
             return "cancelled"
         if not self._pending_cancel_request(fresh=False):
             self._log_event(
@@ -344,19 +346,26 @@ class IpaiPulserIntent(models.Model):
             )
         return "cancel_requested"
 
-    def _cancel_telemetry(self, source, requested, acknowledged):
-        latency_ms = max((acknowledged - requested).total_seconds() * 1000, 0.0)
-        attrs = {telemetry.ATTR_INTENT_TYPE: self.intent_type, "source": source or "unknown"}
-        telemetry.observe("cancel_latency", latency_ms / 1000.0, attrs)
+    def _cancel_telemetry(self, source, requested, acknowledged, *, instant=False):
+        """Cancel latency by path (docs/specs/telemetry_v1.md). ``instant``: a queued intent
+        cancelled in the request's own transaction (latency 0). ``requested`` keeps the
+        microseconds of the request event's ``create_date``; ``acknowledged`` is the wall
+        clock, not the row's second-truncated ``Datetime.now()``."""
+        latency_ms = 0.0 if instant else max((acknowledged - requested).total_seconds() * 1000, 0.0)
+        attrs = {telemetry.ATTR_INTENT_TYPE: self.intent_type}
+        cancel = telemetry.cancel_attributes(source, instant=instant)
+        telemetry.observe("cancel_latency", latency_ms / 1000.0, {**attrs, **cancel})
         telemetry.count("intents", 1, {**attrs, telemetry.ATTR_OUTCOME: sm.CANCELLED})
         telemetry.audit("run.state", "cancelled", intent_id=self.id, state="cancelled")
         telemetry.audit(
             "run.cancel",
             "acknowledged",
             intent_id=self.id,
-            source=source,
-            requested=fields.Datetime.to_string(requested),
-            acknowledged=fields.Datetime.to_string(acknowledged),
+            cancel_source=source,
+            cancel_path=cancel[telemetry.ATTR_CANCEL_PATH],
+            instant=instant,
+            requested=requested.isoformat(),
+            acknowledged=acknowledged.isoformat(),
             latency_ms=round(latency_ms, 3),
         )
 
@@ -539,6 +548,7 @@ class IpaiPulserIntent(models.Model):
         Returns counters.
         """
         worker_id = worker_id or self._worker_identity()
+        telemetry.watch_queue(self.env.cr.dbname)
         stats = dict.fromkeys(("reaped", "claimed", "succeeded", "failed", "retried", "dead", "cancelled"), 0)
         stats["reaped"] = self._contended(lambda: self._reap_expired_leases(now=now), 0, commit=commit)
         self._commit_if(commit)
@@ -885,7 +895,8 @@ class IpaiPulserIntent(models.Model):
         the request (``(requested_at, source)`` from :meth:`_pending_cancel_request`) and
         the acknowledgement; the cancel latency is ``acknowledged - requested``."""
         requested, source = request or (None, None)
-        requested = min(requested or self.cancel_requested_at or now, now)
+        exact = requested or self.cancel_requested_at
+        requested = min(exact or now, now)
         source = source or self.cancel_source or "api"
         self._transition(
             sm.CANCELLED,
@@ -901,7 +912,7 @@ class IpaiPulserIntent(models.Model):
             message=f"cancel acknowledged by {worker_id}",
             worker=worker_id,
         )
-        self._cancel_telemetry(source, requested, now)
+        self._cancel_telemetry(source, exact or requested, max(telemetry.utcnow(), exact or now))
 
     @api.model
     def _ops_registry(self):

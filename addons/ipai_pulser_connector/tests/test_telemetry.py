@@ -60,17 +60,17 @@ class TestTelemetry(PulserCase):
         self.run_worker()
         names = self.metric_names()
         for name in (
-            "pulser.intents",
-            "pulser.intent.attempt.duration",
-            "pulser.intent.retries",
-            "pulser.intent.dead_letters",
-            "pulser.intent.cancel.latency",
+            "ipai.intents",
+            "ipai.intent.attempt.duration",
+            "ipai.intent.retries",
+            "ipai.intent.dead_letters",
+            "ipai.intent.cancel.latency",
         ):
             self.assertIn(name, names)
 
     def test_audit_log_events(self):
         intent = self.submit("odoo.healthcheck")
-        with self.assertLogs("odoo.addons.ipai_pulser_connector.audit", level=logging.INFO) as logs:
+        with self.assertLogs("ipai.audit", level=logging.INFO) as logs:
             self.run_worker()
             intent2 = self.submit("odoo.healthcheck")
             intent2._request_cancel(source="api")
@@ -78,7 +78,8 @@ class TestTelemetry(PulserCase):
         self.assertIn("run.state", names)
         self.assertIn("run.cancel", names)
         cancel = next(r for r in logs.records if getattr(r, "event.name") == "run.cancel")
-        self.assertEqual(getattr(cancel, "ipai.source"), "api")
+        self.assertEqual(getattr(cancel, "ipai.cancel_source"), "api")
+        self.assertEqual(getattr(cancel, "ipai.intent.id"), intent2.id)
         self.assertGreaterEqual(getattr(cancel, "ipai.latency_ms"), 0)
         self.assertEqual(intent.state, "succeeded")
 

@@ -85,16 +85,28 @@ def _install_log_handler(level: int) -> None:
 
     from ._failures import FailureLogFilter
 
+    from ._pipeline import AuditLevelFilter, audit_handler_level
+    from ._settings import AUDIT_LOG_LEVEL, AUDIT_LOGGER
+
     _remove_log_handler()
-    handler = LoggingHandler(level=level, logger_provider=STATE.providers.logger_provider)
+    # One handler on two loggers: ``odoo`` from ``level``, the audit logger from INFO.
+    handler = LoggingHandler(level=audit_handler_level(level), logger_provider=STATE.providers.logger_provider)
+    handler.addFilter(AuditLevelFilter(level))
     handler.addFilter(FailureLogFilter(skip_prefix=__name__))
     logging.getLogger("odoo").addHandler(handler)
+    audit = logging.getLogger(AUDIT_LOGGER)
+    audit.addHandler(handler)
+    if audit.getEffectiveLevel() > AUDIT_LOG_LEVEL:  # e.g. Odoo run with --log-level=warn
+        audit.setLevel(AUDIT_LOG_LEVEL)
     STATE.log_handler = handler
 
 
 def _remove_log_handler() -> None:
+    from ._settings import AUDIT_LOGGER
+
     if STATE.log_handler is not None:
         logging.getLogger("odoo").removeHandler(STATE.log_handler)
+        logging.getLogger(AUDIT_LOGGER).removeHandler(STATE.log_handler)
         STATE.log_handler = None
 
 

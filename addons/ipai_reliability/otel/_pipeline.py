@@ -442,3 +442,23 @@ def build_pipeline(settings: s.Settings) -> Pipeline:
         log_processors=tuple(log_processors),
         metric_exporters=tuple(_exporters(settings, "metrics")),
     )
+
+
+class AuditLevelFilter(logging.Filter):
+    """On the OpenTelemetry log handler, whose own level is the lower of the two: records of
+    the audit logger pass from INFO, every other record from the configured level
+    (``OTEL_PYTHON_LOG_HANDLER_LEVEL``, WARNING by default)."""
+
+    def __init__(self, level: int) -> None:
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == s.AUDIT_LOGGER or record.name.startswith(s.AUDIT_LOGGER + "."):
+            return record.levelno >= s.AUDIT_LOG_LEVEL
+        return record.levelno >= self.level
+
+
+def audit_handler_level(level: int) -> int:
+    """The handler's own level: low enough for audit events, :class:`AuditLevelFilter` does the rest."""
+    return min(level, s.AUDIT_LOG_LEVEL)

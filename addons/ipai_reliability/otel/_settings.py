@@ -46,6 +46,10 @@ DEFAULT_HTTP_ENDPOINT = "http://localhost:4318"
 DEFAULT_GRPC_ENDPOINT = "http://localhost:4317"
 DEFAULT_SERVICE_NAME = "odoo"
 DEFAULT_LOG_LEVEL = logging.WARNING
+#: Audit events (``run.state`` / ``run.cancel``, docs/specs/telemetry_v1.md) are INFO records
+#: of their own logger, outside ``odoo``: exported at INFO whatever the handler level above.
+AUDIT_LOGGER = "ipai.audit"
+AUDIT_LOG_LEVEL = logging.INFO
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _LEVELS = {
     "notset": logging.NOTSET,

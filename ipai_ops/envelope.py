@@ -24,9 +24,8 @@ import jsonschema
 import re2
 
 from ipai_ops import config
-from ipai_ops.classify import Classification, classify_exception
+from ipai_ops.classify import Classification
 from ipai_ops.fingerprint import fingerprint as make_fingerprint
-from ipai_ops.fingerprint import frames_from_stacktrace
 from ipai_ops.taxonomy import Registry, re2_options
 
 #: 1.1 adds ``error.family`` and ``evidence.classification`` (the deciding lines and captures);
@@ -439,19 +438,28 @@ def envelope_from_exception(
     details: Any = None,
     caps: Caps = DEFAULT_CAPS,
 ) -> dict[str, Any]:
-    from ipai_ops.classify import qualified_type
+    """The envelope alone of :func:`ipai_ops.record.failure_from_exception` (the one way to
+    record a failure: same classification, same in-app frame rule, same fingerprint).
 
-    classification = classify_exception(registry, exc, text=(evidence or {}).get("stderr_tail"))
-    return build_envelope(
-        classification,
-        message=str(exc) or type(exc).__name__,
-        error_type=qualified_type(exc),
-        context=context,
-        details=details if details is not None else getattr(exc, "details", None),
-        evidence=evidence,
-        frames=frames_from_stacktrace(stacktrace, in_app=in_app),
+    ``context`` carries ``source`` and ``service``; without ``stacktrace`` no frames count
+    and no stack trace becomes evidence.
+    """
+    from ipai_ops.record import failure_from_exception
+
+    rest = dict(context)
+    return failure_from_exception(
+        registry,
+        exc,
+        source=rest.pop("source", None) or "unknown",
+        service=rest.pop("service", None) or "unknown",
+        occurrence_id=rest.pop("occurrence_id", None),
+        context=rest,
+        evidence=evidence if evidence is not None else {},
+        stacktrace=stacktrace if stacktrace is not None else "",
+        in_app=in_app,
+        details=details,
         caps=caps,
-    )
+    ).envelope
 
 
 @lru_cache(maxsize=1)

@@ -220,7 +220,7 @@ CREATE FUNCTION ops.next_status(p_status text, p_resolved_in_version text, p_ser
                         WHERE v IS NULL
                            OR ops.version_key(v) >= ops.version_key(p_resolved_in_version)))
             THEN 'regressed'
-        WHEN p_status = 'ignored' AND (
+        WHEN p_status IN ('ignored', 'snoozed') AND (
                 (p_snooze_until IS NOT NULL AND p_now >= p_snooze_until)
              OR (p_snooze_until_count IS NOT NULL AND p_new_count >= p_snooze_until_count))
             THEN 'open'
@@ -304,17 +304,17 @@ BEGIN
             THEN coalesce(v_model, e.last_gen_ai_model) ELSE e.last_gen_ai_model END,
         sample = CASE WHEN p_occurred_at >= e.last_seen OR e.sample IS NULL
             THEN coalesce(p_sample, e.sample) ELSE e.sample END,
-        status = CASE WHEN e.status IN ('resolved', 'ignored') THEN ops.next_status(
+        status = CASE WHEN e.status IN ('resolved', 'ignored', 'snoozed') THEN ops.next_status(
                 e.status, e.resolved_in_version, ARRAY[p_service_version],
                 e.snooze_until, e.snooze_until_count, e.count + 1, now()) ELSE e.status END,
         regressed_at = CASE WHEN e.status = 'resolved' AND ops.next_status(
                 e.status, e.resolved_in_version, ARRAY[p_service_version],
                 e.snooze_until, e.snooze_until_count, e.count + 1, now()) = 'regressed'
             THEN now() ELSE e.regressed_at END,
-        snooze_until = CASE WHEN e.status = 'ignored' AND ops.next_status(
+        snooze_until = CASE WHEN e.status IN ('ignored', 'snoozed') AND ops.next_status(
                 e.status, NULL, NULL, e.snooze_until, e.snooze_until_count, e.count + 1, now()) = 'open'
             THEN NULL ELSE e.snooze_until END,
-        snooze_until_count = CASE WHEN e.status = 'ignored' AND ops.next_status(
+        snooze_until_count = CASE WHEN e.status IN ('ignored', 'snoozed') AND ops.next_status(
                 e.status, NULL, NULL, e.snooze_until, e.snooze_until_count, e.count + 1, now()) = 'open'
             THEN NULL ELSE e.snooze_until_count END,
         updated_at = now()
@@ -444,17 +444,17 @@ BEGIN
                 ELSE e.last_gen_ai_model END,
             sample = CASE WHEN a.last_at >= e.last_seen OR e.sample IS NULL
                 THEN coalesce((a.l).sample, e.sample) ELSE e.sample END,
-            status = CASE WHEN e.status IN ('resolved', 'ignored') THEN ops.next_status(
+            status = CASE WHEN e.status IN ('resolved', 'ignored', 'snoozed') THEN ops.next_status(
                     e.status, e.resolved_in_version, a.versions,
                     e.snooze_until, e.snooze_until_count, e.count + a.n, now()) ELSE e.status END,
             regressed_at = CASE WHEN e.status = 'resolved' AND ops.next_status(
                     e.status, e.resolved_in_version, a.versions,
                     e.snooze_until, e.snooze_until_count, e.count + a.n, now()) = 'regressed'
                 THEN now() ELSE e.regressed_at END,
-            snooze_until = CASE WHEN e.status = 'ignored' AND ops.next_status(
+            snooze_until = CASE WHEN e.status IN ('ignored', 'snoozed') AND ops.next_status(
                     e.status, NULL, NULL, e.snooze_until, e.snooze_until_count, e.count + a.n, now()) = 'open'
                 THEN NULL ELSE e.snooze_until END,
-            snooze_until_count = CASE WHEN e.status = 'ignored' AND ops.next_status(
+            snooze_until_count = CASE WHEN e.status IN ('ignored', 'snoozed') AND ops.next_status(
                     e.status, NULL, NULL, e.snooze_until, e.snooze_until_count, e.count + a.n, now()) = 'open'
                 THEN NULL ELSE e.snooze_until_count END,
             updated_at = now()
@@ -587,7 +587,7 @@ CREATE TABLE ops.agent_errors (
     CONSTRAINT agent_errors_count_check CHECK ((count >= 0)),
     CONSTRAINT agent_errors_merged_into_check CHECK (((merged_into IS NULL) OR (merged_into <> id))),
     CONSTRAINT agent_errors_severity_check CHECK ((severity = ANY (ARRAY['critical'::text, 'high'::text, 'medium'::text, 'low'::text]))),
-    CONSTRAINT agent_errors_status_check CHECK ((status = ANY (ARRAY['open'::text, 'resolved'::text, 'ignored'::text, 'regressed'::text, 'merged'::text])))
+    CONSTRAINT agent_errors_status_check CHECK ((status = ANY (ARRAY['open'::text, 'resolved'::text, 'ignored'::text, 'snoozed'::text, 'regressed'::text, 'merged'::text])))
 );
 
 COMMENT ON TABLE ops.agent_errors IS 'One row per error fingerprint; count = distinct occurrences (exactly once per (source, occurrence_id)).';

@@ -75,12 +75,12 @@ say "ops schema: ipai-ops db migrate"
 "$VENV/bin/ipai-ops" db migrate
 
 # The learned layer of classification: trained from the registry, the corpus and the examples
-# people taught (ops.classification_examples) when the registry or the corpus changed since
-# the last training (about 15 s; after teaching, run 'ipai-ops classify train --taught'); the
-# bridge and Odoo pick up a new artifact without a restart. A failed training leaves the
-# signatures alone in charge.
+# people taught (ops.classification_examples) when the registry, the corpus or the model's
+# code (its artifact format) changed since the last training (about 15 s; after teaching, run
+# 'ipai-ops classify train --taught'); the bridge and Odoo pick up a new artifact without a
+# restart. A failed training leaves the signatures alone in charge.
 model="${IPAI_OPS_MODEL:-$VAR/classify/model.json.gz}"
-if [ "$model" != "off" ] && { [ ! -f "$model" ] || [ -n "$(find ssot/errors/failure_modes.yaml tests/classify/corpus -newer "$model" -print -quit)" ]; }; then
+if [ "$model" != "off" ] && { [ ! -f "$model" ] || [ -n "$(find ssot/errors/failure_modes.yaml tests/classify/corpus ipai_ops/classify/model.py -newer "$model" -print -quit)" ]; }; then
   say "classification model: ipai-ops classify train"
   "$VENV/bin/ipai-ops" classify train --taught --out "$model" || say "training failed: classification by signatures only"
 fi

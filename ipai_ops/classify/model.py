@@ -2,11 +2,11 @@
 
 Signatures decide first; only where none matched does the model answer, and only above a
 confidence threshold (below it the fallback stands). The model is a linear classifier
-(scikit-learn's ``SGDClassifier`` with logistic loss, one-vs-rest, fixed seed) over hashed
-character 3-5-grams and word 1-2-grams of the *model text*: the error-looking lines of a
-log's failure region (or the message), digits masked. It answers a code, its probability
-(scikit-learn's one-vs-rest probabilities, normalised) and the nearest labelled example,
-so a person always sees why.
+(scikit-learn's ``SGDClassifier`` with logistic loss, one-vs-rest, fixed seed) over
+character 3-5-grams and word 1-2-grams (hashed in numpy, :func:`_features`) of the *model
+text*: the error-looking lines of a log's failure region (or the message), digits masked.
+It answers a code, its probability (scikit-learn's one-vs-rest probabilities, normalised)
+and the nearest labelled example, so a person always sees why.
 
 The artifact is one gzip'd JSON document, deterministic (same inputs, same bytes): the
 hashing parameters, the kept feature columns with their idf, the weights (int8 with a
@@ -40,7 +40,6 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import expit
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.feature_extraction.text import HashingVectorizer
 from sklearn.linear_model import LogisticRegression, SGDClassifier
 from sklearn.model_selection import KFold
 from sklearn.preprocessing import normalize
@@ -50,7 +49,7 @@ from ipai_ops import config
 log = logging.getLogger(__name__)
 
 #: Artifact format; a reader refuses another.
-FORMAT = "ipai-ops-classify-model/1"
+FORMAT = "ipai-ops-classify-model/2"
 #: Label of texts that belong to no code (the corpus' ``none``).
 NONE = "none"
 #: What the model reads of one error, at most.
@@ -60,7 +59,8 @@ MODEL_TEXT_CHARS = 6000
 ERROR_LINES = 40
 TAIL_LINES = 8
 #: Hashing space and the columns kept (the most frequent ones seen in >= 2 examples).
-HASH_FEATURES = 2**20
+HASH_BITS = 20
+HASH_FEATURES = 2**HASH_BITS
 MAX_COLUMNS = 20_000
 #: Prototypes kept per label (nearest example), and non-zero columns kept per prototype.
 PROTOTYPES_PER_LABEL = 12
@@ -163,31 +163,95 @@ def model_text(*, message: str | None = None, log: Any = None) -> str:
 # --------------------------------------------------------------------------- features
 
 
-def _analyzer() -> Any:
-    """Character 3-5-grams (within words) and word 1-2-grams, as one token stream."""
-    chars = HashingVectorizer(analyzer="char_wb", ngram_range=(3, 5), lowercase=True).build_analyzer()
-    words = HashingVectorizer(
-        analyzer="word", ngram_range=(1, 2), token_pattern=r"[A-Za-z_][A-Za-z_.]+", lowercase=True
-    ).build_analyzer()
-
-    def analyze(text: str) -> list[str]:
-        tokens = chars(text)
-        tokens.extend("\x00" + w for w in words(text))  # words hash apart from character grams
-        return tokens
-
-    return analyze
+#: Polynomial hashing of character windows (mod 2**64; the base is odd, so invertible).
+_BASE = 0x100000001B3
+_BASE_INV = pow(_BASE, -1, 2**64)
+_CHAR_NGRAMS = (3, 4, 5)
+_WORD = re.compile(r"[a-z_][a-z_.]+")
+#: Every character ``str.isspace`` says is white space, as a space (same length).
+_SPACES = {c: " " for c in range(0x3001) if chr(c).isspace()}
+_SALT_WORD = np.uint64(0x9E3779B97F4A7C15)
+_SALT_PAIR = np.uint64(0xC2B2AE3D27D4EB4F)
 
 
 @lru_cache(maxsize=1)
-def _hasher() -> HashingVectorizer:
-    """Stateless: one per process."""
-    return HashingVectorizer(analyzer=_analyzer(), n_features=HASH_FEATURES, alternate_sign=False, norm=None)
+def _powers() -> tuple[np.ndarray, np.ndarray]:
+    """``_BASE ** k`` and its inverse ``** k`` for k up to the longest model text (mod 2**64)."""
+    size = MODEL_TEXT_CHARS + 3
+    with np.errstate(over="ignore"):
+        up = np.cumprod(np.full(size, _BASE, dtype=np.uint64))
+        down = np.cumprod(np.full(size, _BASE_INV, dtype=np.uint64))
+    return np.concatenate([[np.uint64(1)], up]), np.concatenate([[np.uint64(1)], down])
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: every input bit moves every output bit."""
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+def _features(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """(hash columns, counts) of ``text``: character 3-5-grams within words (each word padded
+    with a space on both sides, as scikit-learn's ``char_wb``) and word 1-2-grams (words as
+    ``[a-z_][a-z_.]+``), lowercased, hashed into ``HASH_FEATURES`` columns.
+
+    All in numpy over the text's code points (a 1,000-character text in ~0.1 ms, where
+    scikit-learn's analyzer and hasher took ~1 ms): a window's hash is read off prefix sums
+    of ``code[j] * BASE**(L-1-j)`` and scaled by the inverse power, mod 2**64. Deterministic
+    on every platform (same inputs, same artifact bytes).
+    """
+    padded = " " + text[:MODEL_TEXT_CHARS].lower().translate(_SPACES) + " "
+    codes = np.frombuffer(padded.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    length = len(codes)
+    up, down = _powers()
+    with np.errstate(over="ignore"):
+        weighted = codes * up[length - 1 :: -1][:length]
+        prefix = np.concatenate([[np.uint64(0)], np.cumsum(weighted, dtype=np.uint64)])
+
+        def window(start: np.ndarray, size: np.ndarray | int) -> np.ndarray:
+            """Hash of ``padded[start:start + size]`` (equal windows, equal hashes)."""
+            return (prefix[start + size] - prefix[start]) * down[length - start - size]
+
+        spaces = np.concatenate([[0], np.cumsum(codes == 32)])
+        parts = []
+        for n in _CHAR_NGRAMS:
+            if length < n:
+                continue
+            start = np.arange(length - n + 1)
+            inside = spaces[start + n - 1] - spaces[start + 1] == 0  # no space but at the ends
+            start = start[inside & (codes[start + 1] != 32)]
+            parts.append(window(start, n))
+        spans = np.array([m.span() for m in _WORD.finditer(padded)], dtype=np.int64).reshape(-1, 2)
+        if len(spans):
+            words = _mix(window(spans[:, 0], spans[:, 1] - spans[:, 0]) ^ _SALT_WORD)
+            parts.append(words)
+            parts.append(words[:-1] * np.uint64(_BASE) + words[1:] ^ _SALT_PAIR)
+        if not parts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        hashes = _mix(np.concatenate(parts))
+    columns, counts = np.unique((hashes >> np.uint64(64 - HASH_BITS)).astype(np.int64), return_counts=True)
+    return columns, counts.astype(np.float64)
 
 
 def _hashed(texts: Sequence[str]) -> sp.csr_matrix:
-    counts = _hasher().transform(texts)
-    counts.data = 1.0 + np.log(counts.data)  # sublinear term frequency
-    return counts
+    """One row per text: its hash columns with sublinear term frequency (1 + log count)."""
+    indptr = [0]
+    indices: list[np.ndarray] = []
+    data: list[np.ndarray] = []
+    for text in texts:
+        columns, counts = _features(text)
+        indices.append(columns)
+        data.append(1.0 + np.log(counts))
+        indptr.append(indptr[-1] + len(columns))
+    return sp.csr_matrix(
+        (
+            np.concatenate(data) if data else np.zeros(0),
+            np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64),
+            np.array(indptr),
+        ),
+        shape=(len(texts), HASH_FEATURES),
+    )
 
 
 def _lookup(columns: np.ndarray, hashed: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:

@@ -279,3 +279,46 @@ def test_measure_reports_how_often_each_score_band_was_right(trained):
     assert sum(b["answered"] for b in bands.values()) == figures["answered"] > 0
     assert all(0 <= b["right"] <= b["answered"] for b in bands.values())
     assert all(len(name) == 9 and name[4] == "-" for name in bands)  # "0.85-0.90"
+
+
+# --------------------------------------------------------------------------- features
+
+CORPUS = Path(__file__).resolve().parent / "corpus"
+
+
+def _reference_tokens(text: str) -> list[str]:
+    """What scikit-learn's char_wb 3-5-gram analyzer and a word 1-2-gram analyzer (the
+    model's features until artifact format 2) produce: the numpy hashing must see the same."""
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    chars = CountVectorizer(analyzer="char_wb", ngram_range=(3, 5), lowercase=True).build_analyzer()
+    words = CountVectorizer(
+        analyzer="word", ngram_range=(1, 2), token_pattern=r"[A-Za-z_][A-Za-z_.]+", lowercase=True
+    ).build_analyzer()
+    return chars(text) + ["\x00" + w for w in words(text)]
+
+
+@pytest.mark.parametrize("case_file", ["ci_fresh/ci_fresh-go-001.log", "ci_jobs/ci_jobs-python-001.log"])
+def test_features_are_the_character_and_word_grams_scikit_learn_reads(case_file):
+    text = model_text(message=(CORPUS / "logs" / case_file).read_text(errors="replace")[-4000:])
+    text += "\n  tabs\tand ünïcode wörds, a b c .dotted.name x"
+    columns, counts = learned._features(text)
+    tokens = _reference_tokens(text)
+    assert counts.sum() == len(tokens)
+    # distinct tokens land in distinct columns but for rare hash collisions
+    assert len(set(tokens)) - 10 <= len(columns) <= len(set(tokens))
+    assert np.all(np.diff(columns) > 0) and columns.min() >= 0 and columns.max() < learned.HASH_FEATURES
+
+
+def test_a_gram_hashes_the_same_wherever_it_stands():
+    alone, _ = learned._features("timeout")
+    inside, counts = learned._features("error: timeout while waiting; timeout again")
+    assert set(alone) <= set(inside)
+    # " timeout " (char grams and the word) appears twice: its columns count 2
+    assert counts[np.isin(inside, alone)].min() == 2
+
+
+def test_empty_and_space_only_texts_have_no_features():
+    for text in ("", " ", "\n\t ", "a"):
+        columns, counts = learned._features(text)
+        assert len(columns) == len(counts) == 0 or text == "a"

@@ -6,10 +6,13 @@ import importlib.util
 import itertools
 import json
 import math
+import os
 import re
+import shutil
 from pathlib import Path
 from types import ModuleType
 
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,6 +24,17 @@ DATASOURCES = GRAFANA / "provisioning" / "datasources" / "ipai.yaml"
 TELEMETRY_PY = REPO / "addons" / "ipai_pulser_connector" / "services" / "telemetry.py"
 
 _counter = itertools.count()
+#: Set in CI (.github/workflows/ci.yml): a missing prometheus or promtool fails, not skips.
+REQUIRE_PROMETHEUS = "IPAI_REQUIRE_PROMETHEUS"
+
+
+def binary(name: str) -> str | None:
+    """Path of a Prometheus binary (Debian package ``prometheus``), None when absent unless
+    ``IPAI_REQUIRE_PROMETHEUS`` is set: then its absence is an error."""
+    path = shutil.which(name)
+    if path is None and os.environ.get(REQUIRE_PROMETHEUS):
+        pytest.fail(f"{name} not installed but {REQUIRE_PROMETHEUS} is set (apt-get install prometheus)", pytrace=False)
+    return path
 
 
 def load_telemetry() -> ModuleType:

@@ -4,15 +4,23 @@ the compose stack really serves."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 
 import pytest
 import yaml
 
-from tests.metrics.common import PROMETHEUS_YML, REPO, RULES_DIR, family_of, label_names, metric_names, product_families
+from tests.metrics.common import (
+    PROMETHEUS_YML,
+    REPO,
+    RULES_DIR,
+    binary,
+    family_of,
+    label_names,
+    metric_names,
+    product_families,
+)
 
-PROMTOOL = shutil.which("promtool")
+PROMTOOL = binary("promtool")
 needs_promtool = pytest.mark.skipif(
     PROMTOOL is None, reason="promtool not installed (Debian package `prometheus`; CI installs it)"
 )

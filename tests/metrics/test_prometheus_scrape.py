@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
 import time
 import urllib.error
@@ -32,6 +31,7 @@ from tests.bridge.conftest import BridgeProcess, free_port, post, unique_letters
 from tests.bridge.otlp_factory import span, traces
 from tests.metrics.common import (
     RULES_DIR,
+    binary,
     cumulative,
     dashboards,
     histogram_quantile,
@@ -41,7 +41,7 @@ from tests.metrics.common import (
     targets,
 )
 
-PROMETHEUS = shutil.which("prometheus")
+PROMETHEUS = binary("prometheus")
 pytestmark = pytest.mark.skipif(
     PROMETHEUS is None, reason="prometheus not installed (Debian package `prometheus`; CI installs it)"
 )

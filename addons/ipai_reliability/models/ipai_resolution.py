@@ -125,7 +125,7 @@ class IpaiResolution(models.Model):
                 for rec in self:
                     super(IpaiResolution, rec).write(self._normalise_vals(dict(vals), vals.get("code") or rec.code))
                 return True
-            self._normalise_vals(vals, next(iter(codes), ""))
+            vals = self._normalise_vals(dict(vals), next(iter(codes), ""))
         return super().write(vals)
 
     @api.model

@@ -130,3 +130,59 @@ def test_runbook_and_spec_queries_use_product_metrics(families):
             assert family, f"{doc}: {name} is not a metric the product exposes ({expr})"
             labels |= families[family]
         assert label_names(expr) <= labels | {"le"}, f"{doc}: {expr}"
+
+
+@needs_promtool
+def test_alerts_fire_on_the_series_they_watch(tmp_path):
+    """`promtool test rules`: the alerts fire on synthetic series with the product's names,
+    and the cancel-latency alert ignores instant cancels."""
+    bucket = "ipai_intent_cancel_latency_seconds_bucket"
+    slow = 'ipai_intent_cancel_instant="false",ipai_intent_cancel_path="api"'
+    instant = 'ipai_intent_cancel_instant="true",ipai_intent_cancel_path="odoo_ui"'
+    series = [
+        {"series": 'ipai_intent_dead_letters_total{error_type="INTENT.TIMEOUT",job="odoo"}', "values": "0 0 1 1 1"},
+        # cooperative cancels: all of them between 30 s and 60 s
+        *({"series": f'{bucket}{{{slow},le="{le}"}}', "values": "0+0x40"} for le in ("1", "10", "30")),
+        *({"series": f'{bucket}{{{slow},le="{le}"}}', "values": "0+2x40"} for le in ("60", "+Inf")),
+        # many instant cancels (latency 0) that must not pull the p95 down
+        *(
+            {"series": f'{bucket}{{{instant},le="{le}"}}', "values": "0+50x40"}
+            for le in ("1", "10", "30", "60", "+Inf")
+        ),
+        {
+            "series": 'ipai_intent_queue_depth{ipai_intent_state="queued",ipai_intent_type="x",job="odoo"}',
+            "values": "150x40",
+        },
+    ]
+    rules = {r["alert"]: r for g in yaml.safe_load((RULES_DIR / "ipai.yml").read_text())["groups"] for r in g["rules"]}
+
+    def fires(alert: str, at: str, **labels: str) -> dict:
+        rule = rules[alert]
+        annotations = {
+            k: re.sub(r"\{\{ \$labels\.(\w+) \}\}", lambda m: labels[m[1]], v) for k, v in rule["annotations"].items()
+        }
+        expected = {"exp_labels": {**rule["labels"], **labels}, "exp_annotations": annotations}
+        return {"eval_time": at, "alertname": alert, "exp_alerts": [expected]}
+
+    tests = {
+        "rule_files": [str(RULES_DIR / "ipai.yml")],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": series,
+                "alert_rule_test": [
+                    fires("IpaiIntentDeadLetters", "4m", error_type="INTENT.TIMEOUT"),
+                    fires("IpaiIntentCancelLatencyHigh", "35m"),
+                    {"eval_time": "10m", "alertname": "IpaiIntentCancelLatencyHigh", "exp_alerts": []},
+                    fires("IpaiIntentQueueBacklog", "20m"),
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "alerts_test.yml"
+    path.write_text(yaml.safe_dump(tests))
+    result = subprocess.run(
+        [PROMTOOL, "test", "rules", str(path)], check=False, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

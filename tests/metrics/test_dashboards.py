@@ -180,3 +180,25 @@ def test_error_panels_count_new_and_regressed_groups_by_code_and_source(ops_dsn)
             assert [(metric, value) for _time, metric, value in cur.fetchall()] == [("INTENT.TIMEOUT", 1)]
     finally:
         conn.close()
+
+
+def test_dashboards_answer_the_questions_they_exist_for():
+    """Intents: outcome rates, retries, dead letters, cancel latency p50/p95, queue depth.
+    Errors: new, regressed, by code and by source. Panels are Grafana core types."""
+    found = {d["uid"]: d for d in dashboards().values()}
+    intents = " ".join(t["expr"] for _, t in targets(found["ipai-intents"], "prometheus"))
+    for needle in (
+        "rate(ipai_intents_total",
+        "ipai_intent_retries_total",
+        "ipai_intent_dead_letters_total",
+        "histogram_quantile(0.5, sum by (le, ipai_intent_cancel_path) (rate(ipai_intent_cancel_latency_seconds_bucket",
+        "histogram_quantile(0.95, sum by (le, ipai_intent_cancel_path) (rate(ipai_intent_cancel_latency_seconds_bucket",
+        "ipai_intent_queue_depth",
+    ):
+        assert needle in intents, needle
+    errors = " ".join(t["rawSql"] for _, t in targets(found["ipai-errors"], "grafana-postgresql-datasource"))
+    for needle in ("$__timeFilter(first_seen)", "$__timeFilter(regressed_at)", "code AS metric", "source AS metric"):
+        assert needle in errors, needle
+    for dashboard in found.values():
+        for panel in panels(dashboard):
+            assert panel["type"] in {"timeseries", "stat", "table", "row", "logs"}, panel["type"]

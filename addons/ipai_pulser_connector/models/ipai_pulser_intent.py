@@ -149,6 +149,12 @@ class IpaiPulserIntent(models.Model):
     ops_error_id = fields.Integer(
         string="Ops error id", readonly=True, copy=False, help="id of the row in ops.agent_errors"
     )
+    ops_error_ref_id = fields.Many2one(
+        "ipai.agent.error",
+        compute="_compute_ops_error_ref",
+        string="Ops error",
+        help="The error group in the Agent Errors console that counts this failure.",
+    )
     cancel_requested_at = fields.Datetime(readonly=True, copy=False)
     cancel_acknowledged_at = fields.Datetime(readonly=True, copy=False)
     cancel_source = fields.Char(readonly=True, copy=False)
@@ -177,6 +183,13 @@ class IpaiPulserIntent(models.Model):
             rec.failure_envelope_pretty = (
                 json.dumps(rec.failure_envelope, indent=2, sort_keys=True) if rec.failure_envelope else False
             )
+
+    @api.depends("ops_error_id")
+    def _compute_ops_error_ref(self):
+        # the console model's id is the ops.agent_errors id; empty when ops lives elsewhere
+        found = self.env["ipai.agent.error"].browse({rec.ops_error_id for rec in self if rec.ops_error_id}).exists()
+        for rec in self:
+            rec.ops_error_ref_id = rec.ops_error_id if rec.ops_error_id in found.ids else False
 
     def _compute_event_count(self):
         counts = dict(

@@ -10,4 +10,5 @@ from . import test_report
 from . import test_escalation
 from . import test_access
 from . import test_signing
+from . import test_requeue_warning
 from . import test_one_occurrence

@@ -5,7 +5,9 @@ from . import ipai_failure_mode_signature
 from . import ipai_failure_mode_example
 from . import ipai_failure_mode
 from . import ipai_agent_error_assignment
+from . import ipai_reliability_team
 from . import ipai_agent_error
+from . import ipai_agent_error_chatter
 from . import ipai_agent_error_occurrence
 from . import ipai_agent_error_detail
 from . import ipai_resolution

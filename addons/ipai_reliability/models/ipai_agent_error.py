@@ -590,7 +590,7 @@ class IpaiAgentError(models.Model):
         return True
 
     def action_assign(self, user=None, note=None):
-        """Assign to a user: stored Odoo-side by fingerprint, with a to-do activity for the assignee."""
+        """Assign to a user: stored Odoo-side by fingerprint (the to-do: ipai_agent_error_chatter.py)."""
         if user is None:
             return self._open_wizard("assign")
         self._check_console()
@@ -608,17 +608,7 @@ class IpaiAgentError(models.Model):
                 assignment.write(vals)
             else:
                 assignment = Assignment.create({"fingerprint": error.fingerprint, **vals})
-            assignment.activity_schedule(
-                "mail.mail_activity_data_todo",
-                user_id=user.id,
-                summary=self.env._("Fix %(code)s", code=error.code),
-                note=self.env._(
-                    "%(message)s (%(count)s occurrences, fingerprint %(fingerprint)s)",
-                    message=error.message or "",
-                    count=error.count,
-                    fingerprint=error.fingerprint,
-                ),
-            )
+            # the assignee's to-do lives on the error itself (ipai_agent_error_chatter.py)
         Assignment.flush_model()
         self.invalidate_model()
         return True
@@ -803,8 +793,7 @@ class IpaiAgentError(models.Model):
         targets = []
         if resolutions:
             targets.append((resolutions, resolutions.user_id))
-        if self.assignment_id and self.assignment_id.user_id:
-            targets.append((self.assignment_id.sudo(), self.assignment_id.user_id))
+        # the assignee hears it on the error itself (ipai_agent_error_chatter.py)
         for record, user in targets:
             record.message_post(
                 body=body,

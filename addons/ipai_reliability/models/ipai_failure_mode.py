@@ -4,6 +4,7 @@ import os
 import re
 
 import yaml
+from markupsafe import Markup
 from odoo import api, fields, models
 from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.fields import Command
@@ -14,6 +15,8 @@ try:
     from ipai_ops import taxonomy as ops_taxonomy
 except ImportError:  # pragma: no cover - declared in external_dependencies
     ops_runbooks = ops_taxonomy = None
+
+from .runbook_summary import business_summary_html
 
 _logger = logging.getLogger(__name__)
 
@@ -92,7 +95,10 @@ class IpaiFailureMode(models.Model):
     )
     aliases = fields.Char(help="Comma-separated legacy flat codes that resolve to this code")
     runbook_path = fields.Char(string="Runbook", help="Repository-relative path of the runbook markdown")
-    runbook_markdown = fields.Text(readonly=True)
+    runbook_markdown = fields.Text(
+        string="Runbook (Markdown)",
+        help="Edited here or read from runbook_path by the registry sync (which replaces it with the file's text).",
+    )
     runbook_html = fields.Html(compute="_compute_runbook_html", store=True, sanitize=True, readonly=True)
     signature_ids = fields.One2many("ipai.failure.mode.signature", "failure_mode_id", string="Signatures", copy=True)
     example_ids = fields.One2many(
@@ -126,13 +132,12 @@ class IpaiFailureMode(models.Model):
 
     # ------------------------------------------------------------------ computes
 
-    @api.depends("runbook_markdown")
+    @api.depends("runbook_markdown", "description", "name", "family", "severity", "retryable", "max_attempts", "owner")
     def _compute_runbook_html(self):
+        # opens with the generated "For business users" block (runbook_summary.py)
         for mode in self:
-            if mode.runbook_markdown:
-                mode.runbook_html = html_sanitize(ops_runbooks.render_html(mode.runbook_markdown))
-            else:
-                mode.runbook_html = False
+            body = ops_runbooks.render_html(mode.runbook_markdown) if mode.runbook_markdown else ""
+            mode.runbook_html = html_sanitize(business_summary_html(mode) + Markup(body))
 
     @api.depends("severity")
     def _compute_color(self):

@@ -46,7 +46,7 @@ class TestSecurity(ReliabilityCase):
     @users("rel_user")
     def test_user_writes_resolutions(self):
         resolution = self.env["ipai.resolution"].create({"name": "mine", "failure_mode_id": self.mode.id})
-        resolution.write({"root_cause": "x", "fix": "y", "pr_url": "https://example.com/pr/1"})
+        resolution.write({"summary": "s", "root_cause": "x", "fix": "y", "pr_url": "https://example.com/pr/1"})
         resolution.action_submit_review()
         resolution.action_done()
         with self.assertRaises(AccessError):

@@ -13,7 +13,12 @@ class IpaiAgentErrorWizard(models.TransientModel):
     version = fields.Char(string="Release", help="The service.version the fix ships in, e.g. 1.4.2")
     snooze_until = fields.Datetime(string="Until")
     snooze_occurrences = fields.Integer(string="Or for N more occurrences")
-    user_id = fields.Many2one("res.users", string="Assignee", domain=[("share", "=", False)])
+    # only people who can read errors (the Reliability groups); action_assign checks it too
+    user_id = fields.Many2one(
+        "res.users",
+        string="Assignee",
+        domain=lambda self: self.env["ipai.reliability.team"]._assignee_domain(),
+    )
     note = fields.Text()
 
     @api.model

@@ -15,10 +15,10 @@ from ..models.ipai_failure_mode_signature import SIGNATURE_SUBJECTS, SUBJECT_SEL
 try:
     from ipai_ops.fingerprint import normalize_message
     from ipai_ops.runbooks import REQUIRED_SECTIONS
-    from ipai_ops.taxonomy import compile_pattern
+    from ipai_ops.taxonomy import SIGNATURE_SUBJECTS, compile_pattern
 except ImportError:  # pragma: no cover
     normalize_message = compile_pattern = None
-    REQUIRED_SECTIONS = ()
+    REQUIRED_SECTIONS = SIGNATURE_SUBJECTS = ()
 
 _logger = logging.getLogger(__name__)
 
@@ -110,6 +110,23 @@ class IpaiFailureModePropose(models.TransientModel):
     )
     description = fields.Text(required=True)
     retryable = fields.Boolean()
+    runbook_markdown = fields.Text(
+        compute="_compute_runbook_markdown",
+        store=True,
+        readonly=False,
+        string="Runbook",
+        help="The runbook in Markdown, kept on the failure mode (and written to "
+        "docs/runbooks/failures/<CODE>.md when registry write-back is on). Edit it here or later on the failure mode.",
+    )
+    duplicate_ids = fields.Many2many(
+        "ipai.failure.mode",
+        compute="_compute_duplicates",
+        string="Possible duplicates",
+        help="Active failure modes with this code, or whose signatures already match this error's text.",
+    )
+    create_anyway = fields.Boolean(
+        help="Create the failure mode although the ones listed may already cover this error."
+    )
 
     @api.depends("error_id")
     def _compute_normalized_message(self):
@@ -122,13 +139,17 @@ class IpaiFailureModePropose(models.TransientModel):
         """Create values proposing a failure mode for ``error`` (code, title, signature)."""
         message = error.message or error.error_type or ""
         normalized = normalize_message(message)
+        code = propose_code(message, prefix=error.service or error.source or "APP")
+        name = (normalized[:100] or "Unnamed failure").strip()
+        signature_on = "message" if error.message else "type"
+        signature = propose_signature(message)
         return {
             "error_id": error.id,
-            "code": propose_code(message, prefix=error.service or error.source or "APP"),
-            "name": (normalized[:100] or "Unnamed failure").strip(),
+            "code": code,
+            "name": name,
             "severity": error.severity or "medium",
-            "signature_on": "message" if error.message else "type",
-            "signature_pattern": propose_signature(message),
+            "signature_on": signature_on,
+            "signature_pattern": signature,
             "description": self.env._(
                 "Created from unclassified error %(fp)s (%(count)s occurrences): %(message)s",
                 fp=error.fingerprint,
@@ -136,6 +157,47 @@ class IpaiFailureModePropose(models.TransientModel):
                 message=normalized[:300],
             ),
         }
+
+    @api.depends("code", "name", "signature_pattern", "signature_on")
+    def _compute_runbook_markdown(self):
+        # a stub with every required section; changing the code or signature starts it again
+        for wiz in self:
+            code = (wiz.code or "").strip()
+            wiz.runbook_markdown = runbook_stub(code, wiz.name or "", wiz.signature_pattern or "", wiz.signature_on)
+
+    @api.depends("error_id", "code")
+    def _compute_duplicates(self):
+        Mode = self.env["ipai.failure.mode"].with_context(active_test=False)
+        for wiz in self:
+            if not wiz.error_id:
+                wiz.duplicate_ids = False
+                continue
+            code = (wiz.code or "").strip()
+            same_code = Mode.search([("code", "=", code)]) if code else Mode
+            wiz.duplicate_ids = same_code | wiz._modes_matching_error()
+
+    def _modes_matching_error(self):
+        """Active, non-fallback failure modes a signature of which matches this error: another
+        proposal (or a registry sync) since the error arrived already covers it. Command
+        signatures are left out: a command names a step (``make``, ``npm test``), and the
+        classifier needs more than it to decide a code."""
+        subjects = {
+            on: self.with_context(propose_subject_on=on)._subject() for on in SIGNATURE_SUBJECTS if on != "command"
+        }
+        matching = self.env["ipai.failure.mode"]
+        signatures = self.env["ipai.failure.mode.signature"].search(
+            [("failure_mode_id.lifecycle", "=", "active"), ("failure_mode_id.fallback", "=", False)]
+        )
+        for signature in signatures:
+            if signature.failure_mode_id in matching or not subjects.get(signature.on):
+                continue
+            try:
+                regex = compile_pattern(signature.pattern, signature._flag_names())
+            except ValueError:
+                continue  # the signature's own constraint reports it
+            if regex.search(subjects[signature.on]):
+                matching |= signature.failure_mode_id
+        return matching
 
     def _subject(self):
         """What the signature is matched against on this error: its type, message, the text
@@ -149,11 +211,12 @@ class IpaiFailureModePropose(models.TransientModel):
         evidence = evidence if isinstance(evidence, dict) else {}
         classification = evidence.get("classification")
         classification = classification if isinstance(classification, dict) else {}
-        if self.signature_on == "type":
+        on = self.env.context.get("propose_subject_on") or self.signature_on
+        if on == "type":
             return error.error_type or ""
-        if self.signature_on == "message":
+        if on == "message":
             return error.message or ""
-        if self.signature_on == "command":
+        if on == "command":
             captures = classification.get("captures")
             command = captures.get("command") if isinstance(captures, dict) else None
             return command if isinstance(command, str) else ""
@@ -195,12 +258,24 @@ class IpaiFailureModePropose(models.TransientModel):
         Mode._check_manager()
         self._validate()
         code = self.code.strip()
+        duplicates = self.duplicate_ids - Mode.search([("code", "=", code)])
+        if duplicates and not self.create_anyway:
+            raise UserError(
+                self.env._(
+                    "%(codes)s already match this error: it was probably classified since it arrived. "
+                    "Open the error again (Set failure code), or tick Create anyway.",
+                    codes=", ".join(duplicates.mapped("code")),
+                )
+            )
         fallback = Mode.search([("fallback", "=", True)], order="sequence desc", limit=1)
         others = Mode.search([("fallback", "=", False)], order="sequence desc", limit=1)
         sequence = (others.sequence + 1) if others else 10
         if fallback and sequence >= fallback.sequence:
             fallback.sudo().sequence = sequence + 1
-        stub = runbook_stub(code, self.name, self.signature_pattern, self.signature_on)
+        stub = (self.runbook_markdown or "").strip() or runbook_stub(
+            code, self.name, self.signature_pattern, self.signature_on
+        )
+        stub += "\n"
         mode = Mode.create(
             {
                 "code": code,

@@ -1,0 +1,1 @@
+from . import ipai_pulser_intent_requeue

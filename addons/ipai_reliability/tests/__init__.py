@@ -9,4 +9,5 @@ from . import test_runbook_sql
 from . import test_escalation
 from . import test_agent_runs
 from . import test_classification_panel
+from . import test_alerts
 from . import test_failure_panel

@@ -444,8 +444,9 @@ class IpaiResolution(models.Model):
         Resolution = self.with_context(active_test=False, tracking_disable=True)
         if rec is None:
             vals.update({"ref": record.id, "origin": "markdown", "error_id": first.id if first else False})
-            rec = Resolution.create(vals)
-            rec.message_post(body=self.env._("Imported from %(path)s.", path=path))
+            # No chatter line per import: the form shows the file (source_path), and a post
+            # per record made an import of 500 records take 24 s instead of 3.6 s.
+            rec = Resolution.with_context(mail_create_nolog=True, mail_create_nosubscribe=True).create(vals)
             return "created", rec, None
         rec = rec.with_context(tracking_disable=True)
         current = rec.to_record()

@@ -116,6 +116,21 @@ class TestIntentMetrics(PulserCase):
         self.assertGreaterEqual(depth["assigned"], 1)
         self.assertEqual(depth["running"], 0)
 
+    def test_queue_depth_reader_of_the_worker(self):
+        """The reader the worker registers opens its own cursor on the registry: it sees the
+        committed queue (not this test's uncommitted intents) and never writes."""
+        self.env.flush_all()
+        with self.registry.cursor() as cr:
+            committed = dict.fromkeys(telemetry.QUEUE_STATES, 0)
+            cr.execute("SELECT state, count(*) FROM ipai_pulser_intent GROUP BY state")
+            committed.update({state: n for state, n in cr.fetchall() if state in committed})
+        self.submit()
+        rows = telemetry._odoo_queue_reader(self.env.cr.dbname)()
+        got = dict.fromkeys(telemetry.QUEUE_STATES, 0)
+        for state, _type, number in rows:
+            got[state] += number
+        self.assertEqual(got, committed)
+
 
 @tagged("post_install", "-at_install")
 class TestAuditExport(PulserCase):

@@ -249,24 +249,24 @@ def _resource(resource: Any, default_source: str) -> _Resource:
     )
 
 
-def _name(attrs: dict[str, AnyValue], parent: dict[str, AnyValue], key: str, cap: int) -> str | None:
-    """A GenAI name (a string attribute of the record, else of its span), stripped and capped."""
-    value = attrs.get(key)
-    if value is None:
-        value = parent.get(key)
-    if value is None or value.WhichOneof("value") != "string_value":
-        return None
-    return _clean(value.string_value.strip()[:cap]) or None
+#: (occurrence key, attribute, cap) of the GenAI names kept; the first found of a key wins
+#: (``gen_ai.provider.name`` over the older ``gen_ai.system``).
+_GEN_AI_NAMES = (
+    ("gen_ai_provider", GEN_AI_PROVIDER_NAME, MAX_GEN_AI_NAME_CHARS),
+    ("gen_ai_provider", GEN_AI_SYSTEM, MAX_GEN_AI_NAME_CHARS),
+    ("gen_ai_operation", GEN_AI_OPERATION_NAME, MAX_GEN_AI_NAME_CHARS),
+    ("gen_ai_request_model", GEN_AI_REQUEST_MODEL, MAX_GEN_AI_MODEL_CHARS),
+    ("gen_ai_response_model", GEN_AI_RESPONSE_MODEL, MAX_GEN_AI_MODEL_CHARS),
+)
+_GEN_AI_TOKENS = (
+    ("gen_ai_input_tokens", GEN_AI_USAGE_INPUT_TOKENS),
+    ("gen_ai_output_tokens", GEN_AI_USAGE_OUTPUT_TOKENS),
+)
 
 
-def _tokens(attrs: dict[str, AnyValue], parent: dict[str, AnyValue], key: str) -> int | None:
+def _tokens(value: AnyValue) -> int | None:
     """A token count: the conventions' int, or an integral double (some SDKs send JS numbers
     as doubles), in [0, MAX_TOKENS]; anything else (text, negative, bool) is not kept."""
-    value = attrs.get(key)
-    if value is None:
-        value = parent.get(key)
-    if value is None:
-        return None
     kind = value.WhichOneof("value")
     if kind == "int_value":
         count = value.int_value
@@ -281,29 +281,35 @@ def gen_ai_context(attrs: dict[str, AnyValue], parent: dict[str, AnyValue]) -> d
     """The GenAI call an error happened in (OpenTelemetry GenAI semantic conventions): provider
     (``gen_ai.provider.name``, else the older ``gen_ai.system``), operation, request and
     response model, input and output tokens; the record's attributes win over its span's.
+    Only the values kept are keys of the answer (the writers read a missing key as NULL).
 
     None for a record that is not a GenAI call (a provider or an operation name marks one):
-    six dict lookups decide it, and the occurrence then carries no GenAI keys at all (the
-    writers read missing keys as NULL; the batch stays as small as before).
+    six dict lookups decide it, and the occurrence then carries no GenAI keys at all.
     """
     if not (
         GEN_AI_PROVIDER_NAME in attrs
         or GEN_AI_SYSTEM in attrs
+        or GEN_AI_OPERATION_NAME in attrs
         or GEN_AI_PROVIDER_NAME in parent
         or GEN_AI_SYSTEM in parent
-        or GEN_AI_OPERATION_NAME in attrs
         or GEN_AI_OPERATION_NAME in parent
     ):
         return None
-    return {
-        "gen_ai_provider": _name(attrs, parent, GEN_AI_PROVIDER_NAME, MAX_GEN_AI_NAME_CHARS)
-        or _name(attrs, parent, GEN_AI_SYSTEM, MAX_GEN_AI_NAME_CHARS),
-        "gen_ai_operation": _name(attrs, parent, GEN_AI_OPERATION_NAME, MAX_GEN_AI_NAME_CHARS),
-        "gen_ai_request_model": _name(attrs, parent, GEN_AI_REQUEST_MODEL, MAX_GEN_AI_MODEL_CHARS),
-        "gen_ai_response_model": _name(attrs, parent, GEN_AI_RESPONSE_MODEL, MAX_GEN_AI_MODEL_CHARS),
-        "gen_ai_input_tokens": _tokens(attrs, parent, GEN_AI_USAGE_INPUT_TOKENS),
-        "gen_ai_output_tokens": _tokens(attrs, parent, GEN_AI_USAGE_OUTPUT_TOKENS),
-    }
+    merged = {**parent, **attrs} if parent else attrs
+    out: dict[str, Any] = {}
+    for field_name, key, cap in _GEN_AI_NAMES:
+        value = merged.get(key)
+        if value is None or field_name in out:
+            continue
+        # string_value is empty for every other kind of value: those are no names
+        text = value.string_value
+        if text and (text := text.strip()[:cap]):
+            out[field_name] = _clean(text)
+    for field_name, key in _GEN_AI_TOKENS:
+        value = merged.get(key)
+        if value is not None and (count := _tokens(value)) is not None:
+            out[field_name] = count
+    return out
 
 
 def _valid_ids(trace_id: bytes, span_id: bytes, *, required: bool) -> bool:
@@ -556,7 +562,7 @@ class Extractor:
             PRODUCER_FINGERPRINT: producer_fingerprint is not None,
         }
         gen_ai = gen_ai_context(attrs, parent)
-        if gen_ai is not None:
+        if gen_ai:
             occurrence.update(gen_ai)
         return occurrence
 

@@ -10,6 +10,9 @@ encoding of the exported span, the bridge's Extractor, its sender policy and its
 on its own PostgreSQL connection.
 """
 
+import random
+import string
+
 from odoo.addons.ipai_reliability.models.ipai_ops import local_dsn
 from odoo.addons.ipai_reliability.otel import _failures
 from odoo.tests import tagged
@@ -27,13 +30,31 @@ from ipai_ops.bridge.writer import Writer
 from ipai_ops.record import failure_from_exception
 
 from ..services import contract, telemetry
+from ..services.exceptions import IntentTimeout
+from ..services.handlers import intent_handler, unregister
 from .common import PulserCase
 
-MESSAGE = "ledger one-occurrence probe fell over"
+PROBE = "test.one_occurrence_probe"
+
+
+def _word():
+    # Letters only: the fingerprint's normaliser keeps them, so each run has groups of its own
+    # (other tests' direct writes are committed in the same database).
+    return "".join(random.choices(string.ascii_lowercase, k=12))
 
 
 @tagged("post_install", "-at_install")
 class TestOneOccurrence(PulserCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+
+        @intent_handler(PROBE, schema={"type": "object"})
+        def probe(ctx):
+            raise IntentTimeout(f"ledger {ctx.args['word']} took too long")  # retryable
+
+        cls.addClassCleanup(unregister, PROBE)
+
     def setUp(self):
         super().setUp()
         self.exporter = InMemorySpanExporter()
@@ -73,7 +94,7 @@ class TestOneOccurrence(PulserCase):
         return extraction.occurrences, writer.write_sync(extraction.occurrences)
 
     def test_failed_attempt_is_one_occurrence_and_one_group(self):
-        intent = self.submit("test.crash", args={"message": MESSAGE}, max_attempts=1)
+        intent = self.submit("test.crash", args={"message": f"ledger {_word()} fell over"}, max_attempts=1)
         self.run_worker()
         self.assertEqual(intent.state, "failed")
         envelope = intent.failure_envelope
@@ -113,7 +134,7 @@ class TestOneOccurrence(PulserCase):
     def test_each_attempt_is_its_own_occurrence_of_one_group(self):
         """Two attempts of one intent: two occurrences (a retry is a new failure), one group,
         and the bridge's copies of both attempt spans add nothing."""
-        intent = self.submit("test.retryable", max_attempts=2)
+        intent = self.submit(PROBE, args={"word": _word()}, max_attempts=2)
         self.run_worker()
         intent.write({"next_attempt_at": False})
         self.run_worker()

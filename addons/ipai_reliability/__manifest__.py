@@ -28,6 +28,7 @@
         "views/ipai_benchmark_result_views.xml",
         "views/ipai_agent_run_views.xml",
         "views/ipai_classification_quality_views.xml",
+        "views/ipai_provider_health_views.xml",
         "views/ipai_alert_rule_views.xml",
         "views/res_config_settings_views.xml",
         "views/res_config_settings_trace_views.xml",

@@ -16,5 +16,6 @@ from . import ipai_agent_run
 from . import res_config_settings
 from . import ipai_benchmark_comparison
 from . import ipai_classification_quality
+from . import ipai_provider_health
 from . import ipai_alert_rule
 from . import ipai_alert_delivery

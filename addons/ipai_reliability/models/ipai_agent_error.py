@@ -47,6 +47,9 @@ _COLUMNS = (
     ("last_trace_id", "text"),
     ("last_span_id", "text"),
     ("last_service_version", "text"),
+    ("last_environment", "text"),
+    ("last_gen_ai_provider", "text"),
+    ("last_gen_ai_model", "text"),
     ("sample", "text"),
     ("resolved_at", "timestamp"),
     ("resolved_in_version", "text"),
@@ -75,6 +78,9 @@ _VIEW_SQL = """
            e.last_trace_id,
            e.last_span_id,
            e.last_service_version,
+           e.last_environment,
+           e.last_gen_ai_provider,
+           e.last_gen_ai_model,
            e.sample::text AS sample,
            e.resolved_at AT TIME ZONE 'UTC' AS resolved_at,
            e.resolved_in_version,
@@ -269,6 +275,17 @@ class IpaiAgentError(models.Model):
     last_trace_id = fields.Char(string="Trace id", readonly=True)
     last_span_id = fields.Char(string="Span id", readonly=True)
     last_service_version = fields.Char(string="Service version", readonly=True)
+    # the latest occurrence's (ops migration 0010): deployment.environment.name, and the
+    # GenAI call it failed in (gen_ai.provider.name; gen_ai.response.model, else request.model)
+    last_environment = fields.Char(string="Environment", readonly=True)
+    last_gen_ai_provider = fields.Char(
+        string="GenAI provider", readonly=True, help="gen_ai.provider.name of the latest occurrence."
+    )
+    last_gen_ai_model = fields.Char(
+        string="GenAI model",
+        readonly=True,
+        help="The model of the latest occurrence's GenAI call: the response's, else the one requested.",
+    )
     sample = fields.Text(string="Latest envelope", readonly=True)
     resolved_at = fields.Datetime(readonly=True)
     resolved_in_version = fields.Char(string="Resolved in release", readonly=True)

@@ -11,3 +11,4 @@ from . import test_agent_runs
 from . import test_classification_panel
 from . import test_alerts
 from . import test_failure_panel
+from . import test_provider_health

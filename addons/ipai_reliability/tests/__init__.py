@@ -12,3 +12,5 @@ from . import test_classification_panel
 from . import test_alerts
 from . import test_failure_panel
 from . import test_provider_health
+from . import test_triage
+from . import test_runbook_browser

@@ -80,7 +80,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_dsn_argument(ls)
     add_format_argument(ls)
     ls.add_argument("--code")
-    ls.add_argument("--status", choices=("open", "resolved", "ignored", "snoozed", "regressed"))
+    ls.add_argument("--status", choices=("open", "resolved", "ignored", "snoozed", "regressed", "merged"))
     ls.add_argument("--source")
     ls.add_argument("--since", type=duration, help="e.g. 1h, 24h, 7d")
     ls.add_argument("--limit", type=positive_int, default=50)

@@ -224,3 +224,31 @@ def test_concurrent_merge_and_writes_count_every_occurrence_once(ops_dsn, two_gr
         )
     finally:
         conn.close()
+
+
+def test_the_cli_lists_merged_errors_and_shows_the_kept_one_for_a_merged_key(ops_dsn, two_groups):
+    import json
+    import subprocess
+    import sys
+
+    a, b, _ = two_groups
+    conn = store.connect(ops_dsn)
+    try:
+        merge(conn, a, [b])
+    finally:
+        conn.close()
+
+    def cli(*args):
+        return subprocess.run(
+            [sys.executable, "-m", "ipai_ops", "errors", *args, "--dsn", ops_dsn],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+
+    listed = cli("list", "--status", "merged", "--format", "json")
+    assert listed.returncode == 0, listed.stderr
+    assert [row["id"] for row in json.loads(listed.stdout)] == [b]
+    shown = cli("show", "fp-b")
+    assert shown.returncode == 0, shown.stderr
+    assert (json.loads(shown.stdout)["id"], json.loads(shown.stdout)["count"]) == (a, 5)

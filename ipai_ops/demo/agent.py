@@ -10,6 +10,11 @@ real agent would:
   against the registry's signatures;
 * ``log``: an ERROR log record through the OTel Logs API, in the task's trace context.
 
+A task that calls a model (``gen_ai``) fails inside its ``llm.call`` span instead, shaped
+as the OpenTelemetry GenAI semantic conventions say (provider, operation, request and
+response model, token usage on the span): the bridge keeps that context, so the console's
+GenAI filters and *Provider health* have rows on first run.
+
 After the providers flush, ``ops.agent_errors`` is polled until every occurrence of this
 invocation (found by its trace ids) has arrived, then what arrived is reported per code.
 """
@@ -47,8 +52,13 @@ from ipai_ops.semconv import IPAI_FAILURE_CODE, IPAI_SOURCE
 
 _log = logging.getLogger(__name__)
 
-#: semconv ``gen_ai.request.model`` (incubating namespace: not imported from ``_incubating``).
+#: semconv ``gen_ai.*`` names (incubating namespace: not imported from ``_incubating``).
 GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
+GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
 
 
 class DemoError(Exception):
@@ -92,6 +102,8 @@ class Task:
     error: Callable[[str], BaseException] | None = None
     message: str = ""
     explicit_code: str | None = None
+    #: GenAI attributes of the model call the task fails in (its ``llm.call`` span).
+    gen_ai: tuple[tuple[str, str | int], ...] = ()
 
 
 TASKS: tuple[Task, ...] = (
@@ -124,6 +136,7 @@ TASKS: tuple[Task, ...] = (
         ProviderKeyMissing,
         "OPENAI_API_KEY is not set for provider openai",
         "AGENT.PROVIDER_KEY_MISSING",
+        ((GEN_AI_PROVIDER_NAME, "openai"), (GEN_AI_OPERATION_NAME, "chat"), (GEN_AI_REQUEST_MODEL, "gpt-4o-mini")),
     ),
     Task(
         "draft-reply",
@@ -132,6 +145,14 @@ TASKS: tuple[Task, ...] = (
         OutputSchemaInvalid,
         "tool 'create_invoice' output: $.lines[0].qty must be a number",
         "AGENT.OUTPUT_SCHEMA_INVALID",
+        (
+            (GEN_AI_PROVIDER_NAME, "anthropic"),
+            (GEN_AI_OPERATION_NAME, "chat"),
+            (GEN_AI_REQUEST_MODEL, "claude-sonnet-4"),
+            (GEN_AI_RESPONSE_MODEL, "claude-sonnet-4-20250514"),
+            (GEN_AI_USAGE_INPUT_TOKENS, 812),
+            (GEN_AI_USAGE_OUTPUT_TOKENS, 164),
+        ),
     ),
     Task("reticulate-splines", "UNCLASSIFIED.UNKNOWN", "span", ValueError, "splines could not be reticulated"),
     Task("fetch-exchange-rates", "TRANSPORT.UPSTREAM_5XX", "log", message="rates.example.com answered 502 Bad Gateway"),
@@ -258,6 +279,20 @@ def preflight(endpoint: str, headers: dict[str, str], *, timeout: float = 5) -> 
         )
 
 
+def _fail(span: Any, task: Task) -> None:
+    """How an agent reports a failure it understands: the exception event carries the code
+    when known (docs/specs/telemetry_v1.md), the span ends ERROR."""
+    assert task.error is not None
+    try:
+        raise task.error(task.message)
+    except Exception as exc:
+        event_attrs = {IPAI_FAILURE_CODE: task.explicit_code} if task.explicit_code else None
+        span.record_exception(exc, attributes=event_attrs)
+        span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        if task.explicit_code:
+            span.set_attribute(ERROR_TYPE, task.explicit_code)
+
+
 def _run_task(tracer: Any, otel_logger: Any, task: Task, run_no: int, report: AgentReport) -> None:
     with tracer.start_as_current_span(
         f"agent.task {task.name}",
@@ -268,21 +303,17 @@ def _run_task(tracer: Any, otel_logger: Any, task: Task, run_no: int, report: Ag
     ) as span:
         report.trace_ids.append(format(span.get_span_context().trace_id, "032x"))
         with tracer.start_as_current_span(
-            "llm.call", kind=SpanKind.CLIENT, attributes={GEN_AI_REQUEST_MODEL: "demo-model"}
-        ):
+            "llm.call",
+            kind=SpanKind.CLIENT,
+            attributes=dict(task.gen_ai) or {GEN_AI_REQUEST_MODEL: "demo-model"},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as llm:
             time.sleep(0.002)
-        if task.kind == "span":
-            assert task.error is not None
-            try:
-                raise task.error(task.message)
-            except Exception as exc:
-                # How an agent reports a failure it understands: the exception event carries
-                # the code when known (docs/specs/telemetry_v1.md), the span ends ERROR.
-                event_attrs = {IPAI_FAILURE_CODE: task.explicit_code} if task.explicit_code else None
-                span.record_exception(exc, attributes=event_attrs)
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
-                if task.explicit_code:
-                    span.set_attribute(ERROR_TYPE, task.explicit_code)
+            if task.kind == "span" and task.gen_ai:
+                _fail(llm, task)
+        if task.kind == "span" and not task.gen_ai:
+            _fail(span, task)
         elif task.kind == "log":
             log_attrs: dict[str, Any] = {"demo.task": task.name}
             if task.explicit_code:

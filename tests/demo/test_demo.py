@@ -77,6 +77,29 @@ def test_demo_errors_arrive_in_ops_with_their_codes(capsys, bridge, module_ops_d
     for code_, (count, source, service) in stored.items():
         # One row per fingerprint, counted once per run.
         assert (count, source, service) == (2, DEMO_SOURCE, "demo-agent"), code_
+    # the model calls that failed keep their GenAI context (Provider health has rows on first run)
+    conn = psycopg2.connect(module_ops_dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT DISTINCT e.code, o.environment, o.gen_ai_provider, o.gen_ai_response_model,"
+                " o.gen_ai_input_tokens, e.last_gen_ai_model FROM ops.agent_error_occurrences o"
+                " JOIN ops.agent_errors e ON e.id = o.error_id"
+                " WHERE e.service = 'demo-agent' AND o.gen_ai_provider IS NOT NULL ORDER BY 1"
+            )
+            assert cur.fetchall() == [
+                (
+                    "AGENT.OUTPUT_SCHEMA_INVALID",
+                    "demo",
+                    "anthropic",
+                    "claude-sonnet-4-20250514",
+                    812,
+                    "claude-sonnet-4-20250514",
+                ),
+                ("AGENT.PROVIDER_KEY_MISSING", "demo", "openai", None, None, "gpt-4o-mini"),
+            ]
+    finally:
+        conn.close()
 
     # Again, as text: the same rows count up (new occurrences, same fingerprints).
     code, out, err = run(capsys, "--otlp-endpoint", bridge.url, "--dsn", module_ops_dsn, "--runs", "1", "--no-intents")

@@ -40,6 +40,10 @@
         "views/ipai_reliability_menus.xml",
     ],
     "demo": ["demo/ipai_resolution_demo.xml"],
+    "assets": {
+        # Mermaid itself (static/lib/mermaid) is loaded on demand by the runbook widget.
+        "web.assets_backend": ["ipai_reliability/static/src/runbook/*"],
+    },
     "pre_init_hook": "pre_init_hook",
     "post_init_hook": "post_init_hook",
     "post_load": "_ipai_otel_post_load",

@@ -8,12 +8,14 @@ SQL (``ops.next_status``) when an occurrence is counted; Odoo only notifies.
 
 import json
 import logging
-from datetime import UTC
+import re
+from datetime import UTC, date, datetime, time
 
 from odoo import api, fields, models
 from odoo.exceptions import MissingError, UserError
 from odoo.fields import Domain
 from odoo.tools import SQL
+from odoo.tools.date_utils import parse_date
 
 from .ipai_failure_mode import FAMILY_SELECTION, SEVERITIES, SEVERITY_COLOR
 
@@ -26,8 +28,16 @@ except ImportError:  # pragma: no cover
 
 _logger = logging.getLogger(__name__)
 
-STATUSES = [("open", "Open"), ("regressed", "Regressed"), ("ignored", "Ignored"), ("resolved", "Resolved")]
+STATUSES = [
+    ("open", "Open"),
+    ("regressed", "Regressed"),
+    ("snoozed", "Snoozed"),
+    ("ignored", "Ignored"),
+    ("resolved", "Resolved"),
+]
 PARAM_REGRESSIONS_CHECKED = "ipai_reliability.regressions_checked_at"
+#: A release as services report it in service.version: 1.4.2, v2.0, 2026.12.1, 1.4.2-rc.1, 1.4.2+build.5.
+VERSION_RE = re.compile(r"^v?[0-9]+(\.[0-9]+){0,4}([-+][0-9A-Za-z][0-9A-Za-z.+-]{0,40})?$")
 
 # (column, SQL type) of the view, used for the empty stand-in when ops lives elsewhere.
 _COLUMNS = (
@@ -266,8 +276,16 @@ class IpaiAgentError(models.Model):
     service = fields.Char(readonly=True)
     message = fields.Text(readonly=True)
     error_type = fields.Char(readonly=True)
-    severity = fields.Selection(SEVERITIES, readonly=True)
+    severity = fields.Selection(SEVERITIES, readonly=True, group_expand="_group_expand_severity")
     count = fields.Integer(string="Occurrences", readonly=True, aggregator="sum")
+    # read, ordered and summed in SQL (_field_to_sql) for the period the search filters on
+    period_count = fields.Integer(
+        string="In period",
+        readonly=True,
+        aggregator="sum",
+        help="Occurrences since the start of the period the search filters on (Last seen: Today, Last 24 h, "
+        "Last 7 days); all occurrences when the search has no period.",
+    )
     first_seen = fields.Datetime(readonly=True)
     last_seen = fields.Datetime(readonly=True)
     last_seen_day = fields.Date(string="Day", readonly=True)
@@ -374,7 +392,79 @@ class IpaiAgentError(models.Model):
         modes = self.env["ipai.failure.mode"].sudo().with_context(active_test=False)
         return {mode.code: mode.family for mode in modes.search_fetch([], ["code", "family"])}
 
+    @api.model
+    def _group_expand_severity(self, values, domain):
+        # every severity column, worst first, even when empty: the kanban reads left to right
+        return [key for key, __ in SEVERITIES]
+
+    @api.model
+    def _period_start(self, domain):
+        """The latest lower bound on ``last_seen`` in ``domain`` (naive UTC), or None."""
+        starts = []
+        for condition in Domain(domain or []).iter_conditions():
+            if condition.field_expr != "last_seen" or condition.operator not in (">=", ">"):
+                continue
+            value = condition.value
+            try:
+                if isinstance(value, str):
+                    value = parse_date(value, self.env)
+                if isinstance(value, datetime):
+                    starts.append(value)
+                elif isinstance(value, date):
+                    # a day starts at midnight where the user is, as the ORM reads it
+                    midnight = self.env.tz.localize(datetime.combine(value, time.min))
+                    starts.append(midnight.astimezone(UTC).replace(tzinfo=None))
+            except ValueError:
+                continue  # the search itself reports a malformed date
+        return max(starts) if starts else None
+
+    def _with_period(self, domain):
+        # the value depends on the period, which the field cache does not know: read it afresh
+        self.invalidate_model(["period_count"])
+        start = self._period_start(domain)
+        return self.with_context(ipai_period_start=fields.Datetime.to_string(start)) if start else self
+
+    @api.model
+    def web_search_read(self, domain, specification, *args, **kwargs):
+        return super(IpaiAgentError, self._with_period(domain)).web_search_read(domain, specification, *args, **kwargs)
+
+    @api.model
+    def web_read_group(self, domain, groupby, aggregates, *args, **kwargs):
+        return super(IpaiAgentError, self._with_period(domain)).web_read_group(
+            domain, groupby, aggregates, *args, **kwargs
+        )
+
+    @api.model
+    def formatted_read_group(self, domain, groupby=(), aggregates=(), *args, **kwargs):
+        return super(IpaiAgentError, self._with_period(domain)).formatted_read_group(
+            domain, groupby, aggregates, *args, **kwargs
+        )
+
+    def _period_count_sql(self, alias):
+        start = self.env.context.get("ipai_period_start")
+        if not start:
+            return SQL.identifier(alias, "count")
+        try:
+            start = fields.Datetime.to_datetime(start)
+        except ValueError:
+            return SQL.identifier(alias, "count")
+        if not self.env["ipai.ops"].ops_is_local():
+            return SQL("0")
+        # A group first seen inside the period: its count is exact. Otherwise count the stored
+        # occurrences since the start (index agent_error_occurrences_error_idx).
+        return SQL(
+            "(CASE WHEN %(first)s >= %(start)s THEN %(count)s ELSE (SELECT count(*) FROM ops.agent_error_occurrences o"
+            " WHERE o.error_id = %(id)s AND o.occurred_at >= %(start)s::timestamp AT TIME ZONE 'UTC') END)",
+            first=SQL.identifier(alias, "first_seen"),
+            start=start,
+            count=SQL.identifier(alias, "count"),
+            id=SQL.identifier(alias, "id"),
+        )
+
     def _field_to_sql(self, alias, field_expr, query=None):
+        if field_expr == "period_count":
+            self._check_field_access(self._fields["period_count"], "read")
+            return self._period_count_sql(alias)
         if field_expr != "family":
             return super()._field_to_sql(alias, field_expr, query)
         self._check_field_access(self._fields["family"], "read")
@@ -520,9 +610,13 @@ class IpaiAgentError(models.Model):
 
     def _resolve(self, version=None):
         version = (version or "").strip() or None
-        if version is not None and not any(ch.isdigit() for ch in version):
+        if version is not None and not VERSION_RE.match(version):
             raise UserError(
-                self.env._("A release must contain a number, e.g. 1.4.2 (got %(version)s).", version=version)
+                self.env._(
+                    "A release looks like 1.4.2, v2.0 or 1.4.2-rc.1: numbers separated by dots, "
+                    "optionally a -suffix (got %(version)s).",
+                    version=version[:80],
+                )
             )
         return self._ops_update(
             {
@@ -554,7 +648,7 @@ class IpaiAgentError(models.Model):
         return True
 
     def action_snooze(self, until=None, occurrences=None):
-        """Ignored until a date and/or until N more occurrences; the SQL writer reopens it."""
+        """Snoozed until a date and/or until N more occurrences; the SQL writer reopens it."""
         if until is None and occurrences is None:
             return self._open_wizard("snooze")
         if not until and not occurrences:
@@ -584,7 +678,7 @@ class IpaiAgentError(models.Model):
                 raise UserError(self.env._("The snooze date must be in the future."))
         self._ops_update(
             {
-                "status": SQL("'ignored'"),
+                "status": SQL("'snoozed'"),
                 "snooze_until": SQL("%s::timestamp AT TIME ZONE 'UTC'", until) if until else SQL("NULL"),
                 "snooze_until_count": SQL("count + %s", occurrences) if occurrences else SQL("NULL"),
             }
@@ -600,7 +694,7 @@ class IpaiAgentError(models.Model):
                 "snooze_until": SQL("NULL"),
                 "snooze_until_count": SQL("NULL"),
             },
-            where_status=("resolved", "ignored", "regressed"),
+            where_status=("resolved", "ignored", "snoozed", "regressed"),
         )
         if not reopened:
             raise UserError(self.env._("These errors are already open."))
@@ -640,7 +734,11 @@ class IpaiAgentError(models.Model):
             "name": dict(self.env["ipai.agent.error.wizard"]._fields["action"]._description_selection(self.env))[
                 action
             ],
-            "context": {"default_action": action, "default_error_ids": self.ids},
+            "context": {
+                "default_action": action,
+                "default_error_ids": self.ids,
+                **({"default_snooze_preset": "1d"} if action == "snooze" else {}),
+            },
         }
 
     def action_create_resolution(self):
@@ -673,6 +771,8 @@ class IpaiAgentError(models.Model):
                 "default_code": self.code,
                 "default_fingerprint": self.fingerprint,
                 "default_error_id": self.id,
+                # the owner is whoever works the error; unassigned: the person writing it
+                "default_user_id": self.user_id.id or self.env.uid,
                 "default_incident_start": fields.Datetime.to_string(self.first_seen),
                 "default_incident_end": fields.Datetime.to_string(self.last_seen),
                 "default_fixed_in_release": self.resolved_in_version or False,

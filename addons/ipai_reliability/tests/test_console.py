@@ -82,8 +82,8 @@ class TestConsole(ReliabilityCase):
             {"action": "snooze", "error_ids": [(6, 0, error.ids)], "snooze_occurrences": 2}
         )
         wizard.action_apply()
-        self.assertEqual((error.status, error.snooze_until_count), ("ignored", 3))
-        self.assertEqual(self.upsert(result["fingerprint"])["status"], "ignored")
+        self.assertEqual((error.status, error.snooze_until_count), ("snoozed", 3))
+        self.assertEqual(self.upsert(result["fingerprint"])["status"], "snoozed")
         self.assertEqual(self.upsert(result["fingerprint"])["status"], "open")
         self.assertFalse(self.error(result).snooze_until_count)
 
@@ -92,9 +92,9 @@ class TestConsole(ReliabilityCase):
         error = self.error(result)
         until = fields.Datetime.now() + timedelta(days=1)
         error.action_snooze(until=until)
-        self.assertEqual(error.status, "ignored")
+        self.assertEqual(error.status, "snoozed")
         self.assertEqual(error.snooze_until.replace(microsecond=0), until.replace(microsecond=0))
-        self.assertEqual(self.upsert(result["fingerprint"])["status"], "ignored")
+        self.assertEqual(self.upsert(result["fingerprint"])["status"], "snoozed")
         # once the date has passed, the next occurrence reopens it
         self.env.cr.execute(
             "UPDATE ops.agent_errors SET snooze_until = now() - interval '1 minute' WHERE id = %s", [error.id]
@@ -150,7 +150,8 @@ class TestConsole(ReliabilityCase):
         error = self.error(result)
         action = error.action_resolve_in_release()
         with Form(self.env[action["res_model"]].with_context(**action["context"])) as wizard:
-            self.assertEqual(wizard.version, "1.7.3", "prefilled with the release it was last seen in")
+            self.assertFalse(wizard.version, "the fix ships in a later release than the one it was seen in")
+            self.assertEqual(wizard.current_release, "1.7.3", "shown as a hint")
             self.assertEqual(wizard.action, "resolve_release")
             wizard.version = "1.8.0"
         wizard.record.action_apply()

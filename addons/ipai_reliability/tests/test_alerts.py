@@ -474,3 +474,33 @@ class TestAlerts(ReliabilityCase):
         self.assertEqual(self.Delivery._cron_deliver(), 1)
         self.assertLess(time.monotonic() - started, 20)
         self.assertEqual(len(receiver.requests), 1)
+
+    def test_retry_now_and_who_may_use_the_buttons(self):
+        receiver = self.receiver(status=500)
+        rule = self.webhook_rule(receiver, max_attempts=1)
+        self.new_errors(1)
+        rule._evaluate(settle_seconds=0)
+        self.deliver()
+        delivery = rule.delivery_ids
+        self.assertEqual((delivery.state, delivery.attempts), ("failed", 1))
+        with self.assertRaises(AccessError):
+            delivery.with_user(self.rel_user).action_retry_now()
+        with self.assertRaises(AccessError):
+            rule.with_user(self.rel_user).action_evaluate_now()
+        receiver.status = 200
+        delivery.with_user(self.rel_manager).action_retry_now()
+        self.assertEqual(delivery.state, "retrying")
+        self.deliver()
+        self.assertEqual((delivery.state, delivery.response_status), ("sent", 200))
+        self.assertEqual(rule.with_user(self.rel_user).delivery_count, 1)
+        action = rule.with_user(self.rel_user).action_view_deliveries()
+        self.assertEqual(self.Delivery.with_user(self.rel_user).search(action["domain"]), delivery)
+
+    def test_views_hide_the_webhook_from_users(self):
+        manager_form = self.Rule.with_user(self.rel_manager).get_views([(False, "form")])["views"]["form"]["arch"]
+        user_form = self.Rule.with_user(self.rel_user).get_views([(False, "form")])["views"]["form"]["arch"]
+        self.assertIn('name="webhook_url"', manager_form)
+        self.assertIn('name="webhook_secret"', manager_form)
+        self.assertNotIn('name="webhook_url"', user_form)
+        self.assertNotIn('name="webhook_secret"', user_form)
+        self.assertIn('name="delivery_ids"', user_form)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ipai_ops import config, runbooks
+from ipai_ops import config, runbooks, secrets_registry
 from ipai_ops.taxonomy import Problem, RegistryError, load_registry
 
 
@@ -49,6 +49,7 @@ def check(
         return Report(str(path), exc.problems, 0, 0, strict)
     problems = runbooks.check_all(registry, root)
     problems.extend(_benchmark_problems(root))
+    problems.extend(secrets_registry.load(root)[1])
     return Report(str(path), problems, len(registry), len(registry.active()), strict)
 
 

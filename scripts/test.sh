@@ -19,6 +19,9 @@ say "lint: ruff"
 say "registry and runbooks: ipai-ops ssot check --strict"
 "$VENV/bin/ipai-ops" ssot check --strict
 
+say "secrets: ipai-ops gate secrets (no secret added beyond .secrets.baseline, every secret name registered)"
+"$VENV/bin/ipai-ops" gate secrets
+
 say "classification: a model trained on the development split, then ipai-ops classify eval (floors on the signatures alone: accuracy cannot silently drop)"
 model_dir="$(mktemp -d)"
 trap 'rm -rf "$model_dir"' EXIT

@@ -72,6 +72,22 @@ def _register_gate(subparsers: argparse._SubParsersAction) -> None:
     add_format_argument(dns)
     dns.set_defaults(handler=cmd_gate_dns_placeholders)
 
+    sec = sub.add_parser(
+        "secrets",
+        help="no secret-looking value added (detect-secrets, beyond .secrets.baseline), no secret name "
+        "used without an entry in ssot/secrets/registry.yaml",
+    )
+    sec.add_argument("files", nargs="*", help="files to scan (default: every tracked file)")
+    sec.add_argument("--diff", help="scan only the lines a unified diff adds (a PR's diff; '-' for stdin)")
+    sec.add_argument("--repo-root", default=".", help="the checkout (default .)")
+    sec.add_argument(
+        "--write-baseline",
+        action="store_true",
+        help="after review, record every current finding (test fixtures, documented examples) in .secrets.baseline",
+    )
+    add_format_argument(sec)
+    sec.set_defaults(handler=cmd_gate_secrets)
+
 
 def _report_gate(result, fmt: str) -> int:
     if fmt == "json":
@@ -127,6 +143,26 @@ def cmd_gate_dns_placeholders(args: argparse.Namespace) -> int:
 
     text = read_text(args.registry_file, what="DNS registry")
     return _report_gate(check_dns_placeholders(text, source=args.registry_file), args.format)
+
+
+def cmd_gate_secrets(args: argparse.Namespace) -> int:
+    from ipai_ops.ci.secret_scan import GateInputError, check_secrets, write_baseline
+
+    root = Path(args.repo_root)
+    if not root.is_dir():
+        raise CliError(f"--repo-root {root} is not a directory")
+    if args.write_baseline and (args.diff or args.files):
+        raise CliError("--write-baseline records the whole checkout: give no files and no --diff")
+    try:
+        if args.write_baseline:
+            count = write_baseline(root)
+            print(f"wrote .secrets.baseline: {count} finding(s) recorded as reviewed")
+            return 0
+        diff = read_text(args.diff, what="diff") if args.diff else None
+        result = check_secrets(root, files=args.files or None, diff_text=diff)
+    except GateInputError as exc:
+        raise CliError(str(exc)) from None
+    return _report_gate(result, args.format)
 
 
 # --------------------------------------------------------------------------- ingest

@@ -425,16 +425,19 @@ class IpaiAgentError(models.Model):
         return self.with_context(ipai_period_start=fields.Datetime.to_string(start)) if start else self
 
     @api.model
+    @api.readonly
     def web_search_read(self, domain, specification, *args, **kwargs):
         return super(IpaiAgentError, self._with_period(domain)).web_search_read(domain, specification, *args, **kwargs)
 
     @api.model
-    def web_read_group(self, domain, groupby, aggregates, *args, **kwargs):
+    @api.readonly
+    def web_read_group(self, domain, groupby, aggregates=(), *args, **kwargs):
         return super(IpaiAgentError, self._with_period(domain)).web_read_group(
             domain, groupby, aggregates, *args, **kwargs
         )
 
     @api.model
+    @api.readonly
     def formatted_read_group(self, domain, groupby=(), aggregates=(), *args, **kwargs):
         return super(IpaiAgentError, self._with_period(domain)).formatted_read_group(
             domain, groupby, aggregates, *args, **kwargs

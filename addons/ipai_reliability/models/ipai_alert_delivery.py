@@ -266,9 +266,25 @@ class IpaiAlertDelivery(models.Model):
     # -- channels
 
     def _recipients(self):
+        """Partners with an email: the rule's followers and recipients, its teams (members and
+        default assignee), its user groups and, if asked, the followers of the listed errors."""
         rule = self.rule_id
-        partners = rule.message_partner_ids | rule.partner_ids | rule.group_ids.all_user_ids.partner_id
-        return partners.filtered("email")
+        teams = rule.team_ids
+        partners = (
+            rule.message_partner_ids
+            | rule.partner_ids
+            | (teams.member_ids | teams.user_id).partner_id
+            | rule.group_ids.all_user_ids.partner_id
+        )
+        listed = [e["id"] for e in (self.payload or {}).get("errors", [])]
+        if rule.error_followers and listed:
+            followers = (
+                self.env["mail.followers"]
+                .sudo()
+                .search([("res_model", "=", "ipai.agent.error"), ("res_id", "in", listed)])
+            )
+            partners |= followers.partner_id
+        return partners.filtered(lambda p: p.email and p.active)
 
     def _send_email(self):
         partners = self._recipients()

@@ -173,8 +173,21 @@ class IpaiAlertRule(models.Model):
     # ---- actions
     action_email = fields.Boolean(string="Email", default=True)
     partner_ids = fields.Many2many("res.partner", string="Recipients", help="Emailed besides the rule's followers.")
+    team_ids = fields.Many2many(
+        "ipai.reliability.team",
+        "ipai_alert_rule_team_rel",
+        "rule_id",
+        "team_id",
+        string="Teams",
+        help="The members and the default assignee of these owner teams are emailed.",
+    )
     group_ids = fields.Many2many(
-        "res.groups", string="Teams", help="Every user of these groups is emailed (e.g. Reliability / Manager)."
+        "res.groups", string="User groups", help="Every user of these groups is emailed (e.g. Reliability / Manager)."
+    )
+    error_followers = fields.Boolean(
+        string="Followers of the errors",
+        default=True,
+        help="Also email the people following the errors the message is about.",
     )
     action_activity = fields.Boolean(string="Activity")
     alert_user_id = fields.Many2one("res.users", string="Activity for")

@@ -504,3 +504,30 @@ class TestAlerts(ReliabilityCase):
         self.assertNotIn('name="webhook_url"', user_form)
         self.assertNotIn('name="webhook_secret"', user_form)
         self.assertIn('name="delivery_ids"', user_form)
+
+    def test_email_recipients_followers_teams_and_error_followers(self):
+        member = self.env["res.partner"].create({"name": "Team member", "email": "member@example.com"})
+        member_user = self.env["res.users"].create(
+            {"name": "Member", "login": "alert_member", "partner_id": member.id,
+             "group_ids": [(6, 0, [self.env.ref("ipai_reliability.group_ipai_reliability_user").id])]}
+        )  # fmt: skip
+        team = self.env["ipai.reliability.team"].create(
+            {"name": "Platform", "owner": "platform-alerts", "member_ids": [(6, 0, member_user.ids)]}
+        )
+        follower = self.env["res.partner"].create({"name": "Rule follower", "email": "follower@example.com"})
+        watcher = self.env["res.partner"].create({"name": "Error watcher", "email": "watcher@example.com"})
+        no_email = self.env["res.partner"].create({"name": "No email"})
+        rule = self.rule(
+            action_email=True, team_ids=[(6, 0, team.ids)], partner_ids=[(6, 0, (self.oncall | no_email).ids)]
+        )
+        rule.message_subscribe(partner_ids=follower.ids)
+        error = self.upsert()
+        self.error(error).message_subscribe(partner_ids=watcher.ids)
+        rule._evaluate(settle_seconds=0)
+        recipients = rule.delivery_ids._recipients()
+        self.assertEqual(
+            set(recipients.mapped("email")),
+            {"oncall@example.com", "member@example.com", "follower@example.com", "watcher@example.com"},
+        )
+        rule.error_followers = False
+        self.assertNotIn("watcher@example.com", rule.delivery_ids._recipients().mapped("email"))

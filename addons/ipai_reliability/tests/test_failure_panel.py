@@ -240,6 +240,10 @@ class TestFailurePanel(ReliabilityCase):
         rows = read[0]["occurrence_ids"]
         self.assertEqual([r["service_version"] for r in rows[:2]], ["1.1.0", "1.2.0"])
         self.assertEqual(rows[2:], [{"id": i} for i in occurrences.ids[2:]], "the rest are ids only, read per page")
+        # "Open as a list": the same occurrences, paged and filtered on their own
+        action = error.action_view_occurrences()
+        self.assertEqual(action["res_model"], "ipai.agent.error.occurrence")
+        self.assertEqual(self.Occurrence.search(action["domain"]), occurrences)
         # ids read back the same rows (by address), and an unknown id reads as gone
         again = self.Occurrence.browse(occurrences.ids[::-1])
         self.assertEqual(again.mapped("occurrence_id"), occurrences.mapped("occurrence_id")[::-1])

@@ -8,6 +8,7 @@ cannot be read exits 2; an unreachable database exits 3 (handled by ipai_ops.cli
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import sys
@@ -214,6 +215,27 @@ def _register_ingest(subparsers: argparse._SubParsersAction) -> None:
     gh.set_defaults(handler=cmd_ingest_github_actions)
 
 
+def _github_client(args: argparse.Namespace):
+    """The REST client of ``--token``/``--api-url``/``--max-wait`` (or their environment)."""
+    from ipai_ops.ci import github_actions as gha
+
+    token = args.token or os.environ.get(config.GITHUB_TOKEN)
+    if not token:
+        raise CliError(
+            f"no GitHub token: pass --token or set {config.GITHUB_TOKEN}",
+            failure_code="GITHUB.AUTH_FAILED",
+        )
+    api_url = args.api_url or os.environ.get(config.GITHUB_API_URL) or config.DEFAULT_GITHUB_API_URL
+    if not re.match(r"^https?://[^/\s]", api_url):
+        raise CliError(f"--api-url must be an http(s) URL such as {config.DEFAULT_GITHUB_API_URL} (got {api_url!r})")
+    return gha.GitHubClient(token=token, api_url=api_url, max_wait=args.max_wait)
+
+
+def _github_failure(exc) -> CliError:
+    transient = exc.failure_code in ("GITHUB.RATE_LIMITED", "TRANSPORT.UPSTREAM_5XX", "TRANSPORT.UPSTREAM_TIMEOUT")
+    return CliError(str(exc), failure_code=exc.failure_code, code=EXIT_UNAVAILABLE if transient else EXIT_USAGE)
+
+
 def cmd_ingest_github_actions(args: argparse.Namespace) -> int:
     from ipai_ops import store
     from ipai_ops.ci import github_actions as gha
@@ -228,29 +250,17 @@ def cmd_ingest_github_actions(args: argparse.Namespace) -> int:
         else:
             if args.jobs_json or args.run_json:
                 raise CliError("--jobs-json and --run-json go with --logs-archive (offline ingest)")
-            token = args.token or os.environ.get(config.GITHUB_TOKEN)
-            if not token:
+            if not (args.token or os.environ.get(config.GITHUB_TOKEN)):
                 raise CliError(
                     f"no GitHub token: pass --token or set {config.GITHUB_TOKEN} "
                     "(or ingest offline with --logs-archive)",
                     failure_code="GITHUB.AUTH_FAILED",
                 )
-            api_url = args.api_url or os.environ.get(config.GITHUB_API_URL) or config.DEFAULT_GITHUB_API_URL
-            if not re.match(r"^https?://[^/\s]", api_url):
-                raise CliError(
-                    f"--api-url must be an http(s) URL such as {config.DEFAULT_GITHUB_API_URL} (got {api_url!r})"
-                )
-            client = gha.GitHubClient(token=token, api_url=api_url, max_wait=args.max_wait)
+            client = _github_client(args)
             run, jobs, archive, warnings = gha.fetch_run(client, args.repo, args.run_id, attempt=args.attempt)
             report = gha.build_report(registry, run, jobs=jobs, archive=archive, warnings=warnings)
     except gha.GitHubError as exc:
-        transient = exc.failure_code in (
-            "GITHUB.RATE_LIMITED",
-            "TRANSPORT.UPSTREAM_5XX",
-            "TRANSPORT.UPSTREAM_TIMEOUT",
-        )
-        code = EXIT_UNAVAILABLE if transient else EXIT_USAGE
-        raise CliError(str(exc), failure_code=exc.failure_code, code=code) from None
+        raise _github_failure(exc) from None
 
     if not args.dry_run and report.failures:
         conn = store.connect(args.dsn)
@@ -358,6 +368,26 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
     )
     what.add_argument("--run-id", nargs="+", metavar="RUN", help="ops.agent_runs run_id(s)")
     what.add_argument("--runs", action="store_true", help="every agent run with metadata.pr (see --variant)")
+    what.add_argument(
+        "--pr", type=positive_int, nargs="+", metavar="N", help="pull request number(s) of --repo, from GitHub's API"
+    )
+    what.add_argument(
+        "--since", type=_since_date, metavar="DATE", help="every pull request of --repo merged since DATE (YYYY-MM-DD)"
+    )
+    sc.add_argument(
+        "--repo", default=os.environ.get(config.GITHUB_REPOSITORY), help=f"OWNER/REPO (env {config.GITHUB_REPOSITORY})"
+    )
+    sc.add_argument("--token", default=None, help=f"GitHub token (env {config.GITHUB_TOKEN})")
+    sc.add_argument("--api-url", default=None, help=f"REST API base URL (env {config.GITHUB_API_URL})")
+    sc.add_argument(
+        "--max-wait",
+        type=float_in(0, unit="seconds"),
+        default=900.0,
+        help="longest rate-limit wait to sleep through, seconds (default 900)",
+    )
+    sc.add_argument(
+        "--save", type=Path, metavar="DIR", help="also write each fetched PR to DIR/<owner>-<repo>-<N>.json"
+    )
     sc.add_argument("--variant", help="with --runs: only this metadata.variant_id")
     sc.add_argument("--config", default=None, help="benchmark YAML (default ssot/agents/benchmark.yaml)")
     sc.add_argument("--dry-run", action="store_true", help="score and print; write nothing")
@@ -440,6 +470,36 @@ def cmd_bench_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _since_date(text: str):
+    from datetime import UTC, datetime
+
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a date YYYY-MM-DD (got {text!r})") from None
+
+
+def _fetch_pulls(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The PRs of ``--pr``/``--since`` from GitHub, saved under ``--save`` when asked."""
+    from ipai_ops.ci import github_actions as gha
+    from ipai_ops.ci import pulls
+
+    if not args.repo or not re.fullmatch(r"[\w.-]+/[\w.-]+", args.repo):
+        raise CliError(f"--repo must be OWNER/REPO (got {args.repo!r}; env GITHUB_REPOSITORY is unset)")
+    if args.save is not None and not args.save.is_dir():
+        raise CliError(f"--save {args.save} is not a directory")
+    client = _github_client(args)
+    try:
+        numbers = args.pr or pulls.merged_since(client, args.repo, args.since)
+        fetched = [pulls.fetch_pull(client, args.repo, number) for number in numbers]
+    except gha.GitHubError as exc:
+        raise _github_failure(exc) from None
+    for data in fetched if args.save is not None else ():
+        name = f"{args.repo.replace('/', '-')}-{data['source']['number']}.json"
+        (args.save / name).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return fetched
+
+
 def cmd_bench_score(args: argparse.Namespace) -> int:
     from ipai_ops import store
     from ipai_ops.ci import bench
@@ -447,7 +507,9 @@ def cmd_bench_score(args: argparse.Namespace) -> int:
     cfg = _bench_config(args.config)
     conn = None
     try:
-        if args.subject_file:
+        if args.pr or args.since:
+            subjects = [bench.Subject.from_mapping(data) for data in _fetch_pulls(args)]
+        elif args.subject_file:
             subjects = []
             for file in args.subject_file:
                 data = read_json(file, what="subject")

@@ -63,6 +63,8 @@ class FakeGitHub:
     rate_limit: dict[str, str] = field(default_factory=dict)
     #: Seconds until x-ratelimit-reset in primary rate-limit answers.
     reset_in: int = 1
+    #: Pull requests by number: {"pull": {...}, "files": [...], "check_runs": [...], "reviews": [...]}.
+    pulls: dict[int, dict[str, Any]] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
     url: str = ""
     _limited: set[str] = field(default_factory=set)
@@ -125,6 +127,8 @@ class _Handler(BaseHTTPRequestHandler):
                 fake._limited.add(pattern)
                 return self._rate_limited(fake, kind)
 
+        if path.startswith(f"/repos/{fake.repo}/pulls") or path.startswith(f"/repos/{fake.repo}/commits/"):
+            return self._pulls(fake, path, query)
         prefix = f"/repos/{fake.repo}/actions"
         run = fake.run_json()
         if path == f"{prefix}/runs/{run['id']}":
@@ -189,6 +193,44 @@ class _Handler(BaseHTTPRequestHandler):
             },
             self._rate_headers(0, reset),
         )
+
+    def _pulls(self, fake: FakeGitHub, path: str, query: dict[str, list[str]]) -> None:
+        base = f"/repos/{fake.repo}"
+        if path == f"{base}/pulls":
+            listed = sorted((p["pull"] for p in fake.pulls.values()), key=lambda p: p["updated_at"], reverse=True)
+            return self._page(fake, listed, None, query)
+        match = re.fullmatch(rf"{re.escape(base)}/pulls/(\d+)(/files|/reviews)?", path)
+        if match and int(match.group(1)) in fake.pulls:
+            pr = fake.pulls[int(match.group(1))]
+            if match.group(2) is None:
+                return self._send(200, pr["pull"], self._rate_headers(4970))
+            return self._page(fake, pr[match.group(2)[1:]], None, query)
+        match = re.fullmatch(rf"{re.escape(base)}/commits/([0-9a-f]+)/check-runs", path)
+        if match:
+            for pr in fake.pulls.values():
+                if pr["pull"]["head"]["sha"] == match.group(1):
+                    return self._page(fake, pr["check_runs"], "check_runs", query)
+        return self._send(
+            404, {"message": "Not Found", "documentation_url": "https://docs.github.com/rest", "status": "404"}
+        )
+
+    def _page(self, fake: FakeGitHub, items: list[Any], key: str | None, query: dict[str, list[str]]) -> None:
+        """One page of ``items``, with GitHub's Link header; an object ``{key: page}`` or a bare list."""
+        per_page = min(int(query.get("per_page", ["30"])[0]), fake.max_page_size)
+        page = int(query.get("page", ["1"])[0])
+        chunk = items[(page - 1) * per_page : page * per_page]
+        last = max(1, -(-len(items) // per_page))
+        base = f"{fake.url}{urlsplit(self.path).path}"
+        keep = "&".join(f"{k}={v[0]}" for k, v in sorted(query.items()) if k not in ("per_page", "page"))
+        keep = f"&{keep}" if keep else ""
+        headers = self._rate_headers(4980)
+        if page < last:
+            headers["Link"] = (
+                f'<{base}?per_page={per_page}&page={page + 1}{keep}>; rel="next", '
+                f'<{base}?per_page={per_page}&page={last}{keep}>; rel="last"'
+            )
+        body: Any = {"total_count": len(items), key: chunk} if key else chunk
+        return self._send(200, body, headers)
 
     def _jobs(self, fake: FakeGitHub, attempt: int, query: dict[str, list[str]]) -> None:
         jobs = fake.jobs(attempt)

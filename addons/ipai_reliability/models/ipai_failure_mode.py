@@ -540,6 +540,49 @@ class IpaiFailureMode(models.Model):
         )
         return {"type": "ir.actions.act_url", "url": f"/web/content/{attachment.id}?download=true", "target": "self"}
 
+    def action_write_runbook(self):
+        """Put the runbook edited in Odoo in the repository: written to its file (with the
+        registry, checked) when registry write-back is on, else attached for a person to commit."""
+        self.ensure_one()
+        self._check_manager()
+        markdown = (self.runbook_markdown or "").strip()
+        if not markdown or not self.runbook_path:
+            raise UserError(self.env._("%(code)s has no runbook text or runbook path to write.", code=self.code))
+        missing = [
+            s for s in ops_runbooks.REQUIRED_SECTIONS if not re.search(rf"^## {re.escape(s)}\s*$", markdown, re.M)
+        ]
+        if missing:
+            raise UserError(
+                self.env._(
+                    "The runbook lacks the sections ipai-ops ssot check asks for: %(sections)s.",
+                    sections=", ".join(missing),
+                )
+            )
+        text = self.checked_registry_yaml(header=self._registry_file_header())
+        body = markdown + "\n"
+        if self.write_registry_back(text, {self.runbook_path: body}):
+            self.message_post(body=self.env._("Runbook written to %(path)s.", path=self.runbook_path))
+            return True
+        attachment = self.env["ir.attachment"].create(
+            {
+                "name": self.runbook_path.rsplit("/", 1)[-1],
+                "datas": base64.b64encode(body.encode()),
+                "mimetype": "text/markdown",
+                "res_model": self._name,
+                "res_id": self.id,
+            }
+        )
+        self.message_post(
+            body=self.env._(
+                "Registry write-back is off (or %(registry)s is not writable): commit the attached runbook "
+                "to %(path)s.",
+                registry=self.env["ipai.ops"].registry_path(),
+                path=self.runbook_path,
+            ),
+            attachment_ids=attachment.ids,
+        )
+        return True
+
     def action_suggest_signature(self):
         """Suggest a signature from this code's taught examples (a person accepts it)."""
         self.ensure_one()

@@ -3,12 +3,14 @@ proposal, runbooks (business summary, Mermaid), and resolution rules."""
 
 import ast
 import hashlib
+import shutil
+import tempfile
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 from lxml import etree
 from odoo import fields
-from odoo.exceptions import UserError, ValidationError
+from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tests import Form, tagged
 
 from ..wizard.ipai_failure_mode_propose import propose_signature
@@ -208,6 +210,42 @@ class TestTriage(ReliabilityCase):
         with Form(mode.with_user(self.rel_manager)) as form:
             form.runbook_markdown = "# WEBHOOK.SIGNATURE_INVALID: edited\n\n## Recovery\n\n1. Rotate the key.\n"
         self.assertIn("Rotate the key.", str(mode.runbook_html))
+
+    def test_an_edited_runbook_goes_to_its_file_or_to_the_chatter(self):
+        mode = self.Mode.search([("code", "=", "WEBHOOK.SIGNATURE_INVALID")])
+        root = self.env["ipai.ops"].repo_root()
+        original = (root / mode.runbook_path).read_text(encoding="utf-8")
+        edited = original.rstrip() + "\n\nEdited in Odoo.\n"
+        manager_mode = mode.with_user(self.rel_manager)
+        # write-back off (the default): attached for a person to commit, the checkout untouched
+        mode.runbook_markdown = edited
+        manager_mode.action_write_runbook()
+        attachment = self.env["ir.attachment"].search(
+            [("res_model", "=", mode._name), ("res_id", "=", mode.id), ("name", "=", "WEBHOOK.SIGNATURE_INVALID.md")]
+        )
+        self.assertEqual(attachment.raw.decode(), edited)
+        self.assertEqual((root / mode.runbook_path).read_text(encoding="utf-8"), original)
+        mode.runbook_markdown = "# WEBHOOK.SIGNATURE_INVALID: a title alone\n"
+        with self.assertRaisesRegex(UserError, "Likely causes"):
+            manager_mode.action_write_runbook()
+        with self.assertRaises(AccessError):
+            mode.with_user(self.rel_user).action_write_runbook()
+        # write-back on, into a checkout of its own: the file is the text edited in Odoo
+        with tempfile.TemporaryDirectory() as tmpdir:
+            tmp = Path(tmpdir)
+            registry = tmp / "ssot" / "errors" / "failure_modes.yaml"
+            registry.parent.mkdir(parents=True)
+            shutil.copy(root / "ssot" / "errors" / "failure_modes.yaml", registry)
+            runbook = tmp / mode.runbook_path
+            runbook.parent.mkdir(parents=True)
+            runbook.write_text(original, encoding="utf-8")
+            params = self.env["ir.config_parameter"]
+            params.set_param("ipai_reliability.registry_path", str(registry))
+            params.set_param("ipai_reliability.registry_writeback", "True")
+            mode.runbook_markdown = edited
+            manager_mode.action_write_runbook()
+            self.assertEqual(runbook.read_text(encoding="utf-8"), edited)
+            self.assertIn("Runbook written to", mode.message_ids[0].body)
 
     # ------------------------------------------------------------------ runbooks
 

@@ -61,7 +61,7 @@ MAX_SPIKE_CANDIDATES = 200
 #: Seconds one evaluation cron run spends before it leaves the remaining rules to the next.
 EVALUATE_BUDGET_SECONDS = 50
 MAX_URL_LENGTH = 2048
-WEBHOOK_SECRET_PREFIX = "whsec_"
+WEBHOOK_SECRET_PREFIX = "whsec_"  # pragma: allowlist secret
 WEBHOOK_SECRET_MIN_BYTES = 24
 WEBHOOK_SECRET_MAX_BYTES = 64
 

@@ -31,6 +31,7 @@ import time
 from datetime import UTC, timedelta
 from urllib.parse import urlsplit
 
+import psycopg2
 from odoo import api, fields, models
 from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tools import SQL
@@ -60,6 +61,8 @@ MAX_PENDING = 500
 MAX_SPIKE_CANDIDATES = 200
 #: Seconds one evaluation cron run spends before it leaves the remaining rules to the next.
 EVALUATE_BUDGET_SECONDS = 50
+#: Seconds one evaluation query may run (PostgreSQL statement_timeout) before the rule is skipped.
+EVALUATE_STATEMENT_SECONDS = 20
 MAX_URL_LENGTH = 2048
 WEBHOOK_SECRET_PREFIX = "whsec_"  # pragma: allowlist secret
 WEBHOOK_SECRET_MIN_BYTES = 24
@@ -388,6 +391,7 @@ class IpaiAlertRule(models.Model):
         self.invalidate_recordset(["webhook_secret", "webhook_secret_set"])
         return True
 
+    @api.private
     @api.model
     def new_webhook_secret(self):
         """A fresh ``whsec_`` secret of 32 random bytes (for documentation and tests)."""
@@ -443,13 +447,25 @@ class IpaiAlertRule(models.Model):
         ops = self.env["ipai.ops"]
         if not ops.ops_is_local() or not ops.ops_schema_ready():
             return 0
-        for rule in self:
-            try:
-                with self.env.cr.savepoint():
-                    queued += rule._evaluate_one(settle_seconds)
-            except UserError as exc:
-                rule.evaluation_note = str(exc)[:500]
-                _logger.warning("alert rule %s not evaluated: %s", rule.id, exc)
+        # each query of a rule gets at most EVALUATE_STATEMENT_SECONDS; a rule that fails or
+        # times out is rolled back alone, says why on its form, and the others still run
+        self.env.cr.execute("SET LOCAL statement_timeout = %s", [int(EVALUATE_STATEMENT_SECONDS * 1000)])
+        try:
+            for rule in self:
+                try:
+                    with self.env.cr.savepoint():
+                        queued += rule._evaluate_one(settle_seconds)
+                except UserError as exc:
+                    rule.evaluation_note = str(exc)[:500]
+                    _logger.warning("alert rule %s not evaluated: %s", rule.id, exc)
+                except psycopg2.Error as exc:
+                    rule.evaluation_note = self.env._(
+                        "The last evaluation failed in the database (%(error)s); the next run tries again.",
+                        error=type(exc).__name__,
+                    )
+                    _logger.warning("alert rule %s not evaluated: %s", rule.id, exc)
+        finally:
+            self.env.cr.execute("SET LOCAL statement_timeout TO DEFAULT")
         return queued
 
     def _evaluate_one(self, settle_seconds):

@@ -532,3 +532,27 @@ class TestAlerts(ReliabilityCase):
         )
         rule.error_followers = False
         self.assertNotIn("watcher@example.com", rule.delivery_ids._recipients().mapped("email"))
+
+    def test_a_rule_failing_in_the_database_does_not_stop_the_others(self):
+        broken = self.rule(action_activity=True, alert_user_id=self.rel_manager.id, digest=True)
+        fine = self.rule(action_activity=True, alert_user_id=self.rel_manager.id, digest=True)
+        self.new_errors(2)
+        # a statement the database cancels, as the statement timeout does with a slow query
+        original = type(broken)._match_new
+
+        def slow(rule, where, upper):
+            if rule == broken:
+                rule.env.cr.execute("SELECT pg_sleep(5)")
+            return original(rule, where, upper)
+
+        with (
+            patch.object(type(broken), "_match_new", slow),
+            patch("odoo.addons.ipai_reliability.models.ipai_alert_rule.EVALUATE_STATEMENT_SECONDS", 0.2),
+        ):
+            queued = (broken | fine)._evaluate(settle_seconds=0)
+        self.assertEqual(queued, 1)
+        self.assertFalse(broken.delivery_ids)
+        self.assertIn("QueryCanceled", broken.evaluation_note)
+        self.assertEqual(len(fine.delivery_ids), 1)
+        self.env.cr.execute("SHOW statement_timeout")
+        self.assertNotEqual(self.env.cr.fetchone()[0], "200ms", "the evaluation's timeout does not outlive it")

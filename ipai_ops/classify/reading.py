@@ -554,7 +554,10 @@ def _finish(data: bytes, *, gap: int | None, tail_first: int, skipped: int, tota
     normalised, annotations, runs, steps_known = _normalise(data)
     log = Log(data=normalised, line_starts=_line_starts(normalised), invalid_bytes=invalid, total_bytes=total)
     if gap is not None:
-        log.gap_index = log.index_at(gap) if gap < len(normalised) else len(log.line_starts)
+        # ``gap`` is a byte offset of the raw data; normalising (ANSI, timestamps, progress
+        # bars) changes byte offsets but keeps every newline, so the tail's first line is
+        # the one after the head's newlines.
+        log.gap_index = min(data.count(b"\n", 0, gap), len(log.line_starts))
         log.tail_first_number = tail_first
         log.skipped_lines = skipped
     log.annotations = frozenset(annotations)

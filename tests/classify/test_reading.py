@@ -169,6 +169,20 @@ def test_a_long_log_keeps_its_head_and_tail_with_true_line_numbers():
     assert log.number(log.line_count - 1) == 200_000
 
 
+@pytest.mark.parametrize("total_lines", [3_000, 200_000])  # under and over MAX_LOG_BYTES
+def test_line_numbers_stay_true_when_normalising_shortens_the_head(total_lines):
+    # Timestamps and colours make the head's bytes shrink when normalised; the tail's
+    # numbers must not move with them (they did, by hundreds of lines, in files over 64 KiB).
+    lines = [f"2024-05-01T10:00:00.1234567Z \x1b[32mline {n}\x1b[0m " + "y" * 40 for n in range(1, total_lines + 1)]
+    raw = ("\n".join(lines) + "\n").encode()
+    assert len(raw) > reading.HEAD_BYTES
+    for log in (read_stream(io.BytesIO(raw)), read_text(raw)):
+        gap = log.gap_index if log.gap_index is not None else log.line_count // 2
+        for index in (0, gap - 1, gap, gap + 3, log.line_count - 1):
+            assert log.line(index).startswith(f"line {log.number(index)} "), (index, log.line(index)[:30])
+        assert log.number(log.line_count - 1) == total_lines
+
+
 def test_read_text_of_a_long_string_keeps_its_tail():
     text = "start\n" + "noise\n" * 200_000 + "FAILED tests/test_a.py::test_b - boom\n"
     log = read_text(text)

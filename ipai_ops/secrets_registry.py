@@ -25,8 +25,13 @@ from ipai_ops.taxonomy import Problem
 REGISTRY_PATH = Path("ssot") / "secrets" / "registry.yaml"
 SCHEMA_PATH = Path("ssot") / "schemas" / "secrets_registry.schema.json"
 #: A name that says it holds a secret: an environment variable (or its ``_FILE`` pointer)
-#: ending in TOKEN, SECRET, PASSWORD, PEPPER or KEY, or naming credentials.
-SECRET_NAME = re.compile(r"\b[A-Z][A-Z0-9_]*(?:TOKENS?|SECRETS?|PASSWORD|PASSWD|PEPPER|CREDENTIALS?|_KEY)(?:_FILE)?\b")
+#: ending in TOKEN, SECRET, PASSWORD, PEPPER, KEY or DSN (a DSN may carry a password), or
+#: naming credentials.
+SECRET_NAME = re.compile(
+    r"\b[A-Z][A-Z0-9_]*(?:TOKENS?|SECRETS?|PASSWORD|PASSWD|PEPPER|CREDENTIALS?|_KEY|_DSN)(?:_FILE)?\b"
+)
+#: A GitHub Actions secret a workflow reads (``${{ secrets.NAME }}``): registered whatever its name.
+WORKFLOW_SECRET = re.compile(r"\bsecrets\.([A-Za-z_][A-Za-z0-9_]*)")
 
 
 @dataclass(frozen=True)

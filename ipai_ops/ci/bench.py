@@ -17,6 +17,7 @@ passes nor fails a change silently; the result lists what was skipped and why.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,13 +32,15 @@ from ipai_ops import config
 from ipai_ops._yaml import line_of, parse_error, schema_errors, strip_lines
 from ipai_ops._yaml import load_with_lines as load_yaml_with_lines
 from ipai_ops.ci._util import glob_to_regex, sql
-from ipai_ops.ci.gates import GateProblem, check_evidence_block
+from ipai_ops.ci.gates import GateProblem, GateResult, check_evidence_block
 
 CATEGORIES = ("evidence", "minimality", "risk", "ci", "time_to_green")
 PASSING = frozenset({"success", "neutral", "skipped"})
 UNRANKED = "unranked"
 DEFAULT_RISK_PENALTY = 25.0
 EVIDENCE_PENALTY = 25.0
+#: ``gate quality`` fails a composite below this unless the config says otherwise.
+DEFAULT_QUALITY_THRESHOLD = 70.0
 
 
 class BenchmarkConfigError(Exception):
@@ -75,6 +78,17 @@ class BenchmarkConfig:
     tiers: tuple[Tier, ...]
     risky_paths: tuple[RiskyPath, ...]
     path: str = "<memory>"
+    #: ``quality_gate``: the default threshold of ``gate quality`` and per-repository ones.
+    quality_threshold: float = DEFAULT_QUALITY_THRESHOLD
+    quality_thresholds: Mapping[str, float] = field(default_factory=dict)
+
+    def threshold_for(self, repository: str | None) -> float:
+        """The quality gate's threshold for ``repository`` (OWNER/NAME, case-insensitive)."""
+        wanted = (repository or "").lower()
+        for name, value in self.quality_thresholds.items():
+            if name.lower() == wanted:
+                return value
+        return self.quality_threshold
 
     def tier_for(self, composite: float) -> str:
         for tier in self.tiers:
@@ -162,6 +176,10 @@ def parse_config(text: str, *, source: str = "<memory>") -> tuple[BenchmarkConfi
             tiers=tiers,
             risky_paths=tuple(risky),
             path=source,
+            quality_threshold=float((plain.get("quality_gate") or {}).get("threshold", DEFAULT_QUALITY_THRESHOLD)),
+            quality_thresholds={
+                str(k): float(v) for k, v in ((plain.get("quality_gate") or {}).get("repositories") or {}).items()
+            },
         ),
         [],
     )
@@ -425,6 +443,70 @@ def score(subject: Subject, cfg: BenchmarkConfig) -> ScoreResult:
     composite = _r(sum(c.weight * c.score for c in computed) / weight) if weight else 0.0
     tier = cfg.tier_for(composite) if computed else UNRANKED
     return ScoreResult(subject, cfg.benchmark_version, tuple(computed), composite, tier, skipped)
+
+
+# --------------------------------------------------------------------------- quality gate
+
+QUALITY_FAILURE_CODE = "CI.QUALITY_GATE_FAILED"
+
+
+def describe(c: CategoryScore) -> str:
+    """One line saying why a category scored what it did."""
+    d = c.details
+    if c.category == "evidence":
+        return "; ".join(d["problems"]) or "evidence block complete"
+    if c.category == "minimality":
+        return f"{d['lines']} lines / {d['files']} files (budget {d['budget_lines']} / {d['budget_files']})"
+    if c.category == "risk":
+        return ", ".join(f"{f['path']} ({f['glob']} -{f['penalty']:g})" for f in d["risky_files"]) or "no risky path"
+    if c.category == "ci":
+        return f"{d['passed']}/{d['checks']} checks green" + (
+            f"; failing {', '.join(d['failed'])}" if d["failed"] else ""
+        )
+    if c.category == "time_to_green":
+        if not d["green"]:
+            return "never green"
+        return f"green after {d['minutes']} min" if d.get("minutes") is not None else d.get("reason", "green")
+    return ""
+
+
+def repository_of(subject: str) -> str | None:
+    """``OWNER/NAME`` of a ``github:OWNER/NAME#N`` subject."""
+    match = re.fullmatch(r"github:([\w.-]+/[\w.-]+)#\d+", subject)
+    return match.group(1) if match else None
+
+
+def quality_gate(results: Sequence[ScoreResult], cfg: BenchmarkConfig, *, threshold: float | None = None) -> GateResult:
+    """``gate quality``: every subject's composite at or above its repository's threshold
+    (``quality_gate`` in the benchmark config, or ``threshold``); the reasons of a subject
+    below it are its categories under 100, worst first."""
+    problems: list[GateProblem] = []
+    facts = []
+    for result in results:
+        name = result.subject.subject
+        limit = threshold if threshold is not None else cfg.threshold_for(repository_of(name))
+        facts.append({"subject": name, "composite": result.composite, "threshold": limit, "tier": result.tier})
+        if not result.categories:
+            problems.append(GateProblem(name, None, "quality score cannot be computed: nothing to score"))
+            continue
+        if result.composite >= limit:
+            continue
+        problems.append(
+            GateProblem(
+                name,
+                None,
+                f"quality score {result.composite:.2f} is below the threshold {limit:g} (tier {result.tier})",
+            )
+        )
+        for c in sorted(result.categories, key=lambda c: (c.score, -c.weight)):
+            if c.score < 100:
+                problems.append(
+                    GateProblem(name, None, f"{c.category} {c.score:.2f} (weight {c.weight:g}): {describe(c)}")
+                )
+        for category, why in result.skipped.items():
+            problems.append(GateProblem(name, None, f"{category} not scored: {why}"))
+    subject = ", ".join(r.subject.subject for r in results) or "no subject"
+    return GateResult("quality", QUALITY_FAILURE_CODE, subject, problems, {"scores": facts})
 
 
 # --------------------------------------------------------------------------- storage

@@ -73,6 +73,29 @@ def _register_gate(subparsers: argparse._SubParsersAction) -> None:
     add_format_argument(dns)
     dns.set_defaults(handler=cmd_gate_dns_placeholders)
 
+    q = sub.add_parser(
+        "quality",
+        help="a pull request whose benchmark composite falls below its repository's threshold fails, with the reasons",
+    )
+    subjects = q.add_mutually_exclusive_group(required=True)
+    subjects.add_argument("--subject-file", type=Path, nargs="+", metavar="FILE", help="PR-shaped JSON subject(s)")
+    subjects.add_argument("--pr", type=positive_int, nargs="+", metavar="N", help="pull request(s) of --repo (GitHub)")
+    q.add_argument(
+        "--repo", default=os.environ.get(config.GITHUB_REPOSITORY), help=f"OWNER/REPO (env {config.GITHUB_REPOSITORY})"
+    )
+    q.add_argument("--token", default=None, help=f"GitHub token (env {config.GITHUB_TOKEN})")
+    q.add_argument("--api-url", default=None, help=f"REST API base URL (env {config.GITHUB_API_URL})")
+    q.add_argument("--max-wait", type=float_in(0, unit="seconds"), default=900.0, help="longest rate-limit wait, s")
+    q.add_argument(
+        "--threshold",
+        type=float_in(0, 100),
+        default=None,
+        help="fail below this composite (default: quality_gate in the benchmark config, per repository; 70)",
+    )
+    q.add_argument("--config", default=None, help="benchmark YAML (default ssot/agents/benchmark.yaml)")
+    add_format_argument(q)
+    q.set_defaults(handler=cmd_gate_quality, since=None, save=None)
+
     sec = sub.add_parser(
         "secrets",
         help="no secret-looking value added (detect-secrets, beyond .secrets.baseline), no secret name "
@@ -144,6 +167,19 @@ def cmd_gate_dns_placeholders(args: argparse.Namespace) -> int:
 
     text = read_text(args.registry_file, what="DNS registry")
     return _report_gate(check_dns_placeholders(text, source=args.registry_file), args.format)
+
+
+def cmd_gate_quality(args: argparse.Namespace) -> int:
+    from ipai_ops.ci import bench
+
+    cfg = _bench_config(args.config)
+    data = _fetch_pulls(args) if args.pr else [read_json(file, what="subject") for file in args.subject_file]
+    try:
+        subjects = [bench.Subject.from_mapping(item) for item in data]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CliError(f"not a PR-shaped subject: {exc}") from None
+    results = [bench.score(s, cfg) for s in subjects]
+    return _report_gate(bench.quality_gate(results, cfg, threshold=args.threshold), args.format)
 
 
 def cmd_gate_secrets(args: argparse.Namespace) -> int:
@@ -556,20 +592,9 @@ def cmd_bench_score(args: argparse.Namespace) -> int:
 
 
 def _describe(c) -> str:
-    d = c.details
-    if c.category == "evidence":
-        return "; ".join(d["problems"]) or "evidence block complete"
-    if c.category == "minimality":
-        return f"{d['lines']} lines / {d['files']} files (budget {d['budget_lines']} / {d['budget_files']})"
-    if c.category == "risk":
-        return ", ".join(f"{f['path']} ({f['glob']} -{f['penalty']:g})" for f in d["risky_files"]) or "no risky path"
-    if c.category == "ci":
-        return f"{d['passed']}/{d['checks']} checks green" + (
-            f"; failing {', '.join(d['failed'])}" if d["failed"] else ""
-        )
-    if c.category == "time_to_green":
-        return "never green" if not d["green"] else f"green after {d['minutes']} min"
-    return ""
+    from ipai_ops.ci.bench import describe
+
+    return describe(c)
 
 
 def cmd_bench_compare(args: argparse.Namespace) -> int:

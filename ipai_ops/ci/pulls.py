@@ -51,17 +51,21 @@ def fetch_pull(client: GitHubClient, repository: str, number: int) -> dict[str, 
             break
     head = (pr.get("head") or {}).get("sha")
     checks = None
+    pending: list[str] = []
     if head:
-        checks = [
-            {
-                "name": str(run.get("name")),
-                "conclusion": run.get("conclusion"),
-                "status": run.get("status"),
-                "started_at": run.get("started_at"),
-                "completed_at": run.get("completed_at"),
-            }
-            for run in client.paginate(f"/repos/{repository}/commits/{head}/check-runs", key="check_runs")
-        ]
+        checks = []
+        for run in client.paginate(f"/repos/{repository}/commits/{head}/check-runs", key="check_runs"):
+            if run.get("status") != "completed":  # not decided yet: neither a pass nor a failure
+                pending.append(str(run.get("name")))
+                continue
+            checks.append(
+                {
+                    "name": str(run.get("name")),
+                    "conclusion": run.get("conclusion"),
+                    "started_at": run.get("started_at"),
+                    "completed_at": run.get("completed_at"),
+                }
+            )
     reviews = [
         {"user": (r.get("user") or {}).get("login"), "state": r.get("state"), "submitted_at": r.get("submitted_at")}
         for r in client.paginate(f"/repos/{repository}/pulls/{number}/reviews", key="reviews")
@@ -86,6 +90,8 @@ def fetch_pull(client: GitHubClient, repository: str, number: int) -> dict[str, 
         "check_runs": checks,
         "reviews": reviews,
     }
+    if pending:
+        subject["checks_pending"] = sorted(set(pending))
     if changed > len(files):
         subject["files_note"] = f"GitHub lists {len(files)} of {changed} changed files"
     return subject

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ipai_ops.ci.gates import GateProblem, GateResult
-from ipai_ops.secrets_registry import REGISTRY_PATH, SECRET_NAME, SecretsRegistry
+from ipai_ops.secrets_registry import REGISTRY_PATH, SECRET_NAME, WORKFLOW_SECRET, SecretsRegistry
 from ipai_ops.secrets_registry import load as load_registry
 
 FAILURE_CODE = "CI.SECRET_DETECTED"
@@ -53,6 +53,8 @@ def _inside(root: Path) -> Iterator[None]:
         os.chdir(before)
 
 
+#: A quoted name in code: what ``os.environ["X"]``, ``getenv("X")`` and settings tables read.
+_QUOTED = re.compile(r"""["']([A-Za-z][A-Za-z0-9_]{1,99})["']""")
 #: A file larger than this is not scanned (a generated or data file; say so).
 MAX_FILE_BYTES = 2 * 1024 * 1024
 
@@ -102,8 +104,12 @@ def _name_problems(lines: Iterable[tuple[str, int, str]], registry: SecretsRegis
     for filename, number, text in lines:
         if not NAME_SCOPE.match(filename) or "allowlist secret" in text:
             continue
-        for match in SECRET_NAME.finditer(text):
-            name = match.group()
+        names = [m.group() for m in SECRET_NAME.finditer(text)]
+        if filename.endswith(".py"):  # in code a use is a quoted name (os.environ[...]), not a constant
+            names = [m.group(1) for m in _QUOTED.finditer(text) if SECRET_NAME.fullmatch(m.group(1))]
+        if filename.startswith(".github/workflows/"):
+            names += [m.group(1) for m in WORKFLOW_SECRET.finditer(text)]
+        for name in names:
             if registry.knows(name) or (filename, name) in seen:
                 continue
             seen.add((filename, name))

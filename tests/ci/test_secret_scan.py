@@ -202,3 +202,15 @@ def test_names_in_tests_are_not_uses_and_a_missing_registry_fails_the_gate(check
     (checkout / REGISTRY_PATH).unlink()
     result = run_cli("gate", "secrets", "--repo-root", str(checkout))
     assert result.code == 1 and "the secrets registry is missing" in result.err
+
+
+def test_every_secret_a_workflow_reads_is_registered_whatever_its_name(checkout, run_cli):
+    workflow = checkout / ".github" / "workflows" / "deploy.yml"
+    workflow.parent.mkdir(parents=True)
+    workflow.write_text("env:\n  DSN: ${{ secrets.IPAI_OPS_DSN }}\n  HOOK: ${{ secrets.SLACK_HOOK_URL }}\n")
+    (checkout / "ipai_ops" / "consts.py").write_text('DEFAULT_DSN = "postgresql://localhost/x"\n')
+    _git(checkout, "add", ".")
+    result = run_cli("gate", "secrets", "--repo-root", str(checkout))
+    assert ".github/workflows/deploy.yml:3: secret SLACK_HOOK_URL is used without a registry entry" in result.err
+    assert "IPAI_OPS_DSN" not in result.err  # registered
+    assert "DEFAULT_DSN" not in result.err  # a constant's name in code is not a use

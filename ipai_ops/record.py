@@ -73,15 +73,26 @@ __all__ = [
 
 
 @lru_cache(maxsize=4)
-def _library_roots(odoo_file: str | None) -> tuple[str, ...]:
+def _library_roots(odoo_packages: tuple[str, ...]) -> tuple[str, ...]:
     paths = sysconfig.get_paths()
     roots = {paths.get(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")}
-    if odoo_file:
+    for package in odoo_packages:
         # The Odoo server: its ``odoo`` package (with ``odoo/addons/base``) and the standard
         # ``addons`` folder beside it. Addons from any other addons path are the application.
-        package = os.path.dirname(odoo_file)
-        roots |= {package, os.path.join(os.path.dirname(package), "addons")}
+        roots |= {package, os.path.join(os.path.dirname(_slashed(package)), "addons")}
     return tuple(sorted(_slashed(root) + "/" for root in roots if root))
+
+
+def _odoo_packages() -> tuple[str, ...]:
+    """Where the running Odoo's ``odoo`` package lives. Odoo 19's ``odoo`` is a namespace
+    package (no ``__file__``): its ``__path__`` says; older ones have an ``__init__.py``."""
+    odoo = sys.modules.get("odoo")
+    if odoo is None:
+        return ()
+    found = [str(p) for p in getattr(odoo, "__path__", None) or ()]
+    if not found and getattr(odoo, "__file__", None):
+        found = [os.path.dirname(odoo.__file__)]
+    return tuple(dict.fromkeys(found))
 
 
 def _slashed(path: str) -> str:
@@ -102,8 +113,7 @@ def is_app_path(path: str) -> bool:
     normal = _slashed(path)
     if "/site-packages/" in normal or "/dist-packages/" in normal:
         return False
-    odoo = sys.modules.get("odoo")
-    roots = _library_roots(getattr(odoo, "__file__", None))
+    roots = _library_roots(_odoo_packages())
     return not any(normal.startswith(root) for root in roots)
 
 

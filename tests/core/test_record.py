@@ -8,7 +8,9 @@ exported span, the ops writers on a real PostgreSQL) and compare what they produ
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import sys
 import sysconfig
 import types
@@ -138,6 +140,35 @@ def test_the_odoo_framework_is_a_library(monkeypatch, tmp_path):
     assert not is_app_path(str(root / "odoo" / "addons" / "base" / "models" / "ir_cron.py"))
     assert not is_app_path(str(root / "addons" / "web" / "controllers" / "dataset.py"))
     assert is_app_path(str(tmp_path / "custom" / "addons" / "ipai_x" / "models" / "thing.py"))
+
+
+def test_a_namespace_odoo_package_is_a_library_too(monkeypatch, tmp_path):
+    # Odoo 19's ``odoo`` has no __init__.py: a namespace package, known by its __path__.
+    root = tmp_path / "odoo-19"
+    fake = types.ModuleType("odoo")
+    fake.__path__ = [str(root / "odoo")]
+    monkeypatch.setitem(sys.modules, "odoo", fake)
+    assert not is_app_path(str(root / "odoo" / "orm" / "models.py"))
+    assert not is_app_path(str(root / "addons" / "mail" / "models" / "mail_thread.py"))
+    assert is_app_path(str(tmp_path / "custom" / "ipai_x" / "models" / "thing.py"))
+
+
+def test_the_real_odoo_server_is_a_library_when_present(monkeypatch):
+    source = Path(os.environ.get("ODOO_SRC", "/opt/odoo"))
+    if not (source / "odoo" / "release.py").is_file():
+        pytest.skip("no Odoo source here (ODOO_SRC, /opt/odoo)")
+    monkeypatch.syspath_prepend(str(source))
+    for name in [m for m in sys.modules if m == "odoo" or m.startswith("odoo.")]:
+        monkeypatch.delitem(sys.modules, name)
+    try:
+        importlib.import_module("odoo.release")  # the real package, as Odoo 19 ships it
+        assert not is_app_path(str(source / "odoo" / "models.py"))
+        assert not is_app_path(str(source / "addons" / "mail" / "models" / "mail_thread.py"))
+        repo = Path(__file__).resolve().parents[2]
+        assert is_app_path(str(repo / "addons" / "ipai_pulser_connector" / "models" / "ipai_pulser_intent.py"))
+    finally:  # other tests of this process must not find an odoo they did not import
+        for name in [m for m in sys.modules if m == "odoo" or m.startswith("odoo.")]:
+            del sys.modules[name]
 
 
 def test_library_frames_stay_out_of_the_fingerprint(registry):

@@ -49,3 +49,35 @@ class TestRunbookBrowser(HttpCase):
             login="admin",
             timeout=90,
         )
+
+    def test_resolution_title_spans_the_sheet_and_the_code_shows_once(self):
+        mode = self.env["ipai.failure.mode"].search([("code", "=", "WEBHOOK.SIGNATURE_INVALID")])
+        resolution = self.env["ipai.resolution"].create(
+            {"name": "Proxy re-encoded webhook JSON, every signature check failed", "failure_mode_id": mode.id}
+        )
+        code = """
+        const deadline = Date.now() + 30000;
+        (function wait() {
+            const sheet = document.querySelector(".o_form_sheet");
+            const title = document.querySelector(".oe_title h1 input");
+            if (!sheet || !title) {
+                if (Date.now() > deadline) { console.error("no resolution form"); return; }
+                return setTimeout(wait, 200);
+            }
+            const ratio = title.getBoundingClientRect().width / sheet.getBoundingClientRect().width;
+            // fields that show the code itself (a record reference that embeds it is not the code)
+            const shown = (el) => (el.querySelector("input")?.value || el.textContent || "").trim();
+            const codes = [...document.querySelectorAll(".o_form_sheet .o_field_widget")].filter(
+                (el) => el.offsetParent !== null && shown(el) === "WEBHOOK.SIGNATURE_INVALID"
+            );
+            if (ratio < 0.85) {
+                console.error(`the title takes ${Math.round(ratio * 100)}% of the sheet`);
+            } else if (codes.length !== 1) {
+                const names = codes.map((el) => el.getAttribute("name")).join(", ");
+                console.error(`the code shows ${codes.length} times (${names})`);
+            } else {
+                console.log("test successful");
+            }
+        })();
+        """
+        self.browser_js(f"/odoo/action-ipai_reliability.ipai_resolution_action/{resolution.id}", code, login="admin")

@@ -12,6 +12,8 @@ Normalisation, per line:
 * ANSI escapes (colours, cursor moves, OSC hyperlinks) are removed;
 * a leading timestamp (GitHub Actions' RFC 3339 prefix, ``[2024-01-01T00:00:00Z]``,
   ``[12:00:00]``, Netlify's ``7:51:34 PM:``) is removed;
+* Docker BuildKit's step prefix (``#19 11.02 ``: step number and seconds) is removed, so
+  what a ``docker build`` inside a CI job printed reads like any other line;
 * the CI systems' own markers are removed after being read: GitHub Actions
   ``##[group]``/``##[endgroup]``/``##[error]``... and ``::error ...::`` workflow commands
   (an error annotation marks its line), Azure Pipelines ``##[section]``.
@@ -109,6 +111,11 @@ _TIMESTAMP_RE = _sub_re(
 # and step columns go; the timestamp (after a byte-order mark on a job's first line) stays
 # for the timestamp rule.
 _GH_CLI_RE = _sub_re(rb"(?m)^[^\t\n]{1,300}\t[^\t\n]{0,300}\t(?:\xef\xbb\xbf)?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)")
+# Docker BuildKit's plain progress ("#19 11.02 error CS0023: ..."): a build step's number and
+# the seconds since it started, before each line a step printed (`docker build` inside a CI
+# job). The step's own header and verdict lines ("#19 [build 4/6] RUN ...", "#19 ERROR: ...",
+# "#19 DONE 3.2s") keep theirs.
+_BUILDKIT_RE = _sub_re(rb"(?m)^#\d{1,4} \d{1,6}\.\d{1,3} ")
 # GitHub Actions / Azure Pipelines logging commands and workflow commands.
 _CI_MARKER_RE = _sub_re(rb"(?m)^[ \t]{0,8}(?:##\[[a-z]{3,12}\]|::[a-z-]{3,20}(?: [^\n:]{0,500})?::)")
 _ANNOTATION_RE = _re(rb"(?m)^[ \t]{0,8}(?:##\[error\]|::error(?: [^\n:]{0,500})?::)")
@@ -130,6 +137,7 @@ def _strip_line_starts(after_newline: re.Pattern[bytes], data: bytes) -> bytes:
 _TIMESTAMP_AFTER_NEWLINE_RE = _after_newline(_TIMESTAMP_RE)
 _GH_CLI_AFTER_NEWLINE_RE = _after_newline(_GH_CLI_RE)
 _CI_MARKER_AFTER_NEWLINE_RE = _after_newline(_CI_MARKER_RE)
+_BUILDKIT_AFTER_NEWLINE_RE = _after_newline(_BUILDKIT_RE)
 
 
 def _line_indexes(data: bytes, offsets: list[int]) -> list[int]:
@@ -166,6 +174,8 @@ def _normalise(data: bytes) -> tuple[bytes, list[int], list[tuple[int, str]], bo
         data = _GH_CLI_AFTER_NEWLINE_RE.sub(rb"\n\1", b"\n" + data)[1:]
     if _TIMESTAMP_RE.search(data, 0, 4096):  # logs either prefix every line or none
         data = _strip_line_starts(_TIMESTAMP_AFTER_NEWLINE_RE, data)
+    if (data.startswith(b"#") or b"\n#" in data) and _BUILDKIT_RE.search(data):
+        data = _strip_line_starts(_BUILDKIT_AFTER_NEWLINE_RE, data)
     annotations: list[int] = []
     runs: list[tuple[int, str]] = []
     if b"##[" in data or data.startswith(b"::") or b"\n::" in data:

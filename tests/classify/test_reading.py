@@ -288,3 +288,19 @@ def test_the_one_line_shortcut_of_exception_types_changes_nothing(line):
     full = [(m.start(reading._TYPE_GROUP), m.group(reading._TYPE_GROUP)) for m in reading._TYPE_LINE_RE.finditer(data)]
     expected = [(o, n) for o, n in full if len(n) >= 3 and (b"." in n or n[:1].isupper())]
     assert reading.exception_types(data) == expected
+
+
+def test_buildkit_step_prefixes_are_removed_and_lines_keep_their_numbers():
+    raw = (
+        "#18 [build 5/6] RUN dotnet publish -c Release -o /app\n"
+        "#18 0.412 Determining projects to restore...\n"
+        "#18 11.02 /src/Api/Program.cs(12,5): error CS0023: Operator '.' cannot be applied\n"
+        '#18 ERROR: process "/bin/sh -c dotnet publish" did not complete successfully: exit code: 1\n'
+        "# a comment 1.5 stays\n"
+    )
+    log = read_text(raw)
+    assert log.line(1) == "Determining projects to restore..."
+    assert log.line(2).startswith("/src/Api/Program.cs(12,5): error CS0023")
+    assert log.line(0).startswith("#18 [build 5/6] RUN") and log.line(3).startswith("#18 ERROR: process")
+    assert log.line(4) == "# a comment 1.5 stays"
+    assert [log.number(i) for i in range(log.line_count)] == [1, 2, 3, 4, 5]

@@ -123,6 +123,22 @@ def test_classify_real_exceptions(mini_registry):
         ({"message": "API rate limit exceeded for installation ID 123."}, "GITHUB.RATE_LIMITED"),
         ({"code": "ODOO_EXEC_ERROR", "message": "KeyError: 'name'"}, "INTENT.HANDLER_CRASHED"),
         ({"message": "nothing in the registry looks like this"}, "UNCLASSIFIED.UNKNOWN"),
+        # a "Timeout:" label (Playwright's assertion detail) is no exception type; the types are
+        ({"text": "    Timeout: 5000ms"}, "UNCLASSIFIED.UNKNOWN"),
+        ({"text": "httpx.ConnectTimeout: timed out"}, "TRANSPORT.UPSTREAM_TIMEOUT"),
+        ({"text": "TimeoutError: timed out"}, "TRANSPORT.UPSTREAM_TIMEOUT"),
+        # a NuGet warning fails nothing; the compile error behind it does
+        (
+            {
+                "text": "x.csproj : warning NU1608: Detected package version outside of dependency constraint\n"
+                "/src/A.cs(42,20): error CS0023: Operator '.' cannot be applied to operand of type 'void'"
+            },
+            "BUILD.COMPILE_FAILED",
+        ),
+        (
+            {"text": "x.csproj : error NU1608: Detected package version outside of dependency constraint"},
+            "DEPENDENCY.RESOLUTION_FAILED",
+        ),
     ],
 )
 def test_shipped_registry_classifies_real_lines(registry, kwargs, expected):

@@ -4,6 +4,8 @@ Odoo's test runner when it is not installed)."""
 
 from odoo.tests import HttpCase, tagged
 
+from .common import ReliabilityCase
+
 # Runs in the page: waits for the diagram (or its error note) and reports.
 _WAIT_FOR_DIAGRAM = """
 const deadline = Date.now() + 30000;
@@ -81,3 +83,62 @@ class TestRunbookBrowser(HttpCase):
         })();
         """
         self.browser_js(f"/odoo/action-ipai_reliability.ipai_resolution_action/{resolution.id}", code, login="admin")
+
+
+# From Odoo's home: the apps menu, the Reliability app, the first row; then the form shows
+# the code. Three clicks, counted by the page itself.
+_THREE_CLICKS = """
+let clicks = 0;
+const click = (el) => { clicks++; el.click(); };
+const deadline = Date.now() + 45000;
+function until(find, then, what) {
+    const found = find();
+    if (found) { return then(found); }
+    if (Date.now() > deadline) { return console.error("timed out waiting for " + what); }
+    setTimeout(() => until(find, then, what), 200);
+}
+until(() => document.querySelector(".o_navbar_apps_menu button"), (button) => {
+    click(button);
+    const tile = '.o_app[data-menu-xmlid="ipai_reliability.menu_ipai_reliability_root"]';
+    until(() => document.querySelector(tile), (app) => {
+        click(app);
+        until(() => document.querySelector(".o_list_view .o_data_row td[name='code']"), (cell) => {
+            const first = cell.textContent.trim();
+            if (first !== EXPECTED) {
+                return console.error(`the first row is ${first}, not ${EXPECTED}`);
+            }
+            click(cell);
+            until(() => document.querySelector(".o_form_view .oe_title [name='code']"), (code) => {
+                if (!code.textContent.includes(EXPECTED)) {
+                    return console.error("the form shows " + code.textContent);
+                }
+                if (clicks > 3) {
+                    return console.error(`${clicks} clicks`);
+                }
+                console.log("test successful");
+            }, "the error's form");
+        }, "the console list");
+    }, "the Reliability app in the apps menu");
+}, "the apps menu");
+"""
+
+
+@tagged("post_install", "-at_install")
+class TestTodaysTopErrorInThreeClicks(ReliabilityCase, HttpCase):
+    def test_from_home_to_todays_most_frequent_error(self):
+        top = None
+        for __ in range(25):
+            top = self.upsert(top and top["fingerprint"], code="APP.TRIAGE_TOP", message="the top one today")
+        self.upsert(code="APP.TRIAGE_OTHER", message="a quieter one")
+        admin = self.env.ref("base.user_admin")
+        Error = self.env["ipai.agent.error"].with_user(admin)
+        domain = [("status", "in", ("open", "regressed")), ("last_seen", ">=", "today")]
+        expected = Error.web_search_read(domain, {"code": {}}, limit=1, order="period_count desc, last_seen desc")
+        # rows other tests committed may exist: the page must show whatever the console says is first
+        self.assertTrue(expected["records"])
+        self.browser_js(
+            "/odoo",
+            f"const EXPECTED = {expected['records'][0]['code']!r};" + _THREE_CLICKS,
+            login="admin",
+            timeout=90,
+        )

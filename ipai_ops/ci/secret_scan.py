@@ -75,7 +75,7 @@ def _baseline(root: Path):
 
     path = root / BASELINE
     if not path.is_file():
-        return SecretsCollection(root=str(root))
+        return SecretsCollection()
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         return SecretsCollection.load_from_baseline(doc)
@@ -162,7 +162,9 @@ def check_secrets(root: Path, *, files: Iterable[str] | None = None, diff_text: 
     registry, registry_problems = load_registry(root, required=True)
     problems = [GateProblem(p.file, p.line, p.message) for p in registry_problems]
     baseline = _baseline(root)
-    found = SecretsCollection(root=str(root))
+    # Inside the checkout, with relative names: findings name files the way the baseline
+    # does, wherever the checkout lives (a root= would put absolute paths in both).
+    found = SecretsCollection()
     if diff_text is not None:
         added = list(_added_lines(diff_text))
         subject = f"the diff ({len({name for name, _, _ in added})} files)"
@@ -177,7 +179,7 @@ def check_secrets(root: Path, *, files: Iterable[str] | None = None, diff_text: 
         scanned = [n for n in names if not EXCLUDED.match(n) and (root / n).is_file()]
         scanned = [n for n in scanned if (root / n).stat().st_size <= MAX_FILE_BYTES]
         subject = f"{len(scanned)} files"
-        with default_settings():
+        with default_settings(), _inside(root):
             found.scan_files(*scanned, num_processors=1)
         lines = _file_lines(root, scanned)
     problems += _value_problems(found, baseline)
@@ -196,8 +198,8 @@ def write_baseline(root: Path) -> int:
     root = root.resolve()
     names = [n for n in _tracked_files(root) if not EXCLUDED.match(n) and (root / n).is_file()]
     names = [n for n in names if (root / n).stat().st_size <= MAX_FILE_BYTES]
-    found = SecretsCollection(root=str(root))
-    with default_settings():
+    found = SecretsCollection()
+    with default_settings(), _inside(root):
         found.scan_files(*names, num_processors=1)
         doc = format_for_output(found)
     doc.pop("generated_at", None)  # the same findings, the same bytes

@@ -129,6 +129,10 @@ def test_reviewed_findings_in_the_baseline_pass_and_a_new_one_does_not(checkout,
     assert (checkout / ".secrets.baseline").read_bytes() == first  # same findings, same bytes
     _git(checkout, "add", ".")
     assert run_cli("gate", "secrets", "--repo-root", str(checkout)).code == 0
+    assert str(checkout) not in (checkout / ".secrets.baseline").read_text()  # names relative to the checkout
+    moved = checkout.parent / "elsewhere"
+    shutil.copytree(checkout, moved)  # a CI clone lives somewhere else
+    assert run_cli("gate", "secrets", "--repo-root", str(moved)).code == 0
     # the reviewed value moved down a line: still reviewed; a second value: new
     fixture.write_text(f'\nSAMPLE = "{AWS_KEY}"\nOTHER = "{GITHUB_PAT}"\n')
     result = run_cli("gate", "secrets", "--repo-root", str(checkout))

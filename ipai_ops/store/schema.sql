@@ -174,7 +174,7 @@ BEGIN
      WHERE e.id = ANY(p_merged) ORDER BY e.last_seen DESC, e.id DESC LIMIT 1;
 
     -- The kept group keeps its identity (code, message, status); it takes the merged
-    -- groups' counts and, where one of them was seen last, that latest occurrence's traces.
+    -- groups' counts and, where one of them was seen last, that latest occurrence's context.
     UPDATE ops.agent_errors e SET
         count = e.count + v_count,
         first_seen = least(e.first_seen, coalesce(v_first, e.first_seen)),
@@ -183,6 +183,12 @@ BEGIN
         last_span_id = CASE WHEN v_last > e.last_seen THEN v_latest.last_span_id ELSE e.last_span_id END,
         last_service_version = CASE WHEN v_last > e.last_seen
             THEN coalesce(v_latest.last_service_version, e.last_service_version) ELSE e.last_service_version END,
+        last_environment = CASE WHEN v_last > e.last_seen
+            THEN coalesce(v_latest.last_environment, e.last_environment) ELSE e.last_environment END,
+        last_gen_ai_provider = CASE WHEN v_last > e.last_seen
+            THEN coalesce(v_latest.last_gen_ai_provider, e.last_gen_ai_provider) ELSE e.last_gen_ai_provider END,
+        last_gen_ai_model = CASE WHEN v_last > e.last_seen
+            THEN coalesce(v_latest.last_gen_ai_model, e.last_gen_ai_model) ELSE e.last_gen_ai_model END,
         sample = CASE WHEN v_last > e.last_seen OR e.sample IS NULL
             THEN coalesce(v_latest.sample, e.sample) ELSE e.sample END,
         -- "snoozed for N more occurrences" stays N more: the threshold moves with the count

@@ -100,6 +100,25 @@ def test_merge_moves_counts_occurrences_keys_and_runs(ops_conn, two_groups):
     )
 
 
+def test_the_kept_group_takes_the_context_of_the_group_seen_last(ops_conn):
+    # migration 0012: environment and GenAI provider/model travel like the traces and release
+    older = upsert(ops_conn, occ("fp-ctx-a", at=T0, environment="staging", gen_ai_provider="openai",
+                                 gen_ai_response_model="gpt-4o")).error_id  # fmt: skip
+    newer = upsert(ops_conn, occ("fp-ctx-b", at=T0 + timedelta(hours=2), environment="production",
+                                 gen_ai_provider="anthropic", gen_ai_request_model="claude-x")).error_id  # fmt: skip
+    merge(ops_conn, older, [newer])
+    with ops_conn, ops_conn.cursor() as cur:
+        cur.execute(
+            "SELECT last_environment, last_gen_ai_provider, last_gen_ai_model FROM ops.agent_errors WHERE id = %s",
+            (older,),
+        )
+        assert cur.fetchone() == ("production", "anthropic", "claude-x")
+    # merging an older group into a newer one keeps the newer one's context
+    oldest = upsert(ops_conn, occ("fp-ctx-c", at=T0 - timedelta(days=1), environment="dev")).error_id
+    merge(ops_conn, older, [oldest])
+    assert scalar(ops_conn, "SELECT last_environment FROM ops.agent_errors WHERE id = %s", (older,)) == "production"
+
+
 def test_later_occurrences_of_the_merged_key_land_on_the_kept_group(ops_conn, two_groups):
     a, b, b_occurrences = two_groups
     merge(ops_conn, a, [b])

@@ -8,11 +8,12 @@
     "maintainers": ["ipai"],
     "license": "LGPL-3",
     "development_status": "Beta",
-    "depends": ["base", "web", "ipai_reliability"],
+    "depends": ["base", "web", "mail", "ipai_reliability"],
     "external_dependencies": {"python": ["ipai_ops", "jsonschema", "opentelemetry-api"]},
     "data": [
         "security/ir.model.access.csv",
         "data/ir_cron_data.xml",
+        "data/mail_message_subtype_data.xml",
         "views/ipai_pulser_intent_event_views.xml",
         "wizard/ipai_pulser_intent_requeue_views.xml",
         "views/ipai_pulser_intent_views.xml",

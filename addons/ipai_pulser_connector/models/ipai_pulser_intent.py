@@ -11,6 +11,7 @@ import uuid
 from datetime import timedelta
 
 import psycopg2.errors
+from markupsafe import Markup
 from odoo import api, fields, models, release
 from odoo.addons.ipai_reliability.models.ipai_ops import local_dsn
 from odoo.exceptions import ConcurrencyError
@@ -99,7 +100,10 @@ def _cancel_request_of(row):
 
 class IpaiPulserIntent(models.Model):
     _name = "ipai.pulser.intent"
+    _inherit = ["mail.thread", "mail.activity.mixin"]
     _description = "Pulser Intent"
+    # Intents are read-only for Reliability Users, who still discuss and follow them.
+    _mail_post_access = "read"
     _order = "priority desc, id desc"
     _rec_name = "ref"
 
@@ -975,6 +979,22 @@ class IpaiPulserIntent(models.Model):
             _logger.exception("ipai_pulser: could not record failure %s in ops.agent_errors", occurrence)
             return None
 
+    def _notify_gave_up(self, code, message, attempt, state, ops_error_id):
+        """Tell the intent's followers that the worker gave up on it (dead letter, or a
+        failure no retry can fix): one message in its chatter, subtype *Gave up*."""
+        link = Markup("")
+        if ops_error_id:
+            link = Markup(' <a href="/odoo/ipai.agent.error/{}">{}</a>').format(
+                ops_error_id, self.env._("Open the error")
+            )
+        body = Markup("<p>{}</p><p><code>{}</code>: {}{}</p>").format(
+            self.env._("Gave up after attempt %(attempt)s: %(state)s.", attempt=attempt, state=state),
+            code,
+            (message or "")[:400],
+            link,
+        )
+        self.sudo().message_post(body=body, subtype_xmlid="ipai_pulser_connector.mt_intent_gave_up")
+
     def _finish_failure(self, exc, *, attempt, duration_ms, span, stacktrace, ctx, now=None):
         now = now or fields.Datetime.now()
         registry = self._ops_registry()
@@ -1032,6 +1052,8 @@ class IpaiPulserIntent(models.Model):
             )
         if outcome == "dead":
             telemetry.count("dead_letters", 1, {**attrs, telemetry.ATTR_FAILURE_CODE: code})
+        if outcome in ("dead", "failed"):
+            self._notify_gave_up(code, envelope["error"]["message"], attempt, new_state, ops.get("error_id"))
         telemetry.audit(
             "run.state",
             "error",

@@ -12,3 +12,4 @@ from . import test_access
 from . import test_signing
 from . import test_requeue_warning
 from . import test_one_occurrence
+from . import test_intent_chatter

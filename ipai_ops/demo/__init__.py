@@ -1,13 +1,20 @@
 """``ipai-ops demo``: a small instrumented agent that fills every view with real data.
 
-Two parts, each usable alone:
+Four parts, each usable alone:
 
 * :mod:`ipai_ops.demo.agent` runs a handful of agent tasks under the real OpenTelemetry
   SDK, some of which fail, and exports their traces (ERROR spans with ``exception``
   events) and error logs over OTLP/HTTP to the bridge (or a collector in front of it);
   it then reads ``ops.agent_errors`` back and reports what arrived per failure code.
+* :mod:`ipai_ops.demo.samples` records agent runs (``ipai-ops run``'s recorder), scores
+  three real public PRs and the runs (``ipai-ops bench score``) and compares two sample
+  variants (``ipai-ops bench compare``);
 * :mod:`ipai_ops.demo.intents` submits signed intents to Odoo's Pulser API
-  (``POST /pulser/v1/intents``), some of which fail with different codes.
+  (``POST /pulser/v1/intents``), some of which fail with different codes;
+* :mod:`ipai_ops.demo.resolution` creates a sample resolution record linked to a demo
+  error through Odoo's RPC API.
+
+Running it again doubles nothing (see each module).
 
 Environment variables (each shares its name with a ``--flag`` of ``ipai-ops demo``):
 """

@@ -23,9 +23,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Runs a small agent under the OpenTelemetry SDK: its failing tasks export ERROR spans with "
             "exception events and error logs over OTLP/HTTP; then reads ops.agent_errors back and reports "
-            "what arrived per failure code. Then submits signed intents to Odoo's Pulser API (some fail "
-            "with different codes); skipped with a note when Odoo is not reachable. Every flag has the "
-            "environment variable named in its help."
+            "what arrived per failure code. Then records agent runs (ipai-ops run: tests passing, tests "
+            "failing, and A/B runs of two sample variants), scores the three real public PRs of "
+            "tests/ci/fixtures/pull_requests/ and those runs (ipai-ops bench score) and compares the "
+            "variants (ipai-ops bench compare; the variants are sample data, named sample-*). Then "
+            "submits signed intents to Odoo's Pulser API (some fail with different codes) and creates "
+            "a sample resolution record linked to a demo error; skipped with a note when Odoo is not "
+            "reachable. Safe to run again: nothing is recorded twice. Every flag has the environment "
+            "variable named in its help."
         ),
     )
     agent = parser.add_argument_group("agent (OTLP)")
@@ -44,7 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_dsn_argument(agent)
     agent.add_argument("--no-check", action="store_true", help="do not read ops.agent_errors back")
-    agent.add_argument("--no-agent", action="store_true", help="skip the agent (intents only)")
+    agent.add_argument("--no-agent", action="store_true", help="skip the agent and the runs (intents only)")
+    agent.add_argument(
+        "--no-runs",
+        action="store_true",
+        help="skip the recorded agent runs and the benchmarks (also skipped with --no-check)",
+    )
     odoo = parser.add_argument_group("intents (Odoo)")
     odoo.add_argument(
         "--odoo-url",
@@ -67,7 +77,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help=f"its password (env {settings.IPAI_ODOO_PASSWORD}; default admin)",
     )
-    odoo.add_argument("--no-intents", action="store_true", help="skip the intents part")
+    odoo.add_argument(
+        "--no-intents", action="store_true", help="skip the Odoo part (intents and the sample resolution)"
+    )
     parser.add_argument(
         "--wait", type=float, default=30, help="seconds to wait for telemetry and intents to settle (default 30)"
     )
@@ -172,6 +184,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             if conn is not None:
                 conn.close()
 
+    if not (args.no_agent or args.no_check or args.no_runs):
+        result["runs"] = _runs_and_benchmarks(args, text)
+        if not result["runs"]["ok"]:
+            exit_code = EXIT_CHECK_FAILED
+
     if not args.no_intents:
         url = args.odoo_url or _env(settings.IPAI_ODOO_URL, settings.DEFAULT_ODOO_URL)
         if text:
@@ -216,9 +233,90 @@ def cmd_demo(args: argparse.Namespace) -> int:
             }
             if any(not o.as_expected and (o.state in intents.TERMINAL_STATES or not o.ref) for o in ireport.outcomes):
                 exit_code = EXIT_CHECK_FAILED
+            result["resolution"] = _resolution(args, url, text)
     if not text:
         emit_json(result)
     return exit_code
+
+
+def _runs_and_benchmarks(args: argparse.Namespace, text: bool) -> dict[str, Any]:
+    """Recorded runs, benchmark scores and the A/B comparison (ipai_ops.demo.samples)."""
+    from ipai_ops import store
+    from ipai_ops.ci.bench import BenchmarkConfigError
+    from ipai_ops.demo import samples
+    from ipai_ops.runs import RunSetupError
+
+    dsn = config.dsn(args.dsn)
+    report = samples.SamplesReport()
+    if text:
+        print(f"runs: agent {samples.RUNS_AGENT} (ipai-ops run), benchmarks (ipai-ops bench)", flush=True)
+    conn = store.connect(dsn, application_name="ipai-ops demo")
+    try:
+        try:
+            samples.record_runs(conn, dsn, report)
+        except RunSetupError as exc:
+            raise CliError(f"recording the demo's runs failed: {exc}") from None
+        try:
+            samples.score_and_compare(conn, report)
+        except BenchmarkConfigError as exc:
+            raise CliError(f"the benchmark configuration is invalid:\n{exc}", code=EXIT_CHECK_FAILED) from None
+    finally:
+        conn.close()
+    if text:
+        for run in report.recorded:
+            error = f", error {run['error_id']}" if run["error_id"] is not None else ""
+            print(f"  recorded {run['task_ref']:<32} {run['result']}{error}")
+        if report.already:
+            print(f"  {len(report.already)} run(s) already recorded by an earlier demo: kept")
+        for problem in report.unexpected:
+            print(f"  UNEXPECTED {problem}")
+        real = [s for s in report.scored if s["variant"] is None]
+        for s in real:
+            print(f"  scored {s['subject']:<48} composite {s['composite']:6.2f}  {s['tier']}")
+        print(f"  scored {len(report.scored) - len(real)} A/B run(s) of the sample variants")
+        if report.comparison:
+            print(f"  A/B (sample data): {report.comparison['summary']}")
+        for note in report.notes:
+            print(f"  {note}")
+    return {
+        "ok": report.ok,
+        "recorded": report.recorded,
+        "already": report.already,
+        "unexpected": report.unexpected,
+        "scored": report.scored,
+        "comparison": report.comparison,
+        "notes": report.notes,
+    }
+
+
+def _resolution(args: argparse.Namespace, url: str, text: bool) -> dict[str, Any]:
+    """The sample resolution record, through Odoo's RPC API (needs a login)."""
+    import requests
+
+    from ipai_ops.demo.intents import OdooRpc
+    from ipai_ops.demo.resolution import ensure_resolution
+
+    try:
+        rpc = OdooRpc(
+            url,
+            args.odoo_db or _env(settings.IPAI_ODOO_DB, settings.DEFAULT_ODOO_DB),
+            args.odoo_login or _env(settings.IPAI_ODOO_LOGIN, "admin"),
+            args.odoo_password or _env(settings.IPAI_ODOO_PASSWORD, "admin"),
+        )
+        report = ensure_resolution(rpc, service=args.service_name)
+    except (PermissionError, requests.RequestException, ValueError) as exc:
+        note = f"skipped: {exc}"
+        if text:
+            print(f"resolution: {note}", flush=True)
+        return {"skipped": str(exc)}
+    if text:
+        print(f"resolution: {report.note}", flush=True)
+    return {
+        "note": report.note,
+        "id": report.resolution_id,
+        "fingerprint": report.fingerprint,
+        "created": report.created,
+    }
 
 
 def _agent_call(func: Any, *args: Any, **kwargs: Any) -> Any:

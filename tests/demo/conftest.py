@@ -10,9 +10,11 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import ModuleType
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import psycopg2
 import pytest
 
 from tests.bridge.conftest import REPO, BridgeProcess
@@ -21,6 +23,14 @@ from tests.bridge.conftest import REPO, BridgeProcess
 def start_bridge(dsn: str, **flags: object) -> BridgeProcess:
     """The bridge's own test harness, HTTP only (the demo exports OTLP/HTTP)."""
     return BridgeProcess(dsn, grpc_port=0, **flags).start()
+
+
+@pytest.fixture(autouse=True)
+def run_artifacts(tmp_path, monkeypatch) -> Path:
+    """The demo's recorded runs keep their directories here, not in the user's state dir."""
+    folder = tmp_path / "runs"
+    monkeypatch.setenv("IPAI_OPS_RUN_ARTIFACTS", str(folder))
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +71,9 @@ class FakeOdoo:
         self.rpc_calls: list[tuple[str, str]] = []
         self.worker_runs = 0
         self.seen: set[str] = set()
+        #: ops database the error groups are read from (Odoo reads ops.agent_errors in place).
+        self.ops_dsn: str | None = None
+        self.resolutions: dict[int, dict] = {}
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -170,7 +183,36 @@ class FakeOdoo:
         if (model, method) == ("ir.cron", "method_direct_trigger"):
             self.run_worker()
             return True
+        if (model, method) == ("ipai.agent.error", "search_read"):
+            return self.error_groups({field: value for field, _op, value in _args[0]})
+        if (model, method) == ("ipai.resolution", "search"):
+            wanted = {field: value for field, _op, value in _args[0]}
+            return [i for i, r in self.resolutions.items() if all(r.get(k) == v for k, v in wanted.items())]
+        if (model, method) == ("ipai.resolution", "create"):
+            new_id = len(self.resolutions) + 1
+            self.resolutions[new_id] = {**_args[0][0], "stage": "draft"}
+            return [new_id]
+        if (model, method) == ("ipai.resolution", "action_submit_review"):
+            for rid in _args[0]:
+                self.resolutions[rid]["stage"] = "review"
+            return True
         raise AssertionError(f"unexpected RPC {model}.{method}")
+
+    def error_groups(self, where: dict) -> list[dict]:
+        """ipai.agent.error's search_read by code and service, from the real ops database."""
+        if self.ops_dsn is None:
+            return []
+        conn = psycopg2.connect(self.ops_dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT id, fingerprint FROM ops.agent_errors WHERE code = %s AND service = %s"
+                    " ORDER BY last_seen DESC LIMIT 1",
+                    (where["code"], where["service"]),
+                )
+                return [{"id": i, "fingerprint": fp} for i, fp in cur.fetchall()]
+        finally:
+            conn.close()
 
     def close(self) -> None:
         self.server.shutdown()

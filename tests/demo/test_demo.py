@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections import Counter
 
 import psycopg2
@@ -10,8 +11,9 @@ import pytest
 
 from ipai_ops.classify import classify
 from ipai_ops.cli import main
-from ipai_ops.demo import DEMO_SOURCE, agent, intents
+from ipai_ops.demo import DEMO_SOURCE, agent, intents, samples
 from tests.bridge.conftest import free_port
+from tests.conftest import query_rows
 
 from .conftest import load_addon_signing, start_bridge
 
@@ -202,3 +204,140 @@ def test_demo_signs_v2_like_the_addon():
     signed = addon.parse_headers(headers)
     assert signed.scheme == "v2"
     addon.verify(signed, b"", "k" * 64, now=1, method="GET", path="/pulser/v1/intents/ab", query="")
+
+
+def view_counts(dsn: str) -> dict[str, int]:
+    """What the Agent Runs, Benchmark results, A/B and Agent Errors views read (in place)."""
+    conn = psycopg2.connect(dsn)
+    try:
+        with conn.cursor() as cur:
+            counts = {}
+            for name, query in (
+                ("runs", "SELECT count(*) FROM ops.agent_runs WHERE agent = 'demo-coder'"),
+                ("runs_with_error", "SELECT count(*) FROM ops.agent_runs WHERE error_id IS NOT NULL"),
+                ("benchmark_results", "SELECT count(*) FROM ops.agent_benchmark_results"),
+                ("benchmark_variants", "SELECT count(DISTINCT variant_id) FROM ops.agent_benchmark_results"),
+                ("comparisons", "SELECT count(*) FROM ops.agent_ab_comparisons"),
+                ("errors", "SELECT count(*) FROM ops.agent_errors"),
+            ):
+                cur.execute(query)
+                counts[name] = cur.fetchone()[0]
+            return counts
+    finally:
+        conn.close()
+
+
+def test_demo_fills_runs_benchmarks_and_resolutions(capsys, ops_dsn, fake_odoo, run_artifacts):
+    """Every view has rows after one run; a second run doubles nothing."""
+    fake_odoo.ops_dsn = ops_dsn
+    proc = start_bridge(ops_dsn)
+    try:
+        argv = ("--otlp-endpoint", proc.url, "--dsn", ops_dsn, "--runs", "1", "--odoo-url", fake_odoo.url)
+        argv += ("--odoo-db", "ipai", "--wait", "5")
+        code, out, err = run(capsys, *argv, "--format", "json")
+        assert code == 0, err
+        first = json.loads(out)
+        after_one = view_counts(ops_dsn)
+        code, out, err = run(capsys, *argv)
+        assert code == 0, err
+        after_two = view_counts(ops_dsn)
+    finally:
+        proc.stop()
+
+    runs = first["runs"]
+    assert runs["ok"] and not runs["unexpected"] and runs["already"] == []
+    by_ref = {r["task_ref"]: r for r in runs["recorded"]}
+    assert by_ref["demo:tests-pass"]["result"] == "succeeded" and by_ref["demo:tests-pass"]["error_id"] is None
+    assert by_ref["demo:tests-fail"]["result"] == "BUILD.TEST_FAILED"
+    assert len(by_ref) == 2 + 2 * samples.AB_RUNS_PER_VARIANT
+    # The failing run is linked to its error group, typed and kept apart from the OTLP agent's.
+    rows_ = query_rows(
+        ops_dsn,
+        "SELECT r.status, r.metadata ->> 'variant_id' AS variant, e.code, e.source, e.service"
+        " FROM ops.agent_runs r JOIN ops.agent_errors e ON e.id = r.error_id",
+    )
+    assert rows_ == [
+        {"status": "failed", "variant": None, "code": "BUILD.TEST_FAILED", "source": "agent", "service": "demo-coder"}
+    ]
+    assert (run_artifacts / by_ref["demo:tests-fail"]["run_id"] / "run.json").is_file()
+
+    # The three real public PRs, with the scores tests/ci/fixtures/pull_requests/README.md states.
+    real = {s["subject"]: s["composite"] for s in runs["scored"] if s["variant"] is None}
+    assert real == {
+        "github:dajiaji/pyseto#537": 55.71,
+        "github:zabio3/godolint#47": 64.29,
+        "github:voxpupuli/puppet-unattended_upgrades#248": 64.29,
+    }
+    # The A/B comparison of the sample variants: a verdict with its interval.
+    comparison = runs["comparison"]
+    assert (comparison["baseline"], comparison["candidate"]) == ("sample-baseline", "sample-candidate")
+    stored = query_rows(
+        ops_dsn,
+        "SELECT verdict, ci_low, ci_high, n_baseline, n_candidate FROM ops.agent_ab_comparisons"
+        " WHERE category = 'composite'",
+    )
+    assert len(stored) == 1
+    assert stored[0]["verdict"] == "better" and 0 < stored[0]["ci_low"] <= stored[0]["ci_high"]
+    assert stored[0]["n_baseline"] == stored[0]["n_candidate"] == samples.AB_RUNS_PER_VARIANT
+
+    # The sample resolution, linked to the demo's error group by fingerprint and id.
+    assert first["resolution"]["created"] is True
+    (resolution,) = fake_odoo.resolutions.values()
+    (error,) = query_rows(
+        ops_dsn,
+        "SELECT id, fingerprint FROM ops.agent_errors WHERE service = 'demo-agent'"
+        " AND code = 'TRANSPORT.DATABASE_UNAVAILABLE'",
+    )
+    assert (resolution["fingerprint"], resolution["error_id"]) == (error["fingerprint"], error["id"])
+    assert resolution["code"] == "TRANSPORT.DATABASE_UNAVAILABLE" and resolution["stage"] == "review"
+    assert "sample" in resolution["name"] and resolution["summary"] and resolution["root_cause"]
+
+    # Rows in every view after one run...
+    assert after_one == {
+        "runs": 2 + 2 * samples.AB_RUNS_PER_VARIANT,
+        "runs_with_error": 1,
+        "benchmark_results": 3 * 3 + 2 * samples.AB_RUNS_PER_VARIANT * 5,
+        "benchmark_variants": 2,
+        "comparisons": 6,
+        "errors": len(FAILING) + 1,
+    }
+    # ... and the same counts after a second one.
+    assert after_two == after_one
+    assert len(fake_odoo.resolutions) == 1
+    assert f"{2 + 2 * samples.AB_RUNS_PER_VARIANT} run(s) already recorded" in out
+    assert "A/B (sample data): sample-candidate is better than sample-baseline" in out
+    assert "resolution: resolution 1 already there" in out
+
+
+def test_runs_skipped_without_the_database_check(capsys, bridge, module_ops_dsn):
+    code, out, err = run(
+        capsys, "--otlp-endpoint", bridge.url, "--dsn", module_ops_dsn, "--no-check", "--no-intents", "--format", "json"
+    )
+    assert code == 0, err
+    assert "runs" not in json.loads(out)
+
+
+def test_sample_variants_are_named_as_samples():
+    for case in samples.run_cases():
+        if case.variant_id:
+            assert case.variant_id.startswith("sample-")
+            assert samples.sample_pr(case.variant_id, 0)["subject"].startswith("sample:")
+
+
+def test_runs_fall_back_to_a_temp_dir(ops_dsn, tmp_path, monkeypatch):
+    """A container user without a home: the run directories go to the temp dir, the rows to ops."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    report = samples.SamplesReport()
+    conn = psycopg2.connect(ops_dsn)
+    try:
+        samples.record_runs(conn, ops_dsn, report, artifacts_dir=str(blocker / "runs"))
+    finally:
+        conn.close()
+    assert not report.unexpected
+    fallback = tmp_path / "tmp" / "ipai-ops-demo-runs"
+    assert report.notes == [f"run directories in {fallback} ({blocker / 'runs'}: Not a directory)"]
+    assert (fallback / report.recorded[0]["run_id"] / "run.json").is_file()
+    assert query_rows(ops_dsn, "SELECT count(*) AS n FROM ops.agent_runs")[0]["n"] == len(samples.run_cases())

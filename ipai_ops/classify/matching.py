@@ -152,8 +152,11 @@ class _Candidate:
 
 
 _BOUNDED_REPEAT_RE = re.compile(r"(?<!\\)\{(\d+),(\d+)\}")
-#: RE2 memory budget for one subject's set (the DFA caches states within it).
-_SET_MAX_MEM = 64 << 20
+#: RE2 memory budget for one subject's set (the DFA caches states within it). A budget,
+#: not an allocation: at 64 MiB a 300-code registry reading 26 MiB of varied CI logs reset
+#: its DFA cache over and over (4.3x the 50-code cost per byte); at 128 MiB, 1.5x, for
+#: about 6 MB more peak RSS (benchmarks/classify_speed.py, figure c).
+_SET_MAX_MEM = 128 << 20
 
 
 def relaxed(pattern: str) -> str:

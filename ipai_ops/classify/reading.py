@@ -14,6 +14,8 @@ Normalisation, per line:
   ``[12:00:00]``, Netlify's ``7:51:34 PM:``) is removed;
 * Docker BuildKit's step prefix (``#19 11.02 ``: step number and seconds) is removed, so
   what a ``docker build`` inside a CI job printed reads like any other line;
+* Go's standard log timestamp (``2026/08/07 06:03:50 ``), often a second prefix under the
+  CI's, is removed;
 * the CI systems' own markers are removed after being read: GitHub Actions
   ``##[group]``/``##[endgroup]``/``##[error]``... and ``::error ...::`` workflow commands
   (an error annotation marks its line), Azure Pipelines ``##[section]``.
@@ -116,6 +118,9 @@ _GH_CLI_RE = _sub_re(rb"(?m)^[^\t\n]{1,300}\t[^\t\n]{0,300}\t(?:\xef\xbb\xbf)?(\
 # job). The step's own header and verdict lines ("#19 [build 4/6] RUN ...", "#19 ERROR: ...",
 # "#19 DONE 3.2s") keep theirs.
 _BUILDKIT_RE = _sub_re(rb"(?m)^#\d{1,4} \d{1,6}\.\d{1,3} ")
+# Go's standard logger ("2026/08/07 06:03:50 " and its microseconds form) before what a Go
+# tool (a test runner, a provisioner) printed, often under a CI timestamp: a second one.
+_GO_LOG_RE = _sub_re(rb"(?m)^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d(?:\.\d{1,6})? ")
 # GitHub Actions / Azure Pipelines logging commands and workflow commands.
 _CI_MARKER_RE = _sub_re(rb"(?m)^[ \t]{0,8}(?:##\[[a-z]{3,12}\]|::[a-z-]{3,20}(?: [^\n:]{0,500})?::)")
 _ANNOTATION_RE = _re(rb"(?m)^[ \t]{0,8}(?:##\[error\]|::error(?: [^\n:]{0,500})?::)")
@@ -138,6 +143,7 @@ _TIMESTAMP_AFTER_NEWLINE_RE = _after_newline(_TIMESTAMP_RE)
 _GH_CLI_AFTER_NEWLINE_RE = _after_newline(_GH_CLI_RE)
 _CI_MARKER_AFTER_NEWLINE_RE = _after_newline(_CI_MARKER_RE)
 _BUILDKIT_AFTER_NEWLINE_RE = _after_newline(_BUILDKIT_RE)
+_GO_LOG_AFTER_NEWLINE_RE = _after_newline(_GO_LOG_RE)
 
 
 def _line_indexes(data: bytes, offsets: list[int]) -> list[int]:
@@ -176,6 +182,8 @@ def _normalise(data: bytes) -> tuple[bytes, list[int], list[tuple[int, str]], bo
         data = _strip_line_starts(_TIMESTAMP_AFTER_NEWLINE_RE, data)
     if (data.startswith(b"#") or b"\n#" in data) and _BUILDKIT_RE.search(data):
         data = _strip_line_starts(_BUILDKIT_AFTER_NEWLINE_RE, data)
+    if _GO_LOG_RE.search(data):
+        data = _strip_line_starts(_GO_LOG_AFTER_NEWLINE_RE, data)
     annotations: list[int] = []
     runs: list[tuple[int, str]] = []
     if b"##[" in data or data.startswith(b"::") or b"\n::" in data:

@@ -304,3 +304,15 @@ def test_buildkit_step_prefixes_are_removed_and_lines_keep_their_numbers():
     assert log.line(0).startswith("#18 [build 5/6] RUN") and log.line(3).startswith("#18 ERROR: process")
     assert log.line(4) == "# a comment 1.5 stays"
     assert [log.number(i) for i in range(log.line_count)] == [1, 2, 3, 4, 5]
+
+
+def test_a_go_log_timestamp_under_the_ci_timestamp_is_removed_too():
+    raw = (
+        "2026-08-07T06:03:50.2002023Z 2026/08/07 06:03:50         === ERROR\n"
+        "2026-08-07T06:03:50.2026229Z 2026/08/07 06:03:50.123456 --- FAIL: chainsaw/apply (1218.59s)\n"
+        "2026-08-07T06:03:50.2028722Z 1999/01/01 is not a prefix here\n"
+    )
+    log = read_text(raw)
+    assert log.line(0) == "        === ERROR"
+    assert log.line(1) == "--- FAIL: chainsaw/apply (1218.59s)"
+    assert log.line(2) == "1999/01/01 is not a prefix here"

@@ -233,7 +233,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             }
             if any(not o.as_expected and (o.state in intents.TERMINAL_STATES or not o.ref) for o in ireport.outcomes):
                 exit_code = EXIT_CHECK_FAILED
-            result["resolution"] = _resolution(args, url, text)
+        result["resolution"] = _resolution(args, url, text)
     if not text:
         emit_json(result)
     return exit_code
@@ -293,9 +293,16 @@ def _resolution(args: argparse.Namespace, url: str, text: bool) -> dict[str, Any
     """The sample resolution record, through Odoo's RPC API (needs a login)."""
     import requests
 
-    from ipai_ops.demo.intents import OdooRpc
+    from ipai_ops.demo import intents
+    from ipai_ops.demo.intents import OdooRpc, reason
     from ipai_ops.demo.resolution import ensure_resolution
 
+    unreachable = intents.reachable(url)
+    if unreachable:
+        why = f"Odoo is not reachable at {url} ({unreachable})"
+        if text:
+            print(f"resolution: skipped: {why}", flush=True)
+        return {"skipped": why}
     try:
         rpc = OdooRpc(
             url,
@@ -305,10 +312,10 @@ def _resolution(args: argparse.Namespace, url: str, text: bool) -> dict[str, Any
         )
         report = ensure_resolution(rpc, service=args.service_name)
     except (PermissionError, requests.RequestException, ValueError) as exc:
-        note = f"skipped: {exc}"
+        why = f"Odoo at {url}: {reason(exc)}" if isinstance(exc, requests.RequestException) else str(exc)
         if text:
-            print(f"resolution: {note}", flush=True)
-        return {"skipped": str(exc)}
+            print(f"resolution: skipped: {why}", flush=True)
+        return {"skipped": why}
     if text:
         print(f"resolution: {report.note}", flush=True)
     return {

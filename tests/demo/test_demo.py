@@ -150,6 +150,7 @@ def test_intents_skipped_with_a_note_when_odoo_is_absent(capsys):
     code, out, _err = run(capsys, "--no-agent", "--odoo-url", f"http://127.0.0.1:{free_port()}")
     assert code == 0
     assert "skipped: Odoo is not reachable" in out
+    assert "resolution: skipped: Odoo is not reachable" in out
 
 
 def test_intents_signed_and_classified(capsys, fake_odoo):

@@ -254,6 +254,8 @@ _TOOL_FAILED_RE = _re(
     rb"^make(?:\[\d{1,3}\])?: \*\*\* \[(?P<cmd_make>[^\]\n]{0,300})\] Error (?P<make_exit>\d{1,4})"
     rb"|\bCommand \"(?P<cmd_quoted>[^\"\n]{1,300})\" exited with (?P<quoted_exit>[1-9]\d{0,3})"
     rb"|\bCommand failed with exit code (?P<failed_exit>[1-9]\d{0,3})"
+    # Node's child_process (execSync/exec): "Error: Command failed: npm run test:run"
+    rb"|\bCommand failed: (?P<cmd_node>[^\n]{1,300})"
     rb"|\bCommand exited with non-zero status (?P<nonzero_exit>\d{1,4})"
     rb"|\breturned non-zero exit status (?P<py_exit>\d{1,4})"
     rb"|^npm (?:ERR!|error) (?:code ELIFECYCLE|Exit status (?P<npm_exit>\d{1,4}))"
@@ -433,7 +435,7 @@ _STEP_FAILED_HINTS = (
 _TOOL_FAILED_HINTS = (
     b"*** [",
     b'Command "',
-    b"Command failed with exit code",
+    b"Command failed",  # "... with exit code N", and Node's "Command failed: <cmd>"
     b"Command exited with non-zero status",
     b"returned non-zero exit status",
     b"npm ERR!",

@@ -316,3 +316,13 @@ def test_a_go_log_timestamp_under_the_ci_timestamp_is_removed_too():
     assert log.line(0) == "        === ERROR"
     assert log.line(1) == "--- FAIL: chainsaw/apply (1218.59s)"
     assert log.line(2) == "1999/01/01 is not a prefix here"
+
+
+def test_node_child_process_command_failed_names_the_command():
+    log = read_text(
+        "Running validate...\n"
+        "Step validate failed: Command failed: npm run test:run\n"
+        "##[error]Process completed with exit code 1.\n"
+    )
+    assert "npm run test:run" in log.failed_commands
+    assert any(m.kind == "tool" and m.command == "npm run test:run" for m in log.markers)

@@ -43,6 +43,8 @@
     "assets": {
         # Mermaid itself (static/lib/mermaid) is loaded on demand by the runbook widget.
         "web.assets_backend": ["ipai_reliability/static/src/runbook/*"],
+        # the tours tests/test_triage_tour.py runs
+        "web.assets_tests": ["ipai_reliability/static/tests/tours/*.js"],
     },
     "pre_init_hook": "pre_init_hook",
     "post_init_hook": "post_init_hook",

@@ -14,3 +14,4 @@ from . import test_failure_panel
 from . import test_provider_health
 from . import test_triage
 from . import test_runbook_browser
+from . import test_triage_tour

@@ -13,3 +13,5 @@ from . import test_signing
 from . import test_requeue_warning
 from . import test_one_occurrence
 from . import test_intent_chatter
+from . import test_metrics_audit
+from . import test_signing_fuzz

@@ -15,3 +15,7 @@ from . import test_provider_health
 from . import test_triage
 from . import test_runbook_browser
 from . import test_triage_tour
+from . import test_chatter
+from . import test_merge
+from . import test_resolution_sync
+from . import test_teach

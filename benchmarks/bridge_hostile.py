@@ -176,26 +176,24 @@ def case_grpc_empty_spans(bridge: BridgeProcess) -> Send:
     return send
 
 
-def case_nested_events(bridge: BridgeProcess) -> Send:
-    """8 million empty events inside one ERROR span: 16 MiB of protobuf from a small gzip body."""
-    body = gzip.compress(nested_in_one_span(8_000_000 - 8, 11))
+def _nested(bridge: BridgeProcess, field: int) -> Send:
+    body = gzip.compress(nested_in_one_span(8_000_000 - 8, field))
 
     def send() -> str:
         status, answer = post(bridge.url + "/v1/traces", body, headers={"Content-Encoding": "gzip"})
         return f"{len(body) // 1024} KB gzip -> {describe(status, answer)}"
 
     return send
+
+
+def case_nested_events(bridge: BridgeProcess) -> Send:
+    """8 million empty events inside one ERROR span: 16 MiB of protobuf from a small gzip body."""
+    return _nested(bridge, 11)
 
 
 def case_nested_attributes(bridge: BridgeProcess) -> Send:
     """8 million empty attributes on one ERROR span."""
-    body = gzip.compress(nested_in_one_span(8_000_000 - 8, 9))
-
-    def send() -> str:
-        status, answer = post(bridge.url + "/v1/traces", body, headers={"Content-Encoding": "gzip"})
-        return f"{len(body) // 1024} KB gzip -> {describe(status, answer)}"
-
-    return send
+    return _nested(bridge, 9)
 
 
 def case_error_logs(bridge: BridgeProcess) -> Send:

@@ -694,7 +694,13 @@ _fraction = float_in(0, 1)
 
 def cmd_export_dataset(args: argparse.Namespace) -> int:
     from ipai_ops import store
-    from ipai_ops.ci.dataset import ExportFilters, ExportSettings, export_dataset
+    from ipai_ops.ci.dataset import (
+        DatasetManifestInvalid,
+        DatasetRecordInvalid,
+        ExportFilters,
+        ExportSettings,
+        export_dataset,
+    )
 
     cfg = _bench_config(args.config)
     if args.out.exists() and not args.out.is_dir():
@@ -712,6 +718,12 @@ def cmd_export_dataset(args: argparse.Namespace) -> int:
     conn = store.connect(args.dsn)
     try:
         manifest = export_dataset(conn, args.out, filters=filters, settings=settings, progress=args.progress)
+    except DatasetRecordInvalid as exc:
+        raise CliError(
+            f"{exc}; nothing was written", code=EXIT_CHECK_FAILED, failure_code="AGENT.RUN_METADATA_INVALID"
+        ) from None
+    except DatasetManifestInvalid as exc:
+        raise CliError(f"{exc}; nothing was written", code=EXIT_CHECK_FAILED) from None
     except OSError as exc:
         raise CliError(f"cannot write to {args.out}: {exc.strerror}") from None
     finally:

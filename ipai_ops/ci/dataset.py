@@ -14,7 +14,14 @@ Guarantees:
 * two exports of the same rows are byte-identical (sorted keys, fixed order, no
   timestamps in the manifest), and the manifest carries each file's sha256;
 * rows are streamed through a server-side cursor and written as they come; only
-  one task's runs are held at a time (for its preference pairs).
+  one task's runs are held at a time (for its preference pairs);
+* every record, pair and the manifest is validated against its JSON Schema
+  (``ssot/schemas/dataset_*.schema.json``) before it is written: a record that fails
+  raises :class:`DatasetRecordInvalid` naming the run, and nothing of that export is
+  left in the output directory (files are written aside and moved in on success).
+
+The same contract is described in ``docs/agents/smol_playbook_adoption.md`` (section 3
+and 4) and ``docs/engineering_loop.md`` ("Dataset export").
 """
 
 from __future__ import annotations
@@ -22,12 +29,19 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
 from typing import IO, Any
 
+import jsonschema
+
+from ipai_ops import config
 from ipai_ops.ci._util import sql
 from ipai_ops.envelope import redact_obj
 
@@ -40,6 +54,60 @@ FILES = {
     ("pairs", "eval"): "preferences_eval.jsonl",
 }
 _FETCH = 1000
+SCHEMAS = {
+    "record": "ssot/schemas/dataset_record.schema.json",
+    "preference_pair": "ssot/schemas/dataset_preference_pair.schema.json",
+    "manifest": "ssot/schemas/dataset_manifest.schema.json",
+}
+SPLIT_KEY = (
+    "int.from_bytes(sha256(salt + '\\x1f' + (task_ref or 'run:' + run_id))[:8], 'big') / 2**64 < eval_fraction -> eval"
+)
+#: Error-code categories of infrastructure failures: such a run is never a *rejected* example
+#: (the agent was not at fault; it teaches nothing about the agent's answer).
+NEVER_REJECTED = ("BUILD", "TRANSPORT")
+
+
+class DatasetContractError(ValueError):
+    """Something the export was about to write breaks its schema; ``errors`` holds ``/path: message``."""
+
+    def __init__(self, what: str, errors: list[str]):
+        super().__init__(f"{what} breaks its schema: " + "; ".join(errors))
+        self.errors = errors
+
+
+class DatasetRecordInvalid(DatasetContractError):
+    """A run's record (or a preference pair built from it) fails the schema; ``run_id`` names the run."""
+
+    def __init__(self, run_id: str, kind: str, errors: list[str]):
+        super().__init__(f"run {run_id}: its {kind}", errors)
+        self.run_id = run_id
+        self.kind = kind
+
+
+class DatasetManifestInvalid(DatasetContractError):
+    """The manifest fails its schema (a programming error: the export wrote nothing)."""
+
+    def __init__(self, errors: list[str]):
+        super().__init__("the dataset manifest", errors)
+
+
+@cache
+def schema(name: str) -> dict[str, Any]:
+    """One of the dataset's JSON Schemas by its :data:`SCHEMAS` name."""
+    return json.loads((config.repo_root() / SCHEMAS[name]).read_text(encoding="utf-8"))
+
+
+@cache
+def _validator(name: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(schema(name))
+
+
+def schema_errors(name: str, document: Any) -> list[str]:
+    """Every violation of schema ``name`` as ``/json/path: message``; empty when valid."""
+    return [
+        f"/{'/'.join(str(p) for p in err.absolute_path)}: {err.message}"
+        for err in sorted(_validator(name).iter_errors(document), key=lambda e: list(map(str, e.absolute_path)))
+    ]
 
 
 @dataclass(frozen=True)
@@ -137,6 +205,8 @@ def _pairs(task: str, records: list[dict[str, Any]], settings: ExportSettings) -
     )
     candidates = []
     for better, worse in itertools.combinations(scored, 2):
+        if _infrastructure_failure(worse):
+            continue
         lead = better["outcome"]["composite"] - worse["outcome"]["composite"]
         if lead >= settings.margin:
             candidates.append((lead, better, worse))
@@ -154,6 +224,18 @@ def _pairs(task: str, records: list[dict[str, Any]], settings: ExportSettings) -
     ]
 
 
+def _infrastructure_failure(record: dict[str, Any]) -> bool:
+    code = record["outcome"]["error_code"]
+    return bool(code) and code.split(".", 1)[0] in NEVER_REJECTED
+
+
+def _checked(name: str, document: dict[str, Any], run_id: str) -> bytes:
+    errors = schema_errors(name, document)
+    if errors:
+        raise DatasetRecordInvalid(run_id, name.replace("_", " "), errors)
+    return _dump(document)
+
+
 def export_dataset(
     conn,
     out_dir: Path,
@@ -163,10 +245,36 @@ def export_dataset(
     progress: bool | None = None,
     fetch_size: int = _FETCH,
 ) -> dict[str, Any]:
-    """Write the JSONL files and ``manifest.json`` into ``out_dir``; return the manifest."""
+    """Write the JSONL files and ``manifest.json`` into ``out_dir``; return the manifest.
+
+    The files are written into a scratch directory inside ``out_dir`` and moved into
+    place only once every record, pair and the manifest passed their schemas; on any
+    error the scratch directory is removed and ``out_dir`` keeps what it had.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".export-", dir=out_dir))
+    try:
+        manifest = _export_into(
+            conn, scratch, filters=filters, settings=settings, progress=progress, fetch_size=fetch_size
+        )
+        for name in (*sorted(manifest["files"]), "manifest.json"):
+            os.replace(scratch / name, out_dir / name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return manifest
+
+
+def _export_into(
+    conn,
+    out_dir: Path,
+    *,
+    filters: ExportFilters,
+    settings: ExportSettings,
+    progress: bool | None,
+    fetch_size: int,
+) -> dict[str, Any]:
     from tqdm import tqdm
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     show = sys.stderr.isatty() if progress is None else progress
     # The count scans what the export reads: pay for it only when a bar shows it.
     total = count_rows(conn, filters) if show else None
@@ -193,14 +301,14 @@ def export_dataset(
                         counts["skipped_incomplete"] += 1
                         continue
                     record["split"] = split
-                    writers[("records", split)].write(_dump(record))
+                    writers[("records", split)].write(_checked("record", record, record["id"]))
                     counts["records"][split] += 1
                     records.append(record)
                 if records:
                     counts["tasks"][split] += 1
                 for pair in _pairs(task_key, records, settings):
                     pair["split"] = split
-                    writers[("pairs", split)].write(_dump(pair))
+                    writers[("pairs", split)].write(_checked("preference_pair", pair, pair["chosen"]["id"]))
                     counts["pairs"][split] += 1
             bar.close()
     finally:
@@ -211,18 +319,23 @@ def export_dataset(
         "split": {
             "eval_fraction": settings.eval_fraction,
             "salt": settings.salt,
-            "key": "sha256(salt, task_ref or run_id)",
+            "key": SPLIT_KEY,
         },
         "preferences": {
             "margin": settings.margin,
             "max_pairs_per_task": settings.max_pairs_per_task,
             "by": "benchmark composite within one task",
+            "never_rejected": list(NEVER_REJECTED),
         },
         "benchmark_version": settings.benchmark_version,
         "redaction": "ipai_ops.envelope.redact_obj",
+        "schemas": dict(SCHEMAS),
         "counts": counts,
         "files": dict(sorted(files.items())),
     }
+    errors = schema_errors("manifest", manifest)
+    if errors:
+        raise DatasetManifestInvalid(errors)
     (out_dir / "manifest.json").write_bytes(_dump(manifest))
     return manifest
 

@@ -7,9 +7,18 @@ import json
 import tracemalloc
 from pathlib import Path
 
+import jsonschema
 import pytest
 
-from ipai_ops.ci.dataset import ExportSettings, export_dataset, split_of
+from ipai_ops.ci.dataset import (
+    SCHEMAS,
+    DatasetRecordInvalid,
+    ExportSettings,
+    export_dataset,
+    schema,
+    schema_errors,
+    split_of,
+)
 
 SECRET = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
 
@@ -116,6 +125,15 @@ def test_export_records_pairs_and_manifest(run_cli, seeded, ops_dsn, tmp_path):
     pair = json.loads((out / "preferences_train.jsonl").open().readline())
     assert pair["chosen"]["composite"] - pair["rejected"]["composite"] >= 5
     assert pair["chosen"]["id"] != pair["rejected"]["id"]
+    # Every line and the manifest satisfy the published schemas (checked here independently).
+    pairs = [
+        json.loads(line) for f in ("preferences_train.jsonl", "preferences_eval.jsonl") for line in (out / f).open()
+    ]
+    assert len(records) == 91 and len(pairs) == 60
+    for name, documents in (("record", records), ("preference_pair", pairs), ("manifest", [manifest])):
+        validator = jsonschema.Draft202012Validator(schema(name))
+        assert all(validator.is_valid(d) for d in documents), name
+    assert manifest["schemas"] == SCHEMAS
 
 
 def test_secrets_are_redacted(run_cli, seeded, ops_dsn, tmp_path):
@@ -177,3 +195,97 @@ def test_export_unreachable_database(run_cli, tmp_path):
     result = run_cli("export", "dataset", "--out", str(tmp_path / "x"), "--dsn", "postgresql://127.0.0.1:1/nope")
     assert result.code == 3
     assert result.err.startswith("ipai-ops: error: TRANSPORT.DATABASE_UNAVAILABLE")
+
+
+def test_schemas_are_valid_and_strict():
+    for name in SCHEMAS:
+        jsonschema.Draft202012Validator.check_schema(schema(name))
+    record = {
+        "id": "r1",
+        "task": "T-1",
+        "agent": "coder",
+        "variant_id": "A",
+        "started_at": "2026-03-14T10:00:00+00:00",
+        "prompt": "Fix it",
+        "context": None,
+        "patch": "+x",
+        "outcome": {
+            "status": "succeeded",
+            "error_code": None,
+            "duration_ms": 12,
+            "composite": 80.0,
+            "tier": "baseline",
+            "scores": {"evidence": 80.0},
+        },
+        "split": "train",
+    }
+    assert schema_errors("record", record) == []
+    assert schema_errors("record", {**record, "run_id": "r1"}) == [
+        "/: Additional properties are not allowed ('run_id' was unexpected)"
+    ]
+    assert schema_errors("record", {**record, "split": "test"}) == ["/split: 'test' is not one of ['train', 'eval']"]
+    assert schema_errors("record", {**record, "prompt": {"text": "Fix it"}}) == [
+        "/prompt: {'text': 'Fix it'} is not of type 'string'"
+    ]
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ({"prompt": {"messages": ["fix"]}, "patch": "+x"}, "/prompt: {'messages': ['fix']} is not of type 'string'"),
+        ({"prompt": "fix", "patch": 42}, "/patch: 42 is not of type 'string'"),
+        ({"prompt": "fix", "patch": "+x", "variant_id": 7}, "/variant_id: 7 is not of type 'string', 'null'"),
+    ],
+)
+def test_a_record_that_breaks_the_schema_is_a_typed_error_and_nothing_is_written(
+    run_cli, seeded, ops_dsn, tmp_path, case
+):
+    metadata, expected = case
+    with seeded, seeded.cursor() as cur:
+        cur.execute(
+            "INSERT INTO ops.agent_runs (run_id, agent, task_ref, status, metadata) VALUES ('bad-run', 'coder', 'T-9', "
+            "'succeeded', %s)",
+            (json.dumps(metadata),),
+        )
+    out = tmp_path / "ds"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier")
+    with pytest.raises(DatasetRecordInvalid) as info:
+        export_dataset(seeded, out, progress=False)
+    assert info.value.run_id == "bad-run" and info.value.errors == [expected]
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]  # no partial files, no scratch directory
+
+    result = run_cli("export", "dataset", "--out", str(out), "--dsn", ops_dsn)
+    assert result.code == 1
+    assert result.err.startswith(
+        "ipai-ops: error: AGENT.RUN_METADATA_INVALID: run bad-run: its record breaks its schema"
+    )
+    assert expected in result.err and result.err.rstrip().endswith("nothing was written")
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+def test_an_infrastructure_failure_is_never_rejected(run_cli, ops_conn, ops_dsn, tmp_path):
+    with ops_conn, ops_conn.cursor() as cur:
+        _run(cur, "good", task="T-1", composite=90.0)
+        _run(cur, "agent-fault", task="T-1", composite=20.0, status="failed")
+        _run(cur, "outage", task="T-1", composite=10.0, status="failed")
+        for run_id, code in (
+            ("agent-fault", "AGENT.VERIFICATION_FAILED"),
+            ("outage", "TRANSPORT.DATABASE_UNAVAILABLE"),
+        ):
+            cur.execute(
+                "INSERT INTO ops.agent_errors (code, fingerprint, source, first_seen, last_seen) "
+                "VALUES (%s, %s, 'test', now(), now()) RETURNING id",
+                (code, f"fp-{run_id}"),
+            )
+            cur.execute("UPDATE ops.agent_runs SET error_id = %s WHERE run_id = %s", (cur.fetchone()[0], run_id))
+    out = tmp_path / "ds"
+    result = run_cli(
+        "export", "dataset", "--out", str(out), "--dsn", ops_dsn, "--eval-fraction", "0", "--format", "json"
+    )
+    assert result.code == 0, result.err
+    pairs = [json.loads(line) for line in (out / "preferences_train.jsonl").open()]
+    # good leads agent-fault by 70 and the outage by 80, agent-fault leads the outage by 10:
+    # only the first is a pair, because a TRANSPORT failure is never the rejected side.
+    assert [(p["chosen"]["id"], p["rejected"]["id"]) for p in pairs] == [("good", "agent-fault")]
+    assert json.loads(result.out)["preferences"]["never_rejected"] == ["BUILD", "TRANSPORT"]

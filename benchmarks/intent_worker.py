@@ -11,10 +11,13 @@ Creates a throwaway Odoo database with ipai_reliability + ipai_pulser_connector
             cron does), alternating telemetry OFF (no-op) and ON (OpenTelemetry SDK
             tracer + meter, spans batched to an in-memory exporter) for ``--rounds`` rounds
             each; the median of each is compared: overhead = 1 - on/off (target <= 5%);
-* claim   - two workers on two cursors claiming (SELECT ... FOR UPDATE SKIP LOCKED +
-            lease + event) ``--claims`` intents in batches of 50; claims/s, and a check
-            that no intent was claimed twice and none was left behind;
-* drain   - two workers running ``--intents`` intents end to end, vs one worker.
+* claim   - two workers claiming (``_claim_committed``: SELECT ... FOR UPDATE SKIP LOCKED +
+            lease + event, in a READ COMMITTED transaction of its own, as the worker does)
+            ``--claims`` intents in batches of 50; claims/s, the claim conflicts (lost races
+            raised as serialization failures: must be 0), and a check that no intent was
+            claimed twice and none was left behind;
+* drain   - two workers running ``--intents`` intents end to end, vs one worker, with the
+            claim conflicts the workers counted (``stats["claim_conflicts"]``).
 
 Figures are ratios within one run: the machine is shared and absolute numbers drift.
 """
@@ -108,12 +111,17 @@ def timed_workers(registry, names, work) -> float:
     return elapsed
 
 
-def drain(registry, workers: int, batch: int = 25) -> float:
-    """Seconds until the queue is empty, with ``workers`` threads each on its own cursor."""
+def drain(registry, workers: int, batch: int = 25, conflicts: list | None = None) -> float:
+    """Seconds until the queue is empty, with ``workers`` threads each on its own cursor; the
+    workers' claim conflicts are appended to ``conflicts``."""
 
     def work(intents, name, _cr):
-        while intents._run_worker(limit=batch, worker_id=f"bench:{name}", commit=True)["claimed"]:
-            pass
+        while True:
+            stats = intents._run_worker(limit=batch, worker_id=f"bench:{name}", commit=True)
+            if conflicts is not None:
+                conflicts.append(stats["claim_conflicts"])
+            if not stats["claimed"]:
+                break
 
     return timed_workers(registry, [f"w{i}" for i in range(workers)], work)
 
@@ -193,14 +201,22 @@ def telemetry_cost_us(telemetry, *, on: bool, n: int = 5000) -> float:
     return (time.perf_counter() - started) / n * 1e6
 
 
-def bench_claim(registry, n: int, batch: int = 50) -> dict:
+def bench_claim(registry, n: int, batch: int = 50, max_conflicts: int = 100) -> dict:
+    import psycopg2.errors
+
     enqueue(registry, n, "bench-claim")
     claims: dict[str, list[int]] = {"w1": [], "w2": []}
+    conflicts = {"w1": 0, "w2": 0}
 
-    def work(intents, name, cr):
+    def work(intents, name, _cr):
         while True:
-            got = intents._claim(batch, f"bench:{name}")
-            cr.commit()
+            try:
+                got = intents._claim_committed(batch, f"bench:{name}")
+            except psycopg2.errors.SerializationFailure:
+                conflicts[name] += 1  # a lost race raised instead of skipped
+                if conflicts[name] >= max_conflicts:
+                    raise
+                continue
             if not got:
                 break
             claims[name].extend(got.ids)
@@ -218,6 +234,7 @@ def bench_claim(registry, n: int, batch: int = 50) -> dict:
         "w2": len(claims["w2"]),
         "duplicates": duplicates,
         "left_queued": left,
+        "conflicts": sum(conflicts.values()),
     }
 
 
@@ -257,21 +274,23 @@ def main(argv: list[str] | None = None) -> int:
         claim = bench_claim(registry, args.claims)
         print(
             f"claim   two workers: {claim['claims_per_s']:8.1f} claims/s  (w1 {claim['w1']}, w2 {claim['w2']}, "
-            f"duplicates {claim['duplicates']}, left queued {claim['left_queued']})"
+            f"conflicts {claim['conflicts']}, duplicates {claim['duplicates']}, left queued {claim['left_queued']})"
         )
+        drain_conflicts: list[int] = []
         enqueue(registry, args.intents, "bench-drain1")
-        one = drain(registry, 1)
+        one = drain(registry, 1, conflicts=drain_conflicts)
         check_all_succeeded(registry, args.intents)
         purge(registry)
         enqueue(registry, args.intents, "bench-drain2")
-        two = drain(registry, 2)
+        two = drain(registry, 2, conflicts=drain_conflicts)
         check_all_succeeded(registry, args.intents)
         purge(registry)
         print(
             f"drain   1 worker {args.intents / one:8.1f} intents/s, 2 workers {args.intents / two:8.1f} intents/s "
-            f"(x{one / two:.2f})"
+            f"(x{one / two:.2f}; claim conflicts {sum(drain_conflicts)})"
         )
-        ok = claim["duplicates"] == 0 and claim["left_queued"] == 0
+        ok = claim["duplicates"] == 0 and claim["left_queued"] == 0 and claim["conflicts"] == 0
+        ok = ok and sum(drain_conflicts) == 0
         return 0 if ok else 1
     finally:
         if not args.keep_db:

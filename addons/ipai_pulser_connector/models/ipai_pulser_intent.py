@@ -11,8 +11,9 @@ import uuid
 from datetime import timedelta
 
 import psycopg2.errors
+import psycopg2.extensions
 from markupsafe import Markup
-from odoo import api, fields, models, release
+from odoo import api, fields, models, release, sql_db
 from odoo.addons.ipai_reliability.models.ipai_ops import local_dsn
 from odoo.exceptions import ConcurrencyError
 
@@ -566,10 +567,19 @@ class IpaiPulserIntent(models.Model):
         """
         worker_id = worker_id or self._worker_identity()
         telemetry.watch_queue(self.env.cr.dbname)
-        stats = dict.fromkeys(("reaped", "claimed", "succeeded", "failed", "retried", "dead", "cancelled"), 0)
-        stats["reaped"] = self._contended(lambda: self._reap_expired_leases(now=now), 0, commit=commit)
+        stats = dict.fromkeys(
+            ("reaped", "claimed", "claim_conflicts", "succeeded", "failed", "retried", "dead", "cancelled"), 0
+        )
+        stats["reaped"] = self._contended(
+            lambda: self._reap_expired_leases(now=now), 0, commit=commit, stats=stats, step="reap"
+        )
         self._commit_if(commit)
-        claimed = self._contended(lambda: self._claim(limit, worker_id, now=now), self.browse(), commit=commit)
+        if commit:
+            claimed = self._claim_committed(limit, worker_id, now=now)
+        else:
+            claimed = self._contended(
+                lambda: self._claim(limit, worker_id, now=now), self.browse(), commit=False, stats=stats, step="claim"
+            )
         stats["claimed"] = len(claimed)
         self._commit_if(commit)
         for intent in claimed:
@@ -578,21 +588,26 @@ class IpaiPulserIntent(models.Model):
             self._commit_if(commit)
         return stats
 
-    def _contended(self, work, nothing, *, commit, tries=3):
-        """Run a SKIP LOCKED claim, retrying when another worker won the race.
+    def _contended(self, work, nothing, *, commit, stats, step, tries=3):
+        """Run a SKIP LOCKED claim on this cursor, retrying when another worker won the race.
 
         Odoo cursors are REPEATABLE READ: when a concurrent worker commits its claim of a row
         after our snapshot was taken, our FOR UPDATE on that row (still ``queued`` in our
-        snapshot) fails with a serialization failure instead of skipping it. Only a new
-        transaction sees the current rows, so a worker that commits (nothing is pending: it
-        has just committed) rolls back and tries again; on a caller's transaction it claims
-        nothing this round and the next round does.
+        snapshot) fails with a serialization failure instead of skipping it. Each such lost
+        race counts as a claim conflict (``stats["claim_conflicts"]`` and the
+        ``ipai.intent.claim.conflicts`` metric). Only a new transaction sees the current rows,
+        so a worker that commits (nothing is pending: it has just committed) rolls back and
+        tries again; on a caller's transaction it claims nothing this round and the next
+        round does. The committing worker claims with :meth:`_claim_committed` instead, where
+        a lost race is simply skipped; the lease reaper (rare: expired leases only) stays here.
         """
         for _attempt in range(tries):
             try:
                 with self.env.cr.savepoint():
                     return work()
             except psycopg2.errors.SerializationFailure:
+                stats["claim_conflicts"] += 1
+                telemetry.count("claim_conflicts", 1, {"ipai.worker.step": step})
                 if not commit:
                     break
                 self.env.cr.rollback()
@@ -605,6 +620,26 @@ class IpaiPulserIntent(models.Model):
         # crash of the next one. Same reasoning as OCA queue_job's runner.
         if commit:
             self.env.cr.commit()  # pylint: disable=invalid-commit
+
+    @api.model
+    def _claim_committed(self, limit, worker_id, *, now=None):
+        """Claim (:meth:`_claim`: same rows, same lease, same ``claimed`` events) in a READ
+        COMMITTED transaction of its own, committed before this returns.
+
+        Under READ COMMITTED, ``FOR UPDATE SKIP LOCKED`` skips the rows another worker holds
+        and re-checks ``state = 'queued'`` on the rows it committed meanwhile: a lost race is
+        simply a row not claimed, never a serialization failure (OCA queue_job's runner
+        claims the same way). The caller's cursor must have no transaction in progress
+        (``_run_worker(commit=True)`` has just committed), so its next snapshot sees the claim.
+        Returns the claimed intents on the caller's environment.
+        """
+        with self.env.registry.cursor() as cr:
+            if isinstance(cr, sql_db.Cursor):  # not a test cursor sharing the test's transaction
+                cr.connection.set_isolation_level(psycopg2.extensions.ISOLATION_LEVEL_READ_COMMITTED)
+            ids = self.with_env(self.env(cr=cr))._claim(limit, worker_id, now=now).ids
+        claimed = self.browse(ids)
+        claimed.invalidate_recordset()
+        return claimed
 
     @api.model
     def _claim(self, limit, worker_id, *, now=None):

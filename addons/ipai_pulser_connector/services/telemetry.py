@@ -64,6 +64,7 @@ METRIC_CANCEL_LATENCY = "ipai.intent.cancel.latency"
 METRIC_RETRIES = "ipai.intent.retries"
 METRIC_DEAD_LETTERS = "ipai.intent.dead_letters"
 METRIC_QUEUE_DEPTH = "ipai.intent.queue.depth"
+METRIC_CLAIM_CONFLICTS = "ipai.intent.claim.conflicts"
 #: Seconds. The SDK's default boundaries (0, 5, 10, 25, ... 10000) are made for
 #: milliseconds: every sub-5-second value would land in one bucket. The top bucket of the
 #: attempt duration is the default lease (300 s).
@@ -135,6 +136,11 @@ def instruments() -> dict:
             ),
             "dead_letters": meter.create_counter(
                 METRIC_DEAD_LETTERS, unit="{intent}", description="Intents dead-lettered"
+            ),
+            "claim_conflicts": meter.create_counter(
+                METRIC_CLAIM_CONFLICTS,
+                unit="{conflict}",
+                description="Claims (or lease reaps) that lost a race to another worker as a serialization failure",
             ),
             "queue_depth": meter.create_observable_gauge(
                 METRIC_QUEUE_DEPTH,

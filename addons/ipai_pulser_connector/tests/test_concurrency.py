@@ -4,6 +4,10 @@ from collections import Counter
 from odoo import SUPERUSER_ID, api
 from odoo.exceptions import ConcurrencyError
 from odoo.tests import TransactionCase, tagged
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+from ..services import telemetry
 
 SOURCE = "concurrency-test"
 N_INTENTS = 300
@@ -16,6 +20,9 @@ class TestConcurrentWorkers(TransactionCase):
     def setUp(self):
         super().setUp()
         self.addCleanup(self._cleanup)
+        self.reader = InMemoryMetricReader()
+        telemetry.use_providers(None, MeterProvider(metric_readers=[self.reader]))
+        self.addCleanup(telemetry.use_providers, None, None)
         with self.registry.cursor() as cr:
             env = api.Environment(cr, SUPERUSER_ID, {})
             env["ipai.pulser.intent"].create(
@@ -35,6 +42,7 @@ class TestConcurrentWorkers(TransactionCase):
                 while True:
                     stats = Intent._run_worker(limit=10, worker_id=f"odoo:test:{name}", commit=True)
                     claims[name] += stats["claimed"]
+                    claims[f"{name}:conflicts"] += stats["claim_conflicts"]
                     if not stats["claimed"]:
                         break
         except Exception as exc:
@@ -67,9 +75,40 @@ class TestConcurrentWorkers(TransactionCase):
             rows = cr.fetchall()
         self.assertEqual(len(rows), N_INTENTS)
         self.assertEqual({count for _id, count, _w in rows}, {1}, "each intent claimed exactly once")
-        self.assertEqual(sum(claims.values()), N_INTENTS)
+        self.assertEqual(claims["w1"] + claims["w2"], N_INTENTS)
         by_worker = Counter(worker for _id, _count, worker in rows)
         self.assertEqual(set(by_worker), {"odoo:test:w1", "odoo:test:w2"}, "both workers did work")
+        # a lost race is skipped (READ COMMITTED claim), never raised and retried
+        self.assertEqual((claims["w1:conflicts"], claims["w2:conflicts"]), (0, 0))
+        self.assertEqual(claim_conflict_points(self.reader), [], "ipai.intent.claim.conflicts never added to")
+
+    def test_a_lost_race_on_a_callers_repeatable_read_transaction_counts_as_a_conflict(self):
+        """The counter is real: a worker on a caller's transaction (commit=False, REPEATABLE
+        READ) whose snapshot predates another worker's committed claim gets a serialization
+        failure, claims nothing this round, and counts it (stats and metric)."""
+        Intent = self.env["ipai.pulser.intent"]
+        Intent.search_count([])  # this transaction's snapshot: all of SOURCE's intents queued
+        with self.registry.cursor() as cr:
+            other = api.Environment(cr, SUPERUSER_ID, {})["ipai.pulser.intent"]
+            self.assertEqual(len(other._claim_committed(N_INTENTS, "odoo:test:other")), N_INTENTS)
+        stats = Intent._run_worker(limit=5, worker_id="odoo:test:late", commit=False)
+        self.assertEqual((stats["claimed"], stats["claim_conflicts"]), (0, 1))
+        points = claim_conflict_points(self.reader)
+        self.assertEqual([(dict(p.attributes), p.value) for p in points], [({"ipai.worker.step": "claim"}, 1)])
+
+
+def claim_conflict_points(reader):
+    data = reader.get_metrics_data()
+    if data is None:
+        return []
+    return [
+        point
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for metric in sm.metrics
+        if metric.name == telemetry.METRIC_CLAIM_CONFLICTS
+        for point in metric.data.data_points
+    ]
 
 
 @tagged("post_install", "-at_install")

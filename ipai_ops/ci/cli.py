@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -665,7 +666,13 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
         "dataset",
         help="agent runs -> (prompt, context, patch, outcome) JSONL + preference pairs, redacted, split by hash",
     )
-    ds.add_argument("--out", type=Path, required=True, help="output directory (files are overwritten)")
+    where = ds.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, help="output directory (files are overwritten)")
+    where.add_argument(
+        "--to",
+        metavar="s3://BUCKET/PREFIX",
+        help="S3-compatible bucket instead (credentials and endpoint from AWS_* environment variables)",
+    )
     ds.add_argument("--agent", help="only runs of this agent")
     ds.add_argument("--variant", help="only runs with this metadata.variant_id")
     ds.add_argument("--status", choices=("queued", "running", "succeeded", "failed", "cancelled"))
@@ -697,13 +704,24 @@ def cmd_export_dataset(args: argparse.Namespace) -> int:
     from ipai_ops.ci.dataset import (
         DatasetManifestInvalid,
         DatasetRecordInvalid,
+        DatasetUploadError,
         ExportFilters,
         ExportSettings,
+        S3Target,
         export_dataset,
+        upload_export,
     )
 
     cfg = _bench_config(args.config)
-    if args.out.exists() and not args.out.is_dir():
+    target = None
+    if args.to is not None:
+        try:
+            target = S3Target.parse(args.to)
+        except ValueError as exc:
+            raise CliError(f"--to: {exc}") from None
+        scratch = tempfile.TemporaryDirectory(prefix="ipai-ops-dataset-")
+        args.out = Path(scratch.name)
+    elif args.out.exists() and not args.out.is_dir():
         raise CliError(f"--out {args.out} exists and is not a directory")
     filters = ExportFilters(
         agent=args.agent, variant=args.variant, status=args.status, since=args.since, limit=args.limit
@@ -728,6 +746,20 @@ def cmd_export_dataset(args: argparse.Namespace) -> int:
         raise CliError(f"cannot write to {args.out}: {exc.strerror}") from None
     finally:
         conn.close()
+    if target is not None:
+        try:
+            objects = upload_export(args.out, manifest, target)
+        except DatasetUploadError as exc:
+            raise CliError(str(exc), code=EXIT_UNAVAILABLE if exc.unavailable else EXIT_CHECK_FAILED) from None
+        finally:
+            scratch.cleanup()
+        if args.format == "json":
+            emit_json(manifest)
+            return 0
+        c = manifest["counts"]
+        print(f"read {c['rows_read']} run(s), skipped {c['skipped_incomplete']} without prompt or patch")
+        print(f"uploaded {len(objects)} object(s) to {target.url()}, manifest last: {objects[-1]}")
+        return 0
     if args.format == "json":
         emit_json(manifest)
         return 0

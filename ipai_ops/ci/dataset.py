@@ -26,14 +26,16 @@ and 4) and ``docs/engineering_loop.md`` ("Dataset export").
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import itertools
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
@@ -342,3 +344,112 @@ def _export_into(
 
 def _task_key(row: tuple) -> str:
     return row[2] or f"run:{row[0]}"
+
+
+# --------------------------------------------------------------------------- S3 destination
+
+#: The standard AWS variables the S3 upload reads; credentials come from these and nowhere
+#: else (no ~/.aws files, no instance metadata), and their values are never printed.
+AWS_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"
+AWS_SECRET_ACCESS_KEY = "AWS_SECRET_ACCESS_KEY"  # pragma: allowlist secret (a variable name)
+AWS_SESSION_TOKEN = "AWS_SESSION_TOKEN"
+#: An S3-compatible endpoint (MinIO, moto, R2...): ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``.
+AWS_ENDPOINT_URL_S3 = "AWS_ENDPOINT_URL_S3"
+AWS_ENDPOINT_URL = "AWS_ENDPOINT_URL"
+AWS_REGION = "AWS_REGION"
+AWS_DEFAULT_REGION = "AWS_DEFAULT_REGION"
+_CONNECT_TIMEOUT = 10
+_READ_TIMEOUT = 60
+_S3_URL = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>[^\s]*))?$")
+
+
+class DatasetUploadError(RuntimeError):
+    """The export could not be stored in the bucket; ``unavailable`` when the endpoint did not answer."""
+
+    def __init__(self, message: str, *, unavailable: bool = False):
+        super().__init__(message)
+        self.unavailable = unavailable
+
+
+@dataclass(frozen=True)
+class S3Target:
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, url: str) -> S3Target:
+        """``s3://bucket/prefix`` -> target; ValueError naming the rule on anything else."""
+        match = _S3_URL.match(url)
+        if not match:
+            raise ValueError(f"not an s3://bucket/prefix URL (bucket: 3-63 of a-z 0-9 . -): {url!r}")
+        prefix = (match["prefix"] or "").strip("/")
+        return cls(match["bucket"], f"{prefix}/" if prefix else "")
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def url(self, name: str = "") -> str:
+        return f"s3://{self.bucket}/{self.key(name)}"
+
+
+def _s3_client(environ: Mapping[str, str]):
+    import boto3
+    from botocore.config import Config
+
+    key_id, secret = environ.get(AWS_ACCESS_KEY_ID), environ.get(AWS_SECRET_ACCESS_KEY)
+    if not key_id or not secret:
+        raise DatasetUploadError(
+            f"S3 credentials come from the environment: set {AWS_ACCESS_KEY_ID} and {AWS_SECRET_ACCESS_KEY}"
+        )
+    # A session of its own, so no ~/.aws profile or instance role is consulted.
+    session = boto3.session.Session(
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        aws_session_token=environ.get(AWS_SESSION_TOKEN) or None,
+        region_name=environ.get(AWS_REGION) or environ.get(AWS_DEFAULT_REGION) or "us-east-1",
+    )
+    return session.client(
+        "s3",
+        endpoint_url=environ.get(AWS_ENDPOINT_URL_S3) or environ.get(AWS_ENDPOINT_URL) or None,
+        config=Config(
+            connect_timeout=_CONNECT_TIMEOUT,
+            read_timeout=_READ_TIMEOUT,
+            retries={"max_attempts": 3, "mode": "standard"},
+        ),
+    )
+
+
+def upload_export(
+    local_dir: Path, manifest: dict[str, Any], target: S3Target, *, environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """Put the export's files under ``target``, manifest last (a reader that sees the
+    manifest sees every file it names); return the object URLs written.
+
+    The bytes are those of the local export: the files are uploaded as written, and each
+    upload carries its SHA-256 (``ChecksumSHA256``) so the store rejects a corrupted body.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+    client = _s3_client(os.environ if environ is None else environ)
+    written = []
+    for name in (*sorted(manifest["files"]), "manifest.json"):
+        data = (local_dir / name).read_bytes()
+        try:
+            client.put_object(
+                Bucket=target.bucket,
+                Key=target.key(name),
+                Body=data,
+                ContentType="application/json" if name.endswith(".json") else "application/x-ndjson",
+                ChecksumSHA256=base64.b64encode(hashlib.sha256(data).digest()).decode(),
+            )
+        except EndpointConnectionError as exc:
+            raise DatasetUploadError(f"S3 endpoint unreachable: {exc}", unavailable=True) from None
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            raise DatasetUploadError(
+                f"S3 refused {target.url(name)}: {error.get('Code', '?')}: {error.get('Message', '')}".rstrip(": ")
+            ) from None
+        except BotoCoreError as exc:
+            raise DatasetUploadError(f"S3 upload of {target.url(name)} failed: {exc}", unavailable=True) from None
+        written.append(target.url(name))
+    return written

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tracemalloc
+import uuid
 from pathlib import Path
 
 import jsonschema
@@ -289,3 +290,80 @@ def test_an_infrastructure_failure_is_never_rejected(run_cli, ops_conn, ops_dsn,
     # only the first is a pair, because a TRANSPORT failure is never the rejected side.
     assert [(p["chosen"]["id"], p["rejected"]["id"]) for p in pairs] == [("good", "agent-fault")]
     assert json.loads(result.out)["preferences"]["never_rejected"] == ["BUILD", "TRANSPORT"]
+
+
+# --------------------------------------------------------------------------- S3 destination
+
+# moto accepts any key pair; these are made-up test values, not credentials.
+S3_KEY_ID = "AKIAIPAIOPSTESTKEY01"  # pragma: allowlist secret
+S3_SECRET = "ipai-ops-test-secret-" + "x7Q2w9Zk4LmN8pR3"  # pragma: allowlist secret
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """A real S3 API (moto's server) on loopback, an empty bucket, and the AWS_* environment set."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_SESSION_TOKEN", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id=S3_KEY_ID,
+        aws_secret_access_key=S3_SECRET,
+        region_name="us-east-1",
+    )
+    # moto keeps its buckets per process, not per server: a bucket of this test's own.
+    bucket = f"datasets-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    try:
+        yield client, bucket
+    finally:
+        server.stop()
+
+
+def test_export_to_s3_has_the_bytes_of_the_local_export(run_cli, seeded, ops_dsn, tmp_path, s3):
+    client, bucket = s3
+    local = tmp_path / "local"
+    assert run_cli("export", "dataset", "--out", str(local), "--dsn", ops_dsn).code == 0
+    result = run_cli("export", "dataset", "--to", f"s3://{bucket}/runs/2026-03/", "--dsn", ops_dsn)
+    assert result.code == 0, result.err
+    prefix = f"s3://{bucket}/runs/2026-03/"
+    assert f"uploaded 5 object(s) to {prefix}, manifest last: {prefix}manifest.json" in result.out
+    listed = client.list_objects_v2(Bucket=bucket)["Contents"]
+    remote = {
+        o["Key"].removeprefix("runs/2026-03/"): client.get_object(Bucket=bucket, Key=o["Key"])["Body"].read()
+        for o in listed
+    }
+    assert remote == _files(local)
+    assert S3_SECRET not in result.out + result.err and S3_KEY_ID not in result.out + result.err
+
+
+def test_export_to_s3_refusals_are_one_line_and_never_print_credentials(run_cli, seeded, ops_dsn, s3, monkeypatch):
+    client, bucket = s3
+
+    def fails(code: int, *args: str) -> str:
+        result = run_cli("export", "dataset", *args, "--dsn", ops_dsn)
+        assert result.code == code and result.out == "", result.err
+        assert S3_SECRET not in result.err and S3_KEY_ID not in result.err
+        return result.err
+
+    assert "--to: not an s3://bucket/prefix URL" in fails(2, "--to", "https://datasets/x")
+    assert fails(1, "--to", "s3://datasets-missing").startswith(
+        "ipai-ops: error: S3 refused s3://datasets-missing/eval.jsonl: NoSuchBucket"
+    )
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:1")
+    monkeypatch.setattr("ipai_ops.ci.dataset._CONNECT_TIMEOUT", 2)
+    assert fails(3, "--to", f"s3://{bucket}/p").startswith("ipai-ops: error: S3 endpoint unreachable")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    assert "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY" in fails(1, "--to", f"s3://{bucket}/p")
+    assert "Contents" not in client.list_objects_v2(Bucket=bucket)  # nothing half-uploaded

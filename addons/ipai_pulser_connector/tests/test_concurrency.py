@@ -1,6 +1,7 @@
 import threading
 from collections import Counter
 
+import psycopg2.errors
 from odoo import SUPERUSER_ID, api
 from odoo.exceptions import ConcurrencyError
 from odoo.tests import TransactionCase, tagged
@@ -81,6 +82,48 @@ class TestConcurrentWorkers(TransactionCase):
         # a lost race is skipped (READ COMMITTED claim), never raised and retried
         self.assertEqual((claims["w1:conflicts"], claims["w2:conflicts"]), (0, 0))
         self.assertEqual(claim_conflict_points(self.reader), [], "ipai.intent.claim.conflicts never added to")
+
+    def test_two_claimers_in_a_tight_loop_skip_lost_races(self):
+        """The benchmark's claim figure: two workers doing nothing but claim, so their claims
+        overlap all the time. Under REPEATABLE READ a lost race raised a serialization failure;
+        the READ COMMITTED claim skips it: no conflict, no intent claimed twice, none left."""
+        barrier = threading.Barrier(2)
+        errors, conflicts, claimed = [], Counter(), {"w1": [], "w2": []}
+
+        def claimer(name):
+            try:
+                with self.registry.cursor() as cr:
+                    Intent = api.Environment(cr, SUPERUSER_ID, {})["ipai.pulser.intent"]
+                    barrier.wait(timeout=30)
+                    while conflicts[name] < 20:
+                        try:
+                            got = Intent._claim_committed(5, f"odoo:test:{name}")
+                        except psycopg2.errors.SerializationFailure:
+                            conflicts[name] += 1
+                            continue
+                        if not got:
+                            break
+                        claimed[name].extend(got.ids)
+            except Exception as exc:
+                errors.append(repr(exc))
+
+        threads = [threading.Thread(target=claimer, args=(name,)) for name in claimed]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        self.assertEqual(errors, [])
+        self.assertEqual(dict(conflicts), {})
+        ids = claimed["w1"] + claimed["w2"]
+        self.assertEqual(len(ids), N_INTENTS)
+        self.assertEqual(len(set(ids)), N_INTENTS, "no intent claimed twice")
+        with self.registry.cursor() as cr:
+            cr.execute(
+                "SELECT state, lease_owner IS NOT NULL, count(*) FROM ipai_pulser_intent"
+                " WHERE source = %s GROUP BY 1, 2",
+                (SOURCE,),
+            )
+            self.assertEqual(cr.fetchall(), [("assigned", True, N_INTENTS)], "all claimed under a lease")
 
     def test_a_lost_race_on_a_callers_repeatable_read_transaction_counts_as_a_conflict(self):
         """The counter is real: a worker on a caller's transaction (commit=False, REPEATABLE

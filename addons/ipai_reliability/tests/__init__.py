@@ -19,3 +19,4 @@ from . import test_chatter
 from . import test_merge
 from . import test_resolution_sync
 from . import test_teach
+from . import test_proof_tours

@@ -59,6 +59,10 @@ _QUOTED = re.compile(r"""["']([A-Za-z][A-Za-z0-9_]{1,99})["']""")
 MAX_FILE_BYTES = 2 * 1024 * 1024
 
 
+class GateInputError(ValueError):
+    """Input the gate cannot read (no checkout, unreadable diff or baseline)."""
+
+
 def _tracked_files(root: Path) -> list[str]:
     out = subprocess.run(["git", "-C", str(root), "ls-files", "-z"], capture_output=True, check=False, timeout=60)
     if out.returncode != 0:
@@ -66,8 +70,20 @@ def _tracked_files(root: Path) -> list[str]:
     return [name for name in out.stdout.decode("utf-8", "replace").split("\0") if name]
 
 
-class GateInputError(ValueError):
-    """Input the gate cannot read (no checkout, unreadable diff or baseline)."""
+def _scannable(root: Path, names: Iterable[str], *, named: bool = False) -> tuple[list[str], list[str]]:
+    """(files to scan, files left out for their size) of ``names``: not :data:`EXCLUDED`, and
+    regular files; a file named on the command line (``named``) that is not one is an error."""
+    scanned, too_big = [], []
+    for name in names:
+        if EXCLUDED.match(name):
+            continue
+        path = root / name
+        if not path.is_file():
+            if named:
+                raise GateInputError(f"{name}: no such file in {root}")
+            continue
+        (too_big if path.stat().st_size > MAX_FILE_BYTES else scanned).append(name)
+    return scanned, too_big
 
 
 def _baseline(root: Path):
@@ -126,13 +142,10 @@ def _name_problems(lines: Iterable[tuple[str, int, str]], registry: SecretsRegis
 
 def _file_lines(root: Path, names: Iterable[str]) -> Iterator[tuple[str, int, str]]:
     for name in names:
-        path = root / name
         try:
-            if not path.is_file() or path.stat().st_size > MAX_FILE_BYTES:
-                continue
-            text = path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
+            text = (root / name).read_text(encoding="utf-8", errors="replace")
+        except OSError as exc:
+            raise GateInputError(f"{name}: cannot read: {exc.strerror or exc}") from None
         for number, line in enumerate(text.splitlines(), start=1):
             yield name, number, line
 
@@ -176,9 +189,10 @@ def check_secrets(root: Path, *, files: Iterable[str] | None = None, diff_text: 
         lines: Iterable[tuple[str, int, str]] = added
     else:
         names = sorted(files) if files is not None else _tracked_files(root)
-        scanned = [n for n in names if not EXCLUDED.match(n) and (root / n).is_file()]
-        scanned = [n for n in scanned if (root / n).stat().st_size <= MAX_FILE_BYTES]
+        scanned, too_big = _scannable(root, names, named=files is not None)
         subject = f"{len(scanned)} files"
+        if too_big:
+            subject += f"; {len(too_big)} over {MAX_FILE_BYTES // 2**20} MiB not scanned: {', '.join(too_big[:5])}"
         with default_settings(), _inside(root):
             found.scan_files(*scanned, num_processors=1)
         lines = _file_lines(root, scanned)
@@ -196,8 +210,7 @@ def write_baseline(root: Path) -> int:
     from detect_secrets.settings import default_settings
 
     root = root.resolve()
-    names = [n for n in _tracked_files(root) if not EXCLUDED.match(n) and (root / n).is_file()]
-    names = [n for n in names if (root / n).stat().st_size <= MAX_FILE_BYTES]
+    names, _ = _scannable(root, _tracked_files(root))
     found = SecretsCollection()
     with default_settings(), _inside(root):
         found.scan_files(*names, num_processors=1)

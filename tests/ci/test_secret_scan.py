@@ -165,6 +165,8 @@ def test_bad_input_is_one_clear_line(checkout, run_cli, tmp_path):
     bad.write_text("@@ -1 +1 @@\n+x\n")
     result = run_cli("gate", "secrets", "--repo-root", str(checkout), "--diff", str(bad))
     assert result.code == 2 and "not a unified diff" in result.err
+    result = run_cli("gate", "secrets", "--repo-root", str(checkout), "ipai_ops/gone.py")
+    assert result.code == 2 and "ipai_ops/gone.py: no such file" in result.err
     result = run_cli("gate", "secrets", "--repo-root", str(tmp_path / "nowhere"))
     assert result.code == 2 and "is not a directory" in result.err
     result = run_cli("gate", "secrets", "--repo-root", str(checkout), "--write-baseline", "x.py")

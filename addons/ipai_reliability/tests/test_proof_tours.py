@@ -1,4 +1,4 @@
-"""Proof in a real browser (issue 17, static/tests/tours/proof_tours.js): write a resolution
+"""Proof in a real browser (issue 17, static/tests/tours/reliability_tours.js): write a resolution
 record from an error in the Agent Errors console and submit it for review; create an alert
 rule for new errors with the email action, then see a new error's email reach a real SMTP
 server on loopback (aiosmtpd) through the evaluation and delivery crons. The rows are written
@@ -15,7 +15,7 @@ from odoo.tests import HttpCase, new_test_user, tagged
 from .common import ReliabilityCase
 from .test_alerts import _Inbox, free_port
 
-# the same values as in proof_tours.js
+# the same values as in reliability_tours.js
 RESOLUTION_CODE = "APP.TOUR_PROOF_RESOLUTION"
 RESOLUTION_TITLE = "The proxy re-encodes the webhook body"
 SUMMARY = "Webhook signatures failed for every event behind the new proxy for 40 minutes"

@@ -1,4 +1,4 @@
-"""Tours through the Agent Errors console in a real browser (static/tests/tours/triage_tour.js):
+"""Tours through the Agent Errors console in a real browser (static/tests/tours/reliability_tours.js):
 triage today's top error (assign, comment, snooze with a preset, resolve in a release) and
 create a failure mode from an unclassified error. The rows are written through ipai_ops'
 store, the clicks are Odoo's tour runner's, and what the database holds afterwards is checked
@@ -11,7 +11,7 @@ from odoo.tests import HttpCase, new_test_user, tagged
 
 from .common import ReliabilityCase
 
-# the same values as in triage_tour.js
+# the same values as in reliability_tours.js
 TOP_CODE = "APP.TOUR_TRIAGE_TOP"
 ASSIGNEE = "Tour Assignee"
 COMMENT = "Looking at it: the proxy re-encodes the webhook body"

@@ -48,6 +48,20 @@ class _Inbox:
         return "250 OK"
 
 
+def loopback_smtp(case):
+    """A real SMTP server (aiosmtpd) on loopback for the test ``case``, and Odoo's outgoing
+    mail server pointing at it; returns the inbox that keeps what it receives."""
+    inbox = _Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    case.addCleanup(controller.stop)
+    case.env["ir.mail_server"].create(
+        {"name": "loopback", "smtp_host": "127.0.0.1", "smtp_port": port, "smtp_encryption": "none"}
+    )
+    return inbox
+
+
 class Receiver:
     """A webhook receiver on loopback that verifies Standard Webhooks signatures."""
 
@@ -135,14 +149,7 @@ class TestAlerts(ReliabilityCase):
     # ------------------------------------------------------------------ email
 
     def test_new_error_email_reaches_a_real_smtp_server(self):
-        inbox = _Inbox()
-        port = free_port()
-        controller = Controller(inbox, hostname="127.0.0.1", port=port)
-        controller.start()
-        self.addCleanup(controller.stop)
-        self.env["ir.mail_server"].create(
-            {"name": "loopback", "smtp_host": "127.0.0.1", "smtp_port": port, "smtp_encryption": "none"}
-        )
+        inbox = loopback_smtp(self)
         rule = self.rule(action_email=True)
         error = self.upsert(code="WEBHOOK.SIGNATURE_INVALID", message="Signature mismatch for order 7")
         self.assertEqual(rule._evaluate(settle_seconds=0), 1)

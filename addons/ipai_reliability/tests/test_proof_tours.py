@@ -9,11 +9,10 @@ when it is not installed)."""
 from email.header import decode_header, make_header
 from unittest.mock import patch
 
-from aiosmtpd.controller import Controller
 from odoo.tests import HttpCase, new_test_user, tagged
 
 from .common import ReliabilityCase
-from .test_alerts import _Inbox, free_port
+from .test_alerts import loopback_smtp
 
 # the same values as in reliability_tours.js
 RESOLUTION_CODE = "APP.TOUR_PROOF_RESOLUTION"
@@ -61,14 +60,7 @@ class TestProofTours(ReliabilityCase, HttpCase):
         self.assertTrue(resolution.ref)
 
     def test_an_alert_rule_made_in_the_browser_emails_a_new_error_to_a_real_smtp_server(self):
-        inbox = _Inbox()
-        port = free_port()
-        controller = Controller(inbox, hostname="127.0.0.1", port=port)
-        controller.start()
-        self.addCleanup(controller.stop)
-        self.env["ir.mail_server"].create(
-            {"name": "loopback", "smtp_host": "127.0.0.1", "smtp_port": port, "smtp_encryption": "none"}
-        )
+        inbox = loopback_smtp(self)
         self.env.company.email = "alerts@example.com"
         recipient = self.env["res.partner"].create({"name": RECIPIENT, "email": RECIPIENT_EMAIL})
         Rule = self.env["ipai.alert.rule"]

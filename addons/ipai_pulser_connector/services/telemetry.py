@@ -220,6 +220,10 @@ def unwatch_queue(dbname: str) -> None:
     _queue_readers.pop(dbname, None)
 
 
+#: Databases whose queue depth could not be read at the last collection.
+_queue_unreadable: set[str] = set()
+
+
 def _observe_queue_depth(_options):
     """Collection callback (the metric reader's thread). A database that cannot be read is
     skipped until the next collection: a collection never raises into the SDK."""
@@ -227,8 +231,12 @@ def _observe_queue_depth(_options):
         try:
             rows = read()
         except Exception:
-            logging.getLogger(__name__).debug("queue depth of %s not read", dbname, exc_info=True)
+            # once per database at WARNING (a lasting failure is seen), then at DEBUG
+            level = logging.DEBUG if dbname in _queue_unreadable else logging.WARNING
+            _queue_unreadable.add(dbname)
+            logging.getLogger(__name__).log(level, "queue depth of %s not read", dbname, exc_info=True)
             continue
+        _queue_unreadable.discard(dbname)
         seen = set()
         for state, intent_type, number in rows:
             seen.add(state)

@@ -22,6 +22,8 @@ from opentelemetry.trace import Span, Status, StatusCode
 from ipai_ops.semconv import IPAI_FAILURE_CODE, IPAI_FAILURE_FINGERPRINT, IPAI_OCCURRENCE_ID
 
 _logger = logging.getLogger(__name__)
+#: Whether a failed classification was already logged at WARNING (once per process).
+_classification_warned = False
 
 #: Exception attributes shared with the code that writes ``ops`` rows directly.
 EXC_OCCURRENCE_ID = "ipai_occurrence_id"
@@ -75,7 +77,14 @@ def failure_of(
             span_id=span_id,
         )
     except Exception:
-        _logger.debug("failure classification unavailable", exc_info=True)
+        # the span keeps the plain exception; said once at WARNING, then at DEBUG
+        global _classification_warned
+        _logger.log(
+            logging.DEBUG if _classification_warned else logging.WARNING,
+            "failure classification unavailable: spans carry the exception without a failure code",
+            exc_info=True,
+        )
+        _classification_warned = True
         return None
     code, fingerprint = getattr(exc, EXC_FAILURE_CODE, None), getattr(exc, EXC_FINGERPRINT, None)
     if isinstance(code, str) and isinstance(fingerprint, str):

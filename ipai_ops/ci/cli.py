@@ -174,12 +174,7 @@ def cmd_gate_quality(args: argparse.Namespace) -> int:
     from ipai_ops.ci import bench
 
     cfg = _bench_config(args.config)
-    data = _fetch_pulls(args) if args.pr else [read_json(file, what="subject") for file in args.subject_file]
-    try:
-        subjects = [bench.Subject.from_mapping(item) for item in data]
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CliError(f"not a PR-shaped subject: {exc}") from None
-    results = [bench.score(s, cfg) for s in subjects]
+    results = [bench.score(s, cfg) for s in _subjects(args)]
     return _report_gate(bench.quality_gate(results, cfg, threshold=args.threshold), args.format)
 
 
@@ -537,6 +532,25 @@ def _fetch_pulls(args: argparse.Namespace) -> list[dict[str, Any]]:
     return fetched
 
 
+def _subjects(args: argparse.Namespace) -> list:
+    """The PR-shaped subjects of ``--pr``/``--since`` (from GitHub) or ``--subject-file``."""
+    from ipai_ops.ci import bench
+
+    if args.pr or args.since:
+        named = [(f"{args.repo}#{data['source']['number']}", data) for data in _fetch_pulls(args)]
+    else:
+        named = [(str(file), read_json(file, what="subject")) for file in args.subject_file]
+    subjects = []
+    for name, data in named:
+        if not isinstance(data, dict):
+            raise CliError(f"{name}: not a PR-shaped subject: a JSON object is expected")
+        try:
+            subjects.append(bench.Subject.from_mapping(data))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CliError(f"{name}: not a PR-shaped subject: {exc}") from None
+    return subjects
+
+
 def cmd_bench_score(args: argparse.Namespace) -> int:
     from ipai_ops import store
     from ipai_ops.ci import bench
@@ -544,16 +558,8 @@ def cmd_bench_score(args: argparse.Namespace) -> int:
     cfg = _bench_config(args.config)
     conn = None
     try:
-        if args.pr or args.since:
-            subjects = [bench.Subject.from_mapping(data) for data in _fetch_pulls(args)]
-        elif args.subject_file:
-            subjects = []
-            for file in args.subject_file:
-                data = read_json(file, what="subject")
-                try:
-                    subjects.append(bench.Subject.from_mapping(data))
-                except (ValueError, KeyError, TypeError, AttributeError) as exc:
-                    raise CliError(f"{file}: not a PR-shaped subject: {exc}") from None
+        if args.pr or args.since or args.subject_file:
+            subjects = _subjects(args)
         else:
             if args.variant and not args.runs:
                 raise CliError("--variant goes with --runs")

@@ -120,3 +120,12 @@ def test_pull_requests_from_github_pending_checks_are_not_failures(run_cli, fake
     result = run_cli("gate", "quality", "--repo", fake_github.repo, "--pr", "5", "--token", fake_github.token,
                      "--api-url", fake_github.url)  # fmt: skip
     assert result.code == 0, result.err
+
+
+def test_a_subject_file_that_is_not_a_pr_is_one_clear_line(run_cli, tmp_path):
+    listed = tmp_path / "list.json"
+    listed.write_text("[1, 2]")
+    for command in (("gate", "quality"), ("bench", "score", "--dry-run")):
+        result = run_cli(*command, "--subject-file", str(listed))
+        assert result.code == 2
+        assert f"{listed}: not a PR-shaped subject: a JSON object is expected" in result.err

@@ -39,6 +39,7 @@ from opentelemetry.sdk.resources import (
     TELEMETRY_SDK_NAME,
     TELEMETRY_SDK_VERSION,
     Resource,
+    ServiceInstanceIdResourceDetector,
 )
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
@@ -256,12 +257,19 @@ class SwitchMetricExporter(MetricExporter):
 
 
 def build_resource(settings: s.Settings, defaults: Mapping[str, Any]) -> Resource:
-    """Our defaults, then ``OTEL_RESOURCE_ATTRIBUTES``, then ``OTEL_SERVICE_NAME``: the operator wins."""
+    """Our defaults, then ``OTEL_RESOURCE_ATTRIBUTES``, then ``OTEL_SERVICE_NAME``: the operator wins.
+
+    ``service.instance.id`` is a UUID of this process (the SDK's detector: one per pid). The
+    providers are usually built in Odoo's prefork master, before the workers fork; the SDK's
+    providers then merge a fresh one into the resource in each child (``os.register_at_fork``),
+    so every worker reports its own instance, as the semantic conventions require.
+    """
     attrs: dict[str, Any] = {
         TELEMETRY_SDK_LANGUAGE: "python",
         TELEMETRY_SDK_NAME: "opentelemetry",
         TELEMETRY_SDK_VERSION: sdk_version,
         SERVICE_NAME: s.DEFAULT_SERVICE_NAME,
+        **ServiceInstanceIdResourceDetector().detect().attributes,
     }
     attrs.update({k: v for k, v in defaults.items() if v not in (None, "")})
     attrs.update(settings.resource_attributes)

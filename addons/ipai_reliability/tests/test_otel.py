@@ -7,9 +7,11 @@ instead of looking at mocks.
 
 import http.server
 import logging
+import os
 import sys
 import threading
 import time
+import uuid
 
 from odoo import http as odoo_http
 from odoo.addons.base.models.ir_cron import IrCron
@@ -19,6 +21,7 @@ from opentelemetry import trace
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
+from opentelemetry.semconv.attributes.service_attributes import SERVICE_INSTANCE_ID
 
 from .. import otel
 from ..otel._state import STATE
@@ -256,6 +259,44 @@ class TestOtelSetup(OtelCaseMixin, TransactionCase):
         with trace.get_tracer("probe").start_as_current_span("after shutdown") as span:
             self.assertFalse(span.is_recording())
         self.assertEqual(self.receiver.bodies("/v1/traces"), [])
+
+    def test_05_each_forked_worker_reports_its_own_service_instance(self):
+        """Prefork workers fork after the providers are built: each exports its own
+        ``service.instance.id`` (a UUID), the parent keeps its own, the rest is shared."""
+        self.setup_otel()
+
+        def probe(name):
+            with STATE.tracer.start_as_current_span(name):
+                pass
+            otel.force_flush()
+
+        children = []
+        for index in range(2):
+            pid = os.fork()
+            if pid == 0:  # the child exports one span and leaves without Odoo's exit hooks
+                status = 1
+                try:
+                    probe(f"instance probe child {index}")
+                    status = 0
+                finally:
+                    os._exit(status)
+            children.append(pid)
+        for pid in children:
+            _pid, status = os.waitpid(pid, 0)
+            self.assertEqual(os.waitstatus_to_exitcode(status), 0)
+        probe("instance probe parent")
+
+        instances = {}
+        for name in ("instance probe parent", "instance probe child 0", "instance probe child 1"):
+            ((resource, _span),) = self.find_span(name)
+            self.assertEqual(resource["service.name"], "odoo-test")
+            self.assertEqual(resource["deployment.environment.name"], "test")
+            instances[name] = uuid.UUID(resource[SERVICE_INSTANCE_ID])
+        self.assertEqual(len(set(instances.values())), 3, instances)
+        self.assertEqual(
+            str(instances["instance probe parent"]),
+            STATE.providers.tracer_provider.resource.attributes[SERVICE_INSTANCE_ID],
+        )
 
 
 @tagged("post_install", "-at_install")

@@ -7,7 +7,8 @@ Three writers, same workload (events spread over N fingerprints, a fraction of
 them redelivered), each on a freshly truncated schema in the same throwaway
 database and the same run:
 
-* single  - ``ops.upsert_agent_error`` once per event (what a naive writer does);
+* single  - ``ops.upsert_agent_error`` once per event (what Odoo and the CLI do: one failure
+            at a time; since 0013 a batch of one through the batch writer's SQL);
 * batch   - ``ipai_ops.store.write_batch``: one round trip per batch;
 * ceiling - COPY the batch into a temp staging table, then a hand-written
             set-based merge with the same dedupe semantics and the same columns
@@ -16,11 +17,17 @@ database and the same run:
 
 Figures are quoted as ratios against the ceiling measured in the same run,
 because this machine is shared and absolute numbers drift.
+
+``--before N`` also runs the single and batch writers on a second throwaway database
+migrated only up to migration N, interleaved with head's rounds, and prints head / N:
+migration 0013 made the single upsert a batch of one (``--before 12`` is the schema
+whose upsert carried its own copy of the write).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import random
 import statistics
@@ -137,6 +144,14 @@ def _distinct(events: list[dict]) -> int:
     return len({(e["source"], e["occurrence_id"]) for e in events})
 
 
+def _migrated_up_to(dsn: str, version: int) -> None:
+    conn = store.connect(dsn)
+    try:
+        store.migrate(conn, up_to=version)
+    finally:
+        conn.close()
+
+
 def run_single(conn, events: list[dict]) -> float:
     _reset(conn)
     start = time.perf_counter()
@@ -198,33 +213,65 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single-events", type=int, default=3_000, help="single upserts are slow: fewer")
     parser.add_argument("--fingerprints", type=int, default=1_000)
     parser.add_argument("--redelivery", type=float, default=0.05)
-    parser.add_argument("--rounds", type=int, default=3, help="batch/ceiling rounds, interleaved; median taken")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds, interleaved; median taken")
+    parser.add_argument(
+        "--before",
+        type=int,
+        metavar="N",
+        help="also measure both writers on a schema migrated only up to migration N (e.g. 12)",
+    )
     args = parser.parse_args(argv)
+    if args.before is not None and not 1 <= args.before < store.head_version():
+        parser.error(f"--before must be between 1 and {store.head_version() - 1}")
 
     events = workload(args.events, args.fingerprints, args.redelivery)
     single_events = events[: args.single_events]
-    with throwaway_database("ipai_bench", migrate=True) as dsn:
-        conn = store.connect(dsn)
-        try:
-            single = run_single(conn, single_events)
+    single_runs, batch_runs, ceiling_runs = [], [], []
+    old_single_runs, old_batch_runs = [], []
+    with contextlib.ExitStack() as stack:
+        dsn = stack.enter_context(throwaway_database("ipai_bench", migrate=True))
+        conn = stack.enter_context(contextlib.closing(store.connect(dsn)))
+        old = None
+        if args.before is not None:
+            old_dsn = stack.enter_context(throwaway_database("ipai_bench"))
+            _migrated_up_to(old_dsn, args.before)
+            old = stack.enter_context(contextlib.closing(store.connect(old_dsn)))
+        for _ in range(args.rounds):
+            if old is not None:
+                old_single_runs.append(run_single(old, single_events))
+                _check(old, _distinct(single_events), f"single at {args.before:04d}")
+            single_runs.append(run_single(conn, single_events))
             _check(conn, _distinct(single_events), "single")
-            batch_runs, ceiling_runs = [], []
-            for _ in range(args.rounds):
-                batch_runs.append(run_batch(conn, events))
-                _check(conn, _distinct(events), "batch")
-                ceiling_runs.append(run_ceiling(conn, events))
-                _check(conn, _distinct(events), "ceiling")
-        finally:
-            conn.close()
+            if old is not None:
+                old_batch_runs.append(run_batch(old, events))
+                _check(old, _distinct(events), f"batch at {args.before:04d}")
+            batch_runs.append(run_batch(conn, events))
+            _check(conn, _distinct(events), "batch")
+            ceiling_runs.append(run_ceiling(conn, events))
+            _check(conn, _distinct(events), "ceiling")
+    single = statistics.median(single_runs)
     batch, ceiling = statistics.median(batch_runs), statistics.median(ceiling_runs)
     print(
-        f"workload: {args.events} events, {args.fingerprints} fingerprints, {args.redelivery:.0%} redelivered, "
-        f"batches of {BATCH}, median of {args.rounds} interleaved rounds"
+        f"workload: {args.events} events ({args.single_events} for single upserts), {args.fingerprints} fingerprints, "
+        f"{args.redelivery:.0%} redelivered, batches of {BATCH}, median of {args.rounds} interleaved rounds"
     )
     print(f"single upserts   : {single:10.0f} events/s  ({single / ceiling:.3f}x ceiling)")
     print(f"batch writer     : {batch:10.0f} events/s  ({batch / ceiling:.3f}x ceiling)  target >= 0.8x")
     print(f"COPY+merge ceiling: {ceiling:9.0f} events/s  (1.000x)")
     print(f"batch / single   : {batch / single:.1f}x")
+    if old_single_runs:
+        old_single, old_batch = statistics.median(old_single_runs), statistics.median(old_batch_runs)
+        print(f"at migration {args.before:04d}: single {old_single:.0f} events/s, batch {old_batch:.0f} events/s")
+        print(
+            f"single, head / {args.before:04d}: {single / old_single:.3f}x  (rounds: "
+            + ", ".join(f"{new / before:.3f}" for new, before in zip(single_runs, old_single_runs, strict=True))
+            + ")"
+        )
+        print(
+            f"batch,  head / {args.before:04d}: {batch / old_batch:.3f}x  (rounds: "
+            + ", ".join(f"{new / before:.3f}" for new, before in zip(batch_runs, old_batch_runs, strict=True))
+            + ")"
+        )
     return 0
 
 

@@ -251,81 +251,29 @@ CREATE FUNCTION ops.upsert_agent_error(p_source text, p_occurrence_id text, p_fi
     LANGUAGE plpgsql
     AS $$
 DECLARE
-    v_id bigint;
-    c ops.occurrence_context;
-    v_environment text;
-    v_provider text;
-    v_model text;
+    v_new integer;
 BEGIN
-    c := jsonb_populate_record(NULL::ops.occurrence_context,
-                               CASE WHEN jsonb_typeof(p_context) = 'object' THEN p_context END);
-    v_environment := left(c.environment, 256);
-    v_provider := left(c.gen_ai_provider, 128);
-    v_model := left(coalesce(c.gen_ai_response_model, c.gen_ai_request_model), 256);
-
-    v_id := ops.group_for_key(p_fingerprint, p_previous_fingerprint, p_code);
-    IF v_id IS NULL THEN
-        INSERT INTO ops.agent_errors AS e
-            (fingerprint, code, source, service, message, error_type, severity,
-             count, first_seen, last_seen)
-        VALUES (p_fingerprint, p_code, p_source, p_service, p_message, p_error_type,
-                coalesce(p_severity, 'medium'), 0, p_occurred_at, p_occurred_at)
-        ON CONFLICT (fingerprint) DO NOTHING;
-        SELECT k.error_id INTO STRICT v_id FROM ops.error_group_keys k WHERE k.fingerprint = p_fingerprint;
+    -- The batch writer skips such rows; one occurrence without its identity is an error.
+    IF p_source IS NULL OR p_occurrence_id IS NULL OR p_fingerprint IS NULL THEN
+        RAISE EXCEPTION 'ops.upsert_agent_error: source, occurrence id and fingerprint are required'
+            USING ERRCODE = 'not_null_violation';
     END IF;
 
-    INSERT INTO ops.agent_error_occurrences
-        (source, occurrence_id, error_id, occurred_at, trace_id, span_id, service_version,
-         environment, gen_ai_provider, gen_ai_operation, gen_ai_request_model, gen_ai_response_model,
-         gen_ai_input_tokens, gen_ai_output_tokens)
-    VALUES (p_source, p_occurrence_id, v_id, p_occurred_at, p_trace_id, p_span_id, p_service_version,
-            v_environment, v_provider, left(c.gen_ai_operation, 128), left(c.gen_ai_request_model, 256),
-            left(c.gen_ai_response_model, 256),
-            ops.token_count(c.gen_ai_input_tokens), ops.token_count(c.gen_ai_output_tokens))
-    ON CONFLICT DO NOTHING;
-
-    IF NOT FOUND THEN
-        RETURN QUERY SELECT e.id, e.count, false, e.status
-                     FROM ops.agent_errors e WHERE e.id = v_id;
-        RETURN;
-    END IF;
+    SELECT w.new_occurrences INTO v_new
+    FROM ops.write_occurrences(ARRAY[jsonb_populate_record(
+        NULL::ops.error_occurrence_input,
+        CASE WHEN jsonb_typeof(p_context) = 'object' THEN p_context ELSE '{}'::jsonb END
+        || jsonb_build_object(
+            'source', p_source, 'occurrence_id', p_occurrence_id, 'fingerprint', p_fingerprint,
+            'code', p_code, 'severity', p_severity, 'message', p_message,
+            'error_type', p_error_type, 'service', p_service, 'occurred_at', p_occurred_at,
+            'trace_id', p_trace_id, 'span_id', p_span_id, 'service_version', p_service_version,
+            'sample', p_sample, 'previous_fingerprint', p_previous_fingerprint))]) AS w;
 
     RETURN QUERY
-    UPDATE ops.agent_errors e SET
-        count = e.count + 1,
-        first_seen = least(e.first_seen, p_occurred_at),
-        last_seen = greatest(e.last_seen, p_occurred_at),
-        code = CASE WHEN p_occurred_at >= e.last_seen THEN p_code ELSE e.code END,
-        message = CASE WHEN p_occurred_at >= e.last_seen THEN p_message ELSE e.message END,
-        service = CASE WHEN p_occurred_at >= e.last_seen THEN coalesce(p_service, e.service) ELSE e.service END,
-        last_trace_id = CASE WHEN p_occurred_at >= e.last_seen THEN p_trace_id ELSE e.last_trace_id END,
-        last_span_id = CASE WHEN p_occurred_at >= e.last_seen THEN p_span_id ELSE e.last_span_id END,
-        last_service_version = CASE WHEN p_occurred_at >= e.last_seen
-            THEN coalesce(p_service_version, e.last_service_version) ELSE e.last_service_version END,
-        last_environment = CASE WHEN p_occurred_at >= e.last_seen
-            THEN coalesce(v_environment, e.last_environment) ELSE e.last_environment END,
-        last_gen_ai_provider = CASE WHEN p_occurred_at >= e.last_seen
-            THEN coalesce(v_provider, e.last_gen_ai_provider) ELSE e.last_gen_ai_provider END,
-        last_gen_ai_model = CASE WHEN p_occurred_at >= e.last_seen
-            THEN coalesce(v_model, e.last_gen_ai_model) ELSE e.last_gen_ai_model END,
-        sample = CASE WHEN p_occurred_at >= e.last_seen OR e.sample IS NULL
-            THEN coalesce(p_sample, e.sample) ELSE e.sample END,
-        status = CASE WHEN e.status IN ('resolved', 'ignored', 'snoozed') THEN ops.next_status(
-                e.status, e.resolved_in_version, ARRAY[p_service_version],
-                e.snooze_until, e.snooze_until_count, e.count + 1, now()) ELSE e.status END,
-        regressed_at = CASE WHEN e.status = 'resolved' AND ops.next_status(
-                e.status, e.resolved_in_version, ARRAY[p_service_version],
-                e.snooze_until, e.snooze_until_count, e.count + 1, now()) = 'regressed'
-            THEN now() ELSE e.regressed_at END,
-        snooze_until = CASE WHEN e.status IN ('ignored', 'snoozed') AND ops.next_status(
-                e.status, NULL, NULL, e.snooze_until, e.snooze_until_count, e.count + 1, now()) = 'open'
-            THEN NULL ELSE e.snooze_until END,
-        snooze_until_count = CASE WHEN e.status IN ('ignored', 'snoozed') AND ops.next_status(
-                e.status, NULL, NULL, e.snooze_until, e.snooze_until_count, e.count + 1, now()) = 'open'
-            THEN NULL ELSE e.snooze_until_count END,
-        updated_at = now()
-    WHERE e.id = v_id
-    RETURNING e.id, e.count, true, e.status;
+    SELECT e.id, e.count, v_new > 0, e.status
+    FROM ops.error_group_keys k JOIN ops.agent_errors e ON e.id = k.error_id
+    WHERE k.fingerprint = p_fingerprint;
 END
 $$;
 
@@ -340,23 +288,35 @@ $$;
 CREATE FUNCTION ops.write_agent_errors(p_batch jsonb) RETURNS TABLE(received integer, new_occurrences integer, errors_touched integer)
     LANGUAGE plpgsql
     AS $$
+BEGIN
+    RETURN QUERY
+    SELECT jsonb_array_length(p_batch), w.new_occurrences, w.errors_touched
+    FROM ops.write_occurrences(ARRAY(
+        SELECT r FROM jsonb_populate_recordset(NULL::ops.error_occurrence_input, p_batch) AS r
+    )) AS w;
+END
+$$;
+
+CREATE FUNCTION ops.write_occurrences(p_rows ops.error_occurrence_input[], OUT new_occurrences integer, OUT errors_touched integer) RETURNS record
+    LANGUAGE plpgsql
+    AS $$
 DECLARE
     v_rows ops.error_occurrence_input[];
     v_new_keys ops.occurrence_key[];
-    v_new  integer;
-    v_touched integer;
 BEGIN
+    new_occurrences := 0;
+    errors_touched := 0;
+
     -- One row per occurrence key: a batch may carry the same delivery twice.
     SELECT array_agg(d ORDER BY d.source, d.occurrence_id) INTO v_rows
     FROM (
         SELECT DISTINCT ON (r.source, r.occurrence_id) r.*
-        FROM jsonb_populate_recordset(NULL::ops.error_occurrence_input, p_batch) AS r
+        FROM unnest(p_rows) AS r
         WHERE r.source IS NOT NULL AND r.occurrence_id IS NOT NULL AND r.fingerprint IS NOT NULL
         ORDER BY r.source, r.occurrence_id
     ) AS d;
 
     IF v_rows IS NULL THEN
-        RETURN QUERY SELECT jsonb_array_length(p_batch), 0, 0;
         RETURN;
     END IF;
 
@@ -403,18 +363,20 @@ BEGIN
     )
     SELECT array_agg(ROW(i.error_id, i.source, i.occurrence_id)::ops.occurrence_key)
     INTO v_new_keys FROM inserted i;
-    v_new := coalesce(cardinality(v_new_keys), 0);
-    IF v_new = 0 THEN
-        RETURN QUERY SELECT jsonb_array_length(p_batch), 0, 0;
+    new_occurrences := coalesce(cardinality(v_new_keys), 0);
+    IF new_occurrences = 0 THEN
         RETURN;
     END IF;
 
     -- FOR NO KEY UPDATE, not FOR UPDATE: inserting an occurrence took FOR KEY SHARE on
     -- its error row (the foreign key), and FOR UPDATE conflicts with another batch's KEY
     -- SHARE on the same rows (a deadlock between batches with overlapping fingerprints).
-    PERFORM 1 FROM ops.agent_errors e
-    WHERE e.id IN (SELECT n.error_id FROM unnest(v_new_keys) AS n)
-    ORDER BY e.id FOR NO KEY UPDATE;
+    -- One row needs no order (the single upsert): the UPDATE below locks it.
+    IF new_occurrences > 1 THEN
+        PERFORM 1 FROM ops.agent_errors e
+        WHERE e.id IN (SELECT n.error_id FROM unnest(v_new_keys) AS n)
+        ORDER BY e.id FOR NO KEY UPDATE;
+    END IF;
 
     WITH agg AS (
         SELECT n.error_id,
@@ -468,9 +430,7 @@ BEGIN
         WHERE e.id = a.error_id
         RETURNING e.id
     )
-    SELECT count(*) INTO v_touched FROM upd;
-
-    RETURN QUERY SELECT jsonb_array_length(p_batch), v_new, v_touched;
+    SELECT count(*) INTO errors_touched FROM upd;
 END
 $$;
 

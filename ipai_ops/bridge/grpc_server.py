@@ -4,11 +4,22 @@ The handlers receive the request as bytes (no deserializer is registered) and de
 themselves, like OTLP/HTTP does: an undecodable message is answered ``INVALID_ARGUMENT``
 (gRPC's own deserializer would end the call with ``UNKNOWN``), and the body goes through
 the same limits and skeleton check as an OTLP/HTTP protobuf body.
+
+Export is unary on the wire but registered here as a *stream-unary* method: grpc.aio runs
+a unary handler only once the whole request message has arrived (buffered by gRPC core),
+a stream handler as soon as the call's headers have. So the bridge admits a call before
+its message is read (token, budget, calls per worker), refuses it with
+``RESOURCE_EXHAUSTED`` + ``RetryInfo`` in the status details, reads at most
+``max_inflight`` messages at a time and each within ``body_timeout_seconds``. gRPC's own
+``maximum_concurrent_rpcs`` is not used: its refusals carry no ``RetryInfo``, which Go
+senders take as permanent.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 import grpc
 from google.protobuf.any_pb2 import Any
@@ -19,7 +30,7 @@ from google.rpc.error_details_pb2 import RetryInfo
 from ipai_ops.bridge import metrics
 from ipai_ops.bridge.auth import Sender
 from ipai_ops.bridge.otlp import PROTOBUF, OtlpRejected
-from ipai_ops.bridge.pipeline import Pipeline
+from ipai_ops.bridge.pipeline import Pipeline, at_capacity
 from ipai_ops.bridge.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,12 +38,63 @@ log = logging.getLogger(__name__)
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
+class Admission:
+    """gRPC calls per worker, counted from their headers on, shared by the three services.
+
+    ``max_calls`` calls at a time (beyond: refused before their message is read); of those,
+    ``max_reads`` receive their message at a time (gRPC core holds a message being received
+    in memory, up to ``max_decompressed_bytes``): the others wait, which costs one HTTP/2
+    flow-control window each, and are refused when no read could start within
+    ``body_timeout``.
+    """
+
+    def __init__(self, *, max_calls: int, max_reads: int, body_timeout: float) -> None:
+        self.max_calls = max_calls
+        self.calls = 0
+        self.body_timeout = body_timeout
+        self._reads = asyncio.Semaphore(max_reads)
+
+    def enter(self) -> None:
+        if self.calls >= self.max_calls:
+            raise at_capacity(f"bridge at capacity ({self.max_calls} gRPC calls in progress); retry later")
+        self.calls += 1
+
+    def leave(self) -> None:
+        self.calls -= 1
+
+    async def read(self, context: grpc.aio.ServicerContext) -> bytes:
+        """The call's one request message, read under the body deadline."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + self.body_timeout
+        try:
+            await asyncio.wait_for(self._reads.acquire(), self.body_timeout)
+        except TimeoutError:
+            raise at_capacity(
+                f"bridge at capacity (no request message could be read within {self.body_timeout:g} s); retry later"
+            ) from None
+        try:
+            message = await asyncio.wait_for(context.read(), max(until - loop.time(), 0.001))
+        except TimeoutError:
+            raise OtlpRejected(
+                408,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                "body_timeout",
+                f"request message not received within {self.body_timeout:g} s",
+            ) from None
+        finally:
+            self._reads.release()
+        if message is grpc.aio.EOF:
+            raise OtlpRejected(400, grpc.StatusCode.INVALID_ARGUMENT, "malformed", "no request message")
+        return message
+
+
 class _Export:
     signal = ""
 
-    def __init__(self, pipeline: Pipeline, settings: Settings) -> None:
+    def __init__(self, pipeline: Pipeline, settings: Settings, admission: Admission) -> None:
         self.pipeline = pipeline
         self.settings = settings
+        self.admission = admission
 
     def _sender(self, context: grpc.aio.ServicerContext) -> Sender | None:
         presented = None
@@ -41,10 +103,14 @@ class _Export:
                 presented = value if isinstance(value, str) else value.decode("latin-1")
         return self.pipeline.authenticate(presented, self.settings.token)
 
-    async def Export(self, body: bytes, context: grpc.aio.ServicerContext):
+    async def Export(self, _requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext):
+        entered = False
         try:
             sender = self._sender(context)
             self.pipeline.check_quota_before_body(sender)
+            self.admission.enter()
+            entered = True
+            body = await self.admission.read(context)
             with self.pipeline.slot():
                 return await self.pipeline.export_body(
                     self.signal, body, kind=PROTOBUF, gzipped=False, encoding="grpc", sender=sender
@@ -73,6 +139,9 @@ class _Export:
             log.exception("unexpected failure handling an OTLP/gRPC %s request", self.signal)
             metrics.RECORDS_REJECTED.labels("internal").inc()
             await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the bridge's log")
+        finally:
+            if entered:
+                self.admission.leave()
 
 
 class TraceService(_Export):
@@ -96,7 +165,8 @@ SERVICES = {
 
 
 def _handler(service: _Export) -> grpc.GenericRpcHandler:
-    export = grpc.unary_unary_rpc_method_handler(
+    # Stream-unary so that the handler runs before the message is read (module docstring).
+    export = grpc.stream_unary_rpc_method_handler(
         service.Export,
         request_deserializer=None,  # bytes: decoded by the handler (INVALID_ARGUMENT when undecodable)
         response_serializer=lambda message: message.SerializeToString(),
@@ -113,18 +183,21 @@ def build_server(pipeline: Pipeline, settings: Settings) -> grpc.aio.Server:
             ("grpc.so_reuseport", 1),
             # Connections without a call for this long are closed (GOAWAY).
             ("grpc.max_connection_idle_ms", settings.idle_timeout_seconds * 1000),
-            # A call counts from its headers on, before its message has arrived (the slot is
-            # taken only then): connections are recycled every 2 x idle_timeout with GOAWAY and
-            # calls in progress get the body deadline to finish, so a call that never sends
-            # its message is ended instead of holding a place for ever.
+            # Connections are recycled every 2 x idle_timeout with GOAWAY (calls in progress
+            # get the body deadline to finish), so a connection cannot live for ever on
+            # calls that are each refused in time.
             ("grpc.max_connection_age_ms", settings.idle_timeout_seconds * 2000),
             ("grpc.max_connection_age_grace_ms", settings.body_timeout_seconds * 1000),
         ],
-        # Calls waiting for their message cost little; processing is bounded by the slots.
-        maximum_concurrent_rpcs=settings.max_connections,
+        # No maximum_concurrent_rpcs: Admission bounds the calls and answers with RetryInfo.
+    )
+    admission = Admission(
+        max_calls=settings.max_connections,
+        max_reads=settings.max_inflight,
+        body_timeout=settings.body_timeout_seconds,
     )
     server.add_generic_rpc_handlers(
-        tuple(_handler(kind(pipeline, settings)) for kind in (TraceService, LogsService, MetricsService))
+        tuple(_handler(kind(pipeline, settings, admission)) for kind in (TraceService, LogsService, MetricsService))
     )
     server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     return server

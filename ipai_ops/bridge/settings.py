@@ -264,7 +264,7 @@ _HELP = {
     "max_json_bytes": "largest OTLP/JSON body after gzip decompression",
     "max_records": "spans or log records processed per request; the rest are refused (partial success)",
     "max_inflight": "requests processed at once per worker; beyond it 503 / RESOURCE_EXHAUSTED",
-    "max_connections": "open OTLP/HTTP connections per worker; beyond it the oldest idle one is closed",
+    "max_connections": "open OTLP/HTTP connections (oldest idle one closed beyond it) and gRPC calls per worker",
     "idle_timeout_seconds": "seconds a connection may wait without a complete request head",
     "body_timeout_seconds": "seconds a request body may take to arrive (then 408)",
     "cpu_seconds": "CPU seconds one request may spend decoding and extracting (then 413)",

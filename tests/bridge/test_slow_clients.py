@@ -15,7 +15,8 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from google.rpc import status_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from tests.bridge.conftest import BridgeProcess, post, unique_letters
@@ -140,17 +141,74 @@ def test_grpc_calls_that_never_send_their_message_hold_nothing_for_long(slow_bri
         with grpc.insecure_channel(f"127.0.0.1:{slow_bridge.grpc_port}") as channel:
             stub = trace_service_pb2_grpc.TraceServiceStub(channel)
             stub.Export(traces([span(error=f"grpc while stuck {unique_letters()}")]), timeout=5)
-        # The bridge ends them: connections are recycled (GOAWAY) and given the body deadline.
+        # The bridge ends them itself, long before the client's own 20 s: the message was not
+        # received within the body deadline, or no read could start within it (retryable).
         started = time.monotonic()
         for future in stuck:
             with pytest.raises(grpc.RpcError) as info:
                 future.result(timeout=10)
-            assert info.value.code() != grpc.StatusCode.DEADLINE_EXCEEDED  # not the client's own 20 s
-        assert time.monotonic() - started < 8
+            code, details = info.value.code(), info.value.details()
+            assert (code, "not received within 1 s" in details) == (grpc.StatusCode.DEADLINE_EXCEEDED, True) or (
+                code == grpc.StatusCode.RESOURCE_EXHAUSTED and _retry_delay(info.value) == 1
+            ), (code, details)
+        assert time.monotonic() - started < 4
     finally:
         stop.set()
         for channel in channels:
             channel.close()
+
+
+def _retry_delay(error: grpc.RpcError) -> int | None:
+    """RetryInfo's delay from the google.rpc.Status details, read as Go's status.FromError does."""
+    status = rpc_status.from_call(error)
+    if status is None:
+        return None
+    for detail in status.details:
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            return info.retry_delay.seconds
+    return None
+
+
+def test_grpc_calls_beyond_the_limit_are_refused_with_retry_info_before_their_message(module_ops_dsn: str):
+    """``max_connections`` gRPC calls per worker, counted from their headers on (not gRPC's
+    ``maximum_concurrent_rpcs``, whose refusals carry no RetryInfo): the next call is refused
+    at once, before its (here 4 MB) message is read, with RESOURCE_EXHAUSTED and RetryInfo in
+    the status details, and is accepted once the stuck calls are gone."""
+    proc = BridgeProcess(module_ops_dsn, workers=1, max_inflight=2, max_connections=4, body_timeout_seconds=3).start()
+    stop = threading.Event()
+    channels = [grpc.insecure_channel(f"127.0.0.1:{proc.grpc_port}") for _ in range(4)]
+    try:
+        stuck = [
+            channel.stream_unary(EXPORT, request_serializer=None, response_deserializer=None).future(
+                _never_sends(stop), timeout=20
+            )
+            for channel in channels
+        ]
+        time.sleep(0.5)
+        big = traces([span(error=f"grpc beyond {unique_letters()}", name="n" * 4_000_000)])
+        with grpc.insecure_channel(f"127.0.0.1:{proc.grpc_port}") as channel:
+            stub = trace_service_pb2_grpc.TraceServiceStub(channel)
+            refused = 0
+            for _ in range(5):
+                started = time.monotonic()
+                with pytest.raises(grpc.RpcError) as info:
+                    stub.Export(big, timeout=5)
+                assert time.monotonic() - started < 1
+                assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
+                assert "calls in progress" in info.value.details()
+                assert _retry_delay(info.value) == 1
+                refused += 1
+            assert refused == 5
+            for future in stuck:
+                with pytest.raises(grpc.RpcError):
+                    future.result(timeout=10)
+            stub.Export(big, timeout=10)  # the places are free again
+    finally:
+        stop.set()
+        for channel in channels:
+            channel.close()
+        proc.stop()
 
 
 def test_bodies_being_received_are_bounded_in_bytes_not_in_connections(module_ops_dsn: str):

@@ -1,29 +1,17 @@
 """Running one command with both output streams captured, bounded, redacted and teed.
 
-POSIX only: the command runs in its own session (process group), so a timeout can kill
-everything it started, and its pipes are read with ``selectors`` from one loop that
-also keeps the clock, so neither pipe can fill up and block the child (the deadlock the
-``subprocess`` docs warn about) and no reader thread can outlive the run.
-
-What lands on disk is *redacted* line by line (the run's known secret values, then
-:func:`ipai_ops.envelope.redact`) before
-it is written: a log file is an artifact that gets uploaded, attached to tickets and
-bundled for escalation, so it must be as safe as the envelope. The terminal gets the raw
-bytes as they arrive (what the command would have printed without the recorder).
-Classification needs the raw text (a signature may quote what redaction rewrites), so a
-bounded raw tail is kept in memory only and never written anywhere.
-
-Size cap per stream: the first ``max_bytes - tail`` bytes go to the file as they come;
-past that, only a bounded in-memory tail is kept, and at the end the file gets a marker
-line ``[... N bytes omitted ...]`` followed by that tail. Both ends of a huge log
-survive (the command line and setup at the top, the failure summary at the bottom) and
-the file never exceeds the cap by more than the marker line.
+What lands on disk, the size cap and the redaction order: docs/agent_runs.md, "Output
+capture". POSIX only: the command gets its own session (a timeout kills all it started),
+and one ``selectors`` loop reads both pipes and keeps the clock (the pipe deadlock of the
+``subprocess`` docs, no reader thread outliving the run). Raw text is kept only as a
+bounded in-memory tail, for classification: a signature may quote what redaction rewrites.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import os
 import re
 import selectors
@@ -34,7 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, Any, BinaryIO
 
 from ipai_ops.envelope import redact
 from ipai_ops.runs.secrets import SecretValues
@@ -391,3 +379,30 @@ def run_process(
     result.returncode = proc.returncode
     result.duration_ms = int((time.monotonic() - started) * 1000)
     return result
+
+
+class _TextTee:
+    """A binary sink over a text stream (pytest's capture, a StringIO)."""
+
+    def __init__(self, stream: IO[str]):
+        self._stream = stream
+
+    def write(self, data: bytes) -> None:
+        self._stream.write(data.decode("utf-8", "replace"))
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+
+def binary_sink(stream: IO[Any] | None) -> BinaryIO | None:
+    """Where to tee raw bytes for ``stream``: itself, its ``buffer``, or a decoding wrapper."""
+    if stream is None:
+        return None
+    if isinstance(stream, (io.RawIOBase, io.BufferedIOBase)):
+        return stream  # type: ignore[return-value]
+    buffer = getattr(stream, "buffer", None)
+    if buffer is not None:
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+        return buffer
+    return _TextTee(stream)  # type: ignore[return-value]

@@ -126,7 +126,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ipai_ops.runs.recorder import RunRecorder, RunSetupError
+    from ipai_ops.runs.recorder import RunRecorder
+    from ipai_ops.runs.spec import RunSetupError, RunSpec
 
     command = list(args.command)
     if command and command[0] == "--":
@@ -159,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 0
         if not command:
             raise CliError("no command given: ipai-ops run [OPTIONS] -- COMMAND [ARG ...]")
-        result = recorder.run(
+        spec = RunSpec(
             command,
             agent=args.agent,
             variant_id=args.variant_id,
@@ -170,6 +171,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             max_attempts=args.max_attempts,
             run_id=args.run_id,
         )
+        result = recorder.run(spec)
     except RunSetupError as exc:
         raise CliError(str(exc)) from None
     seconds = (result.duration_ms or 0) / 1000

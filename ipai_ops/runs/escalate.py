@@ -1,29 +1,10 @@
 """The escalation bundle: one archive with everything the owner team needs (runbooks, "Escalation").
 
-``escalate(ref)`` takes a run id, an error (``ops.agent_errors.id`` or an ``fp1:``
-fingerprint) or an intent (``intent:<ref or id>``), gathers the evidence the runbook index
-asks for, and writes ``escalation-<kind>-<id>-<UTC stamp>.tar.gz``::
-
-    escalation-.../manifest.json   ids, command as run, settings (redacted), typed error,
-                                   UTC timestamps, artifact paths, envelope problems
-    escalation-.../README.txt      what this is and what to do with it
-    escalation-.../envelope.json   the failure envelope
-    escalation-.../error.json      the ops.agent_errors row (with recent occurrences)
-    escalation-.../run.json        the ops.agent_runs row / the recorder's run.json
-    escalation-.../intent.json     the intent row and its audit events (intents only)
-    escalation-.../logs/<attempt>/ the run's logs, events and envelopes still on disk (bounded)
-
-Everything is redacted again on the way in (the recorder already redacted what it wrote;
-an intent's arguments or an older envelope may not have been): the bundle is meant to be
-attached to a ticket. Settings keep values only for allowlisted names (``ipai_ops.runs.secrets``),
-and the values of this process's secret-named variables, and of any a run recorded before
-the allowlist, are masked in every file.
-
-Files are read only inside the run's own directory (``<artifacts>/<run id>/``), never through
-a symbolic link (no component below the artifacts directory may be one), and only regular
-files with a single link: the paths in a run record are data any writer of
-``ops.agent_runs`` (or of the run directory) controls, and the bundle may be built by a
-server (the Odoo button) for a user who must not read that server's other files.
+What the archive holds, the manifest's keys and the rules for reading run files are
+docs/agent_runs.md, "The escalation bundle". The paths in a run record are data any writer
+of ``ops.agent_runs`` (or of the run directory) controls, and a server (the Odoo button) may
+build the bundle for a user who must not read its other files: files are read only inside
+the run's own directory, never through a symbolic link, regular files with one link only.
 """
 
 from __future__ import annotations
@@ -47,7 +28,8 @@ from ipai_ops import __version__, config
 from ipai_ops.envelope import envelope_errors, iso_utc, redact, redact_obj
 from ipai_ops.runs._sql import sql
 from ipai_ops.runs.capture import LineRedactor
-from ipai_ops.runs.recorder import RUN_FILE, RUN_ID_RE, trace_ids
+from ipai_ops.runs.context import trace_ids
+from ipai_ops.runs.layout import ATTEMPT_FILES, ATTEMPT_RE, RUN_FILE, RUN_ID_RE
 from ipai_ops.runs.secrets import SecretValues, recorded_settings
 from ipai_ops.store import OpsDatabaseUnavailable, connect, query
 from ipai_ops.taxonomy import Registry, default_registry
@@ -58,7 +40,6 @@ DEFAULT_MAX_LOG_BYTES = 5 * 1024 * 1024
 _FINGERPRINT_RE = re.compile(r"^fp\d+:[0-9a-f]{32}$")
 #: An envelope file bigger than this is not read (the recorder's are a few KiB).
 _MAX_ENVELOPE_BYTES = 16 * 1024 * 1024
-_LOG_FILES = ("stdout.log", "stderr.log", "events.jsonl", "envelope.json", "events_envelope.json")
 KINDS = ("run", "error", "intent")
 
 
@@ -129,9 +110,6 @@ def _exists(cur, relation: str) -> bool:
 
 class _Refused(Exception):
     """A run file that exists but must not be read (symlink, not a regular file, hard link)."""
-
-
-_ATTEMPT_RE = re.compile(r"^[0-9]{1,6}$")
 
 
 def _open_in(root: Path, parts: list[str]) -> int:
@@ -215,7 +193,7 @@ class _Gather:
         """
         run_dir = self.run_dir()
         attempt = str(attempt)
-        expected = run_dir / attempt / name if run_dir is not None and _ATTEMPT_RE.match(attempt) else None
+        expected = run_dir / attempt / name if run_dir is not None and ATTEMPT_RE.match(attempt) else None
         if expected is None or not isinstance(path, str) or os.path.normpath(path) != str(expected):
             where = run_dir if run_dir is not None else self.artifacts_dir
             self.warnings.append(f"{what} {path} is outside the run directory {where}: not read")
@@ -629,7 +607,7 @@ def _write_bundle(
         if run_dir is None or os.path.normpath(base) != str(run_dir / attempt):
             g.warnings.append(f"logs in {base} are outside the run directory {run_dir or g.artifacts_dir}: not copied")
             continue
-        for name in _LOG_FILES:
+        for name in ATTEMPT_FILES:
             path = os.path.join(base, name)
             member = f"logs/{attempt}/{name}"
             found = g.run_file(path, attempt, name, "log file", limit=max_log_bytes)

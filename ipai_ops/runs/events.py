@@ -1,23 +1,8 @@
 """The run-events protocol: what a command tells the recorder about its own work.
 
-The recorder names a file in ``IPAI_RUN_EVENTS``; the command may append JSON Lines to it,
-one object per line, each with a ``type``:
-
-``{"type": "tool_call", "name": "read_file", "ok": true, "duration_ms": 12}``
-    one tool call; ``name`` is required, ``ok`` (bool), ``duration_ms`` (number >= 0)
-    and ``error`` (text) are optional.
-``{"type": "usage", "model": "gpt-4.1", "input_tokens": 1200, "output_tokens": 300}``
-    token usage of one model call (send one per call: they are summed); ``model`` is
-    optional; ``cache_read_tokens`` and ``reasoning_tokens`` are summed too when present.
-    The sums read ``{"input": .., "output": .., "total": ..}`` (see :data:`TOKEN_FIELDS`).
-``{"type": "metadata", "data": {"prompt": "...", "patch": "..."}}``
-    keys merged into ``ops.agent_runs.metadata`` (e.g. the ``prompt``/``patch`` the
-    dataset export reads, or ``variant_id``); keys the recorder owns are refused.
-
-A bad line (not JSON, not an object, unknown type, wrong field type) is skipped and
-noted as a warning; it never stops the recorder. A file with lines of which none is
-usable is an ``AGENT.RUN_METADATA_INVALID`` failure of the run's metadata (the run's
-evidence is lost for comparison), not of the run itself.
+The event types and their fields are specified in docs/agent_runs.md ("Tool calls, tokens,
+model: the events protocol"); :func:`parse_events` reads a file of them into an
+:class:`EventSummary`. A bad line is a warning, never a reason to stop.
 """
 
 from __future__ import annotations

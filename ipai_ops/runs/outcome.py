@@ -1,24 +1,7 @@
 """A finished command -> a typed outcome: never just "build failed".
 
-Rules, first match wins (documented in docs/agent_runs.md, "Typing rules"):
-
-1. exit status 0: ``succeeded``;
-2. the recorder forwarded a signal from outside (Ctrl-C, SIGTERM to the recorder):
-   ``cancelled``, a person's choice, no failure code;
-3. the time limit passed: ``BUILD.TIMEOUT`` (exit status 124, as timeout(1));
-4. killed by a signal (negative return code), or a shell's 128+n for SIGABRT, SIGBUS,
-   SIGKILL, SIGSEGV (134, 135, 137, 139): ``BUILD.AGENT_CRASHED``;
-5. the command could not be started (not found, not executable; also a shell's 127 and
-   126 with its "not found" line): ``ENV.COMMAND_NOT_FOUND``;
-6. ``kind`` given as test / lint / typecheck: that BUILD code;
-7. registry signatures ``on: text`` over the raw tails of stdout and stderr;
-8. registry signatures ``on: message`` over the last error line of stderr;
-9. ``kind`` agent: ``BUILD.AGENT_CRASHED`` (an agent that exits non-zero without a
-   recognisable cause died before reporting a typed result); signatures go first for
-   agents because their causes (a missing provider key, a merge conflict) are in the
-   registry and are more useful than "crashed" (and not pointlessly retried);
-10. the program's name (pytest, ruff, mypy, ``npm test`` ...): its BUILD code;
-11. ``UNCLASSIFIED.UNKNOWN``, with the tails in the envelope so someone adds a signature.
+The rules, first match wins, are docs/agent_runs.md, "Typing rules"; :func:`type_outcome`
+applies them in that order.
 """
 
 from __future__ import annotations

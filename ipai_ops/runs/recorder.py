@@ -1,41 +1,25 @@
 """The agent-run recorder: run a command, keep everything it said, type how it ended.
 
-One run = one ``ops.agent_runs`` row and one directory::
-
-    <artifacts>/<run_id>/run.json              the run record (as in the database)
-    <artifacts>/<run_id>/<attempt>/stdout.log  redacted, size-capped (head + tail)
-    <artifacts>/<run_id>/<attempt>/stderr.log
-    <artifacts>/<run_id>/<attempt>/events.jsonl  what the command reported (IPAI_RUN_EVENTS)
-    <artifacts>/<run_id>/<attempt>/envelope.json the failure envelope of a failed attempt
-
-The row is written when the run starts (status ``running``), after every attempt and at
-the end, each time with everything known so far: a recorder that is killed leaves what it
-had. A failed attempt is one occurrence (``<run_id>:<attempt>``, source ``agent``) of a
-typed error in ``ops.agent_errors``; writing it again changes nothing. The database is
-optional: without it (``use_db=False``, or unreachable) the command still runs and the
-directory is still complete; a one-line ``TRANSPORT.DATABASE_UNAVAILABLE`` warning says so.
+What a run keeps, when its row is written, and how it behaves without the database:
+docs/agent_runs.md ("What one run keeps", "Without the database"). The options of one run
+are a :class:`~ipai_ops.runs.spec.RunSpec`; its files are named in :mod:`ipai_ops.runs.layout`;
+its record's format is :mod:`ipai_ops.runs.record`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import logging
 import math
 import os
-import platform
 import random
-import re
 import shlex
-import shutil
 import signal
 import socket
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -43,71 +27,28 @@ from typing import IO, Any, BinaryIO
 import psycopg2
 import psycopg2.extensions
 
-from ipai_ops import __version__, config, store
+from ipai_ops import config, store
 from ipai_ops.classify import classify
 from ipai_ops.envelope import build_envelope, first_line, iso_utc, redact, redact_obj
 from ipai_ops.retry import Decision, RetryPolicy, decide
 from ipai_ops.runs._sql import sql
-from ipai_ops.runs.capture import DEFAULT_MAX_OUTPUT_BYTES, CappedLog, run_process
+from ipai_ops.runs.capture import DEFAULT_MAX_OUTPUT_BYTES, CappedLog, binary_sink, run_process
+from ipai_ops.runs.context import deployment_env, redact_argv, settings_snapshot, trace_context
 from ipai_ops.runs.events import EVENTS_CODE_INVALID, EventSummary, parse_events
-from ipai_ops.runs.outcome import KINDS, Outcome, program_name, type_outcome
-from ipai_ops.runs.secrets import SecretValues, capture_settings
+from ipai_ops.runs.layout import AttemptDir, RunDir, new_run_id, prune_runs, write_json
+from ipai_ops.runs.outcome import Outcome, program_name, type_outcome
+from ipai_ops.runs.record import RESERVED_METADATA, RUN_RECORD_VERSION, Iteration, RunResult
+from ipai_ops.runs.secrets import SecretValues
+from ipai_ops.runs.spec import RunSetupError, RunSpec
 from ipai_ops.store import ErrorOccurrence, OpsDatabaseUnavailable, connect, upsert_error
 from ipai_ops.taxonomy import Registry, default_registry
 
 log = logging.getLogger(__name__)
 
 SOURCE = "agent"
-RUN_RECORD_VERSION = 1
 DEFAULT_RETENTION_DAYS = 14
 DEFAULT_KILL_GRACE = 5.0
-RUN_FILE = "run.json"
-RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-#: Metadata keys the recorder owns: an events file cannot overwrite them.
-RESERVED_METADATA = frozenset(
-    {
-        "record_version",
-        "variant_id",
-        "command",
-        "argv",
-        "cwd",
-        "model",
-        "models",
-        "host",
-        "kind",
-        "settings",
-        "iterations",
-        "attempts",
-        "exit_code",
-        "exit_status",
-        "code",
-        "tokens",
-        "tokens_by_model",
-        "tool_calls",
-        "tool_call_count",
-        "tool_calls_failed",
-        "tool_summary",
-        "events",
-        "event_warnings",
-        "artifacts",
-        "warnings",
-        "timeout_seconds",
-        "max_attempts",
-        "trace_id",
-    }
-)
 _NO_VARIANT = "no variant_id (--variant-id, IPAI_OPS_RUN_VARIANT_ID or a metadata event): not comparable in A/B"
-_TRACEPARENT_RE = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
-
-
-class RunSetupError(ValueError):
-    """The run cannot start as asked (bad option, run id taken): nothing was executed."""
-
-
-def new_run_id(now: datetime | None = None) -> str:
-    """``run-<UTC yyyymmddThhmmss>-<12 hex>``: unique, sortable by start, safe as a directory name."""
-    moment = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    return f"run-{moment:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
 
 
 def _env_number(name: str, kind: type, default: Any) -> Any:
@@ -123,234 +64,8 @@ def _env_number(name: str, kind: type, default: Any) -> Any:
     return value
 
 
-# --------------------------------------------------------------------------- results
-
-
-@dataclass
-class Iteration:
-    """One execution of the command (an attempt)."""
-
-    attempt: int
-    started_at: str
-    finished_at: str
-    duration_ms: int
-    status: str
-    exit_code: int | None
-    exit_status: int
-    code: str | None
-    typed_by: str
-    message: str | None
-    stdout_log: str
-    stderr_log: str
-    events_file: str
-    output: dict[str, Any]
-    timed_out: bool = False
-    signal: str | None = None
-    kind: str | None = None
-    #: The command's process id (= its process group id: it runs in its own session).
-    pid: int | None = None
-    envelope: str | None = None
-    fingerprint: str | None = None
-    occurrence_id: str | None = None
-    error_id: int | None = None
-    events_envelope: str | None = None
-    events_error_id: int | None = None
-    tokens: dict[str, int] | None = None
-    tool_call_count: int = 0
-    model: str | None = None
-    retry: dict[str, Any] | None = None
-    warnings: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-@dataclass
-class RunResult:
-    """A recorded run: what ``ipai-ops run --format json`` prints and ``run.json`` holds."""
-
-    run_id: str
-    status: str
-    code: str | None
-    exit_status: int
-    run_dir: Path
-    started_at: str
-    finished_at: str | None
-    duration_ms: int | None
-    agent: str
-    source: str
-    task_ref: str | None
-    error_id: int | None
-    iterations: list[Iteration]
-    metadata: dict[str, Any]
-    #: ``written``, ``disabled`` (use_db=False) or ``unavailable``.
-    db: str
-    warnings: list[str] = field(default_factory=list)
-
-    @property
-    def attempts(self) -> int:
-        return len(self.iterations)
-
-    @property
-    def exit_code(self) -> int | None:
-        return self.iterations[-1].exit_code if self.iterations else None
-
-    @property
-    def envelope(self) -> dict[str, Any] | None:
-        """The last failed attempt's envelope, read back from its file."""
-        for item in reversed(self.iterations):
-            if item.envelope:
-                return json.loads(Path(item.envelope).read_text(encoding="utf-8"))
-        return None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "record_version": RUN_RECORD_VERSION,
-            "run_id": self.run_id,
-            "source": self.source,
-            "agent": self.agent,
-            "task_ref": self.task_ref,
-            "status": self.status,
-            "code": self.code,
-            "exit_status": self.exit_status,
-            "exit_code": self.exit_code,
-            "attempts": self.attempts,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "duration_ms": self.duration_ms,
-            "error_id": self.error_id,
-            "run_dir": str(self.run_dir),
-            "db": self.db,
-            "warnings": self.warnings,
-            "metadata": self.metadata,
-        }
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-class _TextTee:
-    """A binary sink over a text stream (pytest's capture, a StringIO)."""
-
-    def __init__(self, stream: IO[str]):
-        self._stream = stream
-
-    def write(self, data: bytes) -> None:
-        self._stream.write(data.decode("utf-8", "replace"))
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-
-def _binary(stream: IO[Any] | None) -> BinaryIO | None:
-    if stream is None:
-        return None
-    if isinstance(stream, (io.RawIOBase, io.BufferedIOBase)):
-        return stream  # type: ignore[return-value]
-    buffer = getattr(stream, "buffer", None)
-    if buffer is not None:
-        with contextlib.suppress(OSError, ValueError):
-            stream.flush()
-        return buffer
-    return _TextTee(stream)  # type: ignore[return-value]
-
-
-def redact_argv(argv: Sequence[str]) -> list[str]:
-    """The command line with secrets redacted; a value after ``--password``-like flags goes too."""
-    out: list[str] = []
-    hide_next = False
-    for word in argv:
-        if hide_next:
-            out.append("[REDACTED:secret]")
-            hide_next = False
-            continue
-        out.append(redact(word) or word)
-        if re.fullmatch(r"--?[\w-]*(?:password|passwd|secret|token|api[_-]?key|auth)[\w-]*", word, re.I):
-            hide_next = True
-    return out
-
-
-def _deployment_env(environ: Mapping[str, str]) -> str | None:
-    """``deployment.environment.name`` of the OTel resource (OTEL_RESOURCE_ATTRIBUTES), else "ci" in CI."""
-    try:
-        from opentelemetry.sdk.resources import Resource
-        from opentelemetry.semconv.attributes.deployment_attributes import DEPLOYMENT_ENVIRONMENT_NAME
-
-        attributes = Resource.create().attributes
-        value = attributes.get(DEPLOYMENT_ENVIRONMENT_NAME) or attributes.get("deployment.environment")
-        if value:
-            return str(value)
-    except Exception:  # the SDK is optional for this; a bad attribute string must not stop a run
-        log.debug("cannot read the OpenTelemetry resource", exc_info=True)
-    if environ.get(config.CI, "").lower() in ("true", "1", "yes"):
-        return "ci"
-    return None
-
-
-def _trace_context(environ: Mapping[str, str]) -> tuple[str | None, str | None, str | None]:
-    """(traceparent, trace_id, span_id): the active span's, else an inherited TRACEPARENT."""
-    carrier: dict[str, str] = {}
-    try:
-        from opentelemetry import propagate, trace
-
-        if trace.get_current_span().get_span_context().is_valid:
-            propagate.inject(carrier)
-    except Exception:
-        log.debug("cannot read the OpenTelemetry context", exc_info=True)
-    traceparent = carrier.get("traceparent") or environ.get(config.TRACEPARENT)
-    trace_id, span_id = trace_ids(traceparent)
-    if trace_id is None:
-        return None, None, None
-    return traceparent, trace_id, span_id
-
-
-def trace_ids(traceparent: str | None) -> tuple[str | None, str | None]:
-    """(trace_id, span_id) of a W3C ``traceparent``; (None, None) when it is not a valid one."""
-    match = _TRACEPARENT_RE.match((traceparent or "").strip().lower())
-    if not match or match.group(1) == "0" * 32:
-        return None, None
-    return match.group(1), match.group(2)
-
-
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _utc(moment: float) -> str:
     return iso_utc(datetime.fromtimestamp(moment, timezone.utc))
-
-
-# --------------------------------------------------------------------------- retention
-
-
-def prune_runs(root: Path, *, older_than_days: int, keep: Iterable[str] = (), now: float | None = None) -> list[Path]:
-    """Delete run directories under ``root`` last touched more than N days ago.
-
-    Only directories that hold a ``run.json`` are runs: a wrongly pointed ``--artifacts``
-    never costs anyone a directory the recorder did not make. ``keep`` names run ids
-    never deleted (the current run).
-    """
-    if older_than_days < 1:
-        raise RunSetupError("retention must be at least 1 day")
-    cutoff = (now if now is not None else time.time()) - older_than_days * 86400
-    kept = set(keep)
-    removed: list[Path] = []
-    if not root.is_dir():
-        return removed
-    for entry in sorted(root.iterdir()):
-        marker = entry / RUN_FILE
-        if entry.name in kept or entry.is_symlink() or not entry.is_dir() or not marker.is_file():
-            continue
-        try:
-            touched = max(marker.stat().st_mtime, entry.stat().st_mtime)
-        except OSError:
-            continue
-        if touched < cutoff:
-            shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
-    return removed
 
 
 # --------------------------------------------------------------------------- the recorder
@@ -499,85 +214,42 @@ class RunRecorder:
     def _tees(self) -> tuple[BinaryIO | None, BinaryIO | None]:
         if self.quiet:
             return None, None
-        return _binary(self._stdout or sys.stdout), _binary(self._stderr or sys.stderr)
+        return binary_sink(self._stdout or sys.stdout), binary_sink(self._stderr or sys.stderr)
 
     def prune(self, *, older_than_days: int | None = None, keep: Iterable[str] = ()) -> list[Path]:
         return prune_runs(self.artifacts_dir, older_than_days=older_than_days or self.retention_days, keep=keep)
 
     # ------------------------------------------------------------------ the run
 
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        agent: str | None = None,
-        variant_id: str | None = None,
-        task_ref: str | None = None,
-        model: str | None = None,
-        kind: str | None = None,
-        timeout: float | None = None,
-        max_attempts: int | None = None,
-        run_id: str | None = None,
-        cwd: str | os.PathLike[str] | None = None,
-        env: Mapping[str, str] | None = None,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> RunResult:
-        """Run ``argv`` (retrying transient failures) and record it. Raises only :class:`RunSetupError`."""
-        argv = [str(a) for a in argv]
-        if not argv or not argv[0]:
-            raise RunSetupError("no command given")
-        if kind is not None and kind not in KINDS:
-            raise RunSetupError(f"kind must be one of {', '.join(KINDS)}")
-        if timeout is not None and timeout <= 0:
-            raise RunSetupError("the timeout must be > 0 seconds")
-        if max_attempts is not None and max_attempts < 1:
-            raise RunSetupError("max attempts must be >= 1")
-        run_id = run_id or new_run_id()
-        if not RUN_ID_RE.match(run_id):
-            raise RunSetupError(f"run id {run_id!r} must be 1-128 letters, digits, '.', '_' or '-'")
-        environ = dict(os.environ if env is None else env)
-        variant_id = variant_id or environ.get(config.IPAI_OPS_RUN_VARIANT_ID) or None
+    def run(self, spec: RunSpec | Sequence[str], /, **options: Any) -> RunResult:
+        """Run ``spec`` (a :class:`RunSpec`, or an argv and its options) retrying transient failures,
+        and record it. Raises only :class:`RunSetupError`."""
+        spec = RunSpec.of(spec, **options)
+        run_id = spec.run_id or new_run_id()
+        environ = dict(os.environ if spec.env is None else spec.env)
+        spec = RunSpec.of(
+            spec,
+            run_id=run_id,
+            agent=spec.agent or program_name(spec.argv),
+            variant_id=spec.variant_id or environ.get(config.IPAI_OPS_RUN_VARIANT_ID) or None,
+            cwd=str(Path(spec.cwd).resolve()) if spec.cwd else os.getcwd(),
+            env=environ,
+            metadata=dict(spec.metadata or {}),
+        )
         registry = self.registry or default_registry()
-        run_dir = self.artifacts_dir / run_id
-        try:
-            self.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # FileExistsError too: the path is a file
-            raise RunSetupError(f"cannot create the artifacts directory {self.artifacts_dir}: {exc.strerror}") from None
-        try:
-            run_dir.mkdir()
-        except FileExistsError:
-            raise RunSetupError(f"run id {run_id!r} was already recorded ({run_dir}); choose a new one") from None
-        except OSError as exc:
-            raise RunSetupError(f"cannot create the run directory {run_dir}: {exc.strerror}") from None
+        run_dir = RunDir.create(self.artifacts_dir, run_id)
         db = _Database(self.dsn, self.use_db, self._warn)
         if self.use_db:
             taken = db.run(lambda conn: _run_exists(conn, run_id))
             if taken:
-                shutil.rmtree(run_dir, ignore_errors=True)
+                run_dir.remove()
                 db.close()
                 raise RunSetupError(f"run id {run_id!r} is already in ops.agent_runs; choose a new one")
         removed = self.prune(keep={run_id})
         if removed:
             log.info("retention: removed %s run director%s", len(removed), "y" if len(removed) == 1 else "ies")
         try:
-            return _Run(
-                recorder=self,
-                registry=registry,
-                db=db,
-                argv=argv,
-                run_id=run_id,
-                run_dir=run_dir,
-                agent=agent or program_name(argv),
-                variant_id=variant_id,
-                task_ref=task_ref,
-                model=model,
-                kind=kind,
-                timeout=timeout,
-                max_attempts=max_attempts,
-                cwd=str(Path(cwd).resolve()) if cwd else os.getcwd(),
-                environ=environ,
-                extra=dict(metadata or {}),
-            ).execute()
+            return _Run(recorder=self, registry=registry, db=db, spec=spec, run_dir=run_dir).execute()
         finally:
             db.close()
 
@@ -591,60 +263,27 @@ def _run_exists(conn, run_id: str) -> bool:
 class _Run:
     """The state of one run while it executes (private: RunRecorder.run is the API)."""
 
-    def __init__(
-        self,
-        *,
-        recorder: RunRecorder,
-        registry: Registry,
-        db: _Database,
-        argv: list[str],
-        run_id: str,
-        run_dir: Path,
-        agent: str,
-        variant_id: str | None,
-        task_ref: str | None,
-        model: str | None,
-        kind: str | None,
-        timeout: float | None,
-        max_attempts: int | None,
-        cwd: str,
-        environ: dict[str, str],
-        extra: dict[str, Any],
-    ):
+    def __init__(self, *, recorder: RunRecorder, registry: Registry, db: _Database, spec: RunSpec, run_dir: RunDir):
         self.r = recorder
         self.registry = registry
         self.db = db
-        self.argv = argv
-        self.run_id = run_id
+        #: Resolved by RunRecorder.run: run_id, agent, cwd and env are set.
+        self.spec = spec
+        self.run_id: str = spec.run_id  # type: ignore[assignment]
         self.run_dir = run_dir
-        self.agent = agent
-        self.variant_id = variant_id
-        self.task_ref = task_ref
-        self.model = model
-        self.kind = kind
-        self.timeout = timeout
-        self.max_attempts = max_attempts
-        self.cwd = cwd
+        environ: Mapping[str, str] = spec.env  # type: ignore[assignment]
         self.environ = environ
         #: The values of the environment's secret-named variables: masked in everything kept.
         self.secrets = SecretValues.from_environ(environ)
         # Fixed for the run: computed once, not on every save (start, each attempt, end).
-        self.redacted_argv = redact_argv([self.secrets.mask(word) for word in argv])
+        self.redacted_argv = redact_argv([self.secrets.mask(word) for word in spec.argv])
         self.command = shlex.join(self.redacted_argv)
         self.host = socket.gethostname()
         self.started = time.time()
         self.started_mono = time.monotonic()
-        self.traceparent, self.trace_id, self.span_id = _trace_context(environ)
-        self.env_name = _deployment_env(environ)
-        self.settings = {
-            "env": self.env_name,
-            "variables": capture_settings(environ),
-            "versions": {
-                "ipai_ops": __version__,
-                "python": platform.python_version(),
-                "platform": platform.platform(),
-            },
-        }
+        self.traceparent, self.trace_id, self.span_id = trace_context(environ)
+        self.env_name = deployment_env(environ)
+        self.settings = settings_snapshot(environ, self.env_name)
         self.iterations: list[Iteration] = []
         self.events = EventSummary()
         self.warnings: list[str] = []
@@ -655,7 +294,7 @@ class _Run:
         self.code: str | None = None
         self.exit_status = 0
         # Keys a caller passes in ``metadata`` go first; the recorder's own win.
-        self.extra = {k: v for k, v in redact_obj(extra).items() if k not in RESERVED_METADATA}
+        self.extra = {k: v for k, v in redact_obj(dict(spec.metadata or {})).items() if k not in RESERVED_METADATA}
 
     # ------------------------------------------------------------------ record
 
@@ -668,13 +307,13 @@ class _Run:
             "variant_id": self.effective_variant_id,
             "argv": list(self.redacted_argv),
             "command": self.command,
-            "cwd": self.cwd,
+            "cwd": self.spec.cwd,
             "host": self.host,
-            "kind": self.kind,
-            "model": self.model or self.events.model,
+            "kind": self.spec.kind,
+            "model": self.spec.model or self.events.model,
             "models": self.events.models,
-            "timeout_seconds": self.timeout,
-            "max_attempts": self.max_attempts,
+            "timeout_seconds": self.spec.timeout,
+            "max_attempts": self.spec.max_attempts,
             "trace_id": self.trace_id,
             "settings": self.settings,
             "attempts": len(self.iterations),
@@ -682,7 +321,7 @@ class _Run:
             "exit_code": last.exit_code if last else None,
             "exit_status": last.exit_status if last else None,
             "code": self.code,
-            "artifacts": {"run_dir": str(self.run_dir)},
+            "artifacts": {"run_dir": str(self.run_dir.path)},
             "warnings": self.all_warnings(),
             **self.events.as_metadata(),
         }
@@ -694,13 +333,13 @@ class _Run:
             status=self.status,
             code=self.code,
             exit_status=self.exit_status,
-            run_dir=self.run_dir,
+            run_dir=self.run_dir.path,
             started_at=_utc(self.started),
             finished_at=_utc(self.finished) if self.finished else None,
             duration_ms=self.duration_ms,
-            agent=self.agent,
+            agent=self.spec.agent,
             source=self.r.source,
-            task_ref=self.task_ref,
+            task_ref=self.spec.task_ref,
             error_id=self.error_id,
             iterations=list(self.iterations),
             metadata=self.secrets.mask_obj(self.metadata()),
@@ -711,7 +350,7 @@ class _Run:
     @property
     def effective_variant_id(self) -> str | None:
         from_events = self.events.metadata.get("variant_id")
-        return self.variant_id or (str(from_events) if from_events not in (None, "") else None)
+        return self.spec.variant_id or (str(from_events) if from_events not in (None, "") else None)
 
     def all_warnings(self) -> list[str]:
         if self.effective_variant_id is None:
@@ -724,8 +363,8 @@ class _Run:
         params = {
             "run_id": self.run_id,
             "source": self.r.source,
-            "agent": self.agent,
-            "task_ref": self.task_ref,
+            "agent": self.spec.agent,
+            "task_ref": self.spec.task_ref,
             "status": self.status,
             "started_at": result.started_at,
             "finished_at": result.finished_at,
@@ -740,17 +379,17 @@ class _Run:
 
         self.db.run(work)
         result.db = self.db.state
-        _write_json(self.run_dir / RUN_FILE, result.as_dict())
+        write_json(self.run_dir.run_file, result.as_dict())
         return result
 
     # ------------------------------------------------------------------ attempts
 
-    def child_env(self, attempt: int, attempt_dir: Path, events_path: Path) -> dict[str, str]:
+    def child_env(self, attempt: int, attempt_dir: AttemptDir) -> dict[str, str]:
         env = dict(self.environ)
         env[config.IPAI_RUN_ID] = self.run_id
         env[config.IPAI_RUN_ATTEMPT] = str(attempt)
-        env[config.IPAI_RUN_EVENTS] = str(events_path)
-        env[config.IPAI_RUN_DIR] = str(attempt_dir)
+        env[config.IPAI_RUN_EVENTS] = str(attempt_dir.events_file)
+        env[config.IPAI_RUN_DIR] = str(attempt_dir.path)
         if self.traceparent:
             env[config.TRACEPARENT] = self.traceparent
         return env
@@ -801,42 +440,36 @@ class _Run:
                 setattr(item, attr, self._write_error(envelope, envelope["context"]["occurrence_id"]))
 
     def attempt(self, attempt: int) -> tuple[Iteration, Decision | None]:
-        attempt_dir = self.run_dir / str(attempt)
-        attempt_dir.mkdir(exist_ok=True)
-        events_path = attempt_dir / "events.jsonl"
+        attempt_dir = self.run_dir.attempt(attempt)
         tee_out, tee_err = self.r._tees()
-        out = CappedLog(
-            attempt_dir / "stdout.log", max_bytes=self.r.max_output_bytes, tee=tee_out, secrets=self.secrets
-        )
-        err = CappedLog(
-            attempt_dir / "stderr.log", max_bytes=self.r.max_output_bytes, tee=tee_err, secrets=self.secrets
-        )
+        out = CappedLog(attempt_dir.stdout_log, max_bytes=self.r.max_output_bytes, tee=tee_out, secrets=self.secrets)
+        err = CappedLog(attempt_dir.stderr_log, max_bytes=self.r.max_output_bytes, tee=tee_err, secrets=self.secrets)
         started = time.time()
         try:
             proc = run_process(
-                self.argv,
+                self.spec.argv,
                 stdout=out,
                 stderr=err,
-                env=self.child_env(attempt, attempt_dir, events_path),
-                cwd=self.cwd,
-                timeout=self.timeout,
+                env=self.child_env(attempt, attempt_dir),
+                cwd=self.spec.cwd,
+                timeout=self.spec.timeout,
                 kill_grace=self.r.kill_grace,
             )
         finally:
             out.close()
             err.close()
         finished = time.time()
-        summary = parse_events(events_path, reserved=RESERVED_METADATA - {"variant_id"})
+        summary = parse_events(attempt_dir.events_file, reserved=RESERVED_METADATA - {"variant_id"})
         self.events.merge(summary)
         outcome = type_outcome(
             self.registry,
-            argv=self.argv,
+            argv=self.spec.argv,
             returncode=proc.returncode,
             timed_out=proc.timed_out,
-            timeout_seconds=self.timeout,
+            timeout_seconds=self.spec.timeout,
             spawn_error=proc.spawn_error,
             cancelled_by=proc.cancelled_by,
-            kind=self.kind,
+            kind=self.spec.kind,
             stdout_text=out.raw_tail(),
             stderr_text=err.raw_tail(),
         )
@@ -853,7 +486,7 @@ class _Run:
             message=redact(self.secrets.mask(outcome.message or "")) or None,
             stdout_log=str(out.path),
             stderr_log=str(err.path),
-            events_file=str(events_path),
+            events_file=str(attempt_dir.events_file),
             output={"stdout": out.stats(), "stderr": err.stats(), "max_bytes": self.r.max_output_bytes},
             timed_out=proc.timed_out,
             signal=outcome.signal,
@@ -861,7 +494,7 @@ class _Run:
             kind=outcome.kind,
             tokens=summary.tokens_or_none(),
             tool_call_count=summary.tool_call_count,
-            model=self.model or summary.model,
+            model=self.spec.model or summary.model,
             warnings=[redact(w) or w for w in proc.warnings],
         )
         for warning in proc.warnings:
@@ -874,7 +507,7 @@ class _Run:
                 decision = decide(
                     outcome.classification.mode,
                     attempt,
-                    max_attempts=self.max_attempts,
+                    max_attempts=self.spec.max_attempts,
                     base=RetryPolicy(),
                     rng=self.r._rng,
                 )
@@ -894,7 +527,7 @@ class _Run:
     def context(self, attempt: int, occurrence_id: str) -> dict[str, Any]:
         return {
             "source": self.r.source,
-            "service": self.agent,
+            "service": self.spec.agent,
             "attempt": attempt,
             "occurrence_id": occurrence_id,
             "correlation_id": self.run_id,
@@ -902,7 +535,7 @@ class _Run:
             "span_id": self.span_id,
             "env": self.env_name,
             "run_id": self.run_id,
-            "task_ref": self.task_ref,
+            "task_ref": self.spec.task_ref,
             "variant_id": self.effective_variant_id,
             "command": self.command,
         }
@@ -912,7 +545,7 @@ class _Run:
             envelope,
             source=self.r.source,
             occurrence_id=occurrence_id,
-            service=self.agent,
+            service=self.spec.agent,
             trace_id=self.trace_id,
             span_id=self.span_id,
         )
@@ -927,28 +560,28 @@ class _Run:
         out: CappedLog,
         err: CappedLog,
         summary: EventSummary,
-        attempt_dir: Path,
+        attempt_dir: AttemptDir,
     ) -> None:
         assert outcome.classification is not None
         occurrence_id = f"{self.run_id}:{item.attempt}"
-        program = program_name(self.argv)
+        program = program_name(self.spec.argv)
         envelope = build_envelope(
             outcome.classification,
             message=self.secrets.mask(outcome.message or ""),
             error_type=outcome.error_type,
             # One group per (agent, program, code): "1 failed" in two suites are two problems.
-            frames=(f"{self.agent}:{program}",),
+            frames=(f"{self.spec.agent}:{program}",),
             context=self.context(item.attempt, occurrence_id),
             details={
                 "run_id": self.run_id,
                 "attempt": item.attempt,
                 "argv": list(self.redacted_argv),
-                "cwd": self.cwd,
+                "cwd": self.spec.cwd,
                 "typed_by": outcome.reason,
                 "kind": outcome.kind,
                 "signal": outcome.signal,
                 "timed_out": item.timed_out,
-                "timeout_seconds": self.timeout,
+                "timeout_seconds": self.spec.timeout,
                 "output": item.output,
                 "event_warnings": summary.warnings,
             },
@@ -967,81 +600,39 @@ class _Run:
         )
         # Tool calls and event warnings come from the command: it may have echoed a secret.
         envelope = self.secrets.mask_obj(envelope)
-        path = attempt_dir / "envelope.json"
-        _write_json(path, envelope)
-        item.envelope = str(path)
+        write_json(attempt_dir.envelope, envelope)
+        item.envelope = str(attempt_dir.envelope)
         item.fingerprint = envelope["error"]["fingerprint"]
         item.occurrence_id = occurrence_id
         item.message = envelope["error"]["message"]
         item.error_id = self._write_error(envelope, occurrence_id)
 
-    def record_unusable_events(self, item: Iteration, summary: EventSummary, attempt_dir: Path) -> None:
+    def record_unusable_events(self, item: Iteration, summary: EventSummary, attempt_dir: AttemptDir) -> None:
         """Events were written but none was usable: AGENT.RUN_METADATA_INVALID (the run's evidence is lost)."""
         occurrence_id = f"{self.run_id}:{item.attempt}:events"
         envelope = build_envelope(
             classify(self.registry, explicit_code=EVENTS_CODE_INVALID),
             message=f"run events file has {summary.lines} line(s) and none is a valid event",
             error_type="run.events_invalid",
-            frames=(f"{self.agent}:events",),
+            frames=(f"{self.spec.agent}:events",),
             context=self.context(item.attempt, occurrence_id),
             details={"run_id": self.run_id, "events_file": item.events_file, "warnings": summary.warnings},
             evidence={"duration_ms": item.duration_ms, "artifacts": [item.events_file]},
             occurred_at=item.finished_at,
         )
         envelope = self.secrets.mask_obj(envelope)
-        _write_json(attempt_dir / "events_envelope.json", envelope)
-        item.events_envelope = str(attempt_dir / "events_envelope.json")
+        write_json(attempt_dir.events_envelope, envelope)
+        item.events_envelope = str(attempt_dir.events_envelope)
         item.events_error_id = self._write_error(envelope, occurrence_id)
         self.warnings.append(f"attempt {item.attempt}: {EVENTS_CODE_INVALID}: no usable line in {item.events_file}")
 
 
-def record_run(
-    argv: Sequence[str],
-    *,
-    agent: str | None = None,
-    variant_id: str | None = None,
-    task_ref: str | None = None,
-    model: str | None = None,
-    kind: str | None = None,
-    timeout: float | None = None,
-    max_attempts: int | None = None,
-    run_id: str | None = None,
-    cwd: str | os.PathLike[str] | None = None,
-    env: Mapping[str, str] | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    dsn: str | None = None,
-    use_db: bool = True,
-    artifacts_dir: str | os.PathLike[str] | None = None,
-    registry: Registry | None = None,
-    max_output_bytes: int | None = None,
-    retention_days: int | None = None,
-    retry_delay_cap: float | None = None,
-    kill_grace: float = DEFAULT_KILL_GRACE,
-    quiet: bool = False,
-) -> RunResult:
-    """Run ``argv`` once (plus retries of transient failures) and record it; see :class:`RunRecorder`."""
-    recorder = RunRecorder(
-        dsn=dsn,
-        use_db=use_db,
-        artifacts_dir=artifacts_dir,
-        registry=registry,
-        max_output_bytes=max_output_bytes,
-        retention_days=retention_days,
-        retry_delay_cap=retry_delay_cap,
-        kill_grace=kill_grace,
-        quiet=quiet,
-    )
-    return recorder.run(
-        argv,
-        agent=agent,
-        variant_id=variant_id,
-        task_ref=task_ref,
-        model=model,
-        kind=kind,
-        timeout=timeout,
-        max_attempts=max_attempts,
-        run_id=run_id,
-        cwd=cwd,
-        env=env,
-        metadata=metadata,
-    )
+def record_run(spec: RunSpec | Sequence[str], /, **options: Any) -> RunResult:
+    """Run ``spec`` once (plus retries of transient failures) with a new :class:`RunRecorder`.
+
+    Options named like a :class:`RunSpec` field are the run's; the others the recorder's.
+    """
+    names = RunSpec.option_names()
+    per_run = {k: v for k, v in options.items() if k in names}
+    recorder = RunRecorder(**{k: v for k, v in options.items() if k not in names})
+    return recorder.run(spec, **per_run)

@@ -1,19 +1,11 @@
 """What a run may keep of its environment, and the secret values it must never keep.
 
-Two rules (docs/security.md, "What is stored"):
-
-- **Settings by allowlist.** A variable's *value* is recorded only when its name is in
-  :data:`SETTINGS_ALLOWLIST` (endpoints, model names, CI coordinates: what an escalation
-  needs and no credential). Every other variable of the provider/environment families
-  (:data:`SETTINGS_PREFIXES`), and every secret-named one anywhere, is recorded as
-  ``[set]`` or ``[empty]``: that a key was there is evidence (a missing key is a failure
-  mode), its value is not. A name list of *secrets* cannot be complete
-  (``IPAI_PULSER_PEPPER``, ``AZURE_OPENAI_KEY`` and ``LITELLM_MASTER_KEY`` all slipped
-  through one); a list of what is safe to show fails closed.
-- **Known secrets by value.** The values of secret-named variables (:func:`is_secret_name`)
-  are masked as ``[REDACTED:$NAME]`` wherever they appear: captured logs, messages, the
-  command line, metadata, envelopes, escalation bundles. A command that prints its own
-  API key leaves no trace of it, whatever the surrounding text looks like.
+Two rules, specified in docs/agent_runs.md ("Settings recorded, and secrets masked by
+value") and docs/security.md ("What is stored, and what never is"): a variable's value is
+kept only when its name is in :data:`SETTINGS_ALLOWLIST` (others of the families in
+:data:`SETTINGS_PREFIXES`, and secret-named ones, as ``[set]``/``[empty]``); the values of
+secret-named variables (:func:`is_secret_name`) are masked wherever they appear
+(:class:`SecretValues`). An allowlist fails closed; a list of secret names never is complete.
 """
 
 from __future__ import annotations

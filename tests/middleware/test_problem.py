@@ -2,32 +2,26 @@
 
 from __future__ import annotations
 
-import importlib.util
+import ast
 from pathlib import Path
 
 import pytest
 
 from ipai_ops import problem as problems
-from ipai_ops.problem import PROBLEM_CONTENT_TYPE, ProblemInvalid, problem, problem_errors, validate_problem
+from ipai_ops.problem import ProblemInvalid, problem, problem_errors, validate_problem
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _addon_problems():
-    # By file: the addon package itself imports odoo; this one module does not.
-    path = REPO / "addons" / "ipai_pulser_connector" / "services" / "problems.py"
-    spec = importlib.util.spec_from_file_location("_addon_problems", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_connector_answers_with_this_builder():
-    """One implementation: the Odoo connector's services/problems.py re-exports the core's."""
-    addon = _addon_problems()
-    assert addon.problem is problem
-    assert addon.PROBLEM_CONTENT_TYPE == PROBLEM_CONTENT_TYPE
-    assert addon.problem_errors is problem_errors
+    """One implementation: the Odoo connector imports the core's builder (no module of its own)."""
+    addon = REPO / "addons" / "ipai_pulser_connector"
+    assert not (addon / "services" / "problems.py").exists()
+    tree = ast.parse((addon / "controllers" / "main.py").read_text(encoding="utf-8"))
+    imported = {
+        (node.module, alias.name) for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) for alias in node.names
+    }
+    assert {("ipai_ops.problem", "problem"), ("ipai_ops.problem", "PROBLEM_CONTENT_TYPE")} <= imported
 
 
 def test_schema_is_the_ssot_file():

@@ -22,6 +22,8 @@ from odoo.http import request
 from odoo.service.model import PG_CONCURRENCY_EXCEPTIONS_TO_RETRY
 from werkzeug.http import http_date
 
+from ipai_ops.problem import PROBLEM_CONTENT_TYPE, problem
+
 from ..services import signing
 from ..services.exceptions import (
     ArgsInvalid,
@@ -32,7 +34,6 @@ from ..services.exceptions import (
     PulserError,
     RequestInvalid,
 )
-from ..services.problems import PROBLEM_CONTENT_TYPE, problem
 
 _logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from odoo import release
 from odoo.tools import config as odoo_config
 
 from ..services.exceptions import AllowlistProfileUnknown, RedactionModeUnsupported
-from ..services.handlers import intent_handler
+from ..services.handler_registry import intent_handler
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "data" / "profiles"
 _PROFILE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")

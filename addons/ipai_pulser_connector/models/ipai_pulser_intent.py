@@ -30,7 +30,7 @@ from ..services.exceptions import (
     LeaseExpired,
     StateConflict,
 )
-from ..services.handlers import HandlerContext, get_handler, timeout_for, validate_args
+from ..services.handler_registry import HandlerContext, get_handler, timeout_for, validate_args
 
 _logger = logging.getLogger(__name__)
 

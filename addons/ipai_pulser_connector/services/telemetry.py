@@ -246,31 +246,12 @@ def _observe_queue_depth(_options):
                 yield metrics.Observation(0, {IPAI_INTENT_STATE: state, IPAI_INTENT_TYPE: ""})
 
 
-class _NoopSpan:
-    def set_attribute(self, *args, **kwargs):
-        pass
-
-    def set_attributes(self, *args, **kwargs):
-        pass
-
-    def record_exception(self, *args, **kwargs):
-        pass
-
-    def set_status(self, *args, **kwargs):
-        pass
-
-    def add_event(self, *args, **kwargs):
-        pass
-
-    def get_span_context(self):
-        return trace.INVALID_SPAN_CONTEXT
-
-
 @contextmanager
 def attempt_span(*, traceparent: str | None, attributes: dict):
     """One span per attempt, child of the caller's ``traceparent`` when it is valid."""
     if not _enabled:
-        yield _NoopSpan()
+        # the API's own non-recording span: every method a no-op, an invalid context
+        yield trace.INVALID_SPAN
         return
     parent = propagate.extract({"traceparent": traceparent}) if traceparent else None
     with tracer().start_as_current_span(

@@ -4,7 +4,7 @@ import time
 from odoo.tests import TransactionCase
 
 from ..services.exceptions import IntentTimeout
-from ..services.handlers import intent_handler, unregister
+from ..services.handler_registry import intent_handler, unregister
 
 TEST_TYPES = (
     "test.crash",

@@ -9,8 +9,9 @@ from urllib.parse import urlsplit
 from odoo import fields
 from odoo.tests import HttpCase, tagged
 
+from ipai_ops.problem import PROBLEM_CONTENT_TYPE, problem_errors
+
 from ..services import signing
-from ..services.problems import PROBLEM_CONTENT_TYPE, problem_errors
 from .common import register_test_handlers, unregister_test_handlers
 
 API = "/pulser/v1/intents"

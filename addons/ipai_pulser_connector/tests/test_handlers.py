@@ -9,7 +9,7 @@ from ..services.exceptions import (
     IntentTypeUnknown,
     RedactionModeUnsupported,
 )
-from ..services.handlers import HandlerContext, get_handler, handler_types, validate_args
+from ..services.handler_registry import HandlerContext, get_handler, handler_types, validate_args
 from .common import PulserCase
 
 SECRET_KEYS = ("admin_passwd", "db_password", "smtp_password", "smtp_user", "db_user", "proxy_access_token")

@@ -31,7 +31,7 @@ from ipai_ops.record import failure_from_exception
 
 from ..services import contract, telemetry
 from ..services.exceptions import IntentTimeout
-from ..services.handlers import intent_handler, unregister
+from ..services.handler_registry import intent_handler, unregister
 from .common import PulserCase
 
 PROBE = "test.one_occurrence_probe"

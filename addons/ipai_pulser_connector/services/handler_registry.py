@@ -2,7 +2,7 @@
 
 Another addon adds a handler with one decorator, in a module its ``__init__`` imports::
 
-    from odoo.addons.ipai_pulser_connector.services.handlers import intent_handler
+    from odoo.addons.ipai_pulser_connector.services.handler_registry import intent_handler
 
     @intent_handler("sale.order.confirm", schema={"type": "object", ...}, timeout=60)
     def confirm(ctx):

@@ -10,8 +10,10 @@ and the nearest labelled example, so a person always sees why.
 
 The artifact is one gzip'd JSON document, deterministic (same inputs, same bytes): the
 hashing parameters, the kept feature columns with their idf, the weights (int8 with a
-scale per label), the labels, the threshold (chosen by cross-validation on the training
-examples), a few prototype vectors per label for the nearest example, and a
+scale per label), the labels and their families, the threshold and the score's calibration
+(global, and per family where the cross-validated answers support one; both chosen by
+cross-validation on the training examples), a few prototype vectors per label for the
+nearest example, and a
 manifest (inputs and their digests, counts, metrics on a held-back split). It holds no
 pickle: loading it runs no code from the file. A missing or corrupt artifact degrades to
 signatures only, with one warning (:func:`active_model`).
@@ -30,6 +32,7 @@ import re
 import threading
 import time
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -48,8 +51,11 @@ from ipai_ops import config
 
 log = logging.getLogger(__name__)
 
-#: Artifact format; a reader refuses another.
-FORMAT = "ipai-ops-classify-model/2"
+#: Artifact format. Format 3 adds each label's family and a calibration per family; a format-2
+#: artifact (the same features, one global calibration) is still read; another is refused.
+FORMAT = "ipai-ops-classify-model/3"
+FORMAT_2 = "ipai-ops-classify-model/2"
+_READABLE = (FORMAT, FORMAT_2)
 #: Label of texts that belong to no code (the corpus' ``none``).
 NONE = "none"
 #: What the model reads of one error, at most.
@@ -85,6 +91,10 @@ MAX_TAUGHT = 5000
 TAUGHT_COLUMNS = 256
 TAUGHT_SIMILARITY = 0.8
 THRESHOLDS = tuple(round(0.30 + 0.05 * i, 2) for i in range(13))  # 0.30 .. 0.90
+#: A family gets a calibration of its own from this many cross-validated answers of its codes
+#: (of both outcomes); below it, its codes use the global one. Chosen by nested cross-validation
+#: on the development split (20, 30 and 40 answers: 30 kept the false positives lowest).
+MIN_FAMILY_ANSWERS = 30
 
 _ERROR_LINE = re.compile(
     r"(?i)error|fail|exception|cannot|could not|can't|unable|not found|denied|refused|timed? ?out|killed"
@@ -99,18 +109,21 @@ class ModelError(ValueError):
 
 @dataclass(frozen=True)
 class Example:
-    """One labelled text: its model text, its code (or ``none``) and where it came from."""
+    """One labelled text: its model text, its code (or ``none``), where it came from, and
+    its family where known (a code's family comes from any of its examples that says it)."""
 
     text: str
     label: str
     source: str
+    family: str = ""
 
 
 @dataclass(frozen=True)
 class Prediction:
     code: str
     #: The probability that ``code`` is right: the classifier's score calibrated on
-    #: cross-validated answers (Platt scaling), or a taught example's similarity.
+    #: cross-validated answers (Platt scaling, for the code's family where it has enough
+    #: answers), or a taught example's similarity.
     score: float
     #: The labelled example nearest to the text, of the same code: its source and an excerpt.
     nearest_source: str
@@ -282,16 +295,19 @@ def train(
     taught: Sequence[Example] = (),
     held_back: Sequence[Example] = (),
     inputs: Iterable[dict] = (),
+    min_family_answers: int | None = MIN_FAMILY_ANSWERS,
 ) -> bytes:
     """The artifact for ``examples`` and the ``taught`` ones (deterministic: same examples,
     same bytes, whatever their order). Taught examples train the classifier too, and each
     also answers for texts nearly identical to it (:data:`TAUGHT_SIMILARITY`), so a few
-    examples of a new kind of error are enough. ``held_back`` examples are only measured."""
+    examples of a new kind of error are enough. ``held_back`` examples are only measured.
+    ``min_family_answers=None`` calibrates globally only (the format-2 model; benchmarks)."""
     taught = sorted(taught, key=lambda e: (e.label, e.source, e.text))[-MAX_TAUGHT:]
     examples = sorted([*examples, *taught], key=lambda e: (e.label, e.source, e.text))
     labels = sorted({e.label for e in examples})
     if len(labels) < 2:
         raise ModelError("training needs examples of at least two labels")
+    families = _families(examples, labels)
     texts = [e.text for e in examples]
     y = np.array([labels.index(e.label) for e in examples])
     hashed = _hashed(texts)
@@ -306,7 +322,7 @@ def train(
     n = len(texts)
     idf = (np.log((1 + n) / (1 + df[columns])) + 1.0).astype(np.float32)
     X = _weighted(hashed, columns, idf)
-    threshold, cv, calibration = _threshold(X, y, labels)
+    threshold, cv, calibration, by_family = _threshold(X, y, labels, families, min_family_answers)
     clf = _fit(X, y)
     scale = (np.abs(clf.coef_).max(axis=1) / 127.0).astype(np.float32)
     scale[scale == 0] = 1.0
@@ -317,6 +333,7 @@ def train(
         "format": FORMAT,
         "hash_features": HASH_FEATURES,
         "labels": labels,
+        "families": families,
         "columns": _b64(columns.astype(np.int32)),
         "idf": _b64(idf),
         "coef": _b64(coef),
@@ -324,6 +341,7 @@ def train(
         "intercept": _b64(intercept),
         "threshold": threshold,
         "calibration": calibration,
+        "calibration_by_family": by_family,
         "prototypes": prototypes,
         "taught": _taught_vectors(taught, columns, idf),
     }
@@ -347,53 +365,126 @@ def train(
     return buffer.getvalue()
 
 
-def _threshold(X: sp.csr_matrix, y: np.ndarray, labels: list[str]) -> tuple[float, dict[str, Any], list[float] | None]:
+def _families(examples: Sequence[Example], labels: list[str]) -> list[str]:
+    """Each label's family: the one its examples name most often (ties by name), ``none``
+    for ``none``, ``""`` where no example names one (a code known only from taught examples)."""
+    named: dict[str, Counter[str]] = {}
+    for e in examples:
+        if e.family:
+            named.setdefault(e.label, Counter())[e.family] += 1
+    out = []
+    for label in labels:
+        counts = named.get(label)
+        out.append(
+            NONE if label == NONE else min(counts, key=lambda f: (-counts[f], f)) if counts else ""  # type: ignore[arg-type]
+        )
+    return out
+
+
+def _threshold(
+    X: sp.csr_matrix, y: np.ndarray, labels: list[str], families: list[str], min_family_answers: int | None
+) -> tuple[float, dict[str, Any], list[float] | None, dict[str, list[float]]]:
     """The lowest threshold whose cross-validated accepted answers reach TARGET_PRECISION
     and accept at most MAX_FALSE_POSITIVE of the ``none`` examples (an answer of ``none``,
-    or below the threshold, is an abstention), and the calibration of the score.
+    or below the threshold, is an abstention), the global calibration of the score and the
+    calibrations per family.
 
     Calibration (Platt scaling of the top score): on the same cross-validated answers, a
     logistic fit of "the answer is right" on the classifier's score; the model then reports
-    that probability, and the threshold is expressed in it. It is monotone, so it changes
-    what the score means, not which answers are given."""
+    that probability, and the threshold is expressed in it. A family with at least
+    ``min_family_answers`` answers (of both outcomes) gets a fit of its own, so a score means
+    the same for a family the classifier knows well and one it confuses; the others keep the
+    global fit. The candidate thresholds are the grid's scores under the global fit; with no
+    family fit this is the global threshold on the raw score, the same answers. A family with a
+    fit of its own must also reach TARGET_PRECISION on its own accepted answers."""
     if len(y) > CV_MAX_EXAMPLES:
         sample = np.sort(np.random.default_rng(0).choice(len(y), CV_MAX_EXAMPLES, replace=False))
         X, y = X[sample], y[sample]
     folds = min(CV_FOLDS, len(y))
     if folds < 2:
-        return 0.9, {"folds": 0}, None
+        return 0.9, {"folds": 0}, None, {}
     probs = np.zeros((len(y), len(labels)))
-    rows = np.arange(len(y))
-    for fit_rows, test_rows in KFold(n_splits=folds, shuffle=True, random_state=0).split(rows):
+    for fit_rows, test_rows in KFold(n_splits=folds, shuffle=True, random_state=0).split(np.arange(len(y))):
         clf = _fit(X[fit_rows], y[fit_rows])
         probs[np.ix_(test_rows, clf.classes_)] = clf.predict_proba(X[test_rows])
     none = labels.index(NONE) if NONE in labels else -1
-    best, table = 0.9, []
-    for t in THRESHOLDS:
-        answer = probs[rows].argmax(axis=1)
-        score = probs[rows].max(axis=1)
-        accepted = (score >= t) & (answer != none)
-        right = accepted & (answer == y[rows])
-        precision = float(right.sum() / accepted.sum()) if accepted.sum() else 1.0
-        nones = y[rows] == none
-        false_positive = float((accepted & nones).sum() / nones.sum()) if nones.sum() else 0.0
-        table.append(
-            {
-                "threshold": t,
-                "answered": int(accepted.sum()),
-                "precision": round(precision, 3),
-                "false_positive": round(false_positive, 3),
-            }
-        )
-        if precision >= TARGET_PRECISION and false_positive <= MAX_FALSE_POSITIVE and t < best:
-            best = t
     answer, score = probs.argmax(axis=1), probs.max(axis=1)
-    calibration = _platt(score[answer != none], (answer == y)[answer != none])
+    answered, right, nones = answer != none, answer == y, y == none
+    calibration = _platt(score[answered], right[answered])
+    by_family: dict[str, list[float]] = {}
+    family_of = np.array(families, dtype=object)[answer]
+    if calibration is not None and min_family_answers is not None:
+        for family in sorted(set(family_of[answered]) - {"", NONE}):
+            chosen = answered & (family_of == family)
+            if chosen.sum() >= min_family_answers:
+                fit = _platt(score[chosen], right[chosen])
+                if fit is not None:
+                    by_family[family] = fit
+    calibrated = np.array(
+        [_calibrate(s, by_family.get(f, calibration)) for s, f in zip(score.tolist(), family_of.tolist(), strict=True)]
+    )
+    best, table = 0.9, []
+    for raw in THRESHOLDS:
+        t = _calibrate(raw, calibration)
+        accepted = (calibrated >= t) & answered
+        precision = float((accepted & right).sum() / accepted.sum()) if accepted.sum() else 1.0
+        false_positive = float((accepted & nones).sum() / nones.sum()) if nones.sum() else 0.0
+        row = {
+            "threshold": raw,
+            "answered": int(accepted.sum()),
+            "precision": round(precision, 3),
+            "false_positive": round(false_positive, 3),
+        }
+        if calibration is not None:
+            row["calibrated"] = round(t, 3)
+        # a family calibrated apart is held to the precision on its own: the others' right
+        # answers must not carry its wrong ones past the threshold
+        below = [
+            family
+            for family in by_family
+            if (accepted & (family_of == family)).sum()
+            and (accepted & right & (family_of == family)).sum() / (accepted & (family_of == family)).sum()
+            < TARGET_PRECISION
+        ]
+        if below:
+            row["families_below_target"] = below
+        table.append(row)
+        if precision >= TARGET_PRECISION and false_positive <= MAX_FALSE_POSITIVE and not below and raw < best:
+            best = raw
+    best = round(_calibrate(best, calibration), 6)
+    cv: dict[str, Any] = {"folds": folds, "examples": len(y), "table": table}
     if calibration is not None:
-        for row in table:
-            row["calibrated"] = round(_calibrate(row["threshold"], calibration), 3)
-        best = round(_calibrate(best, calibration), 6)
-    return best, {"folds": folds, "examples": len(y), "table": table}, calibration
+        accepted = answered & (calibrated >= best)
+        cv["by_family"] = _reliability(
+            calibrated, answered=answered, accepted=accepted, right=right, family_of=family_of, by_family=by_family
+        )
+    return best, cv, calibration, by_family
+
+
+def _reliability(
+    calibrated: np.ndarray,
+    *,
+    answered: np.ndarray,
+    accepted: np.ndarray,
+    right: np.ndarray,
+    family_of: np.ndarray,
+    by_family: dict,
+) -> dict[str, dict[str, Any]]:
+    """Per family, its cross-validated answers (how many, how many right, their mean
+    calibrated score: close to the share right when the calibration is honest), those given
+    at the threshold, and whether the family has a calibration of its own."""
+    out: dict[str, dict[str, Any]] = {}
+    for family in sorted({str(f) for f in family_of[answered]}):
+        mine = answered & (family_of == family)
+        out[family or "?"] = {
+            "answers": int(mine.sum()),
+            "right": int((mine & right).sum()),
+            "mean_score": round(float(calibrated[mine].mean()), 3),
+            "at_threshold": int((mine & accepted).sum()),
+            "right_at_threshold": int((mine & accepted & right).sum()),
+            "own_calibration": family in by_family,
+        }
+    return out
 
 
 def _platt(score: np.ndarray, right: np.ndarray) -> list[float] | None:
@@ -404,6 +495,15 @@ def _platt(score: np.ndarray, right: np.ndarray) -> list[float] | None:
     fit = LogisticRegression(C=1e4).fit(score.reshape(-1, 1), right.astype(int))
     a, b = float(fit.coef_[0, 0]), float(fit.intercept_[0])
     return [round(a, 6), round(b, 6)] if a > 0 else None
+
+
+def _calibration(value: Any) -> list[float] | None:
+    """A calibration read from an artifact: ``[a, b]`` with ``a > 0`` (increasing), or None."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 2 or float(value[0]) <= 0:
+        raise ModelError("corrupt artifact: calibration must be [a > 0, b]")
+    return [float(v) for v in value]
 
 
 def _calibrate(raw: float, calibration: list[float] | None) -> float:
@@ -501,7 +601,7 @@ def registry_examples(registry: Any) -> list[Example]:
         if mode.fallback:
             continue
         for text in mode.examples:
-            out.append(Example(model_text(message=text), mode.code, f"registry:{mode.code}"))
+            out.append(Example(model_text(message=text), mode.code, f"registry:{mode.code}", mode.family))
     return out
 
 
@@ -520,7 +620,7 @@ def corpus_examples(cases: Iterable[Any]) -> list[Example]:
             log = read_file(case.file) if case.file is not None else read_text(case.text or "")
         except (OSError, LogUnreadable) as exc:
             raise ModelError(f"corpus case {case.id}: {exc}") from None
-        out.append(Example(model_text(log=log), label, case.id))
+        out.append(Example(model_text(log=log), label, case.id, case.family))
     return out
 
 
@@ -531,8 +631,12 @@ class Model:
     """A loaded artifact: :meth:`predict` answers a code or abstains."""
 
     def __init__(self, doc: dict[str, Any], *, threshold: float | None = None) -> None:
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise ModelError(f"not a classification model (format {FORMAT!r} expected)")
+        if not isinstance(doc, dict) or doc.get("format") not in _READABLE:
+            found = doc.get("format") if isinstance(doc, dict) else None
+            raise ModelError(
+                f"not a classification model of a readable format (found {found!r}, expected {FORMAT!r}"
+                f" or {FORMAT_2!r}): train it again with `ipai-ops classify train`"
+            )
         try:
             self._read(doc, threshold)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -548,14 +652,9 @@ class Model:
         coef = _array(doc["coef"]).astype(np.float64)
         self.intercept = _array(doc["intercept"]).astype(np.float64)
         self.threshold = float(threshold if threshold is not None else doc["threshold"])
-        calibration = doc.get("calibration")
-        if calibration is not None and (
-            not isinstance(calibration, list) or len(calibration) != 2 or float(calibration[0]) <= 0
-        ):
-            raise ModelError("corrupt artifact: calibration must be [a > 0, b]")
-        self.calibration = [float(v) for v in calibration] if calibration is not None else None
-        self.manifest: dict[str, Any] = dict(doc.get("manifest") or {})
+        self.calibration = _calibration(doc.get("calibration"))
         k, width = len(self.labels), len(self.columns)
+        self.manifest: dict[str, Any] = dict(doc.get("manifest") or {})
         rows = k if k > 2 else 1
         if (
             int(doc["hash_features"]) != HASH_FEATURES
@@ -569,6 +668,14 @@ class Model:
             self.columns.min() < 0 or self.columns.max() >= HASH_FEATURES or np.any(np.diff(self.columns) <= 0)
         ):
             raise ModelError("corrupt artifact: feature columns out of range")
+        # format 2 has neither: every label then uses the global calibration
+        self.families: list[str] = [str(f) for f in doc.get("families") or [""] * k]
+        by_family = doc.get("calibration_by_family") or {}
+        if len(self.families) != k or not isinstance(by_family, dict):
+            raise ModelError("corrupt artifact: families do not agree with the labels")
+        self.calibration_by_family = {str(f): _calibration(c) for f, c in by_family.items()}
+        #: The calibration each label's score goes through: its family's, else the global one.
+        self.label_calibration = [self.calibration_by_family.get(f) or self.calibration for f in self.families]
         self.coef_t = (coef * scale[:, None]).T.copy()
         self._protos_by_label: dict[int, tuple[sp.csr_matrix, list[tuple[str, str]]]] = {}
         grouped: dict[int, list[dict]] = {}
@@ -662,7 +769,7 @@ class Model:
                     return Prediction(code, float(min(1.0, sims[index])), source, excerpt, taught=True)
         probs = self._probs(weights @ self.coef_t[cols] + self.intercept)
         best = int(probs.argmax())
-        label, score = self.labels[best], _calibrate(float(probs[best]), self.calibration)
+        label, score = self.labels[best], _calibrate(float(probs[best]), self.label_calibration[best])
         if label == NONE or score < self.threshold or (allowed is not None and label not in allowed):
             return None
         source, excerpt = "", ""
@@ -770,6 +877,8 @@ def reset_active_model() -> None:
 def describe(model: Model) -> str:
     manifest = model.manifest
     held = manifest.get("held_back") or {}
-    return f"{manifest.get('examples', '?')} examples, {len(model.labels)} labels, threshold {model.threshold:.2f}" + (
-        f"; held back: {held.get('answered')}/{held.get('examples')} answered" if held else ""
+    own = f", {len(model.calibration_by_family)} families calibrated apart" if model.calibration_by_family else ""
+    return (
+        f"{manifest.get('examples', '?')} examples, {len(model.labels)} labels, threshold {model.threshold:.2f}{own}"
+        + (f"; held back: {held.get('answered')}/{held.get('examples')} answered" if held else "")
     )

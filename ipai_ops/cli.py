@@ -160,9 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     import psycopg2
 
-    from ipai_ops.envelope import first_line
     from ipai_ops.store import InvalidDsn, MigrationError, OpsDatabaseUnavailable
     from ipai_ops.taxonomy import RegistryError
+    from ipai_ops.text import first_line
 
     parser = build_parser()
     args = parser.parse_args(argv)

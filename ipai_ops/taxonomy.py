@@ -21,6 +21,7 @@ import yaml
 
 from ipai_ops import config
 from ipai_ops._yaml import line_of, load_with_lines, parse_error, strip_lines
+from ipai_ops.text import re2_options
 
 CODE_RE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z][A-Z0-9_]*)+$")
 SEVERITIES = ("critical", "high", "medium", "low")
@@ -86,13 +87,6 @@ def capture_name(group: str) -> str:
 
 #: Registry flag names and their inline RE2 form.
 _FLAG_PREFIX = {"IGNORECASE": "i", "MULTILINE": "m"}
-
-
-def re2_options() -> re2.Options:
-    """RE2 options for registry patterns: errors are reported by us, not logged to stderr."""
-    options = re2.Options()
-    options.log_errors = False
-    return options
 
 
 def inline_flags(pattern: str, flags: tuple[str, ...] | list[str] = ()) -> str:

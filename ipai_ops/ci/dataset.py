@@ -45,7 +45,7 @@ import jsonschema
 
 from ipai_ops import config
 from ipai_ops.ci._util import sql
-from ipai_ops.envelope import redact_obj
+from ipai_ops.text import redact_obj
 
 FORMAT = "ipai-ops.dataset/1"
 SPLITS = ("train", "eval")

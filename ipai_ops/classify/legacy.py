@@ -25,7 +25,8 @@ from typing import Any
 
 import re2
 
-from ipai_ops.taxonomy import inline_flags, re2_options
+from ipai_ops.taxonomy import inline_flags
+from ipai_ops.text import re2_options
 
 GROUPING_VERSION = 1
 _MAX_CHARS = 64 * 1024

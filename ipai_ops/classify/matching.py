@@ -48,7 +48,8 @@ from ipai_ops.classify.result import (
     Classification,
     EvidenceLine,
 )
-from ipai_ops.taxonomy import FailureMode, Registry, Signature, capture_name, inline_flags, re2_options
+from ipai_ops.taxonomy import FailureMode, Registry, Signature, capture_name, inline_flags
+from ipai_ops.text import re2_options
 
 #: Root-cause order of the families: when failures of several families co-occur in a log,
 #: the higher rank is the cause and the others its consequences (error_codes.md).

@@ -51,7 +51,7 @@ from typing import Any, BinaryIO
 
 import re2
 
-from ipai_ops.taxonomy import re2_options
+from ipai_ops.text import re2_options
 
 #: What classification reads of a long text: its head and its tail (bounded work).
 HEAD_BYTES = 64 * 1024

@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import requests
 
-from ipai_ops.envelope import first_line
+from ipai_ops.text import first_line
 
 HEADER_KEY_ID = "X-Pulser-Key-Id"
 HEADER_TIMESTAMP = "X-Pulser-Timestamp"

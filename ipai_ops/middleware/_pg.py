@@ -25,17 +25,12 @@ import psycopg2
 import psycopg2.extensions
 
 from ipai_ops import store
-from ipai_ops.envelope import first_line as envelope_first_line
-from ipai_ops.envelope import redact
 from ipai_ops.store import OpsDatabaseUnavailable
+from ipai_ops.text import redacted_first_line
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-def first_line(exc: BaseException) -> str:
-    return redact(envelope_first_line(exc)) or type(exc).__name__
 
 
 class SharedConnection:
@@ -75,7 +70,7 @@ class SharedConnection:
                 tcp_user_timeout=self.statement_timeout_ms + 1000,
             )
         except psycopg2.OperationalError as exc:
-            raise OpsDatabaseUnavailable(f"ops database unreachable: {first_line(exc)}") from None
+            raise OpsDatabaseUnavailable(f"ops database unreachable: {redacted_first_line(exc)}") from None
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
@@ -85,7 +80,7 @@ class SharedConnection:
             conn.autocommit = False
         except psycopg2.Error as exc:
             conn.close()
-            raise OpsDatabaseUnavailable(f"ops database unusable: {first_line(exc)}") from None
+            raise OpsDatabaseUnavailable(f"ops database unusable: {redacted_first_line(exc)}") from None
         self._conn = conn
         return conn
 
@@ -111,7 +106,7 @@ class SharedConnection:
                 self._down_until = time.monotonic() + self.retry_interval
                 if isinstance(exc, OpsDatabaseUnavailable):
                     raise
-                raise OpsDatabaseUnavailable(f"ops database unavailable: {first_line(exc)}") from None
+                raise OpsDatabaseUnavailable(f"ops database unavailable: {redacted_first_line(exc)}") from None
             except psycopg2.Error:
                 if self._conn is not None and not self._conn.closed:
                     try:

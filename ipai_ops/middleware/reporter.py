@@ -43,13 +43,13 @@ from typing import Any, TypeVar
 
 from opentelemetry import trace
 
-from ipai_ops.envelope import head, redact, redact_obj
-from ipai_ops.middleware._pg import SharedConnection, first_line
+from ipai_ops.middleware._pg import SharedConnection
 from ipai_ops.middleware.errors import Failure
 from ipai_ops.problem import PROBLEM_CONTENT_TYPE, problem
 from ipai_ops.record import failure_from_exception, record_on_span, span_ids
 from ipai_ops.store import ErrorOccurrence, OpsDatabaseUnavailable, UpsertResult, upsert_error
 from ipai_ops.taxonomy import Registry, default_registry
+from ipai_ops.text import head, redact, redact_obj, redacted_first_line
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +339,7 @@ class Reporter:
                 occurrence.code,
                 occurrence.occurrence_id,
                 type(exc).__name__,
-                first_line(exc),
+                redacted_first_line(exc),
             )
         return None
 

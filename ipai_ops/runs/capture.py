@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from ipai_ops.envelope import redact
 from ipai_ops.runs.secrets import SecretValues
+from ipai_ops.text import redact
 
 #: Default per-stream cap on disk (10 MiB).
 DEFAULT_MAX_OUTPUT_BYTES = 10 * 1024 * 1024

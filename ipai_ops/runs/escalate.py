@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ipai_ops import __version__, config
-from ipai_ops.envelope import envelope_errors, iso_utc, redact, redact_obj
+from ipai_ops.envelope import envelope_errors, iso_utc
 from ipai_ops.runs._sql import sql
 from ipai_ops.runs.capture import LineRedactor
 from ipai_ops.runs.context import trace_ids
@@ -33,6 +33,7 @@ from ipai_ops.runs.layout import ATTEMPT_FILES, ATTEMPT_RE, RUN_FILE, RUN_ID_RE
 from ipai_ops.runs.secrets import SecretValues, recorded_settings
 from ipai_ops.store import OpsDatabaseUnavailable, connect, query
 from ipai_ops.taxonomy import Registry, default_registry
+from ipai_ops.text import redact, redact_obj
 
 BUNDLE_VERSION = 1
 #: Each log file is copied up to this many bytes (head and tail kept around a marker).

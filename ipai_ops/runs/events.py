@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ipai_ops.envelope import redact, redact_obj
+from ipai_ops.text import redact, redact_obj
 
 EVENTS_CODE_INVALID = "AGENT.RUN_METADATA_INVALID"
 #: At most this much of an events file is read.

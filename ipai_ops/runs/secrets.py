@@ -166,7 +166,7 @@ def is_secret_name(name: str) -> bool:
 
 
 def _redact(value: str) -> str:
-    from ipai_ops.envelope import redact
+    from ipai_ops.text import redact
 
     return (redact(value) or "")[:_MAX_SETTING_CHARS]
 

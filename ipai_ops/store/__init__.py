@@ -22,8 +22,7 @@ import psycopg2.errors
 import psycopg2.extensions
 
 from ipai_ops import config
-from ipai_ops.envelope import first_line as _first_line
-from ipai_ops.envelope import redact as _redact
+from ipai_ops.text import first_line, redact
 
 #: pg_advisory_lock key for migrations: the first 8 bytes of sha256("ipai_ops.migrate").
 MIGRATION_LOCK_KEY = int.from_bytes(hashlib.sha256(b"ipai_ops.migrate").digest()[:8], "big", signed=True)
@@ -63,7 +62,7 @@ def check_dsn(dsn: str) -> str:
     try:
         psycopg2.extensions.parse_dsn(dsn)
     except psycopg2.ProgrammingError as exc:
-        raise InvalidDsn(_redact(_redacted_dsn(_first_line(exc, "unparsable")))) from None
+        raise InvalidDsn(redact(_redacted_dsn(first_line(exc, "unparsable")))) from None
     return dsn
 
 
@@ -73,7 +72,7 @@ def connect(dsn: str | None = None, *, application_name: str = "ipai-ops", conne
     try:
         return psycopg2.connect(target, application_name=application_name, connect_timeout=connect_timeout)
     except psycopg2.OperationalError as exc:
-        reason = _first_line(exc, "connection failed")
+        reason = first_line(exc, "connection failed")
         raise OpsDatabaseUnavailable(f"ops database unreachable ({_redacted_dsn(target)}): {reason}") from None
 
 
@@ -315,7 +314,7 @@ def _retrying(conn: Connection, work):
                 raise
             time.sleep(0.01 * attempt)
         except psycopg2.OperationalError as exc:
-            raise OpsDatabaseUnavailable(f"ops database unavailable: {_first_line(exc)}") from exc
+            raise OpsDatabaseUnavailable(f"ops database unavailable: {first_line(exc)}") from exc
     raise AssertionError("unreachable")
 
 

@@ -13,17 +13,15 @@ from hypothesis import strategies as st
 
 from ipai_ops.classify import classify
 from ipai_ops.envelope import (
-    _REDACTIONS,
     ENVELOPE_VERSION,
     Caps,
     EnvelopeInvalid,
     build_envelope,
     envelope_errors,
     envelope_from_exception,
-    redact,
-    redact_obj,
     validate_envelope,
 )
+from ipai_ops.text import _REDACTIONS, redact, redact_obj
 
 CORPUS_LOGS = Path(__file__).parents[1] / "classify" / "corpus" / "logs"
 

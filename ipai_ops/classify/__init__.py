@@ -121,6 +121,10 @@ def _classify(
     return _decide(registry, engine, scans, error_type=error_type, message=message, log=log, model=model)
 
 
+#: Error-looking lines of the failure region a fallback answer shows as evidence.
+FALLBACK_CONTEXT_LINES = 3
+
+
 def _fallback(registry: Registry, log: Log | None, message: str | None) -> Classification:
     fallback = registry.fallback
     evidence: list[EvidenceLine] = []
@@ -129,6 +133,13 @@ def _fallback(registry: Registry, log: Log | None, message: str | None) -> Class
         marker = log.markers[-1] if log.markers else None
         if marker is not None:
             evidence.append(EvidenceLine(log.number(marker.index), log.line(marker.index)[:300], "marker"))
+        if log.line_count:
+            # No signature decided, so a person decides: show the failure region's
+            # error-looking lines nearest where it failed (what they would read first).
+            anchor = marker.index if marker is not None else log.line_count - 1
+            for index in sorted(matching.context_lines(log, anchor, exclude=set(), limit=FALLBACK_CONTEXT_LINES)):
+                evidence.append(EvidenceLine(log.number(index), log.line(index)[:MAX_EVIDENCE_CHARS], "context"))
+            evidence.sort(key=lambda e: e.line or 0)
         if log.exit_code is not None:
             captures["exit_code"] = log.exit_code
         commands = log.failed_commands
@@ -184,7 +195,7 @@ def _learned(
     if prediction is None:
         return None
     mode = registry[prediction.code]
-    evidence = list(fallback.evidence)
+    evidence = [e for e in fallback.evidence if e.role == "marker"]
     if log is not None:
         # the error-looking lines the model read last (else its last line), the marker aside
         markers = {m.index for m in log.markers}

@@ -517,7 +517,7 @@ def build(
         if len(chosen) < 2 and winner.line >= 0:
             # Few deciding lines (a code read from the failed command, a one-line summary):
             # add the error lines just above where the step failed, which a person reads next.
-            for index in _context_lines(
+            for index in context_lines(
                 log, winner.line, exclude=set(chosen), limit=MAX_EVIDENCE_LINES - 2 - len(chosen)
             ):
                 evidence.append(EvidenceLine(log.number(index), log.line(index)[:MAX_EVIDENCE_CHARS], "context"))
@@ -569,7 +569,7 @@ def build(
     )
 
 
-# RE2 (linear, a DFA): _context_lines scans blocks of a log with it.
+# RE2 (linear, a DFA): context_lines scans blocks of a log with it.
 _ERRORISH_RE = reading._re(
     rb"(?i)(?:\b(?:error|errors|failed|failure|failures|fatal|exception|traceback|panic|cannot|could not|unable to"
     rb"|not found|denied|refused|timed out|killed|aborted|undefined|expected)\b|\xe2\x9c\x95|\xe2\x9c\x97|\xe2\x9c\x96)"
@@ -577,7 +577,7 @@ _ERRORISH_RE = reading._re(
 _NOT_ERRORISH_RE = re.compile(rb"(?i)\b0 (?:errors?|failures?|failed)\b|\bwarning\b|^\s*\$ |\berror(?:s)?: 0\b")
 
 
-def _context_lines(log: Log, line: int, *, exclude: set[int], limit: int) -> list[int]:
+def context_lines(log: Log, line: int, *, exclude: set[int], limit: int) -> list[int]:
     """Up to ``limit`` error-looking lines of the failure region that holds ``line``, nearest its end."""
     if limit <= 0:
         return []

@@ -160,6 +160,27 @@ def test_an_unmatched_log_falls_back_with_its_exit_marker_as_evidence(mini):
     assert [(e.line, e.role) for e in result.evidence] == [(3, "marker")]
 
 
+def test_an_unmatched_log_shows_the_error_looking_lines_where_it_failed(mini):
+    # No signature decided, so the person who will decide sees the lines they would read first:
+    # the failure region's error-looking lines nearest the marker (at most three), in log order.
+    log = "\n".join(
+        [
+            "$ ./build.sh",
+            "error: stale cache entry ignored",  # outside the three nearest the marker
+            "compiling widgets",
+            "widget.c: fatal: frobnicator exploded",
+            "0 errors in the linker",  # says no error: not shown
+            "cannot continue after frobnicator failure",
+            "aborted",
+            'The command "./build.sh" exited with 2.',
+        ]
+    )
+    result = classify(mini, text=log)
+    assert result.is_fallback and result.headline is None
+    lines = [(e.line, e.role) for e in result.evidence]
+    assert lines == [(4, "context"), (6, "context"), (7, "context"), (8, "marker")]
+
+
 @pytest.mark.parametrize(
     ("verdict", "passes"),
     [

@@ -11,7 +11,7 @@ Creates a throwaway Odoo database with ipai_reliability + ipai_pulser_connector
             cron does), alternating telemetry OFF (no-op) and ON (OpenTelemetry SDK
             tracer + meter, spans batched to an in-memory exporter) for ``--rounds`` rounds
             each; the median of each is compared: overhead = 1 - on/off (target <= 5%);
-* claim   - two workers claiming (``_claim_committed``: SELECT ... FOR UPDATE SKIP LOCKED +
+* claim   - two workers claiming (``worker.claim_committed``: SELECT ... FOR UPDATE SKIP LOCKED +
             lease + event, in a READ COMMITTED transaction of its own, as the worker does)
             ``--claims`` intents in batches of 50; claims/s, the claim conflicts (lost races
             raised as serialization failures: must be 0), and a check that no intent was
@@ -20,13 +20,23 @@ Creates a throwaway Odoo database with ipai_reliability + ipai_pulser_connector
             claim conflicts the workers counted (``stats["claim_conflicts"]``).
 
 Figures are ratios within one run: the machine is shared and absolute numbers drift.
+
+    python benchmarks/intent_worker.py --baseline /tmp/base [--compare-rounds 3]
+
+compares two versions of the connector in one run: ``/tmp/base`` is another tree of this
+repository (e.g. ``git archive <commit> addons | tar -x -C /tmp/base``). Each tree gets a
+database of its own; the measurement above runs in a subprocess per tree, alternating
+(baseline, current, current, baseline, ...) so drift favours neither, and the medians are
+printed as current / baseline ratios.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -40,14 +50,19 @@ sys.path.insert(0, str(REPO / "scripts"))
 import odoo_layer  # noqa: E402
 
 
-def setup_database(keep: str | None) -> tuple[str, Path, Path]:
+def _odoo_src() -> Path:
     odoo_src = odoo_layer.locate_odoo()
     if odoo_src is None:
         sys.exit("Odoo 19 not found (ODOO_SRC, import odoo, /opt/odoo)")
+    return odoo_src
+
+
+def setup_database(keep: str | None, config: Path | None = None) -> tuple[str, Path, Path]:
+    odoo_src = _odoo_src()
     sys.path.insert(0, str(odoo_src))
     work = Path(tempfile.mkdtemp(prefix="ipai_bench_"))
     db = keep or f"ipai_bench_{uuid.uuid4().hex[:10]}"
-    config = odoo_layer.write_config(odoo_src, work / "odoo.conf", data_dir=work / "data")
+    config = config or odoo_layer.write_config(odoo_src, work / "odoo.conf", data_dir=work / "data")
     if not keep:
         odoo_layer.install(odoo_src, config, db, demo=False)
     return db, config, work
@@ -201,9 +216,20 @@ def telemetry_cost_us(telemetry, *, on: bool, n: int = 5000) -> float:
     return (time.perf_counter() - started) / n * 1e6
 
 
+def _claim_committed():
+    """The committed claim of the connector being measured: ``worker.claim_committed``, or
+    the model method it was before the worker left the model (a ``--baseline`` tree)."""
+    try:
+        from odoo.addons.ipai_pulser_connector.worker import claim_committed
+    except ImportError:
+        return lambda intents, limit, worker_id: intents._claim_committed(limit, worker_id)
+    return claim_committed
+
+
 def bench_claim(registry, n: int, batch: int = 50, max_conflicts: int = 100) -> dict:
     import psycopg2.errors
 
+    claim_committed = _claim_committed()
     enqueue(registry, n, "bench-claim")
     claims: dict[str, list[int]] = {"w1": [], "w2": []}
     conflicts = {"w1": 0, "w2": 0}
@@ -211,7 +237,7 @@ def bench_claim(registry, n: int, batch: int = 50, max_conflicts: int = 100) -> 
     def work(intents, name, _cr):
         while True:
             try:
-                got = intents._claim_committed(batch, f"bench:{name}")
+                got = claim_committed(intents, batch, f"bench:{name}")
             except psycopg2.errors.SerializationFailure:
                 conflicts[name] += 1  # a lost race raised instead of skipped
                 if conflicts[name] >= max_conflicts:
@@ -238,60 +264,132 @@ def bench_claim(registry, n: int, batch: int = 50, max_conflicts: int = 100) -> 
     }
 
 
+def measure(registry, args) -> dict:
+    purge(registry)
+    worker = bench_worker(registry, args.intents, args.rounds)
+    claim = bench_claim(registry, args.claims)
+    drain_conflicts: list[int] = []
+    enqueue(registry, args.intents, "bench-drain1")
+    one = drain(registry, 1, conflicts=drain_conflicts)
+    check_all_succeeded(registry, args.intents)
+    purge(registry)
+    enqueue(registry, args.intents, "bench-drain2")
+    two = drain(registry, 2, conflicts=drain_conflicts)
+    check_all_succeeded(registry, args.intents)
+    purge(registry)
+    return {
+        "worker": worker,
+        "claim": claim,
+        "drain": {"one_per_s": args.intents / one, "two_per_s": args.intents / two, "conflicts": sum(drain_conflicts)},
+    }
+
+
+def report(args, figures: dict) -> int:
+    worker, claim, drained = figures["worker"], figures["claim"], figures["drain"]
+    print(f"worker  odoo.healthcheck x{args.intents}, {args.rounds} rounds each, median:")
+    print(f"        telemetry off {worker['off_per_s']:8.1f} intents/s")
+    print(f"        telemetry on  {worker['on_per_s']:8.1f} intents/s   ({worker['spans']} spans exported in memory)")
+    print(
+        f"        overhead      {worker['overhead'] * 100:8.2f} %   target <= 5 %  "
+        f"{'OK' if worker['overhead'] <= 0.05 else 'OVER'}"
+    )
+    attempt_us = 1e6 / worker["off_per_s"]
+    print(
+        f"        telemetry calls alone: {worker['cost_us']:.1f} us per attempt = "
+        f"{worker['cost_us'] / attempt_us * 100:.2f} % of a {attempt_us / 1000:.1f} ms attempt"
+    )
+    print(
+        "        rounds off: "
+        + ", ".join(f"{r:.0f}" for r in worker["rounds"]["off"])
+        + " | on: "
+        + ", ".join(f"{r:.0f}" for r in worker["rounds"]["on"])
+    )
+    print(
+        f"claim   two workers: {claim['claims_per_s']:8.1f} claims/s  (w1 {claim['w1']}, w2 {claim['w2']}, "
+        f"conflicts {claim['conflicts']}, duplicates {claim['duplicates']}, left queued {claim['left_queued']})"
+    )
+    print(
+        f"drain   1 worker {drained['one_per_s']:8.1f} intents/s, 2 workers {drained['two_per_s']:8.1f} intents/s "
+        f"(x{drained['two_per_s'] / drained['one_per_s']:.2f}; claim conflicts {drained['conflicts']})"
+    )
+    ok = claim["duplicates"] == 0 and claim["left_queued"] == 0 and claim["conflicts"] == 0
+    return 0 if ok and drained["conflicts"] == 0 else 1
+
+
+#: The compared figures: (label, path in measure()'s result), all rates (higher is better).
+COMPARED = (
+    ("worker, telemetry off", ("worker", "off_per_s")),
+    ("worker, telemetry on", ("worker", "on_per_s")),
+    ("claim, two workers", ("claim", "claims_per_s")),
+    ("drain, 1 worker", ("drain", "one_per_s")),
+    ("drain, 2 workers", ("drain", "two_per_s")),
+)
+
+
+def compare(args) -> int:
+    """Baseline tree vs this one, each measured by this script in a subprocess of its own
+    against a database installed from that tree, alternating."""
+    odoo_src = _odoo_src()
+    work = Path(tempfile.mkdtemp(prefix="ipai_bench_cmp_"))
+    trees = {"baseline": Path(args.baseline).resolve() / "addons", "current": odoo_layer.ADDONS}
+    setups: dict[str, tuple[str, Path]] = {}
+    results: dict[str, list[dict]] = {name: [] for name in trees}
+    try:
+        for name, addons in trees.items():
+            if not (addons / "ipai_pulser_connector" / "__manifest__.py").is_file():
+                sys.exit(f"--baseline: no addons/ipai_pulser_connector under {args.baseline}")
+            path = ",".join(str(p) for p in (addons, odoo_src / "addons", odoo_src / "odoo" / "addons"))
+            config = odoo_layer.write_config(
+                odoo_src, work / f"{name}.conf", data_dir=work / f"{name}-data", extra={"addons_path": path}
+            )
+            db = f"ipai_bench_{name}_{uuid.uuid4().hex[:8]}"
+            setups[name] = (db, config)
+            odoo_layer.install(odoo_src, config, db, demo=False)
+        for index in range(args.compare_rounds):
+            for name in ("baseline", "current") if index % 2 == 0 else ("current", "baseline"):
+                db, config = setups[name]
+                cmd = [sys.executable, __file__, "--keep-db", db, "--config", str(config), "--json"]
+                cmd += ["--intents", str(args.intents), "--rounds", str(args.rounds), "--claims", str(args.claims)]
+                done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                if not done.stdout.strip():
+                    sys.exit(f"{name} run failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+                results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+                print(f"round {index + 1} {name:8s} done", flush=True)
+    finally:
+        for db, _config in setups.values():
+            odoo_layer.drop_database(db)
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+    print(f"\ncurrent / baseline ({args.compare_rounds} runs each, medians; > 1 = current faster):")
+    for label, (part, key) in COMPARED:
+        base = statistics.median(r[part][key] for r in results["baseline"])
+        new = statistics.median(r[part][key] for r in results["current"])
+        print(f"  {label:24s} baseline {base:8.1f}/s  current {new:8.1f}/s  ratio {new / base:5.2f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--intents", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--claims", type=int, default=2000)
     parser.add_argument("--keep-db", help="run against this existing database (both addons installed) and keep it")
+    parser.add_argument("--config", type=Path, help="with --keep-db: the odoo.conf of that database")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON line")
+    parser.add_argument("--baseline", help="compare with the connector of this tree (see above)")
+    parser.add_argument("--compare-rounds", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.baseline:
+        return compare(args)
 
-    db, config, work = setup_database(args.keep_db)
+    db, config, work = setup_database(args.keep_db, args.config)
     try:
-        registry = open_registry(db, config)
-        purge(registry)
-        worker = bench_worker(registry, args.intents, args.rounds)
-        print(f"worker  odoo.healthcheck x{args.intents}, {args.rounds} rounds each, median:")
-        print(f"        telemetry off {worker['off_per_s']:8.1f} intents/s")
-        print(
-            f"        telemetry on  {worker['on_per_s']:8.1f} intents/s   ({worker['spans']} spans exported in memory)"
-        )
-        print(
-            f"        overhead      {worker['overhead'] * 100:8.2f} %   target <= 5 %  "
-            f"{'OK' if worker['overhead'] <= 0.05 else 'OVER'}"
-        )
-        attempt_us = 1e6 / worker["off_per_s"]
-        print(
-            f"        telemetry calls alone: {worker['cost_us']:.1f} us per attempt = "
-            f"{worker['cost_us'] / attempt_us * 100:.2f} % of a {attempt_us / 1000:.1f} ms attempt"
-        )
-        print(
-            "        rounds off: "
-            + ", ".join(f"{r:.0f}" for r in worker["rounds"]["off"])
-            + " | on: "
-            + ", ".join(f"{r:.0f}" for r in worker["rounds"]["on"])
-        )
-        claim = bench_claim(registry, args.claims)
-        print(
-            f"claim   two workers: {claim['claims_per_s']:8.1f} claims/s  (w1 {claim['w1']}, w2 {claim['w2']}, "
-            f"conflicts {claim['conflicts']}, duplicates {claim['duplicates']}, left queued {claim['left_queued']})"
-        )
-        drain_conflicts: list[int] = []
-        enqueue(registry, args.intents, "bench-drain1")
-        one = drain(registry, 1, conflicts=drain_conflicts)
-        check_all_succeeded(registry, args.intents)
-        purge(registry)
-        enqueue(registry, args.intents, "bench-drain2")
-        two = drain(registry, 2, conflicts=drain_conflicts)
-        check_all_succeeded(registry, args.intents)
-        purge(registry)
-        print(
-            f"drain   1 worker {args.intents / one:8.1f} intents/s, 2 workers {args.intents / two:8.1f} intents/s "
-            f"(x{one / two:.2f}; claim conflicts {sum(drain_conflicts)})"
-        )
-        ok = claim["duplicates"] == 0 and claim["left_queued"] == 0 and claim["conflicts"] == 0
-        ok = ok and sum(drain_conflicts) == 0
-        return 0 if ok else 1
+        figures = measure(open_registry(db, config), args)
+        if args.json:
+            print(json.dumps(figures))
+            return 0
+        return report(args, figures)
     finally:
         if not args.keep_db:
             from odoo.sql_db import close_db

@@ -1,5 +1,6 @@
 from . import ipai_pulser_client
 from . import ipai_pulser_intent
 from . import ipai_pulser_intent_event
+from . import ipai_pulser_intent_lease
 from . import ipai_pulser_request_nonce
 from . import ir_http

@@ -13,6 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from ipai_ops.envelope import cap_evidence
+from ipai_ops.record import RecordedFailure, failure_from_exception
+
+from .exceptions import HandlerCrashed
 
 CONTRACT_VERSION = "1.0"
 
@@ -46,6 +49,99 @@ def evidence(
         "artifacts": list(artifacts or []),
         "links": list(links or []),
     }
+
+
+#: Where a person opens the intent in Odoo; the first link of every attempt's evidence.
+INTENT_LINK = "/odoo/action-ipai_pulser_connector.ipai_pulser_intent_action/{}"
+
+
+def intent_info(intent: Any, attempt: int) -> dict[str, Any]:
+    """The ``intent`` member of the result contract, from an intent record (or any object
+    with its attributes)."""
+    return {
+        "id": intent.id,
+        "ref": intent.ref,
+        "type": intent.intent_type,
+        "attempt": attempt,
+        "max_attempts": intent.max_attempts,
+        "source": intent.source,
+    }
+
+
+def trace_info(dbname: str, intent: Any, attempt: int, ids: tuple[str | None, str | None] = (None, None)) -> dict:
+    """The ``trace`` member: the work item, the attempt's run id and the span ``ids``
+    (``(trace_id, span_id)``, None outside a recorded span)."""
+    trace_id, span_id = ids
+    return {
+        "work_item_ref": intent.work_item_ref or None,
+        "run_id": occurrence_id(dbname, intent.id, attempt),
+        "correlation_id": intent.correlation_id,
+        "trace_id": trace_id,
+        "span_id": span_id,
+    }
+
+
+def attempt_evidence(
+    intent_id: int,
+    *,
+    exit_code: int,
+    duration_ms: float,
+    stdout: list[str] | None = None,
+    tool_calls: list | None = None,
+    stacktrace: str | None = None,
+) -> dict[str, Any]:
+    """The evidence of one attempt: the handler's output lines and tool calls (its
+    ``HandlerContext``), the stack trace of a failure, and the intent's link."""
+    return evidence(
+        exit_code=exit_code,
+        duration_ms=duration_ms,
+        stdout_tail="\n".join(stdout) if stdout else None,
+        stderr_tail=stacktrace,
+        tool_calls=tool_calls or [],
+        links=[INTENT_LINK.format(intent_id)],
+    )
+
+
+def attempt_failure(
+    registry: Any,
+    exc: BaseException,
+    *,
+    dbname: str,
+    intent: Any,
+    attempt: int,
+    ev: dict[str, Any],
+    ids: tuple[str | None, str | None] = (None, None),
+    stacktrace: str | None = None,
+    service_version: str | None = None,
+) -> RecordedFailure:
+    """The failure of one attempt as every producer records one
+    (``ipai_ops.record.failure_from_exception`` with the failure-mode ``registry``): its
+    envelope and the occurrence keyed ``intent:<db>:<id>:attempt:<n>``, which the worker
+    writes directly and the attempt span's exception event carries."""
+    trace_id, span_id = ids
+    return failure_from_exception(
+        registry,
+        exc,
+        source="odoo",
+        service="odoo",
+        occurrence_id=occurrence_id(dbname, intent.id, attempt),
+        service_version=service_version,
+        env=dbname,
+        correlation_id=intent.correlation_id or None,
+        trace_id=trace_id,
+        span_id=span_id,
+        context={
+            "intent_id": intent.id,
+            "intent_type": intent.intent_type,
+            "attempt": attempt,
+            "work_item_ref": intent.work_item_ref or None,
+        },
+        evidence=ev,
+        stacktrace=stacktrace or "",
+        # An exception escaping a handler that neither a typed failure nor a signature
+        # names is, by definition, the handler crashing (registry: INTENT.HANDLER_CRASHED).
+        fallback_code=HandlerCrashed.failure_code,
+    )
 
 
 def success(intent: dict, trace: dict, data: dict, ev: dict) -> dict[str, Any]:

@@ -15,6 +15,12 @@ A handler receives a :class:`HandlerContext` and returns a JSON-serialisable dic
 ``services.exceptions`` to name a failure; anything else is classified by the
 registry's signatures (and falls back to its fallback code). Long handlers call
 ``ctx.check()`` between steps so timeouts and cancellation are honoured cooperatively.
+
+A running attempt holds its intent under a lease: by default its whole budget plus a
+grace period. A handler declared with ``lease=<seconds>`` holds it that long only, and
+keeps it by heartbeats (``ctx.heartbeat()``, which ``ctx.check()`` calls): one that stops
+calling them (hung, stuck outside Python) loses the intent to the reaper after ``lease``
+seconds instead of after its whole budget, and its late outcome is discarded.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from typing import Any
 
 import jsonschema
 
-from .exceptions import ArgsInvalid, IntentCancelled, IntentTimeout, IntentTypeUnknown
+from .exceptions import ArgsInvalid, IntentCancelled, IntentTimeout, IntentTypeUnknown, LeaseExpired
 
 DEFAULT_TIMEOUT_SECONDS = 30.0
 #: Minimum seconds between two cancellation polls of one attempt.
@@ -43,12 +49,18 @@ class HandlerContext:
     started: float = field(default_factory=time.monotonic)
     #: Called by :meth:`check`; returns True when a cancel was requested.
     cancel_requested: Callable[[], bool] | None = None
+    #: The handler's declared lease (seconds between heartbeats), None for the default.
+    lease: float | None = None
+    #: Called by :meth:`heartbeat`; returns False when the attempt lost its intent.
+    renew_lease: Callable[[], bool] | None = None
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     stdout: list[str] = field(default_factory=list)
     _last_cancel_poll: float = field(default=0.0, repr=False)
+    _last_heartbeat: float = field(default=0.0, repr=False)
 
     def __post_init__(self) -> None:
         self._last_cancel_poll = self.started
+        self._last_heartbeat = self.started
 
     @property
     def elapsed(self) -> float:
@@ -65,6 +77,8 @@ class HandlerContext:
                 f"handler exceeded its {self.timeout:g}s budget ({self.elapsed:.2f}s elapsed)",
                 details={"timeout_seconds": self.timeout, "elapsed_seconds": round(self.elapsed, 3)},
             )
+        if self.lease:
+            self.heartbeat()
         now = time.monotonic()
         # Asking the database costs a round trip: at most every CANCEL_POLL_SECONDS, the
         # first time once the handler has run that long (a quicker handler just finishes).
@@ -72,6 +86,22 @@ class HandlerContext:
             self._last_cancel_poll = now
             if self.cancel_requested():
                 raise IntentCancelled("cancellation requested")
+
+    def heartbeat(self) -> None:
+        """Renew the attempt's lease (a write on a connection of its own), at most three times
+        per lease (or per budget for a handler without ``lease=``). Raises INTENT.LEASE_EXPIRED
+        when the attempt already lost its intent to the reaper: there is no point going on."""
+        if self.renew_lease is None:
+            return
+        now = time.monotonic()
+        if now - self._last_heartbeat < (self.lease or self.timeout) / 3:
+            return
+        self._last_heartbeat = now
+        if not self.renew_lease():
+            raise LeaseExpired(
+                "this attempt lost its lease (reaped after a missed heartbeat); its outcome is discarded",
+                details={"lease_seconds": self.lease, "elapsed_seconds": round(self.elapsed, 3)},
+            )
 
     def check_cancel_now(self) -> None:
         """Poll the cancel flag at once (for a handler about to start an expensive step)."""
@@ -93,6 +123,9 @@ class Handler:
     schema: dict[str, Any]
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     description: str = ""
+    #: Seconds a running attempt keeps its intent without a heartbeat; None = its budget
+    #: plus the worker's grace period, no heartbeat needed.
+    lease: float | None = None
 
     def validator(self) -> jsonschema.Draft202012Validator:
         return jsonschema.Draft202012Validator(self.schema, format_checker=jsonschema.FormatChecker())
@@ -113,8 +146,12 @@ def intent_handler(
     schema: dict[str, Any] | None = None,
     timeout: float = DEFAULT_TIMEOUT_SECONDS,
     description: str = "",
+    lease: float | None = None,
 ):
-    """Decorator registering ``func`` as the handler of ``intent_type``."""
+    """Decorator registering ``func`` as the handler of ``intent_type`` (``lease``: see the
+    module's docstring)."""
+    if lease is not None and not lease > 0:
+        raise ValueError(f"intent handler {intent_type!r}: lease must be a positive number of seconds, got {lease!r}")
 
     def decorate(func):
         register(
@@ -124,6 +161,7 @@ def intent_handler(
                 schema or {"type": "object"},
                 timeout,
                 description or _first_line(func.__doc__),
+                lease,
             )
         )
         return func

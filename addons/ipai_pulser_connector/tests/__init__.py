@@ -15,3 +15,4 @@ from . import test_one_occurrence
 from . import test_intent_chatter
 from . import test_metrics_audit
 from . import test_signing_fuzz
+from . import test_lease

@@ -6,6 +6,7 @@ from odoo import SUPERUSER_ID, api, fields
 from odoo.tests import tagged
 
 from ..services.exceptions import IntentTimeout
+from ..worker import Attempt, cancel, claim, reap_expired_leases
 from . import common
 from .common import PulserCase
 
@@ -102,7 +103,7 @@ class TestCancelRequests(PulserCase):
     """Requests made in the worker's own transaction (the ``TransactionCase`` way)."""
 
     def _running(self, intent, **vals):
-        self.Intent._claim(10, WORKER)
+        claim(self.Intent, 10, WORKER)
         intent._transition(
             "running",
             vals={"attempts": 1, "started_at": fields.Datetime.now(), **vals},
@@ -120,7 +121,7 @@ class TestCancelRequests(PulserCase):
         requests = intent.event_ids.filtered(lambda e: e.event_type == "cancel_requested")
         self.assertEqual(len(requests), 1, "a pending request is not duplicated")
         self.assertEqual(requests.data, {"source": "api:k1"})
-        self.assertTrue(intent._cancel_requested_in_db())
+        self.assertTrue(cancel.cancel_requested_in_db(intent))
         self.assertTrue(intent._api_dict()["cancel_requested_at"])
 
     def test_request_inside_the_handler_is_acknowledged(self):
@@ -149,7 +150,7 @@ class TestCancelRequests(PulserCase):
         intent = self.submit()
         self._running(intent)
         intent._request_cancel(source="test")
-        intent._finish_success({}, attempt=1, duration_ms=1.0, span=None, ctx=None)
+        Attempt(intent, "odoo:test:host:1", number=1).succeed({}, duration_ms=1.0)
         self.assertEqual(intent.state, "succeeded")
         self.assertEqual(self.events(intent)[-1], "cancel_ignored")
 
@@ -157,9 +158,7 @@ class TestCancelRequests(PulserCase):
         intent = self.submit("test.retryable", max_attempts=3)
         self._running(intent)
         intent._request_cancel(source="test")
-        outcome = intent._finish_failure(
-            IntentTimeout("slow"), attempt=1, duration_ms=1.0, span=None, stacktrace=None, ctx=None
-        )
+        outcome = Attempt(intent, "odoo:test:host:1", number=1).fail(IntentTimeout("slow"), duration_ms=1.0)
         self.assertEqual((outcome, intent.state), ("retried", "queued"))
         self.assertEqual(intent.cancel_source, "test")
         self.assertTrue(intent.cancel_requested_at, "the request moves onto the row with the intent")
@@ -171,7 +170,7 @@ class TestCancelRequests(PulserCase):
         intent = self.submit(max_attempts=3)
         self._running(intent, lease_expires_at=fields.Datetime.now() - timedelta(seconds=5))
         intent._request_cancel(source="test")
-        self.assertEqual(self.Intent._reap_expired_leases(), 1)
+        self.assertEqual(reap_expired_leases(self.Intent), 1)
         self.assertEqual((intent.state, intent.cancel_source), ("cancelled", "test"))
         self.assertTrue(intent.cancel_acknowledged_at)
         self.assertFalse(intent.lease_owner)

@@ -9,6 +9,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from ..services import telemetry
+from ..worker import claim_committed
 
 SOURCE = "concurrency-test"
 N_INTENTS = 300
@@ -97,7 +98,7 @@ class TestConcurrentWorkers(TransactionCase):
                     barrier.wait(timeout=30)
                     while conflicts[name] < 20:
                         try:
-                            got = Intent._claim_committed(5, f"odoo:test:{name}")
+                            got = claim_committed(Intent, 5, f"odoo:test:{name}")
                         except psycopg2.errors.SerializationFailure:
                             conflicts[name] += 1
                             continue
@@ -133,7 +134,7 @@ class TestConcurrentWorkers(TransactionCase):
         Intent.search_count([])  # this transaction's snapshot: all of SOURCE's intents queued
         with self.registry.cursor() as cr:
             other = api.Environment(cr, SUPERUSER_ID, {})["ipai.pulser.intent"]
-            self.assertEqual(len(other._claim_committed(N_INTENTS, "odoo:test:other")), N_INTENTS)
+            self.assertEqual(len(claim_committed(other, N_INTENTS, "odoo:test:other")), N_INTENTS)
         stats = Intent._run_worker(limit=5, worker_id="odoo:test:late", commit=False)
         self.assertEqual((stats["claimed"], stats["claim_conflicts"]), (0, 1))
         points = claim_conflict_points(self.reader)

@@ -1,4 +1,5 @@
 import json
+import time
 
 from odoo.tests import tagged
 
@@ -7,9 +8,10 @@ from ..services.exceptions import (
     AllowlistProfileUnknown,
     ArgsInvalid,
     IntentTypeUnknown,
+    LeaseExpired,
     RedactionModeUnsupported,
 )
-from ..services.handler_registry import HandlerContext, get_handler, handler_types, validate_args
+from ..services.handler_registry import HandlerContext, get_handler, handler_types, intent_handler, validate_args
 from .common import PulserCase
 
 SECRET_KEYS = ("admin_passwd", "db_password", "smtp_password", "smtp_user", "db_user", "proxy_access_token")
@@ -102,3 +104,28 @@ class TestHandlers(PulserCase):
         for code, intent in intents.items():
             self.assertEqual(intent.state, "failed")
             self.assertEqual(intent.failure_code, code)
+
+    def test_heartbeat_renews_at_most_three_times_a_lease_and_stops_a_lost_attempt(self):
+        answers = [True, False]
+        calls = []
+
+        def renew():
+            calls.append(1)
+            return answers[len(calls) - 1]
+
+        ctx = HandlerContext(env=self.env, args={}, timeout=60, lease=0.3, renew_lease=renew)
+        ctx.check()
+        self.assertEqual(calls, [], "not due before a third of the lease")
+        time.sleep(0.11)
+        ctx.check()
+        ctx.check()
+        self.assertEqual(len(calls), 1, "check() renews a leased attempt, once per third of a lease")
+        time.sleep(0.11)
+        with self.assertRaises(LeaseExpired) as caught:
+            ctx.heartbeat()
+        self.assertEqual(caught.exception.failure_code, "INTENT.LEASE_EXPIRED")
+
+    def test_lease_must_be_positive(self):
+        with self.assertRaisesRegex(ValueError, "lease must be a positive number"):
+            intent_handler("test.bad_lease", lease=0)(lambda ctx: {})
+        self.assertNotIn("test.bad_lease", handler_types())

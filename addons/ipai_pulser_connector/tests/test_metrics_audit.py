@@ -12,6 +12,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from ..services import telemetry
+from ..worker import Attempt, claim
 from .common import PulserCase
 
 WORKER = "odoo:test:host:1"
@@ -53,10 +54,10 @@ class TestIntentMetrics(PulserCase):
         self.assertEqual(queued_api._request_cancel(source="api:k1"), "cancelled")
         queued_ui.action_cancel()
         # claimed (assigned) by a worker: a cooperative request, acknowledged by the next run
-        self.Intent._claim(1, WORKER)
+        claim(self.Intent, 1, WORKER)
         self.assertEqual(claimed.state, "assigned")
         self.assertEqual(claimed._request_cancel(source="agent:planner"), "cancel_requested")
-        self.assertEqual(claimed._run_attempt(WORKER), "cancelled")
+        self.assertEqual(Attempt(claimed, WORKER).run(), "cancelled")
         self.assertEqual(claimed.state, "cancelled")
 
         by_attrs = {
@@ -105,7 +106,7 @@ class TestIntentMetrics(PulserCase):
     def test_queue_depth_reads_this_database(self):
         self.submit()
         self.submit()
-        self.Intent._claim(1, WORKER)
+        claim(self.Intent, 1, WORKER)
         # the test transaction is not committed: read it on the test cursor, ORM writes flushed
         # (in production the reader has its own cursor and sees committed rows)
         self.env.flush_all()

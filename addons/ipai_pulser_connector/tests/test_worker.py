@@ -5,6 +5,7 @@ from odoo import fields
 from odoo.tests import tagged
 
 from ..services.contract import RESULT_SCHEMA
+from ..worker import Attempt, claim, reap_expired_leases
 from .common import PulserCase
 
 
@@ -118,18 +119,18 @@ class TestWorker(PulserCase):
 
     def test_cancel_requested_before_run(self):
         intent = self.submit()
-        self.Intent._claim(10, "odoo:test:host:1")
+        claim(self.Intent, 10, "odoo:test:host:1")
         self.assertEqual(intent.state, "assigned")
         self.assertEqual(intent._request_cancel(source="test"), "cancel_requested")
         self.assertEqual(intent.state, "assigned")
-        intent._run_attempt("odoo:test:host:1")
+        Attempt(intent, "odoo:test:host:1").run()
         self.assertEqual(intent.state, "cancelled")
         self.assertEqual(intent.attempts, 0)
 
     def test_expired_lease_requeues(self):
         running = self.submit("test.crash")
         assigned = self.submit("odoo.healthcheck")
-        self.Intent._claim(10, "odoo:test:dead-host:9")
+        claim(self.Intent, 10, "odoo:test:dead-host:9")
         running._transition(
             "running",
             vals={
@@ -139,7 +140,7 @@ class TestWorker(PulserCase):
             },
         )
         assigned.write({"lease_expires_at": fields.Datetime.now() - timedelta(seconds=5)})
-        reaped = self.Intent._reap_expired_leases()
+        reaped = reap_expired_leases(self.Intent)
         self.assertEqual(reaped, 2)
         self.assertEqual((assigned.state, assigned.attempts), ("queued", 0))
         self.assertEqual((running.state, running.failure_code), ("queued", "INTENT.LEASE_EXPIRED"))
@@ -148,12 +149,12 @@ class TestWorker(PulserCase):
 
     def test_expired_lease_on_last_attempt_is_dead(self):
         intent = self.submit("odoo.healthcheck", max_attempts=1)
-        self.Intent._claim(10, "odoo:test:dead-host:9")
+        claim(self.Intent, 10, "odoo:test:dead-host:9")
         intent._transition(
             "running",
             vals={"attempts": 1, "lease_expires_at": fields.Datetime.now() - timedelta(seconds=1)},
         )
-        self.Intent._reap_expired_leases()
+        reap_expired_leases(self.Intent)
         self.assertEqual((intent.state, intent.failure_code), ("dead", "INTENT.LEASE_EXPIRED"))
 
     def test_priority_order(self):

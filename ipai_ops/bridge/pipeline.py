@@ -31,7 +31,7 @@ from ipai_ops.bridge.otlp import (
     partial_success,
     too_large,
 )
-from ipai_ops.bridge.quota import Quota
+from ipai_ops.bridge.quota import Quota, QuotaUnavailable
 from ipai_ops.bridge.writer import DatabaseUnavailable, Writer
 from ipai_ops.taxonomy import Registry
 
@@ -264,7 +264,9 @@ class Pipeline:
     def _charge(self, extraction: Extraction, sender: Sender | None) -> dict[tuple[str, str], int]:
         """Charge each occurrence to its (sender, source) budget; refuse those beyond it.
 
-        Raises 429 when occurrences were refused and none fit (the sender retries the request).
+        Runs off the event loop (the budget may ask PostgreSQL for a slice). Raises 429 when
+        occurrences were refused and none fit (the sender retries the request), 503 when
+        the budget could not be asked.
         """
         charged: dict[tuple[str, str], int] = {}
         if not self.quota.enabled or not extraction.occurrences:
@@ -274,7 +276,18 @@ class Pipeline:
         for occ in extraction.occurrences:
             key = (name, occ["source"])
             wanted[key] = wanted.get(key, 0) + 1
-        granted = {key: self.quota.take(key, count) for key, count in wanted.items()}
+        granted: dict[tuple[str, str], int] = {}
+        try:
+            for key, count in wanted.items():
+                granted[key] = self.quota.take(key, count)
+        except QuotaUnavailable as exc:
+            for key, count in granted.items():
+                self.quota.give_back(key, count)
+            metrics.RECORDS_REJECTED.labels("db_unavailable").inc(len(extraction.occurrences))
+            log.warning("ops database unavailable for the budgets, asking the sender to retry: %s", exc)
+            raise OtlpRejected(
+                503, grpc.StatusCode.UNAVAILABLE, "db_unavailable", "ops database unavailable; retry later"
+            ) from None
         if not any(granted.values()):
             for key, count in granted.items():
                 self.quota.give_back(key, count)
@@ -323,7 +336,11 @@ class Pipeline:
             extraction.notes.insert(0, f"{dropped} beyond the limit of {self.max_records} records per request")
         received = count_records(signal, request) + (dropped if signal != "metrics" else 0)
         try:
-            charged = self._charge(extraction, sender)
+            charged = (
+                await loop.run_in_executor(self._decoders, self._charge, extraction, sender)
+                if self.quota.enabled and extraction.occurrences
+                else {}
+            )
         except OtlpRejected:
             metrics.RECORDS_RECEIVED.labels(signal, encoding).inc(received)
             raise

@@ -71,11 +71,13 @@ async def serve_worker(settings: Settings, *, stop: asyncio.Event, started: Call
     from ipai_ops.bridge.grpc_server import build_server
     from ipai_ops.bridge.http_server import CONNECTIONS, build_app
     from ipai_ops.bridge.pipeline import Pipeline
-    from ipai_ops.bridge.quota import Quota
+    from ipai_ops.bridge.quota import PostgresLedger, Quota
     from ipai_ops.bridge.writer import Writer
     from ipai_ops.taxonomy import default_registry
 
     writer = Writer(settings.dsn, pool_size=settings.db_pool)
+    # One budget for every worker and replica: counted in PostgreSQL, spent in slices.
+    quota = Quota(settings.quota_per_minute, settings.quota_per_hour, ledger=PostgresLedger(settings.dsn))
     pipeline = Pipeline(
         registry=default_registry(),
         writer=writer,
@@ -88,7 +90,7 @@ async def serve_worker(settings: Settings, *, stop: asyncio.Event, started: Call
         max_json_bytes=settings.max_json_bytes,
         cpu_seconds=settings.cpu_seconds,
         senders=Senders.from_settings(settings),
-        quota=Quota(settings.quota_per_minute, settings.quota_per_hour),
+        quota=quota,
     )
     app = build_app(pipeline, settings)
     runner = web.AppRunner(
@@ -129,6 +131,7 @@ async def serve_worker(settings: Settings, *, stop: asyncio.Event, started: Call
             await grpc_server.stop(SHUTDOWN_GRACE_S)
         await runner.cleanup()
         pipeline.close()
+        quota.close()
         writer.close()
 
 

@@ -64,6 +64,45 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION ops.bridge_quota_take(p_sender text, p_source text, p_want integer, p_slice integer, p_per_minute integer, p_per_hour integer, p_unspent integer, p_unspent_hour bigint, OUT granted integer, OUT minute_left double precision, OUT hour_left double precision, OUT minute_full boolean, OUT hour_full boolean, OUT hour_id bigint) RETURNS record
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    t double precision := extract(epoch FROM clock_timestamp());
+    m bigint := floor(t / 60);
+    h bigint := floor(t / 3600);
+    cur ops.bridge_quota%ROWTYPE;
+    used_m bigint;
+    used_h bigint;
+    room bigint;
+BEGIN
+    INSERT INTO ops.bridge_quota AS q (sender, source, minute, hour)
+    VALUES (p_sender, p_source, m, h)
+    ON CONFLICT (sender, source) DO NOTHING;
+    SELECT * INTO cur FROM ops.bridge_quota AS q
+     WHERE q.sender = p_sender AND q.source = p_source
+       FOR UPDATE;
+    used_m := CASE WHEN cur.minute = m THEN cur.in_minute ELSE 0 END;
+    used_h := CASE WHEN cur.hour = h THEN cur.in_hour ELSE 0 END;
+    IF p_unspent > 0 AND p_unspent_hour = h THEN
+        used_h := greatest(used_h - p_unspent, 0);
+    END IF;
+    room := least(
+        CASE WHEN p_per_minute > 0 THEN p_per_minute - used_m ELSE 2147483647 END,
+        CASE WHEN p_per_hour > 0 THEN p_per_hour - used_h ELSE 2147483647 END
+    );
+    granted := greatest(least(room, greatest(p_want, least(p_slice, ceil(room / 4.0)::bigint))), 0);
+    UPDATE ops.bridge_quota AS q
+       SET minute = m, in_minute = used_m + granted, hour = h, in_hour = used_h + granted
+     WHERE q.sender = p_sender AND q.source = p_source;
+    minute_left := (m + 1) * 60 - t;
+    hour_left := (h + 1) * 3600 - t;
+    minute_full := p_per_minute > 0 AND used_m + granted >= p_per_minute;
+    hour_full := p_per_hour > 0 AND used_h + granted >= p_per_hour;
+    hour_id := h;
+END
+$$;
+
 CREATE FUNCTION ops.current_grouping() RETURNS smallint
     LANGUAGE sql STABLE PARALLEL SAFE
     AS $$
@@ -594,6 +633,19 @@ CREATE SEQUENCE ops.agent_runs_id_seq
 
 ALTER SEQUENCE ops.agent_runs_id_seq OWNED BY ops.agent_runs.id;
 
+CREATE TABLE ops.bridge_quota (
+    sender text NOT NULL,
+    source text NOT NULL,
+    minute bigint NOT NULL,
+    in_minute integer DEFAULT 0 NOT NULL,
+    hour bigint NOT NULL,
+    in_hour integer DEFAULT 0 NOT NULL,
+    CONSTRAINT bridge_quota_in_hour_check CHECK ((in_hour >= 0)),
+    CONSTRAINT bridge_quota_in_minute_check CHECK ((in_minute >= 0))
+);
+
+COMMENT ON TABLE ops.bridge_quota IS 'Occurrences granted to bridge workers per (sender, source) in the current minute and hour (ops.bridge_quota_take).';
+
 CREATE TABLE ops.classification_examples (
     id bigint NOT NULL,
     code text NOT NULL,
@@ -688,6 +740,9 @@ ALTER TABLE ONLY ops.agent_runs
 
 ALTER TABLE ONLY ops.agent_runs
     ADD CONSTRAINT agent_runs_run_id_key UNIQUE (run_id);
+
+ALTER TABLE ONLY ops.bridge_quota
+    ADD CONSTRAINT bridge_quota_pkey PRIMARY KEY (sender, source);
 
 ALTER TABLE ONLY ops.classification_examples
     ADD CONSTRAINT classification_examples_pkey PRIMARY KEY (id);

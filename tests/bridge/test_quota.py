@@ -8,6 +8,7 @@ an hour, so the window cannot turn between two requests of a test.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
@@ -18,9 +19,10 @@ from grpc_status import rpc_status
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from ipai_ops.bridge.quota import MAX_KEYS, Quota
+from ipai_ops.bridge.quota import MAX_KEYS, LocalLedger, PostgresLedger, Quota
 from tests.bridge.conftest import BridgeProcess, TcpProxy, error_rows, post, proxied_dsn, unique_letters
 from tests.bridge.otlp_factory import span, traces
+from tests.conftest import query_rows
 
 PAYMENTS_TOKEN = "payments-token-0123456789abcdef"
 COLLECTOR_TOKEN = "collector-token-0123456789abcdef"
@@ -92,7 +94,97 @@ def test_no_budget_means_no_limit_and_keys_are_bounded():
     quota = Quota(per_minute=1, clock=Clock(60.0))
     for index in range(MAX_KEYS + 100):
         quota.take(("collector", f"source{index}"), 1)
-    assert len(quota._usage) == MAX_KEYS
+    assert len(quota._slices) == MAX_KEYS
+
+
+def test_slices_make_the_ledger_rarely_asked_and_unspent_slices_go_back_to_the_hour():
+    clock = Clock(100 * 3600 + 30.0)
+    asked = []
+
+    class Counting(LocalLedger):
+        def take(self, key, **kwargs):
+            asked.append(kwargs)
+            return super().take(key, **kwargs)
+
+    quota = Quota(per_hour=160, ledger=Counting(clock), clock=clock)
+    key = ("collector", "billing")
+    assert quota.slice == 10
+    assert [quota.take(key, 1) for _ in range(20)] == [1] * 20
+    assert len(asked) == 2  # one slice of 10 per 10 occurrences
+    assert quota.take(key, 3) == 3  # 7 left in the slice
+    clock.now += 60  # the minute turns: the 7 unspent go back to the hour
+    assert quota.take(key, 1) == 1
+    assert asked[-1]["unspent"] == 7
+    assert quota.take(key, 1000) == 160 - 24  # exactly what the hour has left
+
+
+# --------------------------------------------------------------------------- one budget for all workers
+
+
+def _away_from_the_turn_of(seconds: int, margin: float) -> None:
+    left = seconds - time.time() % seconds
+    if left < margin:
+        time.sleep(left + 0.5)
+
+
+def test_the_database_grants_exactly_the_budget_to_concurrent_workers(ops_dsn: str):
+    """Eight workers (each its own connection, as bridge processes have) take slices of one
+    (sender, source) budget at the same time: together they get exactly the budget."""
+    _away_from_the_turn_of(3600, 30)
+    per_hour = 500
+    quotas = [Quota(per_hour=per_hour, ledger=PostgresLedger(ops_dsn)) for _ in range(8)]
+    accepted = [0] * len(quotas)
+    start = threading.Barrier(len(quotas))
+
+    def worker(index: int) -> None:
+        start.wait()
+        for _ in range(200):
+            accepted[index] += quotas[index].take(("collector", "billing"), 1)
+
+    threads = [threading.Thread(target=worker, args=(index,)) for index in range(len(quotas))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for quota in quotas:
+        quota.close()
+    assert sum(accepted) == per_hour
+    assert sum(1 for count in accepted if count) > 1
+    [row] = query_rows(ops_dsn, "SELECT in_hour FROM ops.bridge_quota WHERE sender = 'collector'")
+    assert row["in_hour"] == per_hour
+
+
+def test_two_bridges_share_one_budget_and_count_exactly_what_they_accept(ops_dsn: str):
+    """Two bridge processes (replicas: one PostgreSQL, nothing else shared) take turns with
+    one sender: together they accept its hourly budget once, not once each, and every
+    accepted occurrence is counted."""
+    _away_from_the_turn_of(3600, 60)
+    per_hour = 40
+    env = {"IPAI_BRIDGE_TOKENS": SENDERS, "IPAI_BRIDGE_QUOTA_PER_HOUR": str(per_hour)}
+    bridges = [BridgeProcess(ops_dsn, grpc_port=0, env=env).start() for _ in range(2)]
+    tag = f"pay{unique_letters()}"
+    accepted = [0, 0]
+    try:
+        for round_ in range(20):
+            index = round_ % 2
+            status, _, answer = _send(
+                bridges[index], _errors(3, tag + "abcdefghijklmnopqrst"[round_], "payments"), PAYMENTS_TOKEN
+            )
+            if status == 200:
+                accepted[index] += 3 - ExportTraceServiceResponse.FromString(answer).partial_success.rejected_spans
+            else:
+                assert status == 429, answer
+    finally:
+        for bridge in bridges:
+            bridge.stop()
+    assert sum(accepted) == per_hour, accepted  # per worker it was 2 x 40
+    assert min(accepted) > 0
+    [row] = query_rows(
+        ops_dsn,
+        "SELECT coalesce(sum(count), 0) AS total FROM ops.agent_errors WHERE service LIKE %s",
+        (f"{tag}%",),
+    )
+    assert row["total"] == per_hour
 
 
 # --------------------------------------------------------------------------- through a real bridge

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ipai_ops import config, runbooks, secrets_registry
+from ipai_ops import benchmark_config, config, runbooks, secrets_registry
 from ipai_ops.taxonomy import Problem, RegistryError, load_registry
 
 
@@ -55,13 +55,11 @@ def check(
 
 def _benchmark_problems(root: Path) -> list[Problem]:
     """The agent benchmark config lives in ssot/ too: the same check validates it."""
-    path = root / "ssot" / "agents" / "benchmark.yaml"
+    path = root / benchmark_config.CONFIG_PATH
     if not path.is_file():
         return []
-    from ipai_ops.ci.bench import parse_config
-
-    _, found = parse_config(path.read_text(encoding="utf-8"), source=str(path.relative_to(root)))
-    return [Problem(p.file, p.line, None, p.message) for p in found]
+    _, found = benchmark_config.parse_config(path.read_text(encoding="utf-8"), source=str(path.relative_to(root)))
+    return found
 
 
 def _root_for(registry_file: Path) -> Path:

@@ -21,26 +21,16 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-import yaml
-
-from ipai_ops import config
-from ipai_ops._yaml import line_of, parse_error, schema_errors, strip_lines
-from ipai_ops._yaml import load_with_lines as load_yaml_with_lines
-from ipai_ops.ci._util import glob_to_regex, sql
+from ipai_ops.benchmark_config import UNRANKED, BenchmarkConfig, default_config_path, parse_config
+from ipai_ops.ci._util import sql
 from ipai_ops.ci.gates import GateProblem, GateResult, check_evidence_block
 
 CATEGORIES = ("evidence", "minimality", "risk", "ci", "time_to_green")
 PASSING = frozenset({"success", "neutral", "skipped"})
-UNRANKED = "unranked"
-DEFAULT_RISK_PENALTY = 25.0
 EVIDENCE_PENALTY = 25.0
-#: ``gate quality`` fails a composite below this unless the config says otherwise.
-DEFAULT_QUALITY_THRESHOLD = 70.0
 
 
 class BenchmarkConfigError(Exception):
@@ -49,143 +39,8 @@ class BenchmarkConfigError(Exception):
         super().__init__("\n".join(p.format() for p in problems))
 
 
-@dataclass(frozen=True)
-class Tier:
-    name: str
-    min_score: float
-
-
-@dataclass(frozen=True)
-class RiskyPath:
-    glob: str
-    penalty: float
-
-    def matches(self, path: str) -> bool:
-        return _glob(self.glob).match(path) is not None
-
-
-@lru_cache(maxsize=256)
-def _glob(pattern: str):
-    return glob_to_regex(pattern)
-
-
-@dataclass(frozen=True)
-class BenchmarkConfig:
-    benchmark_version: int
-    weights: Mapping[str, float]
-    params: Mapping[str, Mapping[str, Any]]
-    #: Best first (descending min_score).
-    tiers: tuple[Tier, ...]
-    risky_paths: tuple[RiskyPath, ...]
-    path: str = "<memory>"
-    #: ``quality_gate``: the default threshold of ``gate quality`` and per-repository ones.
-    quality_threshold: float = DEFAULT_QUALITY_THRESHOLD
-    quality_thresholds: Mapping[str, float] = field(default_factory=dict)
-
-    def threshold_for(self, repository: str | None) -> float:
-        """The quality gate's threshold for ``repository`` (OWNER/NAME, case-insensitive)."""
-        wanted = (repository or "").lower()
-        for name, value in self.quality_thresholds.items():
-            if name.lower() == wanted:
-                return value
-        return self.quality_threshold
-
-    def tier_for(self, composite: float) -> str:
-        for tier in self.tiers:
-            if composite >= tier.min_score:
-                return tier.name
-        return UNRANKED
-
-    def risk_penalty(self, path: str) -> tuple[float, str | None]:
-        for risky in self.risky_paths:
-            if risky.matches(path):
-                return risky.penalty, risky.glob
-        return 0.0, None
-
-
-@lru_cache(maxsize=1)
-def _schema() -> dict[str, Any]:
-    path = config.repo_root() / "ssot" / "schemas" / "benchmark.schema.json"
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-def default_config_path() -> Path:
-    return config.repo_root() / "ssot" / "agents" / "benchmark.yaml"
-
-
-def parse_config(text: str, *, source: str = "<memory>") -> tuple[BenchmarkConfig | None, list[GateProblem]]:
-    """Validate benchmark YAML (schema + cross-field rules); every problem at once."""
-    try:
-        doc = load_yaml_with_lines(text)
-    except yaml.YAMLError as exc:
-        return None, [GateProblem(source, *parse_error(exc))]
-    validator = jsonschema.Draft202012Validator(_schema())
-    problems = [GateProblem(source, line, message) for line, message in schema_errors(validator, doc)]
-    if problems:
-        return None, problems
-    plain = strip_lines(doc)
-
-    categories = plain["categories"]
-    weights = {name: float(spec["weight"]) for name, spec in categories.items()}
-    total = sum(weights.values())
-    if abs(total - 1.0) > 1e-6:
-        problems.append(GateProblem(source, line_of(doc, ["categories"]), f"category weights sum to {total:g}, not 1"))
-    ttg = categories.get("time_to_green")
-    if ttg and ttg["target_minutes"] >= ttg["max_minutes"]:
-        problems.append(
-            GateProblem(
-                source,
-                line_of(doc, ["categories", "time_to_green"]),
-                "time_to_green: target_minutes must be below max_minutes",
-            )
-        )
-    raw_tiers = plain["tiers"]
-    if isinstance(raw_tiers, dict):
-        pairs = [(name, spec["min_score"] if isinstance(spec, dict) else spec) for name, spec in raw_tiers.items()]
-    else:
-        pairs = [(t["name"], t["min_score"]) for t in raw_tiers]
-    tiers = tuple(sorted((Tier(str(n), float(s)) for n, s in pairs), key=lambda t: -t.min_score))
-    scores = [t.min_score for t in tiers]
-    names = [t.name for t in tiers]
-    if len(set(scores)) != len(scores):
-        problems.append(GateProblem(source, line_of(doc, ["tiers"]), "two tiers share a min_score"))
-    if len(set(names)) != len(names):
-        problems.append(GateProblem(source, line_of(doc, ["tiers"]), "two tiers share a name"))
-    risky = []
-    for index, item in enumerate(plain["risky_paths"]):
-        glob, penalty = (
-            (item, DEFAULT_RISK_PENALTY)
-            if isinstance(item, str)
-            else (item["glob"], float(item.get("penalty", DEFAULT_RISK_PENALTY)))
-        )
-        if glob.startswith("/"):
-            problems.append(
-                GateProblem(source, line_of(doc, ["risky_paths", index]), f"risky glob {glob!r} must be repo-relative")
-            )
-        risky.append(RiskyPath(glob, penalty))
-    if problems:
-        return None, problems
-    params = {
-        name: {k: v for k, v in spec.items() if k not in ("weight", "description")} for name, spec in categories.items()
-    }
-    return (
-        BenchmarkConfig(
-            benchmark_version=int(plain["benchmark_version"]),
-            weights=weights,
-            params=params,
-            tiers=tiers,
-            risky_paths=tuple(risky),
-            path=source,
-            quality_threshold=float((plain.get("quality_gate") or {}).get("threshold", DEFAULT_QUALITY_THRESHOLD)),
-            quality_thresholds={
-                str(k): float(v) for k, v in ((plain.get("quality_gate") or {}).get("repositories") or {}).items()
-            },
-        ),
-        [],
-    )
-
-
 def load_config(path: str | Path | None = None) -> BenchmarkConfig:
+    """The benchmark configuration for the CI commands; its problems as gate problems."""
     file = Path(path) if path else default_config_path()
     try:
         text = file.read_text(encoding="utf-8")
@@ -196,7 +51,7 @@ def load_config(path: str | Path | None = None) -> BenchmarkConfig:
         raise BenchmarkConfigError([GateProblem(str(file), None, reason)]) from None
     cfg, problems = parse_config(text, source=str(file))
     if cfg is None:
-        raise BenchmarkConfigError(problems)
+        raise BenchmarkConfigError([GateProblem(p.file, p.line, p.message) for p in problems])
     return cfg
 
 

@@ -468,7 +468,8 @@ def _bench_config(path: str | None):
 
 
 def cmd_bench_validate(args: argparse.Namespace) -> int:
-    from ipai_ops.ci.bench import BenchmarkConfigError, default_config_path, load_config
+    from ipai_ops.benchmark_config import default_config_path
+    from ipai_ops.ci.bench import BenchmarkConfigError, load_config
 
     source = args.config or str(default_config_path())
     try:

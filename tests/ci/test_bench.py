@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ipai_ops import benchmark_config
 from ipai_ops.ci import bench
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -16,7 +17,7 @@ BODY = "[CONTEXT]\nwhy\n[CHANGES]\nwhat\n[EVIDENCE]\nproof\n[DIFF SUMMARY]\n3 fi
 
 
 @pytest.fixture(scope="module")
-def cfg() -> bench.BenchmarkConfig:
+def cfg() -> benchmark_config.BenchmarkConfig:
     return bench.load_config()
 
 
@@ -143,7 +144,7 @@ def test_abcf_tiers_and_list_form_are_accepted():
         text[:start] + "tiers:\n  A: {min_score: 90}\n  B: {min_score: 75}\n  C: {min_score: 60}\n"
         "  F: {min_score: 0}\n\n" + text[end:]
     )
-    cfg, problems = bench.parse_config(abcf)
+    cfg, problems = benchmark_config.parse_config(abcf)
     assert problems == []
     assert [cfg.tier_for(s) for s in (95, 80, 60, 12.5)] == ["A", "B", "C", "F"]
     listed = (
@@ -151,8 +152,8 @@ def test_abcf_tiers_and_list_form_are_accepted():
         + "tiers:\n  - {name: optimized, min_score: 85}\n  - {name: baseline, min_score: 50}\n\n"
         + text[end:]
     )
-    cfg, problems = bench.parse_config(listed)
-    assert problems == [] and cfg.tier_for(49.99) == bench.UNRANKED
+    cfg, problems = benchmark_config.parse_config(listed)
+    assert problems == [] and cfg.tier_for(49.99) == benchmark_config.UNRANKED
 
 
 @pytest.mark.parametrize(

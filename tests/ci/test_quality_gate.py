@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ipai_ops.ci.bench import parse_config
+from ipai_ops.benchmark_config import parse_config
 from ipai_ops.classify import classify
 from ipai_ops.taxonomy import load_registry
 

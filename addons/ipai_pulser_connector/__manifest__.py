@@ -14,6 +14,7 @@
         "security/ir.model.access.csv",
         "data/ir_cron_data.xml",
         "data/mail_message_subtype_data.xml",
+        "data/ops_intent_views.sql",
         "views/ipai_pulser_intent_event_views.xml",
         "wizard/ipai_pulser_intent_requeue_views.xml",
         "views/ipai_pulser_intent_views.xml",

@@ -67,17 +67,19 @@ def load_records(path: str | Path, *, text: str | None = None) -> list[dict[str,
     return records
 
 
+#: The connector's published view (contract v1, addons/ipai_pulser_connector/data/
+#: ops_intent_views.sql), never its tables; names as the API's records.
 _SQL = """
 SELECT i.id, i.ref, i.intent_type AS type, i.source, i.state, i.attempts, i.max_attempts,
-       i.duration_ms, i.failure_code, i.create_date AS created_at,
+       i.duration_ms, i.failure_code, i.created_at,
        i.cancel_requested_at, i.cancel_acknowledged_at
-  FROM ipai_pulser_intent i
+  FROM ops.pulser_intents_v1 i
  ORDER BY i.id
 """
 
 
 def load_records_from_db(conn) -> list[dict[str, Any]]:
-    """Records straight from an Odoo database's ``ipai_pulser_intent`` table."""
+    """Records straight from an Odoo database, through the connector's ``ops.pulser_intents_v1``."""
     with conn.cursor() as cur:
         cur.execute(_SQL)
         columns = [c[0] for c in cur.description]

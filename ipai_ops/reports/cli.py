@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     source.add_argument(
         "--dsn",
-        help="read ipai_pulser_intent of an Odoo database directly (libpq DSN)",
+        help="read the intents of an Odoo database directly (ops.pulser_intents_v1; libpq DSN)",
     )
     base.add_argument("--format", choices=("markdown", "json"), default="markdown")
     base.add_argument("--output", help="write the report to this file instead of stdout")
@@ -43,7 +43,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
                 records = baseline.load_records_from_db(conn)
             except psycopg2.errors.UndefinedTable:
                 raise CliError(
-                    "the database has no ipai_pulser_intent table (is ipai_pulser_connector installed?)",
+                    "the database has no ops.pulser_intents_v1 view (is ipai_pulser_connector installed?)",
                     code=EXIT_USAGE,
                 ) from None
             finally:

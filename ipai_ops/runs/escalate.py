@@ -347,10 +347,10 @@ class _Gather:
         if cur is None:
             raise self.db_error or EscalationError("intents live in Odoo's database: --no-db cannot bundle one")
         with cur:
-            if not _exists(cur, "ipai_pulser_intent"):
+            if not _exists(cur, "ops.pulser_intents_v1"):
                 raise EscalationError(
-                    "this database has no intent table (ipai_pulser_intent): is ipai_pulser_connector installed, "
-                    "and is --dsn Odoo's database rather than a separate ops database?",
+                    "this database has no intent table (the view ops.pulser_intents_v1): is ipai_pulser_connector "
+                    "installed, and is --dsn Odoo's database rather than a separate ops database?",
                     failure_code="INTENT.NOT_FOUND",
                 )
             ref_id = int(ref) if ref.isdigit() and len(ref) < 10 else None
@@ -359,12 +359,12 @@ class _Gather:
             if row is None:
                 raise EscalationError(f"no intent with ref or id {ref!r}", failure_code="INTENT.NOT_FOUND")
             self.intent = row[0]
-            if _exists(cur, "ipai_pulser_intent_event"):
+            if _exists(cur, "ops.pulser_intent_events_v1"):
                 cur.execute(sql("intent_events"), {"intent_id": self.intent.get("id")})
                 self.intent_events = [r[0] for r in cur.fetchall()]
         envelope = self.intent.get("failure_envelope")
         if isinstance(envelope, dict):
-            self.envelope, self.envelope_source = envelope, "ipai_pulser_intent.failure_envelope"
+            self.envelope, self.envelope_source = envelope, "ops.pulser_intents_v1.failure_envelope"
         if self.intent.get("ops_error_id"):
             self.load_error(str(self.intent["ops_error_id"]))
         if self.error is None and isinstance(envelope, dict):
@@ -492,7 +492,7 @@ def _manifest(g: _Gather, *, kind: str, ref: str, now: datetime) -> dict[str, An
             "occurred_at": envelope.get("occurred_at"),
             "started_at": run.get("started_at") or intent.get("started_at"),
             "finished_at": run.get("finished_at") or intent.get("finished_at"),
-            "intent_created_at": intent.get("create_date"),
+            "intent_created_at": intent.get("created_at"),
             "bundled_at": iso_utc(now),
         },
         "artifacts": {

@@ -16,6 +16,7 @@ from ipai_ops.classify import classify
 from ipai_ops.envelope import build_envelope
 from ipai_ops.runs import EscalationError, escalate
 from ipai_ops.runs.escalate import parse_ref
+from tests.connector_intents import create_intent_tables
 
 from .conftest import PY
 from .test_recorder import SECRET_PRINTER, SECRETS
@@ -63,7 +64,7 @@ def test_a_run_bundle_holds_the_runbook_evidence(failed_run, ops_dsn, artifacts,
         "logs/1/envelope.json",
     }  # no logs/1/events.jsonl: this command reported no events
     manifest = json.loads(files["manifest.json"])
-    assert manifest["bundle_version"] == 1 and manifest["kind"] == "run"
+    assert manifest["bundle_version"] == 2 and manifest["kind"] == "run"
     ids = manifest["ids"]
     assert ids["run_id"] == ids["correlation_id"] == failed_run.run_id
     assert ids["error_id"] == failed_run.error_id and ids["fingerprint"].startswith("fp1:")
@@ -123,19 +124,6 @@ def test_an_intent_without_the_intent_table_is_a_typed_error(ops_dsn, tmp_path):
     assert caught.value.failure_code == "INTENT.NOT_FOUND"
 
 
-_INTENT_TABLES = """
-CREATE TABLE ipai_pulser_intent (
-    id serial PRIMARY KEY, ref varchar NOT NULL, intent_type varchar, state varchar, source varchar,
-    args jsonb, correlation_id varchar, traceparent varchar, failure_envelope jsonb, failure_code varchar,
-    ops_error_id integer, attempts integer, started_at timestamp, finished_at timestamp, create_date timestamp
-);
-CREATE TABLE ipai_pulser_intent_event (
-    id serial PRIMARY KEY, intent_id integer, event_type varchar, from_state varchar, to_state varchar,
-    attempt integer, failure_code varchar, create_date timestamp
-);
-"""
-
-
 def test_an_intent_bundle_from_odoos_tables(ops_dsn, tmp_path, registry):
     envelope = build_envelope(
         classify(registry, explicit_code="INTENT.HANDLER_CRASHED"),
@@ -168,7 +156,7 @@ def test_an_intent_bundle_from_odoos_tables(ops_dsn, tmp_path, registry):
             ),
         )
         with conn, conn.cursor() as cur:
-            cur.execute(_INTENT_TABLES)
+            create_intent_tables(cur)
             cur.execute(
                 "INSERT INTO ipai_pulser_intent (id, ref, intent_type, state, source, args, correlation_id,"
                 " traceparent, failure_envelope, failure_code, ops_error_id, attempts, started_at, finished_at,"
@@ -205,6 +193,9 @@ def test_an_intent_bundle_from_odoos_tables(ops_dsn, tmp_path, registry):
         assert b"sk-proj-0123456789" not in b"".join(files.values())
         intent = json.loads(files["intent.json"])
         assert [e["event_type"] for e in intent["events"]] == ["created", "attempt_failed"]
+        # read through the connector's view (contract v1), not its tables: UTC times, v1 names
+        assert "create_date" not in intent["intent"] and intent["intent"]["created_at"].endswith("+00:00")
+        assert manifest["timestamps"]["intent_created_at"].startswith("2025-01-01T09:59:59")
 
     with pytest.raises(EscalationError, match="no intent with ref or id 'missing'"):
         escalate("intent:missing", dsn=ops_dsn, out_dir=tmp_path)

@@ -39,3 +39,20 @@ class TestBaselineReport(PulserCase):
         self.assertEqual(rows[("test.retryable", "pk_r")]["dead_letters"], 1)
         codes = {c["code"] for c in report["top_failure_codes"]}
         self.assertEqual(codes, {"INTENT.HANDLER_CRASHED", "INTENT.TIMEOUT"})
+
+    def test_report_from_the_database_reads_the_published_view(self):
+        """``report baseline --dsn`` reads ops.pulser_intents_v1 (data/ops_intent_views.sql), which
+        the install created: the same report as over the API's records of the same intents."""
+        ok = self.submit("odoo.healthcheck", source="pk_view")
+        crash = self.submit("test.crash", source="pk_view")
+        cancelled = self.submit("odoo.healthcheck", source="pk_view")
+        cancelled._request_cancel(source="test")
+        self.run_worker()
+        self.env.flush_all()
+        intents = self.Intent.browse([i.id for i in (ok, crash, cancelled)])
+        export = [json.loads(json.dumps(i._api_dict())) for i in intents]
+        # Odoo's own connection: the view sees this test's uncommitted intents
+        records = [r for r in baseline.load_records_from_db(self.env.cr._cnx) if r["source"] == "pk_view"]
+        self.assertEqual([r["ref"] for r in records], [i.ref for i in intents])
+        self.assertEqual(baseline.compute(records), baseline.compute(export))
+        self.assertEqual(baseline.compute(records)["overall"]["succeeded"], 1)

@@ -124,13 +124,16 @@ else
   say "Odoo 19 not found (ODOO_SRC, 'import odoo', /opt/odoo): running the bridge and the ops schema only"
 fi
 
-# Sample data once per database, so every view has real content on first login.
-if [ ! -f "$VAR/demo-$DB.done" ]; then
+# Sample data, so every view has real content on first login: once per database and demo
+# content (the marker holds 'ipai-ops demo --content-digest'), so a database demoed before the
+# demo gained rows gets them; running it again doubles nothing (docs/deploy.md, "The demo").
+demo_digest="$("$VENV/bin/ipai-ops" demo --content-digest)"
+if [ "$(cat "$VAR/demo-$DB.done" 2>/dev/null)" != "$demo_digest" ]; then
   say "sample data: ipai-ops demo (agent telemetry through the bridge${src:+, intents into Odoo})"
   demo_args=(--otlp-endpoint "http://127.0.0.1:$HTTP_PORT" --odoo-url "http://127.0.0.1:$ODOO_PORT" --odoo-db "$DB")
   [ -n "$src" ] || demo_args+=(--no-intents)
   if "$VENV/bin/ipai-ops" demo "${demo_args[@]}" >"$VAR/demo.log" 2>&1; then
-    touch "$VAR/demo-$DB.done"
+    echo "$demo_digest" >"$VAR/demo-$DB.done"
   else
     say "sample data incomplete (see $VAR/demo.log); the services are up"
   fi

@@ -21,6 +21,10 @@ Environment variables (each shares its name with a ``--flag`` of ``ipai-ops demo
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
 #: OTLP/HTTP base URL the demo agent exports to (the standard OTel variable; ``/v1/traces``
 #: and ``/v1/logs`` are appended). Default: the local bridge.
 OTEL_EXPORTER_OTLP_ENDPOINT = "OTEL_EXPORTER_OTLP_ENDPOINT"
@@ -44,3 +48,23 @@ DEFAULT_ODOO_DB = "ipai"
 DEFAULT_SERVICE_NAME = "demo-agent"
 #: ``ipai.source`` of the demo's telemetry: its ops rows are keyed (and findable) under it.
 DEMO_SOURCE = "demo"
+
+
+def content_files() -> list[Path]:
+    """What decides the rows the demo writes: this package's modules (tasks, intents, runs,
+    the resolution) and the real PRs it scores (:func:`ipai_ops.demo.samples.fixture_files`)."""
+    from ipai_ops.demo.samples import fixture_files
+
+    return sorted(Path(__file__).resolve().parent.glob("*.py")) + fixture_files()
+
+
+def content_digest(files: Sequence[Path] | None = None) -> str:
+    """A digest of the demo's content (``ipai-ops demo --content-digest``): ``scripts/run.sh``
+    runs the demo again on a database when it changed. Files are named by their folder and
+    name, so the same demo in another checkout has the same digest."""
+    digest = hashlib.sha256()
+    for path in sorted(files if files is not None else content_files(), key=lambda p: (p.parent.name, p.name)):
+        data = path.read_bytes()
+        digest.update(f"{path.parent.name}/{path.name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()[:16]

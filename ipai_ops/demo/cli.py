@@ -84,6 +84,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--wait", type=float, default=30, help="seconds to wait for telemetry and intents to settle (default 30)"
     )
     parser.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    parser.add_argument(
+        "--content-digest",
+        action="store_true",
+        help="print a digest of the demo's content (its code and sample PRs) and exit; scripts/run.sh "
+        "runs the demo again on a database when it changed",
+    )
     parser.set_defaults(handler=cmd_demo)
 
 
@@ -122,6 +128,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from ipai_ops.demo import agent, intents
 
+    if args.content_digest:
+        print(settings.content_digest())
+        return 0
     text = args.format == "text"
     result: dict[str, Any] = {}
     exit_code = 0

@@ -21,8 +21,11 @@ IPAI_TEST_PG = "IPAI_TEST_PG"
 DEFAULT_DSN = "postgresql://127.0.0.1:5432/ipai_ops"
 DEFAULT_TEST_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
-#: The source checkout this package was installed from (editable installs) or None.
+#: The source checkout this package runs from (a checkout or an editable install of one).
 _PACKAGE_REPO = Path(__file__).resolve().parent.parent
+#: The copy of ``ssot/`` and ``docs/runbooks/`` an installed wheel carries, in the same layout
+#: (``setup.py`` copies them in at build time), for an ``ipai_ops`` with no checkout around it.
+PACKAGE_DATA = Path(__file__).resolve().parent / "_data"
 
 
 #: Path of the classification model artifact (``ipai-ops classify train``); ``off`` disables it.
@@ -39,13 +42,33 @@ def test_admin_dsn(explicit: str | None = None) -> str:
     return explicit or os.environ.get(IPAI_TEST_PG) or DEFAULT_TEST_ADMIN_DSN
 
 
-def repo_root(explicit: str | os.PathLike[str] | None = None) -> Path:
+def _data_root() -> Path:
+    """This package's checkout when it has one (``ssot/`` beside ``ipai_ops/``), else the wheel's copy."""
+    return _PACKAGE_REPO if (_PACKAGE_REPO / "ssot" / "errors").is_dir() else PACKAGE_DATA
+
+
+def data_path(*parts: str | os.PathLike[str]) -> Path:
+    """A file of the product's own data (e.g. ``ssot/schemas/...``): the checkout first, then the
+    package data. Unlike :func:`repo_root`, never a user's root: the JSON Schemas are the code's."""
+    return _data_root().joinpath(*parts)
+
+
+def repo_root(
+    explicit: str | os.PathLike[str] | None = None, *, registry: str | os.PathLike[str] | None = None
+) -> Path:
+    """The one rule for the root that registry-relative paths (runbooks, ``ssot/...``) hang off:
+    ``explicit``, else the checkout a ``registry`` file lives in (``<root>/ssot/errors/x.yaml``),
+    else ``IPAI_OPS_REPO_ROOT``, else this package's checkout, else its package data."""
     if explicit:
         return Path(explicit).resolve()
+    if registry is not None:
+        resolved = Path(registry).resolve()
+        if resolved.parent.name == "errors" and resolved.parent.parent.name == "ssot":
+            return resolved.parents[2]
     env = os.environ.get(IPAI_OPS_REPO_ROOT)
     if env:
         return Path(env).resolve()
-    return _PACKAGE_REPO
+    return _data_root()
 
 
 def registry_path(explicit: str | os.PathLike[str] | None = None) -> Path:

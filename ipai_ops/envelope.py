@@ -239,7 +239,7 @@ def envelope_from_exception(
 
 @lru_cache(maxsize=1)
 def _validator() -> jsonschema.Draft202012Validator:
-    path = config.repo_root() / "ssot" / "schemas" / "failure_envelope.schema.json"
+    path = config.data_path("ssot", "schemas", "failure_envelope.schema.json")
     schema = json.loads(path.read_text(encoding="utf-8"))
     return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
 

@@ -83,7 +83,7 @@ def problem(
 @lru_cache(maxsize=1)
 def problem_schema() -> dict[str, Any]:
     """The JSON Schema of a problem document (``ssot/schemas/problem.schema.json``)."""
-    path = config.repo_root() / "ssot" / "schemas" / "problem.schema.json"
+    path = config.data_path("ssot", "schemas", "problem.schema.json")
     return json.loads(path.read_text(encoding="utf-8"))
 
 

@@ -46,7 +46,7 @@ class SecretsRegistry:
 
 @lru_cache(maxsize=1)
 def _validator() -> jsonschema.Draft202012Validator:
-    schema = json.loads((config.repo_root() / SCHEMA_PATH).read_text(encoding="utf-8"))
+    schema = json.loads(config.data_path(SCHEMA_PATH).read_text(encoding="utf-8"))
     return jsonschema.Draft202012Validator(schema)
 
 

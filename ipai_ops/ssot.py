@@ -42,7 +42,7 @@ def check(
     *, registry_path: str | Path | None = None, repo_root: str | Path | None = None, strict: bool = False
 ) -> Report:
     path = config.registry_path(registry_path)
-    root = Path(repo_root).resolve() if repo_root else _root_for(path)
+    root = config.repo_root(repo_root, registry=path)
     try:
         registry = load_registry(path)
     except RegistryError as exc:
@@ -60,11 +60,3 @@ def _benchmark_problems(root: Path) -> list[Problem]:
         return []
     _, found = benchmark_config.parse_config(path.read_text(encoding="utf-8"), source=str(path.relative_to(root)))
     return found
-
-
-def _root_for(registry_file: Path) -> Path:
-    """The repository a registry file lives in (``<root>/ssot/errors/x.yaml``), else the configured root."""
-    resolved = registry_file.resolve()
-    if resolved.parent.name == "errors" and resolved.parent.parent.name == "ssot":
-        return resolved.parent.parent.parent
-    return config.repo_root()

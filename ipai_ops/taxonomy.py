@@ -284,7 +284,7 @@ class Registry:
 
 @lru_cache(maxsize=1)
 def _schema() -> dict[str, Any]:
-    path = config.repo_root() / "ssot" / "schemas" / "failure_mode.schema.json"
+    path = config.data_path("ssot", "schemas", "failure_mode.schema.json")
     return json.loads(path.read_text(encoding="utf-8"))
 
 

@@ -96,7 +96,7 @@ class DatasetManifestInvalid(DatasetContractError):
 @cache
 def schema(name: str) -> dict[str, Any]:
     """One of the dataset's JSON Schemas by its :data:`SCHEMAS` name."""
-    return json.loads((config.repo_root() / SCHEMAS[name]).read_text(encoding="utf-8"))
+    return json.loads(config.data_path(SCHEMAS[name]).read_text(encoding="utf-8"))
 
 
 @cache

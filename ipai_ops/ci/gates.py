@@ -335,7 +335,7 @@ PLACEHOLDER_RE = re.compile(r"<[^<>\n]{1,80}>")
 
 @lru_cache(maxsize=1)
 def _dns_schema() -> dict[str, Any]:
-    path = config.repo_root() / "ssot" / "schemas" / "dns_registry.schema.json"
+    path = config.data_path("ssot", "schemas", "dns_registry.schema.json")
     return json.loads(path.read_text(encoding="utf-8"))
 
 

@@ -85,11 +85,8 @@ class IpaiOps(models.AbstractModel):
     @api.private
     @api.model
     def repo_root(self):
-        """The checkout the registry lives in (``<root>/ssot/errors/x.yaml``), for runbook paths."""
-        path = self.registry_path().resolve()
-        if path.parent.name == "errors" and path.parent.parent.name == "ssot":
-            return path.parent.parent.parent
-        return ops_config.repo_root()
+        """The root runbook paths hang off: ipai_ops' one rule, for the configured registry."""
+        return ops_config.repo_root(registry=self.registry_path())
 
     @api.private
     @api.model

@@ -118,7 +118,7 @@ class BenchmarkConfig:
 
 @lru_cache(maxsize=1)
 def _schema() -> dict[str, Any]:
-    path = config.repo_root() / SCHEMA_PATH
+    path = config.data_path(SCHEMA_PATH)
     return json.loads(path.read_text(encoding="utf-8"))
 
 

@@ -141,6 +141,9 @@ def render(addon: Path) -> str:
         if path.exists():
             out += [title, "=" * len(title), "", md_to_rst(path.read_text(encoding="utf-8"), base_level=1)]
     out += ["Credits", "=======", "", "Authors", "-------", "", f"* {manifest.get('author', '')}", ""]
+    contributors = addon / "readme" / "CONTRIBUTORS.md"
+    if contributors.exists():
+        out += ["Contributors", "------------", "", md_to_rst(contributors.read_text(encoding="utf-8"), base_level=3)]
     maintainers = manifest.get("maintainers") or []
     if maintainers:
         out += ["Maintainers", "-----------", "", *[f"* {m}" for m in maintainers], ""]

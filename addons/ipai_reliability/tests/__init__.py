@@ -19,4 +19,5 @@ from . import test_chatter
 from . import test_merge
 from . import test_resolution_sync
 from . import test_teach
+from . import test_teach_tour
 from . import test_proof_tours

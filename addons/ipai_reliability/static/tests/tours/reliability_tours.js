@@ -24,19 +24,19 @@ const RECIPIENT = "Proof On Call";
 
 const resolutionForm = ".o_form_view:has(.o_field_widget[name='root_cause'])";
 
-const dialog = ".modal:not(.o_inactive_modal)";
+export const dialog = ".modal:not(.o_inactive_modal)";
 const modeForm = ".o_form_view:has(.o_field_widget[name='lifecycle'])";
 
 /** A :value() argument that matches ``text`` exactly (plain :value() matches a substring). */
 const exactly = (text) => `/^${text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$/`;
 
 /** Steps that wait until no dialog is open (the last one's action has run). */
-function dialogClosed() {
+export function dialogClosed() {
     return { content: "the dialog closed", trigger: `body:not(:has(${dialog}))` };
 }
 
 /** Home -> Reliability -> a menu section -> one of its items. */
-function openMenu(section, item, content) {
+export function openMenu(section, item, content) {
     return [
         ...stepUtils.goToAppSteps("ipai_reliability.menu_ipai_reliability_root", "Open Reliability"),
         { content: "Open the menu section", trigger: `button[data-menu-xmlid="ipai_reliability.${section}"]`, run: "click" },

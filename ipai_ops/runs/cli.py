@@ -76,6 +76,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"longest wait before a retry; 0 retries at once (env {config.IPAI_OPS_RUN_RETRY_DELAY_CAP})",
     )
     run.add_argument("--run-id", help="record under this run id (default run-<UTC stamp>-<random>)")
+    run.add_argument(
+        "--session-id",
+        help="the agent session to resume, passed as $IPAI_RUN_SESSION_ID (a session event changes it for retries)",
+    )
+    run.add_argument(
+        "--output-schema",
+        metavar="FILE",
+        help="JSON Schema the agent's structured output (an output event) must meet; "
+        "otherwise the attempt is AGENT.OUTPUT_SCHEMA_INVALID",
+    )
     _add_artifacts_argument(run)
     run.add_argument(
         "--max-output-bytes",
@@ -170,6 +180,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             max_attempts=args.max_attempts,
             run_id=args.run_id,
+            session_id=args.session_id,
+            output_schema=args.output_schema,
         )
         result = recorder.run(spec)
     except RunSetupError as exc:

@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ipai_ops import __version__, config
-from ipai_ops.envelope import redact
 from ipai_ops.runs.secrets import capture_settings
+from ipai_ops.text import redact
 
 log = logging.getLogger(__name__)
 

@@ -30,12 +30,13 @@ from ipai_ops.runs._sql import sql
 from ipai_ops.runs.capture import LineRedactor
 from ipai_ops.runs.context import trace_ids
 from ipai_ops.runs.layout import ATTEMPT_FILES, ATTEMPT_RE, RUN_FILE, RUN_ID_RE
-from ipai_ops.runs.secrets import SecretValues, recorded_settings
+from ipai_ops.runs.secrets import EMPTY, SET, SETTINGS_NAMES, SecretValues, recorded_settings
 from ipai_ops.store import OpsDatabaseUnavailable, connect, query
 from ipai_ops.taxonomy import Registry, default_registry
 from ipai_ops.text import redact, redact_obj
 
-BUNDLE_VERSION = 1
+#: 2: ``settings.agent``, ``ids.session_id``, ``verification`` and ``structured_output`` added.
+BUNDLE_VERSION = 2
 #: Each log file is copied up to this many bytes (head and tail kept around a marker).
 DEFAULT_MAX_LOG_BYTES = 5 * 1024 * 1024
 _FINGERPRINT_RE = re.compile(r"^fp\d+:[0-9a-f]{32}$")
@@ -401,6 +402,37 @@ class _Gather:
             self.envelope_source = "ops.agent_errors.sample (the newest occurrence of the fingerprint)"
 
 
+def _agent_settings(meta: dict[str, Any]) -> dict[str, Any]:
+    """The coding agent's provider settings by name (``AGENT_*``, ``CODING_AGENT_CMD``: set or
+    empty, never a value), and the model and time limit the run had."""
+    variables = (meta.get("settings") or {}).get("variables")
+    named = {
+        str(name): EMPTY if value in (None, "", EMPTY) else SET
+        for name, value in (variables.items() if isinstance(variables, dict) else ())
+        if str(name).startswith("AGENT_") or name in SETTINGS_NAMES
+    }
+    return {
+        "variables": named,
+        "model": meta.get("model"),
+        "timeout_seconds": meta.get("timeout_seconds"),
+        "max_attempts": meta.get("max_attempts"),
+    }
+
+
+def _verification_summary(report: Any) -> dict[str, Any] | None:
+    """Which iteration was verified and how it went (the checks and their evidence are in run.json)."""
+    if not isinstance(report, dict):
+        return None
+    keys = ("attempt", "status", "total", "passed", "failed", "failed_checks")
+    return {k: report.get(k) for k in keys}
+
+
+def _output_summary(slot: Any) -> dict[str, Any] | None:
+    if not isinstance(slot, dict):
+        return None
+    return {k: slot.get(k) for k in ("attempt", "present", "schema", "valid", "errors")}
+
+
 def _manifest(g: _Gather, *, kind: str, ref: str, now: datetime) -> dict[str, Any]:
     run = g.run or {}
     meta = run.get("metadata") or {}
@@ -442,6 +474,7 @@ def _manifest(g: _Gather, *, kind: str, ref: str, now: datetime) -> dict[str, An
         "host": meta.get("host"),
         "variables": (meta.get("settings") or {}).get("variables"),
         "versions": (meta.get("settings") or {}).get("versions"),
+        "agent": _agent_settings(meta),
     }
     artifacts: list[dict[str, Any]] = []
     for item in iterations:
@@ -466,6 +499,7 @@ def _manifest(g: _Gather, *, kind: str, ref: str, now: datetime) -> dict[str, An
             "span_id": env_context.get("span_id") or intent_span or error.get("last_span_id"),
             "correlation_id": env_context.get("correlation_id") or intent.get("correlation_id") or run.get("run_id"),
             "occurrence_ids": [i["occurrence_id"] for i in iterations if i.get("occurrence_id")],
+            "session_id": meta.get("session_id"),
         },
         "command": command,
         "settings": settings,
@@ -486,6 +520,8 @@ def _manifest(g: _Gather, *, kind: str, ref: str, now: datetime) -> dict[str, An
             "show": f"ipai-ops errors show {fingerprint}" if fingerprint else None,
         },
         "status": {"run": run.get("status"), "intent": intent.get("state"), "attempts": len(iterations) or None},
+        "verification": _verification_summary(meta.get("verification")),
+        "structured_output": _output_summary(meta.get("structured_output")),
         "timestamps": {
             "first_seen": error.get("first_seen"),
             "last_seen": error.get("last_seen"),

@@ -23,6 +23,10 @@ MAX_TOOL_CALLS_KEPT = 200
 MAX_TOOL_NAMES = 100
 MAX_WARNINGS = 20
 MAX_METADATA_CHARS = 64 * 1024
+EVENT_TYPES = ("tool_call", "usage", "metadata", "verification", "output", "session")
+#: Checks kept per attempt (all are counted).
+MAX_CHECKS = 200
+_MAX_EVIDENCE = 2000
 _MAX_NAME = 200
 _MAX_ERROR = 500
 #: Event field -> key in the summed ``tokens``. The summed keys carry no "token": the
@@ -52,6 +56,16 @@ class EventSummary:
     metadata: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     warning_count: int = 0
+    #: ``verification`` events: the checks they list, in order (redacted).
+    checks: list[dict[str, Any]] = field(default_factory=list)
+    check_count: int = 0
+    checks_failed: int = 0
+    #: The last ``output`` event's ``data`` (raw: validated, then redacted, by the recorder).
+    output: Any = None
+    has_output: bool = False
+    output_count: int = 0
+    #: The last ``session`` event's id.
+    session_id: str | None = None
 
     @property
     def unusable(self) -> bool:
@@ -94,6 +108,7 @@ class EventSummary:
             if len(self.warnings) < MAX_WARNINGS:
                 self.warnings.append(warning)
         self.warning_count += other.warning_count
+        self.session_id = other.session_id or self.session_id
 
     def as_metadata(self) -> dict[str, Any]:
         return {
@@ -208,6 +223,58 @@ def _metadata(event: dict[str, Any], summary: EventSummary, where: str, reserved
     return True
 
 
+def _verification(event: dict[str, Any], summary: EventSummary, where: str) -> bool:
+    checks = event.get("checks")
+    if not isinstance(checks, list) or not checks:
+        summary.warn(f"{where}: verification needs a non-empty list 'checks'")
+        return False
+    kept: list[dict[str, Any]] = []
+    for number, check in enumerate(checks, start=1):
+        name = check.get("name") if isinstance(check, dict) else None
+        if not isinstance(name, str) or not name.strip():
+            summary.warn(f"{where}: verification check {number} needs a non-empty string 'name'")
+            return False
+        if not isinstance(check.get("ok"), bool):
+            summary.warn(f"{where}: verification check {name[:_MAX_NAME]!r} needs 'ok': true or false")
+            return False
+        duration = check.get("duration_ms")
+        if duration is not None and not _number(duration):
+            summary.warn(f"{where}: verification check {name[:_MAX_NAME]!r} 'duration_ms' must be a number >= 0")
+            return False
+        item: dict[str, Any] = {"name": redact(name.strip()[:_MAX_NAME]), "ok": check["ok"]}
+        evidence = check.get("evidence")
+        if evidence is not None:
+            text = evidence if isinstance(evidence, str) else json.dumps(evidence, default=str, sort_keys=True)
+            item["evidence"] = redact(text[:_MAX_EVIDENCE])
+        if duration is not None:
+            item["duration_ms"] = duration
+        kept.append(item)
+    summary.check_count += len(kept)
+    summary.checks_failed += sum(1 for c in kept if not c["ok"])
+    summary.checks.extend(kept[: max(0, MAX_CHECKS - len(summary.checks))])
+    return True
+
+
+def _output(event: dict[str, Any], summary: EventSummary, where: str) -> bool:
+    if "data" not in event:
+        summary.warn(f"{where}: output event needs 'data' (the JSON the agent returned)")
+        return False
+    if summary.has_output:
+        summary.warn(f"{where}: a second output event: the last one is kept")
+    summary.output, summary.has_output = event["data"], True
+    summary.output_count += 1
+    return True
+
+
+def _session(event: dict[str, Any], summary: EventSummary, where: str) -> bool:
+    session_id = event.get("id")
+    if not isinstance(session_id, str) or not session_id.strip() or len(session_id) > _MAX_NAME:
+        summary.warn(f"{where}: session event needs a string 'id' of 1-{_MAX_NAME} characters")
+        return False
+    summary.session_id = session_id.strip()
+    return True
+
+
 def parse_events(path: Path, *, reserved: Iterable[str] = ()) -> EventSummary:
     """Summarise one events file; a missing file is an empty summary."""
     summary = EventSummary()
@@ -244,8 +311,14 @@ def parse_events(path: Path, *, reserved: Iterable[str] = ()) -> EventSummary:
             ok = _usage(event, summary, where)
         elif kind == "metadata":
             ok = _metadata(event, summary, where, reserved)
+        elif kind == "verification":
+            ok = _verification(event, summary, where)
+        elif kind == "output":
+            ok = _output(event, summary, where)
+        elif kind == "session":
+            ok = _session(event, summary, where)
         else:
-            summary.warn(f"{where}: unknown event type {kind!r} (tool_call, usage, metadata)")
+            summary.warn(f"{where}: unknown event type {kind!r} ({', '.join(EVENT_TYPES)})")
             ok = False
         summary.valid += int(ok)
     return summary

@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-RUN_RECORD_VERSION = 1
+#: 2: iterations and metadata gain ``session_id``, ``verification``, ``structured_output``.
+RUN_RECORD_VERSION = 2
 #: Metadata keys the recorder owns: an events file cannot overwrite them.
 RESERVED_METADATA = frozenset(
     {
@@ -42,6 +43,9 @@ RESERVED_METADATA = frozenset(
         "timeout_seconds",
         "max_attempts",
         "trace_id",
+        "session_id",
+        "verification",
+        "structured_output",
     }
 )
 
@@ -80,6 +84,12 @@ class Iteration:
     model: str | None = None
     retry: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
+    #: The agent session this attempt ran in (given, or reported by a ``session`` event).
+    session_id: str | None = None
+    #: The verification report of this attempt (see :mod:`ipai_ops.runs.results`).
+    verification: dict[str, Any] | None = None
+    #: The JSON the agent returned in this attempt, and whether it validates.
+    structured_output: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -114,6 +124,19 @@ class RunResult:
     @property
     def exit_code(self) -> int | None:
         return self.iterations[-1].exit_code if self.iterations else None
+
+    @property
+    def verification(self) -> dict[str, Any] | None:
+        """The newest attempt's verification report (its ``attempt`` names the iteration it verified)."""
+        return self.metadata.get("verification")
+
+    @property
+    def structured_output(self) -> dict[str, Any] | None:
+        return self.metadata.get("structured_output")
+
+    @property
+    def session_id(self) -> str | None:
+        return self.metadata.get("session_id")
 
     @property
     def envelope(self) -> dict[str, Any] | None:

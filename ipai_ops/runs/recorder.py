@@ -38,6 +38,7 @@ from ipai_ops.runs.events import EVENTS_CODE_INVALID, EventSummary, parse_events
 from ipai_ops.runs.layout import AttemptDir, RunDir, new_run_id, prune_runs, write_json
 from ipai_ops.runs.outcome import Outcome, program_name, type_outcome
 from ipai_ops.runs.record import RESERVED_METADATA, RUN_RECORD_VERSION, Iteration, RunResult
+from ipai_ops.runs.results import OutputSchema, structured_output, verdict, verification_report
 from ipai_ops.runs.secrets import SecretValues
 from ipai_ops.runs.spec import RunSetupError, RunSpec
 from ipai_ops.store import ErrorOccurrence, OpsDatabaseUnavailable, connect, upsert_error
@@ -49,6 +50,9 @@ log = logging.getLogger(__name__)
 SOURCE = "agent"
 DEFAULT_RETENTION_DAYS = 14
 DEFAULT_KILL_GRACE = 5.0
+#: The agent session id the command resumes, set for it when known (``--session-id``, or a
+#: ``session`` event of an earlier attempt). Read by the agent, never by ipai_ops.
+IPAI_RUN_SESSION_ID = "IPAI_RUN_SESSION_ID"
 _NO_VARIANT = "no variant_id (--variant-id, IPAI_OPS_RUN_VARIANT_ID or a metadata event): not comparable in A/B"
 
 
@@ -89,7 +93,7 @@ class _Database:
         if self._warned:
             return
         self._warned = True
-        if isinstance(exc, (OpsDatabaseUnavailable, psycopg2.OperationalError)):
+        if store.unavailable(exc) is not None:
             first = first_line(exc, "connection failed")
             self._warn(f"TRANSPORT.DATABASE_UNAVAILABLE: {first}; the run is recorded on disk only")
         else:
@@ -238,6 +242,7 @@ class RunRecorder:
             metadata=dict(spec.metadata or {}),
         )
         registry = self.registry or default_registry()
+        schema = OutputSchema.load(spec.output_schema) if spec.output_schema is not None else None
         run_dir = RunDir.create(self.artifacts_dir, run_id)
         db = _Database(self.dsn, self.use_db, self._warn)
         if self.use_db:
@@ -250,7 +255,9 @@ class RunRecorder:
         if removed:
             log.info("retention: removed %s run director%s", len(removed), "y" if len(removed) == 1 else "ies")
         try:
-            return _Run(recorder=self, registry=registry, db=db, spec=spec, run_dir=run_dir).execute()
+            return _Run(
+                recorder=self, registry=registry, db=db, spec=spec, run_dir=run_dir, output_schema=schema
+            ).execute()
         finally:
             db.close()
 
@@ -264,7 +271,16 @@ def _run_exists(conn, run_id: str) -> bool:
 class _Run:
     """The state of one run while it executes (private: RunRecorder.run is the API)."""
 
-    def __init__(self, *, recorder: RunRecorder, registry: Registry, db: _Database, spec: RunSpec, run_dir: RunDir):
+    def __init__(
+        self,
+        *,
+        recorder: RunRecorder,
+        registry: Registry,
+        db: _Database,
+        spec: RunSpec,
+        run_dir: RunDir,
+        output_schema: OutputSchema | None = None,
+    ):
         self.r = recorder
         self.registry = registry
         self.db = db
@@ -285,6 +301,9 @@ class _Run:
         self.traceparent, self.trace_id, self.span_id = trace_context(environ)
         self.env_name = deployment_env(environ)
         self.settings = settings_snapshot(environ, self.env_name)
+        self.output_schema = output_schema
+        #: The agent session the next attempt resumes: given, then the last one reported.
+        self.session_id = spec.session_id.strip() if spec.session_id else None
         self.iterations: list[Iteration] = []
         self.events = EventSummary()
         self.warnings: list[str] = []
@@ -316,6 +335,11 @@ class _Run:
             "timeout_seconds": self.spec.timeout,
             "max_attempts": self.spec.max_attempts,
             "trace_id": self.trace_id,
+            "session_id": self.session_id,
+            "verification": next((i.verification for i in reversed(self.iterations) if i.verification), None),
+            "structured_output": next(
+                (i.structured_output for i in reversed(self.iterations) if i.structured_output), None
+            ),
             "settings": self.settings,
             "attempts": len(self.iterations),
             "iterations": [i.as_dict() for i in self.iterations],
@@ -393,6 +417,8 @@ class _Run:
         env[config.IPAI_RUN_DIR] = str(attempt_dir.path)
         if self.traceparent:
             env[config.TRACEPARENT] = self.traceparent
+        if self.session_id:
+            env[IPAI_RUN_SESSION_ID] = self.session_id
         return env
 
     def execute(self) -> RunResult:
@@ -462,6 +488,10 @@ class _Run:
         finished = time.time()
         summary = parse_events(attempt_dir.events_file, reserved=RESERVED_METADATA - {"variant_id"})
         self.events.merge(summary)
+        session_id = summary.session_id or self.session_id
+        self.session_id = session_id
+        verification = verification_report(summary, attempt)
+        output = structured_output(summary, self.output_schema, attempt, self.secrets)
         outcome = type_outcome(
             self.registry,
             argv=self.spec.argv,
@@ -474,6 +504,18 @@ class _Run:
             stdout_text=out.raw_tail(),
             stderr_text=err.raw_tail(),
         )
+        rejected = verdict(verification, output) if outcome.status == "succeeded" else None
+        if rejected is not None:
+            # The command exited 0 but its result is rejected: exit 1, so a CI step stops too.
+            outcome = Outcome(
+                "failed",
+                1,
+                rejected.reason,
+                classify(self.registry, explicit_code=rejected.code),
+                rejected.message,
+                rejected.error_type,
+                kind=outcome.kind,
+            )
         item = Iteration(
             attempt=attempt,
             started_at=_utc(started),
@@ -497,6 +539,9 @@ class _Run:
             tool_call_count=summary.tool_call_count,
             model=self.spec.model or summary.model,
             warnings=[redact(w) or w for w in proc.warnings],
+            session_id=session_id,
+            verification=verification,
+            structured_output=output,
         )
         for warning in proc.warnings:
             self.warnings.append(f"attempt {attempt}: {warning}")
@@ -539,6 +584,7 @@ class _Run:
             "task_ref": self.spec.task_ref,
             "variant_id": self.effective_variant_id,
             "command": self.command,
+            "session_id": self.session_id,
         }
 
     def _write_error(self, envelope: dict[str, Any], occurrence_id: str) -> int | None:
@@ -595,6 +641,11 @@ class _Run:
                 "tokens": summary.tokens_or_none(),
                 "model": item.model,
                 "artifacts": [item.stdout_log, item.stderr_log, item.events_file],
+                "verification": item.verification,
+                # Whether and why the output failed its schema; the data itself stays in the run record.
+                "structured_output": (
+                    {k: v for k, v in item.structured_output.items() if k != "data"} if item.structured_output else None
+                ),
             },
             occurred_at=item.finished_at,
             previous_message=None if outcome.previous_message is None else self.secrets.mask(outcome.previous_message),

@@ -132,7 +132,11 @@ SETTINGS_PREFIXES = (
     "PG",
     "GITHUB_",
     "RUNNER_",
+    # coding-agent harness settings (AGENT_MODEL, AGENT_TIMEOUT, AGENT_PROVIDER, ...)
+    "AGENT_",
 )
+#: Other variables recorded as set/unset only: a command line may embed a key.
+SETTINGS_NAMES = frozenset({"CODING_AGENT_CMD"})
 SET = "[set]"
 EMPTY = "[empty]"
 #: Shorter values are not masked by value (``PGPASSWORD=x`` would mask every "x"); the
@@ -182,7 +186,7 @@ def capture_settings(environ: Mapping[str, str]) -> dict[str, str]:
         value = environ[name]
         if name in SETTINGS_ALLOWLIST:
             picked[name] = _redact(value)
-        elif name.startswith(SETTINGS_PREFIXES) or is_secret_name(name):
+        elif name.startswith(SETTINGS_PREFIXES) or name in SETTINGS_NAMES or is_secret_name(name):
             picked[name] = SET if value else EMPTY
     return picked
 

@@ -25,7 +25,9 @@ class RunSpec:
 
     ``None`` means "the default": ``agent`` the program's name, ``run_id`` a new one,
     ``cwd`` the current directory, ``env`` this process's environment, ``variant_id``
-    ``IPAI_OPS_RUN_VARIANT_ID``, ``max_attempts`` the failure mode's.
+    ``IPAI_OPS_RUN_VARIANT_ID``, ``max_attempts`` the failure mode's. ``session_id`` is the
+    agent session the first attempt resumes (a ``session`` event changes it for the next);
+    ``output_schema`` a JSON Schema (object or file path) the agent's structured output must meet.
     """
 
     argv: Sequence[str]
@@ -40,6 +42,8 @@ class RunSpec:
     cwd: str | os.PathLike[str] | None = None
     env: Mapping[str, str] | None = field(default=None, repr=False)
     metadata: Mapping[str, Any] | None = None
+    session_id: str | None = None
+    output_schema: str | os.PathLike[str] | Mapping[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         argv = tuple(str(a) for a in self.argv)
@@ -52,6 +56,8 @@ class RunSpec:
             raise RunSetupError("the timeout must be > 0 seconds")
         if self.max_attempts is not None and self.max_attempts < 1:
             raise RunSetupError("max attempts must be >= 1")
+        if self.session_id is not None and not (0 < len(self.session_id.strip()) <= 200):
+            raise RunSetupError("a session id must be 1-200 characters")
 
     @classmethod
     def of(cls, spec: RunSpec | Sequence[str], /, **options: Any) -> RunSpec:

@@ -12,7 +12,8 @@ case runs; printed per case:
 * the legitimate requests' median and worst wait, and the worst as a ratio of the median
   wait measured with no attack in the same run (targets: worst <= 3 s);
 * the bridge process's peak RSS during the case (VmHWM, reset before each case through
-  ``/proc/<pid>/clear_refs``; target < 400 MB).
+  ``/proc/<pid>/clear_refs``; target < 400 MB); for the large-gRPC cases also the
+  peak of 64 and 192 concurrent calls as a ratio of one call's.
 
 Read the figures, not a pass/fail: the machine is small and shared.
 """
@@ -176,6 +177,57 @@ def case_grpc_empty_spans(bridge: BridgeProcess) -> Send:
     return send
 
 
+def large_grpc_message() -> bytes:
+    """About 12 MiB of OTLP traces: 3,000 error-free spans with 4 KiB names (decoded, nothing stored)."""
+    return traces([span(name=f"{i:05d}" + "n" * 4096) for i in range(3000)]).SerializeToString()
+
+
+def _grpc_calls(bridge: BridgeProcess, calls: int) -> Send:
+    body = large_grpc_message()
+
+    def send() -> str:
+        options = [("grpc.max_send_message_length", 64 * MiB)]
+        channels = [grpc.insecure_channel(f"127.0.0.1:{bridge.grpc_port}", options=options) for _ in range(8)]
+        try:
+            futures = []
+            for index in range(calls):
+                export = channels[index % len(channels)].unary_unary(
+                    "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                    request_serializer=None,
+                    response_deserializer=None,
+                )
+                futures.append(export.future(body, timeout=60))
+            codes: dict[str, int] = {}
+            for future in futures:
+                try:
+                    future.result()
+                    code = "OK"
+                except grpc.RpcError as exc:
+                    code = exc.code().name
+                codes[code] = codes.get(code, 0) + 1
+        finally:
+            for channel in channels:
+                channel.close()
+        return f"{calls} x {len(body) // MiB} MiB: " + ", ".join(f"{n} {code}" for code, n in sorted(codes.items()))
+
+    return send
+
+
+def case_grpc_one_large(bridge: BridgeProcess) -> Send:
+    """One 12 MiB gRPC call: the baseline of the next case."""
+    return _grpc_calls(bridge, 1)
+
+
+def case_grpc_many_large(bridge: BridgeProcess) -> Send:
+    """64 concurrent 12 MiB gRPC calls: gRPC holds a message being received in memory."""
+    return _grpc_calls(bridge, 64)
+
+
+def case_grpc_more_large(bridge: BridgeProcess) -> Send:
+    """192 concurrent 12 MiB gRPC calls (under max_connections, 256)."""
+    return _grpc_calls(bridge, 192)
+
+
 def _nested(bridge: BridgeProcess, field: int) -> Send:
     body = gzip.compress(nested_in_one_span(8_000_000 - 8, field))
 
@@ -261,6 +313,9 @@ CASES: dict[str, Callable[[BridgeProcess], Send]] = {
     "json-2mib": case_json_under_limit,
     "protobuf-8m-spans": case_protobuf_empty_spans,
     "grpc-8m-spans": case_grpc_empty_spans,
+    "grpc-1x12mib": case_grpc_one_large,
+    "grpc-64x12mib": case_grpc_many_large,
+    "grpc-192x12mib": case_grpc_more_large,
     "nested-8m-events": case_nested_events,
     "nested-8m-attributes": case_nested_attributes,
     "logs-300k": case_error_logs,
@@ -352,8 +407,10 @@ def main() -> int:
             print(f"legitimate request with no attack: median wait {base * 1000:.1f} ms")
             header = ("case", "answer", "took", "legit median", "legit worst", "ratio", "peak RSS")
             print("{:<20} {:<34} {:>7} {:>13} {:>12} {:>7} {:>9}".format(*header))
+            peaks = {}
             for name in names:
                 outcome, took, legit, rss = measure(bridge, CASES[name])
+                peaks[name] = rss
                 median, worst = statistics.median(legit.waits), max(legit.waits)
                 failed = (
                     f" ({len(legit.failures)} legit failed: {sorted(set(legit.failures))})" if legit.failures else ""
@@ -363,6 +420,10 @@ def main() -> int:
                     f" {worst / base:>6.1f}x {rss:>7.0f}MB{failed}",
                     flush=True,
                 )
+            for many in ("grpc-64x12mib", "grpc-192x12mib"):
+                if {"grpc-1x12mib", many} <= peaks.keys():
+                    ratio = peaks[many] / peaks["grpc-1x12mib"]
+                    print(f"peak RSS, {many.split('-')[1]} concurrent gRPC calls vs one: {ratio:.2f}x")
         finally:
             bridge.stop()
     return 0

@@ -44,8 +44,9 @@ class Admission:
     ``max_calls`` calls at a time (beyond: refused before their message is read); of those,
     ``max_reads`` receive their message at a time (gRPC core holds a message being received
     in memory, up to ``max_decompressed_bytes``): the others wait, which costs one HTTP/2
-    flow-control window each, and are refused when no read could start within
-    ``body_timeout``.
+    flow-control window each (64 KiB: no BDP probing), and are refused when no read could
+    start within ``body_timeout``; the message must have arrived ``body_timeout`` after
+    the call started.
     """
 
     def __init__(self, *, max_calls: int, max_reads: int, body_timeout: float) -> None:
@@ -62,8 +63,8 @@ class Admission:
     def leave(self) -> None:
         self.calls -= 1
 
-    async def read(self, context: grpc.aio.ServicerContext) -> bytes:
-        """The call's one request message, read under the body deadline."""
+    async def read(self, context: grpc.aio.ServicerContext, pipeline: Pipeline) -> bytes:
+        """The call's one request message, arrived within ``body_timeout`` of the call's start."""
         loop = asyncio.get_running_loop()
         until = loop.time() + self.body_timeout
         try:
@@ -72,7 +73,15 @@ class Admission:
             raise at_capacity(
                 f"bridge at capacity (no request message could be read within {self.body_timeout:g} s); retry later"
             ) from None
+        if pipeline.inflight >= pipeline.max_inflight:
+            # Every slot is taken: a message read now would most likely be refused once it
+            # has arrived (memory spent for nothing); refuse it before reading instead.
+            self._reads.release()
+            raise at_capacity(f"bridge at capacity ({pipeline.max_inflight} requests in flight); retry later")
         try:
+            # One deadline from the call's start, waiting included: calls that never send
+            # their message, queued for a read, all leave at their deadline instead of each
+            # holding a read for a whole body_timeout in turn.
             message = await asyncio.wait_for(context.read(), max(until - loop.time(), 0.001))
         except TimeoutError:
             raise OtlpRejected(
@@ -110,7 +119,7 @@ class _Export:
             self.pipeline.check_quota_before_body(sender)
             self.admission.enter()
             entered = True
-            body = await self.admission.read(context)
+            body = await self.admission.read(context, self.pipeline)
             with self.pipeline.slot():
                 return await self.pipeline.export_body(
                     self.signal, body, kind=PROTOBUF, gzipped=False, encoding="grpc", sender=sender
@@ -179,6 +188,10 @@ def build_server(pipeline: Pipeline, settings: Settings) -> grpc.aio.Server:
         options=[
             # Applies to the decompressed message too (gRPC checks after inflating).
             ("grpc.max_receive_message_length", settings.max_decompressed_bytes),
+            # A call not yet reading its message is held to the initial HTTP/2 window (64 KiB):
+            # without this, bandwidth-delay probing grows every stream's window to megabytes,
+            # and gRPC core buffers that much of each waiting call's message.
+            ("grpc.http2.bdp_probe", 0),
             # Several worker processes share the port.
             ("grpc.so_reuseport", 1),
             # Connections without a call for this long are closed (GOAWAY).

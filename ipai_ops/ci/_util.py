@@ -1,12 +1,7 @@
-"""Named queries of the ci modules (private)."""
+"""Where the ci modules keep their named queries: ``ipai_ops/ci/sql/<name>.sql`` (private)."""
 
 from __future__ import annotations
 
-from functools import cache
-from importlib import resources
+from ipai_ops.store import NamedQueries
 
-
-@cache
-def sql(name: str) -> str:
-    """A named query from ``ipai_ops/ci/sql/<name>.sql``."""
-    return resources.files("ipai_ops.ci").joinpath("sql", f"{name}.sql").read_text(encoding="utf-8")
+sql = NamedQueries("ipai_ops.ci", "sql")

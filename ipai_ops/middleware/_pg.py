@@ -26,7 +26,6 @@ import psycopg2.extensions
 
 from ipai_ops import store
 from ipai_ops.store import OpsDatabaseUnavailable
-from ipai_ops.text import redacted_first_line
 
 log = logging.getLogger(__name__)
 
@@ -58,29 +57,17 @@ class SharedConnection:
     def _connection(self) -> psycopg2.extensions.connection:
         if self._conn is not None and not self._conn.closed:
             return self._conn
-        try:
-            conn = psycopg2.connect(
-                self.dsn,
-                application_name=self.application_name,
-                connect_timeout=self.connect_timeout,
-                keepalives=1,
-                keepalives_idle=5,
-                keepalives_interval=2,
-                keepalives_count=2,
-                tcp_user_timeout=self.statement_timeout_ms + 1000,
-            )
-        except psycopg2.OperationalError as exc:
-            raise OpsDatabaseUnavailable(f"ops database unreachable: {redacted_first_line(exc)}") from None
-        try:
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                # Session-wide: a SET inside a transaction would vanish with its rollback.
-                cur.execute("SELECT set_config('statement_timeout', %s, false)", (str(self.statement_timeout_ms),))
-                cur.execute("SELECT set_config('lock_timeout', %s, false)", (str(self.statement_timeout_ms),))
-            conn.autocommit = False
-        except psycopg2.Error as exc:
-            conn.close()
-            raise OpsDatabaseUnavailable(f"ops database unusable: {redacted_first_line(exc)}") from None
+        # The error's text can reach a webhook sender (a 503's details): it names no host,
+        # user or database.
+        conn = store.connect(
+            self.dsn,
+            application_name=self.application_name,
+            connect_timeout=self.connect_timeout,
+            statement_timeout_ms=self.statement_timeout_ms,
+            lock_timeout_ms=self.statement_timeout_ms,
+            tcp_user_timeout_ms=self.statement_timeout_ms + 1000,
+            name_target=False,
+        )
         self._conn = conn
         return conn
 
@@ -101,13 +88,14 @@ class SharedConnection:
                 raise OpsDatabaseUnavailable("ops database unavailable (recent failure; not retrying yet)")
             try:
                 return work(self._connection())
-            except (OpsDatabaseUnavailable, psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
-                self._drop()
-                self._down_until = time.monotonic() + self.retry_interval
-                if isinstance(exc, OpsDatabaseUnavailable):
-                    raise
-                raise OpsDatabaseUnavailable(f"ops database unavailable: {redacted_first_line(exc)}") from None
-            except psycopg2.Error:
+            except (OpsDatabaseUnavailable, psycopg2.Error) as exc:
+                down = store.unavailable(exc)
+                if down is not None:
+                    self._drop()
+                    self._down_until = time.monotonic() + self.retry_interval
+                    if down is exc:
+                        raise
+                    raise down from None
                 if self._conn is not None and not self._conn.closed:
                     try:
                         self._conn.rollback()

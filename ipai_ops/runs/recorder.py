@@ -93,7 +93,7 @@ class _Database:
         if self._warned:
             return
         self._warned = True
-        if isinstance(exc, (OpsDatabaseUnavailable, psycopg2.OperationalError)):
+        if store.unavailable(exc) is not None:
             first = first_line(exc, "connection failed")
             self._warn(f"TRANSPORT.DATABASE_UNAVAILABLE: {first}; the run is recorded on disk only")
         else:

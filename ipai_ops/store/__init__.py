@@ -22,7 +22,7 @@ import psycopg2.errors
 import psycopg2.extensions
 
 from ipai_ops import config
-from ipai_ops.text import first_line, redact
+from ipai_ops.text import first_line, redact, redacted_first_line
 
 #: pg_advisory_lock key for migrations: the first 8 bytes of sha256("ipai_ops.migrate").
 MIGRATION_LOCK_KEY = int.from_bytes(hashlib.sha256(b"ipai_ops.migrate").digest()[:8], "big", signed=True)
@@ -66,14 +66,69 @@ def check_dsn(dsn: str) -> str:
     return dsn
 
 
-def connect(dsn: str | None = None, *, application_name: str = "ipai-ops", connect_timeout: int = 5) -> Connection:
-    """A psycopg2 connection, or :class:`OpsDatabaseUnavailable` / :class:`InvalidDsn` with one clear line."""
+def connect(
+    dsn: str | None = None,
+    *,
+    application_name: str = "ipai-ops",
+    connect_timeout: int = 5,
+    statement_timeout_ms: int | None = None,
+    lock_timeout_ms: int | None = None,
+    tcp_user_timeout_ms: int | None = None,
+    name_target: bool = True,
+) -> Connection:
+    """A psycopg2 connection to the ops database, or :class:`OpsDatabaseUnavailable` /
+    :class:`InvalidDsn` with one clear line: how every holder (the CLI, the run recorder,
+    the middleware, the bridge, Odoo's own connection) opens it.
+
+    ``statement_timeout_ms`` / ``lock_timeout_ms`` are set for the session (a hung or locked
+    PostgreSQL must not pin the caller); ``tcp_user_timeout_ms`` turns on TCP keepalives and
+    bounds unacknowledged sends, so a peer that vanished mid-query is noticed.
+    ``name_target=False`` keeps the host, user and database out of the error, for a caller
+    whose error text may reach a remote party (a webhook sender's 503).
+    """
     target = check_dsn(config.dsn(dsn))
+    options: dict[str, int] = {}
+    if tcp_user_timeout_ms is not None:
+        options = {
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 2,
+            "tcp_user_timeout": int(tcp_user_timeout_ms),
+        }
     try:
-        return psycopg2.connect(target, application_name=application_name, connect_timeout=connect_timeout)
+        conn = psycopg2.connect(target, application_name=application_name, connect_timeout=connect_timeout, **options)
     except psycopg2.OperationalError as exc:
-        reason = first_line(exc, "connection failed")
-        raise OpsDatabaseUnavailable(f"ops database unreachable ({_redacted_dsn(target)}): {reason}") from None
+        where = f" ({_redacted_dsn(target)})" if name_target else ""
+        reason = redacted_first_line(exc, "connection failed")
+        raise OpsDatabaseUnavailable(f"ops database unreachable{where}: {reason}") from None
+    settings = {"statement_timeout": statement_timeout_ms, "lock_timeout": lock_timeout_ms}
+    settings = {name: str(int(value)) for name, value in settings.items() if value is not None}
+    if settings:
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                # Session-wide: a SET inside a transaction would vanish with its rollback.
+                for name, value in settings.items():
+                    cur.execute("SELECT set_config(%s, %s, false)", (name, value))
+            conn.autocommit = False
+        except psycopg2.Error as exc:
+            conn.close()
+            raise OpsDatabaseUnavailable(f"ops database unusable: {redacted_first_line(exc)}") from None
+    return conn
+
+
+def unavailable(exc: BaseException) -> OpsDatabaseUnavailable | None:
+    """The one mapping of a database error: :class:`OpsDatabaseUnavailable` (retry later,
+    ``TRANSPORT.DATABASE_UNAVAILABLE``) when ``exc`` says PostgreSQL is not there or went
+    away (connection refused or lost, a closed connection, a server-side timeout), with its
+    redacted first line; None when the database answered and refused the request (a missing
+    table, bad data): retrying would not help."""
+    if isinstance(exc, OpsDatabaseUnavailable):
+        return exc
+    if isinstance(exc, (psycopg2.OperationalError, psycopg2.InterfaceError)):
+        return OpsDatabaseUnavailable(f"ops database unavailable: {redacted_first_line(exc)}")
+    return None
 
 
 # --------------------------------------------------------------------------- migrations
@@ -108,9 +163,27 @@ def head_version() -> int:
     return migrations()[-1].version
 
 
-def query(name: str) -> str:
-    """A named query from ``queries/<name>.sql``."""
-    return resources.files("ipai_ops.store").joinpath("queries", f"{name}.sql").read_text(encoding="utf-8")
+class NamedQueries:
+    """The SQL files of one package by name, ``<package>/<folder>/<name>.sql``: the one loader
+    of the project's SQL (importlib.resources, so an installed wheel has them too; each file
+    is read once). The store's own queries are :data:`query`; ``ipai_ops.runs`` and
+    ``ipai_ops.ci`` keep theirs beside their code and bind their own."""
+
+    def __init__(self, package: str, folder: str = "queries") -> None:
+        self.package = package
+        self.folder = folder
+        self._text: dict[str, str] = {}
+
+    def __call__(self, name: str) -> str:
+        text = self._text.get(name)
+        if text is None:
+            path = resources.files(self.package).joinpath(self.folder, f"{name}.sql")
+            text = self._text[name] = path.read_text(encoding="utf-8")
+        return text
+
+
+#: A named query of the store, ``queries/<name>.sql``.
+query = NamedQueries(__name__)
 
 
 _BOOKKEEPING = """
@@ -313,8 +386,8 @@ def _retrying(conn: Connection, work):
             if attempt == _DEADLOCK_RETRIES:
                 raise
             time.sleep(0.01 * attempt)
-        except psycopg2.OperationalError as exc:
-            raise OpsDatabaseUnavailable(f"ops database unavailable: {first_line(exc)}") from exc
+        except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+            raise unavailable(exc) from exc
     raise AssertionError("unreachable")
 
 

@@ -21,3 +21,4 @@ from . import test_resolution_sync
 from . import test_teach
 from . import test_teach_tour
 from . import test_proof_tours
+from . import test_readme_screenshots

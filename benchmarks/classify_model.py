@@ -18,6 +18,9 @@ the same run (ipai_ops.classify.model; issue "Classification that learns").
     of no code pushed into a code) of the signatures alone, of signatures + a model with one
     global calibration (artifact format 2's), and of signatures + the model calibrated per
     family (format 3, the default). Same run, same signatures. Skip with --no-calibration.
+    With --nested, also the design check: 5-fold cross-validation on the development
+    examples alone, each fold trained both ways and measured on the fold it did not see
+    (answers, share right, texts of no code pushed into a code).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--examples", type=int, default=10_000)
     parser.add_argument("--no-calibration", action="store_true", help="skip (d)")
+    parser.add_argument("--nested", action="store_true", help="(d) also cross-validated on the development split")
     args = parser.parse_args()
 
     registry = load_registry()
@@ -112,7 +116,34 @@ def main() -> int:
 
     if not args.no_calibration:
         _calibration(registry, cases, examples, artifact)
+        if args.nested:
+            _nested(examples)
     return 0
+
+
+def _nested(examples) -> None:
+    """(d) on the development examples alone: 5 folds, each trained globally and per family."""
+    from sklearn.model_selection import KFold
+
+    ordered = sorted(examples, key=lambda e: (e.label, e.source, e.text))
+    totals = {"global": [0, 0, 0], "per family": [0, 0, 0]}
+    nones = sum(e.label == learned.NONE for e in ordered)
+    for fit, test in KFold(n_splits=5, shuffle=True, random_state=1).split(ordered):
+        seen, unseen = [ordered[i] for i in fit], [ordered[i] for i in test]
+        for name, minimum in (("global", None), ("per family", learned.MIN_FAMILY_ANSWERS)):
+            model = learned.Model.from_bytes(learned.train(seen, min_family_answers=minimum))
+            for example in unseen:
+                found = model.predict(example.text)
+                if found is not None:
+                    tally = totals[name]
+                    tally[0] += 1
+                    tally[1] += found.code == example.label
+                    tally[2] += example.label == learned.NONE
+    for name, (answered, right, false_positive) in totals.items():
+        print(
+            f"    development, 5-fold, {name:<10}: {answered} answers of {len(ordered)}, "
+            f"{100 * right / max(1, answered):.1f}% right, {false_positive}/{nones} texts of no code pushed into a code"
+        )
 
 
 def _calibration(registry, cases, examples, per_family: bytes) -> None:

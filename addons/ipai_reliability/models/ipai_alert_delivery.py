@@ -331,39 +331,10 @@ class IpaiAlertDelivery(models.Model):
             raise DeliveryFailed(self.env._("the rule has no webhook URL any more"))
         payload = self.payload or {}
         body = self._webhook_body(rule.webhook_format, payload)
-        now = fields.Datetime.now()
-        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
         secret = rule._webhook_secret()
-        if secret:
-            headers.update(
-                {
-                    "webhook-id": self.message_uid,
-                    "webhook-timestamp": str(int(now.replace(tzinfo=UTC).timestamp())),
-                    "webhook-signature": Webhook(secret).sign(self.message_uid, now, body),
-                }
-            )
-        elif rule.webhook_format == "standard":
+        if not secret and rule.webhook_format == "standard":
             raise DeliveryFailed(self.env._("the rule has no signing secret"))
-        try:
-            response = requests.post(
-                url, data=body.encode(), headers=headers, timeout=WEBHOOK_TIMEOUT, allow_redirects=False
-            )
-        except requests.Timeout:
-            raise DeliveryFailed(self.env._("timed out after %s s", WEBHOOK_TIMEOUT)) from None
-        except requests.ConnectionError as exc:
-            # requests' text names the URL (with its path, a Slack token): say what happened in our words
-            inner = exc.args[0] if exc.args else exc
-            reason = type(getattr(inner, "reason", None) or inner).__name__
-            raise DeliveryFailed(self.env._("could not connect (%s)", reason)) from None
-        except requests.RequestException as exc:
-            raise DeliveryFailed(self.env._("request failed (%s)", type(exc).__name__)) from None
-        with response:
-            if 200 <= response.status_code < 300:
-                return response.status_code
-            text = redact(_clip(response.text[:2000], 200)) if response.content else ""
-            raise DeliveryFailed(
-                f"HTTP {response.status_code}{': ' + text if text else ''}", status=response.status_code
-            )
+        return send_webhook(self.env, url, body, message_id=self.message_uid, secret=secret)
 
     @api.model
     def _webhook_body(self, fmt, payload):
@@ -390,6 +361,41 @@ class IpaiAlertDelivery(models.Model):
                 "data": payload,
             }
         return json.dumps(body, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def send_webhook(env, url, body, *, message_id, secret=None, user_agent=USER_AGENT):
+    """POST ``body`` (JSON text) to ``url``, signed per Standard Webhooks when ``secret``
+    (``whsec_...``) is given, ``message_id`` being the ``webhook-id`` a receiver deduplicates
+    on. Returns the 2xx status; raises :class:`DeliveryFailed` (text safe to store: never
+    the URL) otherwise. Also used by the Pulser connector's completion webhooks."""
+    now = fields.Datetime.now()
+    headers = {"Content-Type": "application/json", "User-Agent": user_agent}
+    if secret:
+        headers.update(
+            {
+                "webhook-id": message_id,
+                "webhook-timestamp": str(int(now.replace(tzinfo=UTC).timestamp())),
+                "webhook-signature": Webhook(secret).sign(message_id, now, body),
+            }
+        )
+    try:
+        response = requests.post(
+            url, data=body.encode(), headers=headers, timeout=WEBHOOK_TIMEOUT, allow_redirects=False
+        )
+    except requests.Timeout:
+        raise DeliveryFailed(env._("timed out after %s s", WEBHOOK_TIMEOUT)) from None
+    except requests.ConnectionError as exc:
+        # requests' text names the URL (with its path, a Slack token): say what happened in our words
+        inner = exc.args[0] if exc.args else exc
+        reason = type(getattr(inner, "reason", None) or inner).__name__
+        raise DeliveryFailed(env._("could not connect (%s)", reason)) from None
+    except requests.RequestException as exc:
+        raise DeliveryFailed(env._("request failed (%s)", type(exc).__name__)) from None
+    with response:
+        if 200 <= response.status_code < 300:
+            return response.status_code
+        text = redact(_clip(response.text[:2000], 200)) if response.content else ""
+        raise DeliveryFailed(f"HTTP {response.status_code}{': ' + text if text else ''}", status=response.status_code)
 
 
 class DeliveryFailed(Exception):

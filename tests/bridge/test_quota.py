@@ -154,6 +154,31 @@ def test_the_database_grants_exactly_the_budget_to_concurrent_workers(ops_dsn: s
     assert row["in_hour"] == per_hour
 
 
+def test_the_database_and_the_local_ledger_follow_one_rule(ops_dsn: str):
+    """ops.bridge_quota_take (SQL) and LocalLedger (Python) grant the same slices."""
+    _away_from_the_turn_of(60, 10)
+    limits = {"per_minute": 40, "per_hour": 26}
+    steps = [(3, 4, 0), (5, 4, 0), (1, 4, 0), (9, 4, 0), (4, 4, 3), (9, 4, 0), (1, 4, 0)]
+    answers = []
+    database = PostgresLedger(ops_dsn)
+    try:
+        for ledger in (LocalLedger(), database):
+            hour = -1
+            seen = []
+            for want, slice_, unspent in steps:
+                grant = ledger.take(
+                    ("collector", "billing"), want=want, slice_=slice_, unspent=unspent, unspent_hour=hour, **limits
+                )
+                hour = grant.hour_id
+                seen.append((grant.granted, grant.minute_full, grant.hour_full))
+            answers.append(seen)
+    finally:
+        database.close()
+    assert answers[0] == answers[1]
+    # slices of 4 (a quarter of what is left near the limit), the 3 unspent back to the hour
+    assert [granted for granted, _, _ in answers[0]] == [4, 5, 4, 9, 4, 3, 0]
+
+
 def test_two_bridges_share_one_budget_and_count_exactly_what_they_accept(ops_dsn: str):
     """Two bridge processes (replicas: one PostgreSQL, nothing else shared) take turns with
     one sender: together they accept its hourly budget once, not once each, and every

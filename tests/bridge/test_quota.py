@@ -158,7 +158,7 @@ def test_the_database_and_the_local_ledger_follow_one_rule(ops_dsn: str):
     """ops.bridge_quota_take (SQL) and LocalLedger (Python) grant the same slices."""
     _away_from_the_turn_of(60, 10)
     limits = {"per_minute": 40, "per_hour": 26}
-    steps = [(3, 4, 0), (5, 4, 0), (1, 4, 0), (9, 4, 0), (4, 4, 3), (9, 4, 0), (1, 4, 0)]
+    steps = [(3, 8, 0), (5, 8, 0), (1, 8, 0), (9, 8, 0), (4, 8, 3), (9, 8, 0), (1, 8, 0)]
     answers = []
     database = PostgresLedger(ops_dsn)
     try:
@@ -175,8 +175,8 @@ def test_the_database_and_the_local_ledger_follow_one_rule(ops_dsn: str):
     finally:
         database.close()
     assert answers[0] == answers[1]
-    # slices of 4 (a quarter of what is left near the limit), the 3 unspent back to the hour
-    assert [granted for granted, _, _ in answers[0]] == [4, 5, 4, 9, 4, 3, 0]
+    # slices of 8, a quarter of what is left near the limit, the 3 unspent back to the hour
+    assert [granted for granted, _, _ in answers[0]] == [7, 5, 4, 9, 4, 0, 0]
 
 
 def test_two_bridges_share_one_budget_and_count_exactly_what_they_accept(ops_dsn: str):

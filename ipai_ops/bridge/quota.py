@@ -275,7 +275,9 @@ class Quota:
                 now = self._clock()
                 held = self._slice_of(key)
                 used = min(grant.granted, wanted - spent)
-                held.left = grant.granted - used
+                if now >= held.expires:
+                    held.left = 0  # given back meanwhile to a minute that has turned: dropped
+                held.left += grant.granted - used  # give_back may have added meanwhile
                 held.expires = now + grant.minute_left
                 held.hour_id = grant.hour_id
                 if grant.hour_full or grant.minute_full:

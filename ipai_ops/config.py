@@ -127,6 +127,12 @@ IPAI_OPS_RUN_RETRY_DELAY_CAP = "IPAI_OPS_RUN_RETRY_DELAY_CAP"
 #: The agent variant a run belongs to, stored as ``metadata.variant_id`` (``--variant-id``).
 IPAI_OPS_RUN_VARIANT_ID = "IPAI_OPS_RUN_VARIANT_ID"
 
+# --------------------------------------------------------------------------- reports (ipai-ops report)
+
+#: Key of the pseudonyms ``ipai-ops report baseline --anonymise`` gives client ids (HMAC-SHA256;
+#: at least 16 bytes). A secret: with it, a guessed id can be checked against the report.
+IPAI_OPS_REPORT_KEY = "IPAI_OPS_REPORT_KEY"
+
 # Set BY the recorder for the command it runs (read by the agent, never by ipai_ops):
 #: The run id (``ops.agent_runs.run_id``).
 IPAI_RUN_ID = "IPAI_RUN_ID"

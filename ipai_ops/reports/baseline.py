@@ -9,6 +9,8 @@ output (no interpolation, no clock, sorted keys, fixed rounding).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 from collections import Counter, defaultdict
@@ -256,6 +258,40 @@ def compute(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- anonymise
+
+#: Fewer bytes than this and the key is refused: a short key can be guessed, and with the
+#: key every client id one can guess can be checked against the report.
+MIN_KEY_BYTES = 16
+#: What :func:`anonymise` replaces: the client ids (``source``, the API key's id). Intent
+#: types and failure codes name the product's own vocabulary, not a party.
+ANONYMISED_FIELDS = ("source",)
+
+
+class AnonymisationError(ValueError):
+    """The anonymisation key is missing or too short."""
+
+
+def pseudonym(value: str, key: bytes) -> str:
+    """A stable pseudonym of ``value``: the same id under the same key every night, so
+    drift compares a client with itself, and no dictionary of ids reverses it without
+    the key (a plain hash of a short id would be reversed by trying every id)."""
+    return "src-" + hmac.new(key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:12]
+
+
+def anonymise(report: Mapping[str, Any], key: bytes | str) -> dict[str, Any]:
+    """A copy of ``report`` whose client ids are pseudonyms (:func:`pseudonym`), rows in the
+    same deterministic order; refuses a key shorter than :data:`MIN_KEY_BYTES`."""
+    raw = key.encode("utf-8") if isinstance(key, str) else bytes(key)
+    if len(raw) < MIN_KEY_BYTES:
+        raise AnonymisationError(f"the anonymisation key must have at least {MIN_KEY_BYTES} bytes, it has {len(raw)}")
+    out = json.loads(json.dumps(report))
+    rows = [{**row, "source": pseudonym(str(row["source"]), raw)} for row in out["by_type_source"]]
+    out["by_type_source"] = sorted(rows, key=lambda r: (r["intent_type"], r["source"]))
+    out["anonymised"] = {"fields": list(ANONYMISED_FIELDS), "method": "hmac-sha256"}
+    return out
+
+
 # --------------------------------------------------------------------------- render
 
 
@@ -282,6 +318,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         "",
         f"{report['input']['records']} intents ({o['finished']} finished, {o['in_flight']} in flight).",
         "",
+        *(["Client ids are pseudonyms (HMAC-SHA256 under the report key).", ""] if report.get("anonymised") else []),
         "| metric | value |",
         "|---|---|",
         f"| completion rate | {_pct(o['completion_rate'])} |",

@@ -95,7 +95,7 @@ def _register_gate(subparsers: argparse._SubParsersAction) -> None:
     )
     q.add_argument("--config", default=None, help="benchmark YAML (default ssot/agents/benchmark.yaml)")
     add_format_argument(q)
-    q.set_defaults(handler=cmd_gate_quality, since=None, save=None)
+    q.set_defaults(handler=cmd_gate_quality, since=None, save=None, as_variant=None)
 
     sec = sub.add_parser(
         "secrets",
@@ -421,6 +421,12 @@ def _register_bench(subparsers: argparse._SubParsersAction) -> None:
         "--save", type=Path, metavar="DIR", help="also write each fetched PR to DIR/<owner>-<repo>-<N>.json"
     )
     sc.add_argument("--variant", help="with --runs: only this metadata.variant_id")
+    sc.add_argument(
+        "--as-variant",
+        metavar="ID",
+        help="with --subject-file/--pr/--since: record the scores under this variant id, a group "
+        "'bench compare' can compare (a PR's 'variant:ID' label does the same)",
+    )
     sc.add_argument("--config", default=None, help="benchmark YAML (default ssot/agents/benchmark.yaml)")
     sc.add_argument("--dry-run", action="store_true", help="score and print; write nothing")
     add_dsn_argument(sc)
@@ -546,7 +552,7 @@ def _subjects(args: argparse.Namespace) -> list:
         if not isinstance(data, dict):
             raise CliError(f"{name}: not a PR-shaped subject: a JSON object is expected")
         try:
-            subjects.append(bench.Subject.from_mapping(data))
+            subjects.append(bench.Subject.from_mapping(data, variant_id=args.as_variant))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CliError(f"{name}: not a PR-shaped subject: {exc}") from None
     return subjects
@@ -556,6 +562,8 @@ def cmd_bench_score(args: argparse.Namespace) -> int:
     from ipai_ops import store
     from ipai_ops.ci import bench
 
+    if args.as_variant is not None and not args.as_variant.strip():
+        raise CliError("--as-variant needs a variant id (got an empty one)")
     cfg = _bench_config(args.config)
     conn = None
     try:
@@ -564,6 +572,8 @@ def cmd_bench_score(args: argparse.Namespace) -> int:
         else:
             if args.variant and not args.runs:
                 raise CliError("--variant goes with --runs")
+            if args.as_variant:
+                raise CliError("--as-variant goes with --subject-file, --pr or --since (a run's variant is its own)")
             conn = store.connect(args.dsn)
             try:
                 subjects = bench.subjects_from_runs(

@@ -1,7 +1,8 @@
 """Pull requests from GitHub's REST API, in the PR-shaped form ``ipai-ops bench score`` reads
 (:class:`ipai_ops.ci.bench.Subject`): title, body, files with their line counts, the head
 commit's check runs with their timestamps (what ``ci`` and ``time_to_green`` are scored
-from), reviews, and when it was opened and merged.
+from), reviews, labels, and when it was opened and merged. A ``variant:<id>`` label puts the
+PR's scores in that variant, the group ``ipai-ops bench compare`` compares.
 
 The same client as the Actions ingest (:class:`ipai_ops.ci.github_actions.GitHubClient`):
 token, pagination through ``Link: rel="next"``, rate-limit waits up to ``max_wait`` and
@@ -21,6 +22,8 @@ from ipai_ops.ci.github_actions import GitHubClient, GitHubError
 MAX_FILES = 3000
 #: Pull requests looked at per ``--since`` query (newest updated first), at most.
 MAX_LISTED = 1000
+#: A label ``variant:<id>`` records the PR's scores under that variant (``bench compare``).
+VARIANT_LABEL_PREFIX = "variant:"
 
 
 def _ts(value: Any) -> datetime | None:
@@ -71,6 +74,10 @@ def fetch_pull(client: GitHubClient, repository: str, number: int) -> dict[str, 
         for r in client.paginate(f"/repos/{repository}/pulls/{number}/reviews", key="reviews")
     ]
     changed = int(pr.get("changed_files") or len(files))
+    labels = sorted(str(label.get("name")) for label in pr.get("labels") or () if isinstance(label, dict))
+    variants = sorted(
+        {name[len(VARIANT_LABEL_PREFIX) :].strip() for name in labels if name.startswith(VARIANT_LABEL_PREFIX)} - {""}
+    )
     subject: dict[str, Any] = {
         "subject": f"github:{repository}#{number}",
         "source": {
@@ -89,7 +96,12 @@ def fetch_pull(client: GitHubClient, repository: str, number: int) -> dict[str, 
         "files": files,
         "check_runs": checks,
         "reviews": reviews,
+        "labels": labels,
     }
+    if len(variants) == 1:
+        subject["variant_id"] = variants[0]
+    elif variants:  # two variants on one PR: which group it belongs to is not ours to guess
+        subject["variant_note"] = f"labels name {len(variants)} variants ({', '.join(variants)}): none recorded"
     if pending:
         subject["checks_pending"] = sorted(set(pending))
     if changed > len(files):

@@ -8,7 +8,7 @@ Four parts, each usable alone:
   it then reads ``ops.agent_errors`` back and reports what arrived per failure code.
 * :mod:`ipai_ops.demo.samples` records agent runs (``ipai-ops run``'s recorder), scores
   three real public PRs and the runs (``ipai-ops bench score``) and compares two sample
-  variants (``ipai-ops bench compare``);
+  variants, and the real PRs by whether they touch a risky path (``ipai-ops bench compare``);
 * :mod:`ipai_ops.demo.intents` submits signed intents to Odoo's Pulser API
   (``POST /pulser/v1/intents``), some of which fail with different codes;
 * :mod:`ipai_ops.demo.resolution` creates a sample resolution record linked to a demo

@@ -26,7 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "what arrived per failure code. Then records agent runs (ipai-ops run: tests passing, tests "
             "failing, and A/B runs of two sample variants), scores the three real public PRs of "
             "tests/ci/fixtures/pull_requests/ and those runs (ipai-ops bench score) and compares the "
-            "variants (ipai-ops bench compare; the variants are sample data, named sample-*). Then "
+            "variants (ipai-ops bench compare; the variants are sample data, named sample-*), and the real "
+            "PRs touching a risky path against those that do not (an ablation of 2 against 1 PR). Then "
             "submits signed intents to Odoo's Pulser API (some fail with different codes) and creates "
             "a sample resolution record linked to a demo error; skipped with a note when Odoo is not "
             "reachable. Safe to run again: nothing is recorded twice. Every flag has the environment "
@@ -279,12 +280,14 @@ def _runs_and_benchmarks(args: argparse.Namespace, text: bool) -> dict[str, Any]
             print(f"  {len(report.already)} run(s) already recorded by an earlier demo: kept")
         for problem in report.unexpected:
             print(f"  UNEXPECTED {problem}")
-        real = [s for s in report.scored if s["variant"] is None]
+        real = [s for s in report.scored if s["subject"].startswith("github:")]
         for s in real:
-            print(f"  scored {s['subject']:<48} composite {s['composite']:6.2f}  {s['tier']}")
+            print(f"  scored {s['subject']:<48} composite {s['composite']:6.2f}  {s['tier']}  ({s['variant']})")
         print(f"  scored {len(report.scored) - len(real)} A/B run(s) of the sample variants")
         if report.comparison:
             print(f"  A/B (sample data): {report.comparison['summary']}")
+        if report.ablation:
+            print(f"  ablation (real PRs, n tiny): {report.ablation['summary']}")
         for note in report.notes:
             print(f"  {note}")
     return {
@@ -294,6 +297,7 @@ def _runs_and_benchmarks(args: argparse.Namespace, text: bool) -> dict[str, Any]
         "unexpected": report.unexpected,
         "scored": report.scored,
         "comparison": report.comparison,
+        "ablation": report.ablation,
         "notes": report.notes,
     }
 

@@ -14,12 +14,19 @@ The A/B runs are **sample data**: each is a real command that reports, through t
 events file (``$IPAI_RUN_EVENTS``), a made-up PR-shaped change; their variant ids say so
 (:data:`BASELINE_VARIANT`, :data:`CANDIDATE_VARIANT`).
 
+The real PRs are not sample data, and their scores are also compared: the ablation
+*touches a risky path or not* (:data:`REAL_PLAIN_VARIANT` against :data:`REAL_RISKY_VARIANT`,
+what ``bench score --as-variant`` then ``bench compare`` record). It is an observational
+split of three PRs (2 against 1), far below ``bench compare``'s ``--min-runs``: its verdict is
+"no evidence", and it shows the loop on real scores, not a finding.
+
 Idempotent: a run is recorded once per database (found by its agent and ``task_ref``);
 scores and comparisons are upserts keyed by subject and by a content hash.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import tempfile
@@ -35,6 +42,9 @@ RUNS_AGENT = "demo-coder"
 BASELINE_VARIANT = "sample-baseline"
 CANDIDATE_VARIANT = "sample-candidate"
 AB_RUNS_PER_VARIANT = 5
+#: The real PRs' groups: no file under a ``risky_paths`` glob of the benchmark, or some.
+REAL_PLAIN_VARIANT = "real-prs:no-risky-path"
+REAL_RISKY_VARIANT = "real-prs:risky-path"
 #: ``bench compare``'s defaults (fixed seed: the same data gives the same interval).
 AB_RESAMPLES = 2000
 AB_SEED = 0
@@ -165,6 +175,7 @@ class SamplesReport:
     unexpected: list[str] = field(default_factory=list)
     scored: list[dict[str, Any]] = field(default_factory=list)
     comparison: dict[str, Any] | None = None
+    ablation: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -228,7 +239,8 @@ def score_and_compare(conn: Any, report: SamplesReport) -> None:
     if not files:
         report.notes.append("tests/ci/fixtures/pull_requests/ not found (not a checkout): real PRs not scored")
     for path in files:
-        subjects.append(bench.Subject.from_mapping(json.loads(path.read_text(encoding="utf-8"))))
+        subject = bench.Subject.from_mapping(json.loads(path.read_text(encoding="utf-8")))
+        subjects.append(_real_group(subject, cfg))
     for variant in (BASELINE_VARIANT, CANDIDATE_VARIANT):
         subjects.extend(bench.subjects_from_runs(conn, variant=variant))
     for subject in subjects:
@@ -260,3 +272,27 @@ def score_and_compare(conn: Any, report: SamplesReport) -> None:
     )
     ab.store_comparison(conn, result)
     report.comparison = {**result.as_dict(), "summary": ab.summary_line(result)}
+    real = {
+        v: ab.load_samples(conn, v, benchmark_version=cfg.benchmark_version)
+        for v in (REAL_PLAIN_VARIANT, REAL_RISKY_VARIANT)
+    }
+    if not all(real.values()):
+        report.notes.append("the real PRs are not in both groups: their ablation is not recorded")
+        return
+    ablation = ab.compare(
+        REAL_PLAIN_VARIANT,
+        REAL_RISKY_VARIANT,
+        real[REAL_PLAIN_VARIANT],
+        real[REAL_RISKY_VARIANT],
+        benchmark_version=cfg.benchmark_version,
+        resamples=AB_RESAMPLES,
+        seed=AB_SEED,
+    )
+    ab.store_comparison(conn, ablation)
+    report.ablation = {**ablation.as_dict(), "summary": ab.summary_line(ablation)}
+
+
+def _real_group(subject: Any, cfg: Any) -> Any:
+    """``subject`` in its ablation group: does any of its files match a risky glob?"""
+    risky = any(cfg.risk_penalty(f.path)[1] for f in subject.files or ())
+    return dataclasses.replace(subject, variant_id=REAL_RISKY_VARIANT if risky else REAL_PLAIN_VARIANT)

@@ -88,3 +88,38 @@ def test_ingest_runs_on_failed_workflow_runs():
     step = next(s for s in job["steps"] if "ingest github-actions" in s.get("run", ""))
     assert step["env"]["IPAI_OPS_DSN"] == "${{ secrets.IPAI_OPS_DSN }}"
     assert wf["permissions"]["actions"] == "read"
+
+
+def test_benchmark_scores_every_merged_pull_request():
+    path = ROOT / ".github" / "workflows" / "benchmark.yml"
+    wf = _load(path)
+    assert wf["on"]["pull_request_target"]["types"] == ["closed"]
+    assert "since" in wf["on"]["workflow_dispatch"]["inputs"]
+    job = wf["jobs"]["score"]
+    # closed without merging is not scored; a backfill by hand is
+    assert "github.event.pull_request.merged == true" in job["if"]
+    assert "workflow_dispatch" in job["if"]
+    step = next(s for s in job["steps"] if "ipai-ops bench score" in s.get("run", ""))
+    assert step["env"]["IPAI_OPS_DSN"] == "${{ secrets.IPAI_OPS_DSN }}"
+    assert step["env"]["PR_NUMBER"] == "${{ github.event.pull_request.number }}"
+    assert '--repo "$GITHUB_REPOSITORY"' in step["run"] and '--pr "$PR_NUMBER"' in step["run"]
+    assert "--dry-run" in step["run"]  # without the secret it scores without writing
+    # pull_request_target has the secrets: it must never check out or run the PR's head
+    text = path.read_text()
+    for head in ("github.event.pull_request.head", "refs/pull/", "github.head_ref"):
+        assert head not in text, head
+    checkout = next(s for s in job["steps"] if s.get("uses", "").startswith("actions/checkout@"))
+    assert "ref" not in checkout.get("with", {}) and checkout["with"]["persist-credentials"] == "false"
+    assert wf["permissions"] == {"contents": "read", "checks": "read", "pull-requests": "read"}
+
+
+def test_actions_are_pinned_by_the_same_commits_everywhere():
+    pins: dict[str, set[str]] = {}
+    for path in WORKFLOWS:
+        for job in _load(path)["jobs"].values():
+            for step in job["steps"]:
+                if "uses" in step:
+                    action, _, ref = step["uses"].partition("@")
+                    assert len(ref) == 40 and all(c in "0123456789abcdef" for c in ref), (path.name, step["uses"])
+                    pins.setdefault(action, set()).add(ref)
+    assert all(len(refs) == 1 for refs in pins.values()), pins

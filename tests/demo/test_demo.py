@@ -263,19 +263,33 @@ def test_demo_fills_runs_benchmarks_and_resolutions(capsys, ops_dsn, fake_odoo, 
     assert (run_artifacts / by_ref["demo:tests-fail"]["run_id"] / "run.json").is_file()
 
     # The three real public PRs, with the scores tests/ci/fixtures/pull_requests/README.md states.
-    real = {s["subject"]: s["composite"] for s in runs["scored"] if s["variant"] is None}
+    real = {s["subject"]: (s["composite"], s["variant"]) for s in runs["scored"] if s["subject"].startswith("github:")}
     assert real == {
-        "github:dajiaji/pyseto#537": 55.71,
-        "github:zabio3/godolint#47": 64.29,
-        "github:voxpupuli/puppet-unattended_upgrades#248": 64.29,
+        "github:dajiaji/pyseto#537": (55.71, samples.REAL_RISKY_VARIANT),
+        "github:zabio3/godolint#47": (64.29, samples.REAL_PLAIN_VARIANT),
+        "github:voxpupuli/puppet-unattended_upgrades#248": (64.29, samples.REAL_PLAIN_VARIANT),
     }
+    # Their ablation (a risky path touched or not): computed by bench compare, stored, and
+    # refusing a verdict on 2 against 1 PR.
+    ablation = runs["ablation"]
+    assert (ablation["baseline"], ablation["candidate"]) == (samples.REAL_PLAIN_VARIANT, samples.REAL_RISKY_VARIANT)
+    assert ablation["verdict"] == "no evidence" and "too few runs (baseline 2, candidate 1" in ablation["summary"]
+    (stored_ablation,) = query_rows(
+        ops_dsn,
+        "SELECT n_baseline, n_candidate, delta, ci_low, ci_high, verdict FROM ops.agent_ab_comparisons"
+        " WHERE category = 'composite' AND baseline_variant = %s",
+        (samples.REAL_PLAIN_VARIANT,),
+    )
+    assert (stored_ablation["n_baseline"], stored_ablation["n_candidate"]) == (2, 1)
+    assert float(stored_ablation["delta"]) == pytest.approx(-8.58, abs=0.01)
+    assert stored_ablation["ci_low"] is not None and stored_ablation["verdict"] == "no evidence"
     # The A/B comparison of the sample variants: a verdict with its interval.
     comparison = runs["comparison"]
     assert (comparison["baseline"], comparison["candidate"]) == ("sample-baseline", "sample-candidate")
     stored = query_rows(
         ops_dsn,
         "SELECT verdict, ci_low, ci_high, n_baseline, n_candidate FROM ops.agent_ab_comparisons"
-        " WHERE category = 'composite'",
+        " WHERE category = 'composite' AND baseline_variant = 'sample-baseline'",
     )
     assert len(stored) == 1
     assert stored[0]["verdict"] == "better" and 0 < stored[0]["ci_low"] <= stored[0]["ci_high"]
@@ -298,8 +312,8 @@ def test_demo_fills_runs_benchmarks_and_resolutions(capsys, ops_dsn, fake_odoo, 
         "runs": 2 + 2 * samples.AB_RUNS_PER_VARIANT,
         "runs_with_error": 1,
         "benchmark_results": 3 * 3 + 2 * samples.AB_RUNS_PER_VARIANT * 5,
-        "benchmark_variants": 2,
-        "comparisons": 6,
+        "benchmark_variants": 4,
+        "comparisons": 6 + 4,  # the real PRs: composite, evidence, minimality, risk (no check runs)
         "errors": len(FAILING) + 1,
     }
     # ... and the same counts after a second one.

@@ -130,7 +130,7 @@ def test_demo_fills_the_views_of_a_real_odoo(capsys, ops_dsn, odoo):
         "runs with an error": 1,
         "benchmark results": 3 * 3 + 2 * samples.AB_RUNS_PER_VARIANT * 5,
         "sample variants": 2 * samples.AB_RUNS_PER_VARIANT * 5,
-        "A/B verdicts": 6,
+        "A/B verdicts": 6 + 4,  # the sample variants' and the real PRs' ablation (no ci, time_to_green)
         "sample resolutions": 1,
     }, first
     assert after_two == after_one
@@ -141,9 +141,22 @@ def test_demo_fills_the_views_of_a_real_odoo(capsys, ops_dsn, odoo):
     assert run["status"] == "failed" and run["error_id"][1] == "BUILD.TEST_FAILED"
     # The comparison shows a verdict with its interval.
     (composite,) = rpc.execute(
-        "ipai.benchmark.comparison", "search_read", [("category", "=", "composite")], ["verdict", "ci_low", "ci_high"]
+        "ipai.benchmark.comparison",
+        "search_read",
+        [("category", "=", "composite"), ("baseline_variant", "=", samples.BASELINE_VARIANT)],
+        ["verdict", "ci_low", "ci_high"],
     )
     assert composite["verdict"] == "better" and 0 < composite["ci_low"] <= composite["ci_high"]
+    # The real PRs' ablation shows too: its interval, and no verdict on 2 against 1 PR.
+    (ablation,) = rpc.execute(
+        "ipai.benchmark.comparison",
+        "search_read",
+        [("category", "=", "composite"), ("candidate_variant", "=", samples.REAL_RISKY_VARIANT)],
+        ["baseline_variant", "n_baseline", "n_candidate", "delta", "ci_low", "ci_high", "verdict"],
+    )
+    assert ablation["baseline_variant"] == samples.REAL_PLAIN_VARIANT
+    assert (ablation["n_baseline"], ablation["n_candidate"], ablation["verdict"]) == (2, 1, "no evidence")
+    assert ablation["ci_low"] == ablation["ci_high"] == pytest.approx(ablation["delta"]) == pytest.approx(-8.58)
     # The resolution went through Odoo's model: linked to the demo's error group, in review.
     (resolution,) = rpc.execute(
         "ipai.resolution", "search_read", [("name", "=", TITLE)], ["code", "fingerprint", "error_ids", "stage", "ref"]

@@ -14,19 +14,9 @@ Subjects (``ssot/errors/error_codes.md``, "Signatures"):
 * ``text`` signatures see the message and the log, each as a whole;
 * ``command`` signatures see the commands a CI log shows failing.
 
-Precedence (``ssot/errors/error_codes.md``, "Precedence"):
-
-1. *Specificity, on one line.* Candidates that read the same line (or the same error, for
-   a type and message given together) are ranked by explicit ``priority``, then code depth
-   (``DEPLOY.VERCEL.BUILD_FAILED`` over ``BUILD.COMPILE_FAILED``), then subject (type over
-   message over text), then the length of the pattern's literal text.
-2. *Root cause over consequences, across lines.* The best candidate of each line competes
-   with the others by: inside the failure region first (where the log says it failed;
-   error annotations count as inside), then the family's rank plus the explicit priority
-   (:data:`FAMILY_RANK`: a dependency install failure outranks the tests that could not
-   run), then the later line.
-3. A code read only from the failed command (``on: command``: ``The command "npm test"
-   exited with 1.``) wins only when no signature matched inside the failure region.
+Precedence (specificity on a line, root cause across lines by :data:`FAMILY_RANK`, the
+failed command last) is specified in ``ssot/errors/error_codes.md``, section 5; the code
+below says where each rule is applied.
 """
 
 from __future__ import annotations

@@ -13,9 +13,13 @@ from . import ipai_agent_error_detail
 from . import ipai_resolution
 from . import ipai_benchmark_result
 from . import ipai_agent_run
+# before the usage view, which joins its table
+from . import ipai_model_price
+from . import ipai_agent_usage
 from . import res_config_settings
 from . import ipai_benchmark_comparison
 from . import ipai_classification_quality
 from . import ipai_provider_health
 from . import ipai_alert_rule
 from . import ipai_alert_delivery
+from . import ipai_ops_summary

@@ -40,6 +40,15 @@ _COLUMNS = (
     ("cwd", "text"),
     ("run_dir", "text"),
     ("iterations", "text"),
+    ("kind", "text"),
+    ("retries", "integer"),
+    ("session_id", "text"),
+    ("verification_status", "text"),
+    ("verification_checks", "bigint"),
+    ("verification_failed", "bigint"),
+    ("verification", "text"),
+    ("structured_output_valid", "boolean"),
+    ("structured_output", "text"),
 )
 
 
@@ -75,7 +84,21 @@ _VIEW_SQL = f"""
            r.metadata ->> 'command' AS command,
            r.metadata ->> 'cwd' AS cwd,
            r.metadata #>> '{{artifacts,run_dir}}' AS run_dir,
-           jsonb_pretty(r.metadata -> 'iterations') AS iterations
+           jsonb_pretty(r.metadata -> 'iterations') AS iterations,
+           coalesce(r.metadata ->> 'kind', r.metadata #>> '{{iterations,-1,kind}}') AS kind,
+           CASE WHEN jsonb_typeof(r.metadata -> 'iterations') = 'array'
+                THEN greatest(jsonb_array_length(r.metadata -> 'iterations') - 1, 0) END AS retries,
+           r.metadata ->> 'session_id' AS session_id,
+           CASE WHEN r.metadata #>> '{{verification,status}}' IN ('passed', 'failed')
+                THEN r.metadata #>> '{{verification,status}}' END AS verification_status,
+           {_json_int("{verification,total}")} AS verification_checks,
+           {_json_int("{verification,failed}")} AS verification_failed,
+           CASE WHEN jsonb_typeof(r.metadata -> 'verification') = 'object'
+                THEN jsonb_pretty(r.metadata -> 'verification') END AS verification,
+           CASE WHEN jsonb_typeof(r.metadata #> '{{structured_output,valid}}') = 'boolean'
+                THEN (r.metadata #>> '{{structured_output,valid}}')::boolean END AS structured_output_valid,
+           CASE WHEN jsonb_typeof(r.metadata -> 'structured_output') = 'object'
+                THEN jsonb_pretty(r.metadata -> 'structured_output') END AS structured_output
       FROM ops.agent_runs r
 """
 
@@ -111,6 +134,18 @@ class IpaiAgentRun(models.Model):
     cwd = fields.Char(string="Working directory", readonly=True, prefetch=False)
     run_dir = fields.Char(string="Run directory", readonly=True, prefetch=False)
     iterations = fields.Text(string="Attempts (JSON)", readonly=True, prefetch=False)
+    kind = fields.Char(readonly=True, help="test, lint, typecheck or agent (--kind, else read from the program)")
+    retries = fields.Integer(readonly=True, aggregator="sum", help="Attempts after the first")
+    # record_version 2 (docs/agent_runs.md, "Record versions"); empty on older records
+    session_id = fields.Char(readonly=True, help="The agent session the run ended in")
+    verification_status = fields.Selection(
+        [("passed", "Passed"), ("failed", "Failed")], string="Verification", readonly=True
+    )
+    verification_checks = fields.Integer(string="Checks", readonly=True, aggregator="sum")
+    verification_failed = fields.Integer(string="Checks failed", readonly=True, aggregator="sum")
+    verification = fields.Text(string="Verification report (JSON)", readonly=True, prefetch=False)
+    structured_output_valid = fields.Boolean(string="Output valid", readonly=True)
+    structured_output = fields.Text(string="Structured output (JSON)", readonly=True, prefetch=False)
 
     def init(self):
         self.env["ipai.ops"].create_ops_view(

@@ -3,6 +3,7 @@ are what every install uses, and an installed wheel works with no checkout aroun
 
 from __future__ import annotations
 
+import configparser
 import os
 import re
 import shlex
@@ -302,3 +303,34 @@ def test_oca_checks_catch_a_broken_translation_file(tmp_path):
         [_venv_tool("oca-checks-po"), str(pot)], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode != 0 and "po-duplicate-message-definition" in done.stdout + done.stderr, done.stdout
+
+
+def test_oca_module_checks_run_in_full_on_the_addons(tmp_path):
+    # .oca_hooks.cfg silences nothing, and run from the repository (so with that config) the
+    # XML checks the addons were brought in line with still fire on an addon that breaks them.
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / ".oca_hooks.cfg", encoding="utf-8")
+    assert not cfg.get("MESSAGES_CONTROL", "disable", fallback="").strip(), "a disabled OCA check needs a reason"
+    addon = tmp_path / "broken_addon"
+    (addon / "data").mkdir(parents=True)
+    (addon / "__init__.py").write_text("")
+    manifest = {"name": "Broken", "version": "19.0.1.0.0", "license": "LGPL-3", "data": ["data/cron.xml"]}
+    (addon / "__manifest__.py").write_text(repr(manifest))
+    (addon / "data" / "cron.xml").write_text(
+        '<?xml version="1.0" encoding="utf-8"?>\n'  # xml-header-wrong
+        '<odoo>\n    <record id="ir_cron_broken_run" model="ir.cron">\n'
+        '        <field name="interval_number">5</field>\n'  # xml-field-numeric-without-eval
+        '        <field name="active">True</field>\n'  # xml-field-bool-without-eval
+        "    </record>\n</odoo>\n"
+    )
+    done = subprocess.run(
+        [_venv_tool("oca-checks-odoo-module"), str(addon / "__manifest__.py")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode != 0, done.stdout + done.stderr
+    for check in ("xml-header-wrong", "xml-field-numeric-without-eval", "xml-field-bool-without-eval"):
+        assert f" {check} " in done.stdout, (check, done.stdout + done.stderr)

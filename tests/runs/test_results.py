@@ -112,7 +112,8 @@ def test_a_given_session_id_reaches_the_first_attempt(make_recorder):
 
 
 def test_output_is_kept_redacted_without_a_schema_and_missing_output_fails_one(make_recorder):
-    secret = {"type": "output", "data": {"answer": 1, "note": "api_key=sk-proj-0123456789abcdefghijKLMN"}}
+    note = "api_key=sk-proj-0123456789abcdefghijKLMN"  # pragma: allowlist secret
+    secret = {"type": "output", "data": {"answer": 1, "note": note}}
     kept = make_recorder(use_db=False).run(_reporter([secret]))
     slot = kept.structured_output
     assert kept.status == "succeeded" and (slot["present"], slot["valid"], slot["schema"]) == (True, None, None)

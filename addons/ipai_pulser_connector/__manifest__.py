@@ -1,7 +1,7 @@
 {
     "name": "Pulser Connector",
     "summary": "Durable, traced, retried AI-agent intents with failure envelopes and ops error rows",
-    "version": "19.0.1.0.0",
+    "version": "19.0.1.1.0",
     "category": "Productivity",
     "website": "https://github.com/ipai/ipai-ops",
     "author": "IPAI",
@@ -9,7 +9,7 @@
     "license": "LGPL-3",
     "development_status": "Beta",
     "depends": ["base", "web", "mail", "ipai_reliability"],
-    "external_dependencies": {"python": ["ipai_ops", "jsonschema", "opentelemetry-api"]},
+    "external_dependencies": {"python": ["ipai_ops", "jsonschema", "opentelemetry-api", "standardwebhooks"]},
     "data": [
         "security/ir.model.access.csv",
         "data/ir_cron_data.xml",
@@ -19,6 +19,7 @@
         "wizard/ipai_pulser_intent_requeue_views.xml",
         "views/ipai_pulser_intent_views.xml",
         "views/ipai_pulser_client_views.xml",
+        "views/ipai_pulser_webhook_delivery_views.xml",
         "views/ipai_pulser_menus.xml",
     ],
 }

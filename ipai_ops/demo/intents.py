@@ -222,8 +222,12 @@ def provision_client(rpc: OdooRpc) -> tuple[str, str, str]:
     if found:
         client_id, verb = found[0], "re-keyed"
     else:
+        # Scope "*": the demo submits an unregistered type on purpose (INTENT.TYPE_UNKNOWN),
+        # which a narrower scope would refuse first (API.SCOPE_DENIED).
         client_id = rpc.execute(
-            "ipai.pulser.client", "create", [{"name": CLIENT_NAME, "note": "created by `ipai-ops demo`"}]
+            "ipai.pulser.client",
+            "create",
+            [{"name": CLIENT_NAME, "note": "created by `ipai-ops demo`", "allowed_intent_types": "*"}],
         )[0]
         verb = "created"
     # The backend's "show new key" button: a new salt, the key returned once and never stored.

@@ -1,10 +1,12 @@
 """The Pulser JSON API: ``/pulser/v1/intents``.
 
 JSON only, signed (services/signing.py), every error an RFC 9457 problem document
-(services/problems.py). Business logic runs as the superuser after the HMAC
+(``ipai_ops.problem``). Business logic runs as the superuser after the HMAC
 check succeeded (scheme v2 signs method, path, query, key id, timestamp, nonce and body
 digest; v1 is accepted until ``ipai_pulser.signature_v1_until``): the API client is
-authenticated by its key, not by an Odoo session.
+authenticated by its key, not by an Odoo session. An authenticated request is then charged
+to its client's rate limit (429 + ``Retry-After`` when spent), and a submission must be of
+a type the client's scope allows (403 API.SCOPE_DENIED), both before anything is created.
 """
 
 import functools
@@ -32,7 +34,9 @@ from ..services.exceptions import (
     DeliveryDuplicate,
     IntentNotFound,
     PulserError,
+    RateLimited,
     RequestInvalid,
+    ScopeDenied,
 )
 
 _logger = logging.getLogger(__name__)
@@ -45,6 +49,9 @@ _READ_SLICE = 64 * 1024
 _BODY_ATTR = "_ipai_pulser_body"
 #: Attribute of the Odoo request: the last day a v1 signature it carried is accepted.
 _SUNSET_ATTR = "_ipai_pulser_v1_until"
+#: Attribute of the Odoo request: charged to its client's rate limit (Odoo's retries of the
+#: same request after a serialization failure are not charged again).
+_CHARGED_ATTR = "_ipai_pulser_rate_charged"
 #: ``last_used_at`` is refreshed at most this often: a write per request would make every
 #: concurrent request of one client contend for the client's row.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
@@ -140,6 +147,8 @@ class PulserIntentController(http.Controller):
         headers = [("Content-Type", PROBLEM_CONTENT_TYPE)]
         if body["status"] == 503:
             headers.append(("Retry-After", "5"))
+        if isinstance(exc, RateLimited):
+            headers.append(("Retry-After", str(exc.retry_after)))
         if body["status"] == 413:
             # The rest of the body is left unread: the connection cannot carry another request.
             headers.append(("Connection", "close"))
@@ -174,6 +183,10 @@ class PulserIntentController(http.Controller):
             path=httprequest.path,
             query=list(httprequest.args.items(multi=True)),
         )
+        if not getattr(request, _CHARGED_ATTR, False):
+            # Authenticated, nothing of the body acted on yet: the client's budget decides.
+            client._check_rate_limit()
+            setattr(request, _CHARGED_ATTR, True)
         fresh = env["ipai.pulser.request.nonce"]._remember(signed.key_id, signed.replay_key, signed.timestamp)
         now = fields.Datetime.now()
         vals = {}
@@ -315,6 +328,13 @@ class PulserIntentController(http.Controller):
                     problems.append({"path": f"$.{key}", "message": f"must be an integer in {low}..{high}"})
             if problems:
                 raise ArgsInvalid(problems, message="the intent request is invalid")
+            if not client._allows_intent_type(payload["type"]):
+                scope = client._scope()
+                raise ScopeDenied(
+                    f"client {client.key_id} may not submit intents of type {payload['type']!r}; "
+                    f"its scope allows {', '.join(scope) if scope else 'no type (empty scope)'}",
+                    details={"type": payload["type"], "allowed_intent_types": scope},
+                )
             if replayed:
                 existing = self._env()["ipai.pulser.intent"]
                 if payload.get("idempotency_key"):

@@ -1,9 +1,13 @@
 import logging
 import os
+import re
 import secrets
 from datetime import date
 
 from odoo import api, fields, models
+from odoo.addons.ipai_reliability.models.ipai_alert_rule import decode_webhook_secret, validate_webhook_url
+from odoo.exceptions import AccessError, ValidationError
+from odoo.tools import SQL
 from odoo.tools import config as odoo_config
 
 from ..services import signing
@@ -12,6 +16,31 @@ _logger = logging.getLogger(__name__)
 
 PEPPER_OPTION = "ipai_pulser_pepper"
 PEPPER_ENV = "IPAI_PULSER_PEPPER"
+#: Requests per minute a new client may make (0: no limit). Clients that existed before
+#: scopes and limits keep no limit (migrations/19.0.1.1.0).
+DEFAULT_RATE_LIMIT_PER_MINUTE = 600
+#: One entry of a scope: ``*`` (every type), an intent type, or a prefix ending in ``.*``.
+_SCOPE_ENTRY = re.compile(r"\*|[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*(?:\.\*)?")
+
+
+def parse_scope(text):
+    """The entries of a scope (comma-, space- or newline-separated), or ValueError naming the
+    first malformed one. Empty text is an empty scope: no intent type is allowed."""
+    entries = [entry for entry in re.split(r"[\s,]+", text or "") if entry]
+    for entry in entries:
+        if not _SCOPE_ENTRY.fullmatch(entry):
+            raise ValueError(entry)
+    return entries
+
+
+def scope_allows(entries, intent_type):
+    """True when one of ``entries`` (:func:`parse_scope`) covers ``intent_type``."""
+    for entry in entries:
+        if entry in ("*", intent_type):
+            return True
+        if entry.endswith(".*") and intent_type.startswith(entry[:-1]):
+            return True
+    return False
 
 
 def _new_key_id(_records=None):
@@ -53,8 +82,51 @@ class IpaiPulserClient(models.Model):
     intent_ids = fields.One2many("ipai.pulser.intent", "client_id", readonly=True)
     intent_count = fields.Integer(compute="_compute_intent_count")
     note = fields.Text()
+    # ---- scope and rate limit (checked by the API on every request)
+    allowed_intent_types = fields.Text(
+        string="Allowed intent types",
+        help="The intent types this client may submit, separated by commas or new lines: a type "
+        "(odoo.healthcheck), a prefix ending in .* (odoo.*), or * for every type. Empty: none "
+        "(the API answers 403 API.SCOPE_DENIED).",
+    )
+    rate_limit_per_minute = fields.Integer(
+        string="Requests per minute",
+        default=DEFAULT_RATE_LIMIT_PER_MINUTE,
+        help="Signed requests (submit, poll, cancel) this client may make per clock minute, counted "
+        "in the database for every Odoo worker together; beyond it the API answers 429 with "
+        "Retry-After. 0: no limit.",
+    )
+    # ---- completion webhook
+    webhook_url = fields.Char(
+        string="Completion webhook URL",
+        groups="ipai_reliability.group_ipai_reliability_manager",
+        copy=False,
+        help="When set, every intent of this client that reaches a final state (succeeded, failed, "
+        "dead, cancelled) is POSTed there, signed per Standard Webhooks, retried with backoff.",
+    )
+    # Write-only, as ipai.alert.rule's: the key lives in a column of its own (see init),
+    # never in a stored field, so no read, export or search returns it.
+    webhook_secret = fields.Char(
+        string="Webhook signing secret",
+        compute="_compute_webhook_secret",
+        inverse="_inverse_webhook_secret",
+        groups="ipai_reliability.group_ipai_reliability_manager",
+        copy=False,
+        help="whsec_<base64 key>, shared with the receiver (Standard Webhooks). Stored once, never shown again.",
+    )
+    webhook_secret_set = fields.Boolean(compute="_compute_webhook_secret", string="Webhook secret set")
+    webhook_delivery_ids = fields.One2many("ipai.pulser.webhook.delivery", "client_id", readonly=True)
+    webhook_delivery_count = fields.Integer(compute="_compute_webhook_delivery_count")
 
     _key_id_uniq = models.Constraint("UNIQUE(key_id)", "The key id must be unique.")
+    _rate_limit_positive = models.Constraint(
+        "CHECK(rate_limit_per_minute >= 0)", "The rate limit cannot be negative (0: no limit)."
+    )
+
+    def init(self):
+        self.env.cr.execute(
+            SQL("ALTER TABLE %s ADD COLUMN IF NOT EXISTS webhook_secret_value text", SQL.identifier(self._table))
+        )
 
     def _compute_intent_count(self):
         counts = dict(
@@ -62,6 +134,112 @@ class IpaiPulserClient(models.Model):
         )
         for rec in self:
             rec.intent_count = counts.get(rec, 0)
+
+    def _compute_webhook_secret(self):
+        stored = {}
+        if self.ids:
+            self.env.cr.execute(
+                SQL(
+                    "SELECT id, webhook_secret_value IS NOT NULL FROM %s WHERE id = ANY(%s)",
+                    SQL.identifier(self._table),
+                    list(self.ids),
+                )
+            )
+            stored = dict(self.env.cr.fetchall())
+        for rec in self:
+            rec.webhook_secret = ""
+            rec.webhook_secret_set = stored.get(rec.id, False)
+
+    def _inverse_webhook_secret(self):
+        for rec in self:
+            value = (rec.webhook_secret or "").strip()
+            if value:  # an empty input keeps the stored secret
+                rec._store_webhook_secret(value)
+
+    def _store_webhook_secret(self, value):
+        self.ensure_one()
+        decode_webhook_secret(value, self.env)
+        self.env.cr.execute(
+            SQL("UPDATE %s SET webhook_secret_value = %s WHERE id = %s", SQL.identifier(self._table), value, self.id)
+        )
+        self.invalidate_recordset(["webhook_secret_set"])
+
+    def _webhook_secret(self):
+        """The stored signing secret (server code only), or None."""
+        self.ensure_one()
+        self.env.cr.execute(
+            SQL("SELECT webhook_secret_value FROM %s WHERE id = %s", SQL.identifier(self._table), self.id)
+        )
+        row = self.env.cr.fetchone()
+        return row[0] if row else None
+
+    def _compute_webhook_delivery_count(self):
+        counts = dict(
+            self.env["ipai.pulser.webhook.delivery"]._read_group(
+                [("client_id", "in", self.ids)], ["client_id"], ["__count"]
+            )
+        )
+        for rec in self:
+            rec.webhook_delivery_count = counts.get(rec, 0)
+
+    @api.constrains("allowed_intent_types")
+    def _check_allowed_intent_types(self):
+        for rec in self:
+            try:
+                parse_scope(rec.allowed_intent_types)
+            except ValueError as exc:
+                raise ValidationError(
+                    self.env._("%(entry)r is not an intent type, a prefix ending in .* or *.", entry=exc.args[0])
+                ) from None
+
+    @api.constrains("webhook_url")
+    def _check_webhook_url(self):
+        for rec in self.sudo():
+            if rec.webhook_url:
+                validate_webhook_url(rec.webhook_url, self.env)
+
+    def _scope(self):
+        self.ensure_one()
+        return parse_scope(self.allowed_intent_types)
+
+    def _allows_intent_type(self, intent_type):
+        return scope_allows(self._scope(), intent_type)
+
+    def _check_rate_limit(self):
+        """Charge one request to this client's budget of the current minute (one count for
+        every Odoo worker, ``ipai.pulser.client.rate``); raises API.RATE_LIMITED when spent."""
+        self.ensure_one()
+        if self.rate_limit_per_minute > 0:
+            self.env["ipai.pulser.client.rate"]._take(self, self.rate_limit_per_minute)
+
+    def action_generate_webhook_secret(self):
+        """A fresh ``whsec_`` secret, stored and shown once (like the signing key)."""
+        self.ensure_one()
+        if not self.env.user.has_group("ipai_reliability.group_ipai_reliability_manager"):
+            raise AccessError(self.env._("Only Reliability managers change webhook secrets."))
+        secret = self.env["ipai.alert.rule"].new_webhook_secret()
+        self._store_webhook_secret(secret)
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {
+                "title": self.env._("Webhook signing secret for %(key_id)s (shown once)", key_id=self.key_id),
+                "message": secret,
+                "sticky": True,
+                "type": "warning",
+                "next": {"type": "ir.actions.client", "tag": "soft_reload"},
+            },
+        }
+
+    def action_view_webhook_deliveries(self):
+        self.ensure_one()
+        return {
+            "type": "ir.actions.act_window",
+            "name": self.env._("Webhook deliveries of %s", self.name),
+            "res_model": "ipai.pulser.webhook.delivery",
+            "view_mode": "list,form",
+            "domain": [("client_id", "=", self.id)],
+        }
 
     @api.model
     def _pepper(self):
@@ -82,9 +260,9 @@ class IpaiPulserClient(models.Model):
         return records
 
     @api.model
-    def _create_with_key(self, name):
-        """Create a client and return ``(client, signing_key)``; the key is not stored."""
-        client = self.create({"name": name})
+    def _create_with_key(self, name, **vals):
+        """Create a client (with ``vals``) and return ``(client, signing_key)``; the key is not stored."""
+        client = self.create({"name": name, **vals})
         return client, client._signing_key()
 
     def _rotate(self):

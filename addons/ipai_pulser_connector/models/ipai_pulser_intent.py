@@ -12,7 +12,7 @@ from ..services import state_machine as sm
 from ..services import telemetry
 from ..services.exceptions import StateConflict
 from ..services.handler_registry import validate_args
-from ..worker import attempt, cancel, runner
+from ..worker import attempt, cancel, completion, runner
 
 #: True while :meth:`IpaiPulserIntent._transition` writes: the only writes that may change
 #: ``state``. A context variable, not an Odoo context key: an RPC caller chooses the context
@@ -231,6 +231,7 @@ class IpaiPulserIntent(models.Model):
         with state_writes_allowed():
             self.write({**(vals or {}), "state": new_state})
         Event.create(events)
+        completion.on_final_state(self, new_state)
         return True
 
     def _log_event(self, event_type, message, **values):

@@ -106,3 +106,19 @@ class DeliveryDuplicate(PulserError):
 
 class DatabaseUnavailable(PulserError):
     failure_code = "TRANSPORT.DATABASE_UNAVAILABLE"
+
+
+class ScopeDenied(PulserError):
+    """The client's scope (``ipai.pulser.client.allowed_intent_types``) does not cover the type."""
+
+    failure_code = "API.SCOPE_DENIED"
+
+
+class RateLimited(PulserError):
+    """The client spent its requests of the current minute; ``retry_after`` seconds until the next."""
+
+    failure_code = "API.RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after: int, details: Any = None):
+        super().__init__(message, details=details)
+        self.retry_after = max(int(retry_after), 1)

@@ -16,3 +16,6 @@ from . import test_intent_chatter
 from . import test_metrics_audit
 from . import test_signing_fuzz
 from . import test_lease
+from . import test_client_scope
+from . import test_rate_limit_concurrency
+from . import test_webhook

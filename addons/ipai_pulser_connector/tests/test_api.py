@@ -24,7 +24,7 @@ class TestApi(HttpCase):
     def setUpClass(cls):
         super().setUpClass()
         register_test_handlers()
-        cls.client, cls.key = cls.env["ipai.pulser.client"]._create_with_key("test agent")
+        cls.client, cls.key = cls.env["ipai.pulser.client"]._create_with_key("test agent", allowed_intent_types="*")
 
     @classmethod
     def tearDownClass(cls):
@@ -307,7 +307,7 @@ class TestApi(HttpCase):
 
     def test_not_found_and_other_clients_intents(self):
         self.assertProblem(self.call(f"{API}/{'f' * 32}"), 404, "INTENT.NOT_FOUND")
-        other, other_key = self.env["ipai.pulser.client"]._create_with_key("other agent")
+        other, other_key = self.env["ipai.pulser.client"]._create_with_key("other agent", allowed_intent_types="*")
         theirs = self.call(API, {"type": "odoo.healthcheck"}, key_id=other.key_id, key=other_key).json()
         self.assertProblem(self.call(f"{API}/{theirs['ref']}"), 404, "INTENT.NOT_FOUND")
 
@@ -403,7 +403,7 @@ class TestApi(HttpCase):
                 self.assertProblem(self.url_open(path), 404, "API.REQUEST_INVALID")
 
     def test_last_used_at_is_refreshed_at_most_once_a_minute(self):
-        client, key = self.env["ipai.pulser.client"]._create_with_key("busy agent")
+        client, key = self.env["ipai.pulser.client"]._create_with_key("busy agent", allowed_intent_types="*")
         self.assertEqual(self.call(API, {"type": "odoo.healthcheck"}, key_id=client.key_id, key=key).status_code, 201)
         self.assertTrue(client.last_used_at)
         for age, refreshed in ((30, False), (90, True)):

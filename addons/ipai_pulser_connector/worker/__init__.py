@@ -1,6 +1,7 @@
 """The intent worker, apart from the model (as OCA queue_job keeps ``Job`` apart from
 ``queue.job``): claims and leases (:mod:`.lease`), the reaper (:mod:`.reaper`), one attempt
-(:mod:`.attempt`), cooperative cancellation (:mod:`.cancel`) and the loop (:mod:`.runner`).
+(:mod:`.attempt`), cooperative cancellation (:mod:`.cancel`), the loop (:mod:`.runner`) and
+what a final state sets off (:mod:`.completion`: completion webhooks).
 
 The model (``models/ipai_pulser_intent.py``) keeps the fields, constraints, state machine
 and actions. Dependencies point one way: models import the worker; nothing here imports
@@ -8,7 +9,7 @@ and actions. Dependencies point one way: models import the worker; nothing here 
 side imports the other at load time.
 """
 
-from . import attempt, cancel, lease, reaper, runner
+from . import attempt, cancel, completion, lease, reaper, runner
 from .attempt import Attempt
 from .lease import claim, claim_committed
 from .reaper import reap_committed, reap_expired_leases
@@ -20,6 +21,7 @@ __all__ = [
     "cancel",
     "claim",
     "claim_committed",
+    "completion",
     "lease",
     "reap_committed",
     "reap_expired_leases",

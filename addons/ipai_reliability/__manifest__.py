@@ -18,6 +18,7 @@
         "data/ir_cron_data.xml",
         "data/ipai_alert_data.xml",
         "data/mail_message_subtype_data.xml",
+        "data/ipai_agent_error_escalation_data.xml",
         "data/ipai_ops_summary_data.xml",
         "views/ipai_failure_mode_views.xml",
         "views/ipai_agent_error_templates.xml",
@@ -40,6 +41,7 @@
         "wizard/ipai_agent_error_teach_views.xml",
         "wizard/ipai_failure_mode_suggest_views.xml",
         "views/ipai_reliability_menus.xml",
+        "views/ipai_agent_error_escalation_views.xml",
     ],
     "demo": ["demo/ipai_resolution_demo.xml"],
     "assets": {

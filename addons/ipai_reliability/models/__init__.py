@@ -23,3 +23,4 @@ from . import ipai_provider_health
 from . import ipai_alert_rule
 from . import ipai_alert_delivery
 from . import ipai_ops_summary
+from . import ipai_agent_error_escalation

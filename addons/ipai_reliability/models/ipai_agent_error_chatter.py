@@ -64,6 +64,14 @@ class IpaiAgentError(models.Model):
         string="Merged into",
         help="This error was merged: its occurrences, counts and history are on this one now.",
     )
+    # an escalation trigger matched (models/ipai_agent_error_escalation.py)
+    escalation_ids = fields.One2many("ipai.agent.error.escalation", "error_id", string="Escalations", readonly=True)
+    escalated = fields.Boolean(
+        compute="_compute_escalated",
+        search="_search_escalated",
+        help="An escalation trigger of the agent incident runbook matched this error: its owner was "
+        "notified and the escalation bundle attached.",
+    )
 
     # ------------------------------------------------------------------ owner teams
 
@@ -119,6 +127,22 @@ class IpaiAgentError(models.Model):
             targets = dict(self.env.cr.fetchall())
         for error in self:
             error.merged_into_id = self.browse(targets[error.id]) if error.id in targets else False
+
+    # ------------------------------------------------------------------ escalations
+
+    def _compute_escalated(self):
+        escalated = set(
+            self.env["ipai.agent.error.escalation"].sudo().search([("error_id", "in", self.ids)]).error_id.ids
+        )
+        for error in self:
+            error.escalated = error.id in escalated
+
+    def _search_escalated(self, operator, value):
+        if operator not in ("=", "!=") or not isinstance(value, bool):
+            return NotImplemented
+        escalated = self.env["ipai.agent.error.escalation"].sudo()._search([("error_id", "!=", False)])
+        positive = (operator == "=") == value
+        return [("id", "in" if positive else "not in", escalated.subselect("error_id"))]
 
     # ------------------------------------------------------------------ tracking the SQL writes
 

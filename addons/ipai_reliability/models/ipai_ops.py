@@ -228,8 +228,14 @@ class IpaiOps(models.AbstractModel):
 
     @api.model
     def _escalation_bundle(self, ref, *, record, dsn=None):
+        """The action that downloads :meth:`_escalation_attachment`'s bundle (the buttons)."""
+        attachment = self._escalation_attachment(ref, record=record, dsn=dsn)
+        return {"type": "ir.actions.act_url", "url": f"/web/content/{attachment.id}?download=true", "target": "self"}
+
+    @api.model
+    def _escalation_attachment(self, ref, *, record, dsn=None):
         """Write the escalation bundle of ``ref`` (``ipai-ops escalate``), attach it to ``record``
-        and return the action that downloads it.
+        and return the attachment.
 
         :param ref: an ``escalate`` reference: an ops error id or ``fp1:`` fingerprint, or
             ``intent:<ref or id>``
@@ -280,7 +286,7 @@ class IpaiOps(models.AbstractModel):
             )
         )
         _logger.info("escalation bundle %s (%s bytes) for %s by uid %s", name, len(data), ref, self.env.uid)
-        return {"type": "ir.actions.act_url", "url": f"/web/content/{attachment.id}?download=true", "target": "self"}
+        return attachment
 
     # ------------------------------------------------------------------ escalation bundle retention
 

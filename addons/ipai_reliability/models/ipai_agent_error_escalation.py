@@ -96,8 +96,8 @@ class IpaiAgentErrorEscalation(models.Model):
         providers = self._int_param(PARAM_PROVIDERS, DEFAULT_PROVIDERS, 2)
         window = self._int_param(PARAM_WINDOW_HOURS, DEFAULT_WINDOW_HOURS, 1)
         found = []
-        # Runs since the mark, on agent_runs_recent_idx; their iterations (run record v2) say
-        # which attempt failed with which code.
+        # Runs finished since the mark (started within a day before it: agent_runs_recent_idx
+        # bounds the scan); their iterations (run record v2) say which attempt failed with which code.
         # Any writer of the ops schema writes these rows: a malformed iteration is skipped, never cast.
         runs = SQL(
             "SELECT r.run_id, r.agent, r.task_ref, r.started_at, it.value->>'code' AS code,"
@@ -106,8 +106,10 @@ class IpaiAgentErrorEscalation(models.Model):
             " FROM ops.agent_runs r CROSS JOIN LATERAL jsonb_array_elements("
             "   CASE WHEN jsonb_typeof(r.metadata->'iterations') = 'array' THEN r.metadata->'iterations'"
             "   ELSE '[]'::jsonb END) it"
-            " WHERE (r.started_at AT TIME ZONE 'UTC') >= (%s::timestamptz AT TIME ZONE 'UTC')"
+            " WHERE (r.started_at AT TIME ZONE 'UTC') >= (%s::timestamptz AT TIME ZONE 'UTC') - interval '1 day'"
+            "  AND coalesce(r.finished_at, r.started_at) >= %s::timestamptz"
             "  AND jsonb_typeof(it.value) = 'object'",
+            since,
             since,
         )
 

@@ -82,13 +82,21 @@ class TestCompletionWebhook(PulserCase):
         cancelled._request_cancel(source="api")  # a queued intent, cancelled by the API at once
         retried = self.submit_for(client, "test.retryable")
         retried.max_attempts = 2
+        dead = self.submit_for(client, "test.retryable")
+        dead.max_attempts = 1
         self.run_worker()
-        self.assertEqual((failed.state, cancelled.state, retried.state), ("failed", "cancelled", "queued"))
+        self.assertEqual(
+            (failed.state, cancelled.state, retried.state, dead.state), ("failed", "cancelled", "queued", "dead")
+        )
         by_intent = {d.intent_id: d.event_type for d in self.deliveries(client)}
-        self.assertEqual(by_intent, {failed: "intent.failed", cancelled: "intent.cancelled"}, "a retry is not final")
+        self.assertEqual(
+            by_intent,
+            {failed: "intent.failed", cancelled: "intent.cancelled", dead: "intent.dead"},
+            "a retry is not final",
+        )
         self.Delivery._cron_deliver()
         types = sorted(json.loads(r["body"])["type"] for r in receiver.requests)
-        self.assertEqual(types, ["intent.cancelled", "intent.failed"])
+        self.assertEqual(types, ["intent.cancelled", "intent.dead", "intent.failed"])
         self.assertTrue(all(r["verified"] is True for r in receiver.requests))
         failed_body = next(json.loads(r["body"]) for r in receiver.requests if b"intent.failed" in r["body"])
         self.assertEqual(failed_body["data"]["failure_code"], failed.failure_code)

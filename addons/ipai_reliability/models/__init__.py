@@ -13,6 +13,7 @@ from . import ipai_agent_error_detail
 from . import ipai_resolution
 from . import ipai_benchmark_result
 from . import ipai_agent_run
+
 # before the usage view, which joins its table
 from . import ipai_model_price
 from . import ipai_agent_usage

@@ -183,7 +183,11 @@ def failure_panel_values(sample, *, error_type=None, message=None):
 
 def sparkline_svg(counts, *, window):
     """A small bar chart (inline SVG) of ``counts`` (oldest first). Only numbers go in;
-    ``Markup.format`` escapes them anyway."""
+    ``Markup.format`` escapes them anyway.
+
+    The newest bucket is the rightmost bar, so a container narrower than the chart (a list
+    column, which clips its cells) would hide exactly the bars that matter: the chart scales
+    down to its container (``max-width: 100%``, the viewBox keeps the proportions) instead."""
     width, height, gap = 3, 18, 1
     peak = max(counts) if counts else 0
     total = sum(counts)
@@ -198,7 +202,7 @@ def sparkline_svg(counts, *, window):
         )
     return Markup(
         '<svg class="o_ipai_sparkline" data-window="{}" data-counts="{}" width="{}" height="{}" viewBox="0 0 {} {}" '
-        'role="img" aria-label="{}" fill="currentColor"><title>{}</title>'
+        'style="max-width: 100%; height: auto;" role="img" aria-label="{}" fill="currentColor"><title>{}</title>'
         '<line x1="0" y1="{}" x2="{}" y2="{}" stroke="currentColor" stroke-opacity="0.3"/>{}</svg>'
     ).format(
         window,

@@ -22,5 +22,6 @@ from . import test_teach
 from . import test_teach_tour
 from . import test_proof_tours
 from . import test_readme_screenshots
+from . import test_sparkline_list
 from . import test_ops_summary
 from . import test_escalation_triggers

@@ -5,9 +5,8 @@ import secrets
 from datetime import date
 
 from odoo import api, fields, models
-from odoo.addons.ipai_reliability.models.ipai_alert_rule import decode_webhook_secret, validate_webhook_url
+from odoo.addons.ipai_reliability.models.ipai_alert_rule import validate_webhook_url
 from odoo.exceptions import AccessError, ValidationError
-from odoo.tools import SQL
 from odoo.tools import config as odoo_config
 
 from ..services import signing
@@ -52,6 +51,7 @@ class IpaiPulserClient(models.Model):
 
     _name = "ipai.pulser.client"
     _description = "Pulser API Client"
+    _inherit = ["ipai.webhook.secret.mixin"]
     _order = "name, id"
 
     name = fields.Char(required=True)
@@ -104,17 +104,7 @@ class IpaiPulserClient(models.Model):
         help="When set, every intent of this client that reaches a final state (succeeded, failed, "
         "dead, cancelled) is POSTed there, signed per Standard Webhooks, retried with backoff.",
     )
-    # Write-only, as ipai.alert.rule's: the key lives in a column of its own (see init),
-    # never in a stored field, so no read, export or search returns it.
-    webhook_secret = fields.Char(
-        string="Webhook signing secret",
-        compute="_compute_webhook_secret",
-        inverse="_inverse_webhook_secret",
-        groups="ipai_reliability.group_ipai_reliability_manager",
-        copy=False,
-        help="whsec_<base64 key>, shared with the receiver (Standard Webhooks). Stored once, never shown again.",
-    )
-    webhook_secret_set = fields.Boolean(compute="_compute_webhook_secret", string="Webhook secret set")
+    # webhook_secret, webhook_secret_set: write-only (ipai.webhook.secret.mixin)
     webhook_delivery_ids = fields.One2many("ipai.pulser.webhook.delivery", "client_id", readonly=True)
     webhook_delivery_count = fields.Integer(compute="_compute_webhook_delivery_count")
 
@@ -123,55 +113,12 @@ class IpaiPulserClient(models.Model):
         "CHECK(rate_limit_per_minute >= 0)", "The rate limit cannot be negative (0: no limit)."
     )
 
-    def init(self):
-        self.env.cr.execute(
-            SQL("ALTER TABLE %s ADD COLUMN IF NOT EXISTS webhook_secret_value text", SQL.identifier(self._table))
-        )
-
     def _compute_intent_count(self):
         counts = dict(
             self.env["ipai.pulser.intent"]._read_group([("client_id", "in", self.ids)], ["client_id"], ["__count"])
         )
         for rec in self:
             rec.intent_count = counts.get(rec, 0)
-
-    def _compute_webhook_secret(self):
-        stored = {}
-        if self.ids:
-            self.env.cr.execute(
-                SQL(
-                    "SELECT id, webhook_secret_value IS NOT NULL FROM %s WHERE id = ANY(%s)",
-                    SQL.identifier(self._table),
-                    list(self.ids),
-                )
-            )
-            stored = dict(self.env.cr.fetchall())
-        for rec in self:
-            rec.webhook_secret = ""
-            rec.webhook_secret_set = stored.get(rec.id, False)
-
-    def _inverse_webhook_secret(self):
-        for rec in self:
-            value = (rec.webhook_secret or "").strip()
-            if value:  # an empty input keeps the stored secret
-                rec._store_webhook_secret(value)
-
-    def _store_webhook_secret(self, value):
-        self.ensure_one()
-        decode_webhook_secret(value, self.env)
-        self.env.cr.execute(
-            SQL("UPDATE %s SET webhook_secret_value = %s WHERE id = %s", SQL.identifier(self._table), value, self.id)
-        )
-        self.invalidate_recordset(["webhook_secret_set"])
-
-    def _webhook_secret(self):
-        """The stored signing secret (server code only), or None."""
-        self.ensure_one()
-        self.env.cr.execute(
-            SQL("SELECT webhook_secret_value FROM %s WHERE id = %s", SQL.identifier(self._table), self.id)
-        )
-        row = self.env.cr.fetchone()
-        return row[0] if row else None
 
     def _compute_webhook_delivery_count(self):
         counts = dict(
@@ -217,7 +164,7 @@ class IpaiPulserClient(models.Model):
         self.ensure_one()
         if not self.env.user.has_group("ipai_reliability.group_ipai_reliability_manager"):
             raise AccessError(self.env._("Only Reliability managers change webhook secrets."))
-        secret = self.env["ipai.alert.rule"].new_webhook_secret()
+        secret = self.new_webhook_secret()
         self._store_webhook_secret(secret)
         return {
             "type": "ir.actions.client",

@@ -21,6 +21,7 @@ from . import res_config_settings
 from . import ipai_benchmark_comparison
 from . import ipai_classification_quality
 from . import ipai_provider_health
+from . import ipai_webhook_secret_mixin
 from . import ipai_alert_rule
 from . import ipai_alert_delivery
 from . import ipai_ops_summary

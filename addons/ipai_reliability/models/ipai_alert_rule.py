@@ -23,10 +23,7 @@ when no message is left in the budget they wait (``pending_error_ids``) for the 
 With ``digest`` on, each run's matches always go out as one message.
 """
 
-import base64
-import binascii
 import logging
-import secrets
 import time
 from datetime import UTC, timedelta
 from urllib.parse import urlsplit
@@ -37,6 +34,7 @@ from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.tools import SQL
 
 from .ipai_failure_mode import FAMILY_SELECTION, SEVERITIES
+from .ipai_webhook_secret_mixin import decode_webhook_secret
 
 _logger = logging.getLogger(__name__)
 
@@ -64,9 +62,6 @@ EVALUATE_BUDGET_SECONDS = 50
 #: Seconds one evaluation query may run (PostgreSQL statement_timeout) before the rule is skipped.
 EVALUATE_STATEMENT_SECONDS = 20
 MAX_URL_LENGTH = 2048
-WEBHOOK_SECRET_PREFIX = "whsec_"  # pragma: allowlist secret
-WEBHOOK_SECRET_MIN_BYTES = 24
-WEBHOOK_SECRET_MAX_BYTES = 64
 
 
 def _naive_utc(moment):
@@ -107,33 +102,10 @@ def validate_webhook_url(url, env):
     return url
 
 
-def decode_webhook_secret(secret, env):
-    """The key bytes of a ``whsec_<base64>`` secret, or a ValidationError (the secret is never quoted)."""
-    secret = (secret or "").strip()
-    if not secret.startswith(WEBHOOK_SECRET_PREFIX):
-        raise ValidationError(
-            env._("A webhook signing secret looks like whsec_<base64 key> (Standard Webhooks); this one does not.")
-        )
-    try:
-        key = base64.b64decode(secret[len(WEBHOOK_SECRET_PREFIX) :], validate=True)
-    except (binascii.Error, ValueError):
-        raise ValidationError(env._("The webhook signing secret after whsec_ is not valid base64.")) from None
-    if not WEBHOOK_SECRET_MIN_BYTES <= len(key) <= WEBHOOK_SECRET_MAX_BYTES:
-        raise ValidationError(
-            env._(
-                "The webhook signing key must be %(min)s to %(max)s bytes (got %(n)s).",
-                min=WEBHOOK_SECRET_MIN_BYTES,
-                max=WEBHOOK_SECRET_MAX_BYTES,
-                n=len(key),
-            )
-        )
-    return key
-
-
 class IpaiAlertRule(models.Model):
     _name = "ipai.alert.rule"
     _description = "Alert rule"
-    _inherit = ["mail.thread", "mail.activity.mixin"]
+    _inherit = ["mail.thread", "mail.activity.mixin", "ipai.webhook.secret.mixin"]
     _order = "sequence, id"
 
     name = fields.Char(required=True, tracking=True)
@@ -199,17 +171,9 @@ class IpaiAlertRule(models.Model):
         string="Webhook URL", groups="ipai_reliability.group_ipai_reliability_manager", copy=False
     )
     webhook_format = fields.Selection(WEBHOOK_FORMATS, default="standard", required=True)
-    # Write-only: the key lives in a column of its own (see init), never in a field, so
-    # no read, export or search returns it; this field always reads empty.
-    webhook_secret = fields.Char(
-        string="Signing secret",
-        compute="_compute_webhook_secret",
-        inverse="_inverse_webhook_secret",
-        groups="ipai_reliability.group_ipai_reliability_manager",
-        copy=False,
-        help="whsec_<base64 key>, shared with the receiver (Standard Webhooks). Stored once, never shown again.",
-    )
-    webhook_secret_set = fields.Boolean(compute="_compute_webhook_secret", string="Secret set")
+    # Write-only (ipai.webhook.secret.mixin); the form shows them under Webhook, hence the short labels.
+    webhook_secret = fields.Char(string="Signing secret")
+    webhook_secret_set = fields.Boolean(string="Secret set")
 
     # ---- volume
     rate_limit_count = fields.Integer(string="At most (messages)", default=5)
@@ -232,42 +196,7 @@ class IpaiAlertRule(models.Model):
     # Limits are checked by _check_numbers (clear messages) rather than SQL CHECKs, which
     # would fire first, on the INSERT, with PostgreSQL's wording.
 
-    def init(self):
-        self.env.cr.execute(
-            SQL("ALTER TABLE %s ADD COLUMN IF NOT EXISTS webhook_secret_value text", SQL.identifier(self._table))
-        )
-
     # ------------------------------------------------------------------ computes
-
-    def _compute_webhook_secret(self):
-        stored = {}
-        if self.ids:
-            self.env.cr.execute(
-                SQL(
-                    "SELECT id, webhook_secret_value IS NOT NULL FROM %s WHERE id = ANY(%s)",
-                    SQL.identifier(self._table),
-                    list(self.ids),
-                )
-            )
-            stored = dict(self.env.cr.fetchall())
-        for rule in self:
-            rule.webhook_secret = ""
-            rule.webhook_secret_set = stored.get(rule.id, False)
-
-    def _inverse_webhook_secret(self):
-        for rule in self:
-            rule._store_webhook_secret(rule.webhook_secret)
-
-    def _store_webhook_secret(self, value):
-        self.ensure_one()
-        value = (value or "").strip()
-        if not value:
-            return  # an empty input keeps the stored secret
-        decode_webhook_secret(value, self.env)
-        self.env.cr.execute(
-            SQL("UPDATE %s SET webhook_secret_value = %s WHERE id = %s", SQL.identifier(self._table), value, self.id)
-        )
-        self.invalidate_recordset(["webhook_secret_set"])
 
     def _compute_delivery_count(self):
         groups = self.env["ipai.alert.delivery"]._read_group(
@@ -372,30 +301,11 @@ class IpaiAlertRule(models.Model):
 
     # ------------------------------------------------------------------ secret
 
-    @api.private
-    def _webhook_secret(self):
-        """The stored signing secret (``whsec_...``) or None; server code only."""
-        self.ensure_one()
-        self.env.cr.execute(
-            SQL("SELECT webhook_secret_value FROM %s WHERE id = %s", SQL.identifier(self._table), self.id)
-        )
-        row = self.env.cr.fetchone()
-        return row[0] if row else None
-
     def action_clear_webhook_secret(self):
         if not self.env.user.has_group("ipai_reliability.group_ipai_reliability_manager"):
             raise AccessError(self.env._("Only Reliability managers change webhook secrets."))
-        self.env.cr.execute(
-            SQL("UPDATE %s SET webhook_secret_value = NULL WHERE id = ANY(%s)", SQL.identifier(self._table), self.ids)
-        )
-        self.invalidate_recordset(["webhook_secret", "webhook_secret_set"])
+        self._clear_webhook_secret()
         return True
-
-    @api.private
-    @api.model
-    def new_webhook_secret(self):
-        """A fresh ``whsec_`` secret of 32 random bytes (for documentation and tests)."""
-        return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
     # ------------------------------------------------------------------ actions
 

@@ -464,6 +464,11 @@ class TestAlerts(ReliabilityCase):
         with self.assertRaises(AccessError):
             rule.with_user(self.rel_user).write({"webhook_secret": other})
         self.assertNotIn("webhook_secret_value", rule._fields)
+        # the shared write-only field (ipai.webhook.secret.mixin) keeps the rule form's labels
+        self.assertEqual(
+            (rule._fields["webhook_secret"].string, rule._fields["webhook_secret_set"].string),
+            ("Signing secret", "Secret set"),
+        )
         copy = rule.copy()
         self.assertFalse(copy.action_webhook)
         self.assertFalse(copy.webhook_secret_set)

@@ -25,3 +25,4 @@ from . import test_readme_screenshots
 from . import test_sparkline_list
 from . import test_ops_summary
 from . import test_escalation_triggers
+from . import test_runbook_path_browser

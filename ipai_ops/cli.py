@@ -160,9 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     import psycopg2
 
-    from ipai_ops.store import InvalidDsn, MigrationError, OpsDatabaseUnavailable
+    from ipai_ops.store import InvalidDsn, MigrationError, OpsDatabaseUnavailable, unavailable
     from ipai_ops.taxonomy import RegistryError
-    from ipai_ops.text import first_line
+    from ipai_ops.text import redacted_first_line
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -175,20 +175,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidDsn as exc:
         print(f"ipai-ops: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except OpsDatabaseUnavailable as exc:
-        print(f"ipai-ops: error: TRANSPORT.DATABASE_UNAVAILABLE: {exc}", file=sys.stderr)
+    except (OpsDatabaseUnavailable, psycopg2.Error) as exc:
+        # unreachable, or the connection went away mid-command: retry later (exit 3);
+        # anything else the database answered (a missing table, bad data) is final (exit 1)
+        down = unavailable(exc)
+        if down is None:
+            reason = redacted_first_line(exc, "database error")
+            print(f"ipai-ops: error: database refused the request: {reason}", file=sys.stderr)
+            return EXIT_CHECK_FAILED
+        print(f"ipai-ops: error: {down.failure_code}: {down}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except MigrationError as exc:
         print(f"ipai-ops: error: MIGRATION.APPLY_FAILED: {exc}", file=sys.stderr)
         return EXIT_CHECK_FAILED
     except RegistryError as exc:
         print(f"ipai-ops: error: CI.SSOT_INVALID: the failure-mode registry is invalid:\n{exc}", file=sys.stderr)
-        return EXIT_CHECK_FAILED
-    except psycopg2.OperationalError as exc:
-        print(f"ipai-ops: error: TRANSPORT.DATABASE_UNAVAILABLE: {first_line(exc, 'connection lost')}", file=sys.stderr)
-        return EXIT_UNAVAILABLE
-    except psycopg2.Error as exc:
-        print(f"ipai-ops: error: database refused the request: {first_line(exc, 'database error')}", file=sys.stderr)
         return EXIT_CHECK_FAILED
     except KeyboardInterrupt:
         print("ipai-ops: interrupted", file=sys.stderr)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import psycopg2
 import pytest
+
+from ipai_ops import cli
 
 
 def ipai_ops(*args: str, stdin: str | None = None, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -35,6 +39,54 @@ def test_unreachable_database_is_one_line_exit_3(args):
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ipai-ops: error: TRANSPORT.DATABASE_UNAVAILABLE:")
+
+
+def _parser_with_one_command(handler):
+    """ipai-ops' parser reduced to one ``probe`` command running ``handler``: for what a
+    command does with the database mid-way, which no shipped command fails on demand."""
+
+    def build():
+        parser = argparse.ArgumentParser(prog="ipai-ops")
+        commands = parser.add_subparsers(dest="command", required=True)
+        commands.add_parser("probe").set_defaults(handler=handler)
+        return parser
+
+    return build
+
+
+def _connect_to_a_closed_port(_args):
+    # raw psycopg2, as a connection that went away mid-command raises it (not store.connect's error)
+    psycopg2.connect("postgresql://nobody@127.0.0.1:1/nope", connect_timeout=3)
+
+
+def _use_a_closed_connection(dsn):
+    def handler(_args):
+        conn = psycopg2.connect(dsn)
+        conn.close()
+        conn.cursor()  # InterfaceError: connection already closed
+
+    return handler
+
+
+@pytest.mark.parametrize("failure", ["closed port", "closed connection"])
+def test_a_connection_lost_mid_command_is_typed_unavailable(failure, empty_db_dsn, monkeypatch, run_cli):
+    handler = _connect_to_a_closed_port if failure == "closed port" else _use_a_closed_connection(empty_db_dsn)
+    monkeypatch.setattr(cli, "build_parser", _parser_with_one_command(handler))
+    result = run_cli("probe")
+    assert result.code == 3, result.err
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("ipai-ops: error: TRANSPORT.DATABASE_UNAVAILABLE: ops database unavailable: "), lines
+    expected = "port 1 failed: Connection refused" if failure == "closed port" else "connection already closed"
+    assert expected in lines[0]
+
+
+def test_a_database_refusal_is_final_not_unavailable(empty_db_dsn, run_cli):
+    result = run_cli("errors", "list", "--dsn", empty_db_dsn)  # no ops schema in it
+    assert result.code == 1
+    assert result.err.strip().splitlines() == [
+        'ipai-ops: error: database refused the request: ERROR:  relation "ops.agent_errors" does not exist'
+    ]
 
 
 @pytest.mark.parametrize("command", [("db", "migrate"), ("errors", "list"), ("db", "retention", "--days", "9")])

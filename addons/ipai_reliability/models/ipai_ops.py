@@ -27,8 +27,9 @@ try:
     from ipai_ops import store as ops_store
     from ipai_ops import taxonomy as ops_taxonomy
     from ipai_ops.runs.escalate import EscalationError, escalate
+    from ipai_ops.text import redacted_first_line
 except ImportError:  # pragma: no cover - declared in external_dependencies
-    ops_config = ops_store = ops_taxonomy = escalate = None
+    ops_config = ops_store = ops_taxonomy = escalate = redacted_first_line = None
     EscalationError = Exception
 
 PARAM_REGISTRY_PATH = "ipai_reliability.registry_path"
@@ -255,17 +256,16 @@ class IpaiOps(models.AbstractModel):
         with tempfile.TemporaryDirectory(prefix="ipai-escalation-") as tmp:
             try:
                 result = escalate(ref, dsn=dsn, out_dir=tmp, registry=registry)
-            except (EscalationError, ops_store.OpsDatabaseUnavailable) as exc:
+            except EscalationError as exc:
                 raise self._escalation_failure(ref, str(exc), exc.failure_code) from None
-            except psycopg2.OperationalError as exc:
-                # the connection dropped mid-read (the connect error itself is OpsDatabaseUnavailable)
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise self._escalation_failure(ref, first, ops_store.OpsDatabaseUnavailable.failure_code) from None
-            except psycopg2.Error as exc:
+            except (ops_store.OpsDatabaseUnavailable, psycopg2.Error) as exc:
+                # unreachable, or the connection dropped mid-read: the one mapping says which
+                down = ops_store.unavailable(exc)
+                if down is not None:
+                    raise self._escalation_failure(ref, str(down), down.failure_code) from None
                 # e.g. no privilege on the ops schema, or a schema older than this code
                 _logger.warning("escalation bundle of %s: database error", ref, exc_info=True)
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise self._escalation_failure(ref, first) from None
+                raise self._escalation_failure(ref, redacted_first_line(exc, "database error")) from None
             data = result.path.read_bytes()
             name = result.path.name
         # sudo: linking an attachment needs write access on the record; reading the record is

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ipai_ops.ci._util import sql
+from ipai_ops.ci._sql import sql
 
 COMPOSITE = "composite"
 BETTER, WORSE, NO_EVIDENCE = "better", "worse", "no evidence"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ipai_ops.benchmark_config import UNRANKED, BenchmarkConfig, default_config_path, parse_config
-from ipai_ops.ci._util import sql
+from ipai_ops.ci._sql import sql
 from ipai_ops.ci.gates import GateProblem, GateResult, check_evidence_block
 
 CATEGORIES = ("evidence", "minimality", "risk", "ci", "time_to_green")

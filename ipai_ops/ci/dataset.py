@@ -44,7 +44,7 @@ from typing import IO, Any
 import jsonschema
 
 from ipai_ops import config
-from ipai_ops.ci._util import sql
+from ipai_ops.ci._sql import sql
 from ipai_ops.text import redact_obj
 
 FORMAT = "ipai-ops.dataset/1"

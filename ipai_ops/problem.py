@@ -104,11 +104,3 @@ def validate_problem(document: Any) -> None:
     errors = problem_errors(document)
     if errors:
         raise ProblemInvalid(errors)
-
-
-def __getattr__(name: str) -> Any:
-    # ``PROBLEM_SCHEMA`` as the Odoo connector's services/problems.py names it, read lazily
-    # from the ssot file so importing this module touches no file.
-    if name == "PROBLEM_SCHEMA":
-        return problem_schema()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

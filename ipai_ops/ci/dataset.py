@@ -7,7 +7,7 @@ its benchmark scores. Runs without a prompt or a patch are counted and skipped.
 
 Guarantees:
 
-* secrets are redacted with the envelope redactor (:func:`ipai_ops.envelope.redact_obj`);
+* secrets are redacted with the envelope redactor (:func:`ipai_ops.text.redact_obj`);
 * the train/eval split is a pure function of ``salt`` and the *task* (``task_ref``,
   else the run id), so two runs of one task never straddle the split (no leakage)
   and re-exports put every record where it was before;
@@ -330,6 +330,8 @@ def _export_into(
             "never_rejected": list(NEVER_REJECTED),
         },
         "benchmark_version": settings.benchmark_version,
+        # A fixed value of the manifest contract (ssot/schemas/dataset_manifest.schema.json),
+        # kept as written since v1 though the function now lives in ipai_ops.text.
         "redaction": "ipai_ops.envelope.redact_obj",
         "schemas": dict(SCHEMAS),
         "counts": counts,

@@ -175,8 +175,8 @@ def product_families() -> dict[str, set[str]]:
 
 
 def record_one_of_each(t: ModuleType, queue_rows=(("queued", "odoo.healthcheck", 2),)) -> None:
-    """One data point of every Odoo instrument, with the attributes the intent model passes
-    (addons/ipai_pulser_connector/models/ipai_pulser_intent.py)."""
+    """One data point of every Odoo instrument, with the attributes the connector's worker
+    passes (addons/ipai_pulser_connector/worker/: attempt.py, cancel.py, runner.py)."""
     attrs = {t.ATTR_INTENT_TYPE: "odoo.healthcheck"}
     t.observe("attempt_duration", 0.02, {**attrs, t.ATTR_OUTCOME: "succeeded"})
     t.count("intents", 1, {**attrs, t.ATTR_OUTCOME: "succeeded"})

@@ -32,8 +32,8 @@ except ImportError:  # pragma: no cover - declared in external_dependencies
     Webhook = None
 
 try:
-    from ipai_ops.envelope import redact
     from ipai_ops.retry import RetryPolicy
+    from ipai_ops.text import redact
 except ImportError:  # pragma: no cover
     redact = RetryPolicy = None
 

@@ -15,7 +15,7 @@ addon's ``start_as_current_span``, the SDK's automatic ``record_exception``):
 - a path whose route template has a token placeholder (``/survey/<string:survey_token>``)
   is exported as the template;
 - exception messages, tracebacks, span status descriptions and log bodies go through the failure envelope's
-  redactor (``ipai_ops.envelope.redact``: passwords, keys, bearer tokens, URL passwords,
+  redactor (``ipai_ops.text.redact``: passwords, keys, bearer tokens, URL passwords,
   random-looking tokens), then the same query-parameter rule on the URLs they quote.
 
 All of it is linear time: plain splitting for URLs, RE2 for text.
@@ -152,7 +152,7 @@ def clean_text(text: str) -> str:
     """Exception text or a log body: the envelope's redaction, then sensitive URL parameters."""
     if not text:
         return text
-    from ipai_ops.envelope import redact
+    from ipai_ops.text import redact
 
     return _clean_text_params(redact(text) or "")
 

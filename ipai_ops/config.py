@@ -142,6 +142,9 @@ IPAI_RUN_ATTEMPT = "IPAI_RUN_ATTEMPT"
 IPAI_RUN_EVENTS = "IPAI_RUN_EVENTS"
 #: The attempt's artifact directory (logs, events, envelope).
 IPAI_RUN_DIR = "IPAI_RUN_DIR"
+#: The agent session id the command resumes, set when known (``--session-id``, or a
+#: ``session`` event of an earlier attempt).
+IPAI_RUN_SESSION_ID = "IPAI_RUN_SESSION_ID"
 #: W3C trace context of the recorder's active span, for the command's own spans
 #: (the environment-variable carrier of the OpenTelemetry specification).
 TRACEPARENT = "TRACEPARENT"

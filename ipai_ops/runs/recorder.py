@@ -50,9 +50,6 @@ log = logging.getLogger(__name__)
 SOURCE = "agent"
 DEFAULT_RETENTION_DAYS = 14
 DEFAULT_KILL_GRACE = 5.0
-#: The agent session id the command resumes, set for it when known (``--session-id``, or a
-#: ``session`` event of an earlier attempt). Read by the agent, never by ipai_ops.
-IPAI_RUN_SESSION_ID = "IPAI_RUN_SESSION_ID"
 _NO_VARIANT = "no variant_id (--variant-id, IPAI_OPS_RUN_VARIANT_ID or a metadata event): not comparable in A/B"
 
 
@@ -418,7 +415,7 @@ class _Run:
         if self.traceparent:
             env[config.TRACEPARENT] = self.traceparent
         if self.session_id:
-            env[IPAI_RUN_SESSION_ID] = self.session_id
+            env[config.IPAI_RUN_SESSION_ID] = self.session_id
         return env
 
     def execute(self) -> RunResult:

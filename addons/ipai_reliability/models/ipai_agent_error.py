@@ -7,7 +7,6 @@ SQL (``ops.next_status``) when an occurrence is counted; Odoo only notifies.
 """
 
 import json
-import logging
 import re
 from datetime import UTC, date, datetime, time
 
@@ -26,7 +25,6 @@ except ImportError:  # pragma: no cover
     insert_example = normalize_message = None
     TeachError = ValueError
 
-_logger = logging.getLogger(__name__)
 
 STATUSES = [
     ("open", "Open"),

@@ -14,7 +14,6 @@ keyed by model and ``res_id``) and add no stored column: the ops row id is the `
 """
 
 import json
-import logging
 
 from markupsafe import Markup
 from odoo import api, fields, models
@@ -24,8 +23,6 @@ from odoo.tools import SQL
 from psycopg2 import errors as pg_errors
 
 from .ipai_reliability_team import READER_GROUP
-
-_logger = logging.getLogger(__name__)
 
 TODO = "mail.mail_activity_data_todo"
 TRACKED = ("status", "severity", "user_id")

@@ -23,14 +23,11 @@ All of it is linear time: plain splitting for URLs, RE2 for text.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote, unquote_plus
 
 import re2
-
-_logger = logging.getLogger(__name__)
 
 REDACTED = "REDACTED"
 #: Parameter names whose values are credentials (compared lower-case, ``-`` as ``_``).

@@ -2,7 +2,6 @@
 
 import base64
 import json
-import logging
 import re
 
 from odoo import api, fields, models
@@ -20,7 +19,6 @@ except ImportError:  # pragma: no cover
     normalize_message = compile_pattern = None
     REQUIRED_SECTIONS = SIGNATURE_SUBJECTS = ()
 
-_logger = logging.getLogger(__name__)
 
 _PLACEHOLDER_RE = re.compile(r"'<str>'|\"<str>\"|<(?:pem|url|email|uuid|ts|date|time|hex|ip|path|n)>")
 _STOP_WORDS = {"a", "an", "the", "of", "to", "in", "on", "for", "is", "was", "be", "by", "at", "and", "or", "with"}

@@ -33,6 +33,10 @@ Code: an explicit ``ipai.failure.code`` (else ``error.type``) that the registry 
 else signature classification over exception type / message / stacktrace or log body,
 else the fallback (:func:`ipai_ops.classify.classify`). Fingerprint:
 ``ipai.failure.fingerprint`` when sent, else the envelope's (:mod:`ipai_ops.fingerprint`).
+
+Each occurrence is a :class:`ipai_ops.store.ErrorOccurrence` whose ``sample`` is a
+:class:`SampleDraft`: built only for the occurrences whose sample the writer stores
+(:class:`ipai_ops.bridge.writer.Samples` decides).
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ from ipai_ops.semconv import (
     IPAI_OCCURRENCE_ID,
     IPAI_SOURCE,
 )
+from ipai_ops.store import ErrorOccurrence
 from ipai_ops.taxonomy import Registry
 
 DEFAULT_SERVICE = "unknown_service"
@@ -114,8 +119,6 @@ MAX_GEN_AI_NAME_CHARS = 128
 MAX_GEN_AI_MODEL_CHARS = 256
 #: A token count above this is not a count (bigint holds it, but no call is that large).
 MAX_TOKENS = 10**15
-#: Key of an occurrence dict: True when its fingerprint came from ``ipai.failure.fingerprint``.
-PRODUCER_FINGERPRINT = "producer_fingerprint"
 #: The ``sample`` envelope is kept small: it is stored on every touched error row.
 SAMPLE_CAPS = Caps(message=1024, stdout=1024, stderr=4096, tool_calls=0, tool_call_chars=256, details=1024)
 
@@ -124,7 +127,7 @@ SAMPLE_CAPS = Caps(message=1024, stdout=1024, stderr=4096, tool_calls=0, tool_ca
 class Extraction:
     """The occurrences of one request, and the records refused (OTLP partial success)."""
 
-    occurrences: list[dict[str, Any]] = field(default_factory=list)
+    occurrences: list[ErrorOccurrence] = field(default_factory=list)
     rejected: Counter[str] = field(default_factory=Counter)
     notes: list[str] = field(default_factory=list)
 
@@ -277,6 +280,9 @@ def _tokens(value: AnyValue) -> int | None:
     return count if 0 <= count <= MAX_TOKENS else None
 
 
+_NO_GEN_AI: dict[str, Any] = {}
+
+
 def gen_ai_context(attrs: dict[str, AnyValue], parent: dict[str, AnyValue]) -> dict[str, Any] | None:
     """The GenAI call an error happened in (OpenTelemetry GenAI semantic conventions): provider
     (``gen_ai.provider.name``, else the older ``gen_ai.system``), operation, request and
@@ -325,7 +331,6 @@ def _valid_ids(trace_id: bytes, span_id: bytes, *, required: bool) -> bool:
 _EPOCH = "1970-01-01T00:00:00.000Z"
 #: Templates (and exact-input entries) kept per worker: keys hold at most ~4 KB of text.
 _TEMPLATES = 4096
-_SAMPLED = 65536
 #: Stand-in for the message inside a stack trace or log text (a template key's residue).
 _HOLE = "\x1f\x1e"
 #: Digits 1-9 as one (zero stays: "0x" starts a hex id for the normaliser).
@@ -358,15 +363,43 @@ class _Template:
     envelope: dict[str, Any]
 
 
-@dataclass(slots=True)
-class _Draft:
-    """An occurrence's sample, built only if it is stored (:meth:`Extractor.finish`)."""
+@dataclass(slots=True, eq=False)
+class SampleDraft:
+    """An occurrence's ``sample``, still to build (:class:`ipai_ops.store.PendingSample`).
 
+    Classification, redaction and enveloping are most of the cost of an error, so a sample
+    is built only where it is stored: the bridge's writer clears ``wanted`` on the others
+    (:class:`ipai_ops.bridge.writer.Samples`) and ``store.write_batch`` builds the rest.
+    """
+
+    registry: Registry
     inputs: dict[str, Any]
     ids: dict[str, Any]
     occurred_at: str
-    #: The exact envelope when this occurrence made its template (nothing left to compute).
+    #: The occurrence's fingerprint as extracted (a sender policy may namespace it later).
+    fingerprint: str
+    #: Whether that fingerprint is the sender's own ``ipai.failure.fingerprint`` (the sender
+    #: policy namespaces those on shared sources; ipai_ops.bridge.auth). Not stored.
+    producer_fingerprint: bool
+    #: The exact envelope when this occurrence made its template (nothing left to compute),
+    #: or once built (a batch isolating a refused record is written again).
     envelope: dict[str, Any] | None = None
+    wanted: bool = True
+
+    def build(self, occurrence: ErrorOccurrence) -> dict[str, Any] | None:
+        """The sample of ``occurrence`` (this draft's, after the sender policy: its occurrence
+        id and namespaced fingerprint), or None when its writer keeps the stored one."""
+        if not self.wanted:
+            return None
+        envelope = self.envelope
+        if envelope is None:
+            envelope = self.envelope = _envelope(self.registry, **self.inputs)[1]
+        sample = dict(envelope)
+        sample["context"] = {**envelope["context"], **self.ids, "occurrence_id": occurrence.occurrence_id}
+        sample["occurred_at"] = self.occurred_at
+        if occurrence.fingerprint != self.fingerprint:
+            sample["error"] = {**envelope["error"], "fingerprint": occurrence.fingerprint}
+        return sample
 
 
 def _compact(text: str | None) -> str | bytes | None:
@@ -441,14 +474,11 @@ def _envelope(
 
 
 class Extractor:
-    """Turns decoded export requests into ops occurrence dicts (``store.write_batch`` input).
+    """Turns decoded export requests into :class:`~ipai_ops.store.ErrorOccurrence` s
+    (``store.write_batch`` input), each with its sample as a :class:`SampleDraft`.
 
-    ``thin``: keep a ``sample`` envelope only where the batch writer stores it (each
-    fingerprint's latest occurrence in the request) and at most once per
-    ``sample_refresh_seconds`` per fingerprint; the writer keeps the stored sample when an
-    occurrence brings none. Classification, redaction and enveloping are most of the cost
-    of an error, so a stream of one error pays for one sample a refresh period. Without
-    ``thin`` every occurrence carries its sample (tests, one-off conversions).
+    Which samples are built is the writer's decision (:class:`ipai_ops.bridge.writer.Samples`);
+    written without one, every occurrence's sample is built (tests, one-off conversions).
     """
 
     def __init__(
@@ -456,22 +486,15 @@ class Extractor:
         registry: Registry,
         *,
         default_source: str = "otlp",
-        thin: bool = False,
-        sample_refresh_seconds: float = 60.0,
-        clock: Any = time.monotonic,
         clamp_times: bool = False,
     ) -> None:
         self.registry = registry
         self.default_source = default_source
-        self.thin = thin
-        self.sample_refresh_seconds = sample_refresh_seconds
-        self._clock = clock
         self.clamp_times = clamp_times
         self._matcher = matcher_for(registry)
         # Keyed on 64-bit keyed hashes of the key tuples (:func:`_digest`): a cache entry
         # costs the same whatever the sender's strings.
         self._templates: OrderedDict[int, _Template] = OrderedDict()
-        self._sampled: OrderedDict[str, float] = OrderedDict()
         self._exact: OrderedDict[int, tuple[_Template, str]] = OrderedDict()
         self._digit_blind: OrderedDict[int, _Template] = OrderedDict()
         self._model_generation: int | None = model_generation()
@@ -501,7 +524,7 @@ class Extractor:
         stacktrace: str | None,
         text: str | None,
         details: tuple[tuple[str, str], ...],
-    ) -> dict[str, Any]:
+    ) -> ErrorOccurrence:
         parent = parent_attrs or {}
         explicit = _first(
             _str_attr(attrs, IPAI_FAILURE_CODE),
@@ -530,41 +553,39 @@ class Extractor:
         template, made_now, clean_message = self._classified(inputs, resource, producer_fingerprint)
         correlation_id = _str_attr(attrs, IPAI_CORRELATION_ID) or _str_attr(parent, IPAI_CORRELATION_ID)
         occurred_at = _when(_clamped(nanos) if self.clamp_times else nanos)
-        draft = _Draft(
-            inputs=inputs,
-            ids={
+        draft = SampleDraft(
+            self.registry,
+            inputs,
+            {
                 "correlation_id": correlation_id[:MAX_ID_CHARS] if correlation_id else None,
                 "occurrence_id": occurrence_id,
                 "trace_id": trace_hex,
                 "span_id": span_hex,
             },
-            occurred_at=occurred_at,
-            envelope=template.envelope if made_now else None,
+            occurred_at,
+            template.fingerprint,
+            producer_fingerprint is not None,
+            template.envelope if made_now else None,
         )
-        occurrence = {
-            "source": source,
-            "occurrence_id": occurrence_id,
-            "fingerprint": template.fingerprint,
-            "code": template.code,
-            "severity": template.severity,
-            "message": clean_message,
-            "error_type": inputs["error_type"],
-            "service": resource.service,
-            "service_version": resource.version,
-            "environment": resource.env,
-            "occurred_at": occurred_at,
-            "trace_id": trace_hex,
-            "span_id": span_hex,
-            "sample": draft,
-            "previous_fingerprint": template.previous_fingerprint,
-            # Whether the fingerprint is the sender's own (the bridge's sender policy
-            # namespaces it on shared sources; ipai_ops.bridge.auth). Not stored.
-            PRODUCER_FINGERPRINT: producer_fingerprint is not None,
-        }
-        gen_ai = gen_ai_context(attrs, parent)
-        if gen_ai:
-            occurrence.update(gen_ai)
-        return occurrence
+        gen_ai = gen_ai_context(attrs, parent) or _NO_GEN_AI
+        return ErrorOccurrence(
+            source=source,
+            occurrence_id=occurrence_id,
+            fingerprint=template.fingerprint,
+            code=template.code,
+            severity=template.severity,
+            message=clean_message,
+            occurred_at=occurred_at,
+            error_type=inputs["error_type"],
+            service=resource.service,
+            trace_id=trace_hex,
+            span_id=span_hex,
+            service_version=resource.version,
+            sample=draft,
+            previous_fingerprint=template.previous_fingerprint,
+            environment=resource.env,
+            **gen_ai,
+        )
 
     def _classified(
         self, inputs: dict[str, Any], resource: _Resource, producer_fingerprint: str | None
@@ -649,45 +670,6 @@ class Extractor:
             envelope=envelope,
         )
 
-    # ----------------------------------------------------------------------- samples
-
-    def finish(self, out: Extraction) -> Extraction:
-        """Build the samples that will be stored (see the class docstring); drop the rest."""
-        occurrences = out.occurrences
-        if not self.thin:
-            for occ in occurrences:
-                occ["sample"] = self._sample(occ["sample"])
-            return out
-        # ``ops.write_agent_errors`` stores the sample of each error's *latest* new
-        # occurrence (and keeps the stored one when that is null).
-        latest: dict[str, dict[str, Any]] = {}
-        for occ in occurrences:
-            current = latest.get(occ["fingerprint"])
-            if current is None or occ["occurred_at"] > current["occurred_at"]:
-                latest[occ["fingerprint"]] = occ
-        now = self._clock()
-        keep = set()
-        for fingerprint, occ in latest.items():
-            last = self._sampled.get(fingerprint)
-            if last is None or now - last >= self.sample_refresh_seconds:
-                keep.add(id(occ))
-                self._sampled[fingerprint] = now
-                self._sampled.move_to_end(fingerprint)
-        while len(self._sampled) > _SAMPLED:
-            self._sampled.popitem(last=False)
-        for occ in occurrences:
-            occ["sample"] = self._sample(occ["sample"]) if id(occ) in keep else None
-        return out
-
-    def _sample(self, draft: _Draft) -> dict[str, Any]:
-        envelope = draft.envelope
-        if envelope is None:
-            _, envelope = _envelope(self.registry, **draft.inputs)
-        sample = dict(envelope)
-        sample["context"] = {**envelope["context"], **draft.ids}
-        sample["occurred_at"] = draft.occurred_at
-        return sample
-
     # ----------------------------------------------------------------------- traces
 
     def traces(self, request: Any, *, raw: bytes | None = None) -> Extraction:
@@ -715,7 +697,7 @@ class Extractor:
                     if resource is None:
                         resource = _resource(rs.resource, self.default_source)
                     self._span(out, resource, span, exception_events)
-        return self.finish(out)
+        return out
 
     def _span(
         self, out: Extraction, resource: _Resource, span: Any, events: list[tuple[int, dict[str, AnyValue]]]
@@ -790,7 +772,7 @@ class Extractor:
                     if resource is None:
                         resource = _resource(rl.resource, self.default_source)
                     self._log(out, resource, record, attrs)
-        return self.finish(out)
+        return out
 
     def _log(self, out: Extraction, resource: _Resource, record: Any, attrs: dict[str, AnyValue]) -> None:
         trace_hex = record.trace_id.hex() or None
@@ -838,7 +820,7 @@ def _with_span_keys(attrs: dict[str, AnyValue], span_attrs: dict[str, AnyValue])
     return {**{key: span_attrs[key] for key in _OCCURRENCE_KEYS if key in span_attrs}, **attrs}
 
 
-#: What ipai_ops.envelope.head appends to a capped message.
+#: What ipai_ops.text.head appends to a capped message.
 _CAP_MARKER = re.compile(r" \[\.\.\. \d+ chars truncated\]$")
 
 

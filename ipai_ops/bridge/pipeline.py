@@ -13,13 +13,14 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import replace
 
 import grpc
 from google.protobuf.message import Message
 
 from ipai_ops.bridge import metrics
 from ipai_ops.bridge.auth import Sender, Senders, namespaced_fingerprint, namespaced_id
-from ipai_ops.bridge.extract import MAX_ID_CHARS, PRODUCER_FINGERPRINT, Extraction, Extractor
+from ipai_ops.bridge.extract import MAX_ID_CHARS, Extraction, Extractor, SampleDraft
 from ipai_ops.bridge.otlp import (
     JSON,
     Deadline,
@@ -32,7 +33,7 @@ from ipai_ops.bridge.otlp import (
     too_large,
 )
 from ipai_ops.bridge.quota import Quota, QuotaUnavailable
-from ipai_ops.bridge.writer import DatabaseUnavailable, Writer
+from ipai_ops.bridge.writer import DatabaseUnavailable, Samples, Writer
 from ipai_ops.taxonomy import Registry
 
 log = logging.getLogger(__name__)
@@ -49,12 +50,12 @@ def over_quota(message: str, retry_after: int) -> OtlpRejected:
 
 def apply_senders(extraction: Extraction, senders: Senders, sender: Sender) -> None:
     """Refuse the occurrences whose source ``sender`` may not write (``source_not_allowed``) and
-    namespace ids and supplied fingerprints on shared sources (ipai_ops.bridge.auth)."""
+    namespace ids and supplied fingerprints on shared sources (ipai_ops.bridge.auth); a sample
+    is built from its occurrence as written, so it carries the namespaced ones."""
     kept = []
     decisions: dict[str, object] = {}
     for occ in extraction.occurrences:
-        producer_fingerprint = occ.pop(PRODUCER_FINGERPRINT, False)
-        source = occ["source"]
+        source = occ.source
         decision = decisions.get(source)
         if decision is None:
             decision = decisions[source] = senders.decide(sender, source)
@@ -62,14 +63,16 @@ def apply_senders(extraction: Extraction, senders: Senders, sender: Sender) -> N
             extraction.reject("source_not_allowed", decision.reason)  # type: ignore[attr-defined]
             continue
         if decision.shared:  # type: ignore[attr-defined]
-            occ["occurrence_id"] = namespaced_id(sender, occ["occurrence_id"], MAX_ID_CHARS)
-            if producer_fingerprint:
-                occ["fingerprint"] = namespaced_fingerprint(sender, occ["fingerprint"])
-            sample = occ.get("sample")
-            if sample:
-                sample["context"] = {**sample.get("context", {}), "occurrence_id": occ["occurrence_id"]}
-                if producer_fingerprint and isinstance(sample.get("error"), dict):
-                    sample["error"] = {**sample["error"], "fingerprint": occ["fingerprint"]}
+            draft = occ.sample
+            supplied = isinstance(draft, SampleDraft) and draft.producer_fingerprint
+            kept.append(
+                replace(
+                    occ,
+                    occurrence_id=namespaced_id(sender, occ.occurrence_id, MAX_ID_CHARS),
+                    fingerprint=namespaced_fingerprint(sender, occ.fingerprint) if supplied else occ.fingerprint,
+                )
+            )
+            continue
         kept.append(occ)
     extraction.occurrences = kept
 
@@ -143,7 +146,7 @@ class Pipeline:
         writer: Writer,
         max_inflight: int,
         default_source: str,
-        sample_refresh_seconds: float = 60.0,
+        sample_refresh_seconds: float | None = None,
         body_budget: int | None = None,
         max_records: int = 8192,
         max_decompressed_bytes: int = 16 * 1024 * 1024,
@@ -164,13 +167,11 @@ class Pipeline:
         # GIL). The extractor's caches are not thread-safe: one request extracts at a time.
         self._decoders = ThreadPoolExecutor(max_workers=max_inflight, thread_name_prefix="ipai-bridge-decode")
         self._extract_lock = threading.Lock()
-        self.extractor = _DeadlineExtractor(
-            registry,
-            default_source=default_source,
-            thin=True,
-            sample_refresh_seconds=sample_refresh_seconds,
-            clamp_times=True,
-        )
+        self.extractor = _DeadlineExtractor(registry, default_source=default_source, clamp_times=True)
+        if sample_refresh_seconds is not None:
+            # Thinning samples is the writer's job (it sees what is written, after the
+            # sender policy and the budgets); the setting still arrives here.
+            writer.samples = Samples(sample_refresh_seconds)
         self.writer = writer
         self.max_inflight = max_inflight
         self.inflight = 0
@@ -274,7 +275,7 @@ class Pipeline:
         name = sender.name if sender is not None else ""
         wanted: dict[tuple[str, str], int] = {}
         for occ in extraction.occurrences:
-            key = (name, occ["source"])
+            key = (name, occ.source)
             wanted[key] = wanted.get(key, 0) + 1
         granted: dict[tuple[str, str], int] = {}
         try:
@@ -300,7 +301,7 @@ class Pipeline:
         kept = []
         waits: dict[tuple[str, str], int] = {}
         for occ in extraction.occurrences:
-            key = (name, occ["source"])
+            key = (name, occ.source)
             if granted[key] > 0:
                 granted[key] -= 1
                 charged[key] = charged.get(key, 0) + 1
@@ -310,7 +311,7 @@ class Pipeline:
                     waits[key] = self.quota.retry_after(key)
                 extraction.reject(
                     "quota_exceeded",
-                    f"over the quota of sender {name or '(any)'!r} for source {occ['source']!r} "
+                    f"over the quota of sender {name or '(any)'!r} for source {occ.source!r} "
                     f"(room again in {waits[key]} s)",
                 )
         extraction.occurrences = kept
@@ -390,9 +391,9 @@ class Pipeline:
                 for occurrence, reason in result.refused:
                     if charged:
                         name = next(iter(charged))[0]
-                        self.quota.give_back((name, occurrence["source"]), 1)
+                        self.quota.give_back((name, occurrence.source), 1)
                     extraction.reject(
                         "invalid_data",
-                        f"record {occurrence['occurrence_id'][:100]} refused by the database: {reason}",
+                        f"record {occurrence.occurrence_id[:100]} refused by the database: {reason}",
                     )
         return partial_success(signal, rejected=extraction.rejected_count, message=extraction.message())

@@ -11,11 +11,11 @@ import json
 import re
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from functools import lru_cache
 from importlib import resources
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg2
 import psycopg2.errors
@@ -284,6 +284,14 @@ CONTEXT_FIELDS = (
 )
 
 
+class PendingSample(Protocol):
+    """A sample still to build: its writer decides whether it is stored (the bridge builds only
+    the samples ``ops.write_occurrences`` keeps; ipai_ops.bridge.writer.Samples)."""
+
+    def build(self, occurrence: ErrorOccurrence) -> dict[str, Any] | None:
+        """The sample of ``occurrence``, or None to keep the stored one."""
+
+
 @dataclass(frozen=True)
 class ErrorOccurrence:
     """One occurrence of an error, as every writer (bridge, Odoo, CLI, CI ingest) hands it over."""
@@ -300,7 +308,9 @@ class ErrorOccurrence:
     trace_id: str | None = None
     span_id: str | None = None
     service_version: str | None = None
-    sample: dict[str, Any] | None = None
+    #: The error's sample when this occurrence is its latest (the stored one stays when None),
+    #: or one still to build (:class:`PendingSample`), built when written.
+    sample: dict[str, Any] | PendingSample | None = None
     #: The key grouping version 1 gave this failure, when it differs from ``fingerprint``
     #: (envelope ``error.previous_fingerprint``): attaches it to the existing group.
     previous_fingerprint: str | None = None
@@ -351,10 +361,29 @@ class ErrorOccurrence:
         """The ``ops.occurrence_context`` fields (``p_context`` of ``ops.upsert_agent_error``)."""
         return {name: getattr(self, name) for name in CONTEXT_FIELDS}
 
+    def stored_sample(self) -> dict[str, Any] | None:
+        """The sample as written: a pending one built now."""
+        sample = self.sample
+        if sample is None or isinstance(sample, dict):
+            return sample
+        return sample.build(self)
+
     def as_json(self) -> dict[str, Any]:
-        out = asdict(self)
+        sample = self.stored_sample()
+        out = asdict(self if sample is self.sample else replace(self, sample=sample))
         if isinstance(self.occurred_at, datetime):
             out["occurred_at"] = self.occurred_at.isoformat()
+        return out
+
+    def _row(self) -> dict[str, Any]:
+        """:meth:`as_json` without its deep copy (the batch writer's hot path: the row is
+        serialised at once)."""
+        out = dict(self.__dict__)
+        if isinstance(self.occurred_at, datetime):
+            out["occurred_at"] = self.occurred_at.isoformat()
+        sample = self.sample
+        if sample is not None and not isinstance(sample, dict):
+            out["sample"] = sample.build(self)
         return out
 
 
@@ -413,7 +442,7 @@ def upsert_error_on(cur: Any, occ: ErrorOccurrence) -> UpsertResult:
             occ.trace_id,
             occ.span_id,
             occ.service_version,
-            json.dumps(occ.sample, default=str) if occ.sample is not None else None,
+            json.dumps(sample, default=str) if (sample := occ.stored_sample()) is not None else None,
             occ.previous_fingerprint,
             json.dumps(occ.context()),
         ),
@@ -427,16 +456,19 @@ def upsert_error(conn: Connection, occ: ErrorOccurrence) -> UpsertResult:
 
 
 def encode_batch(occurrences: Iterable[ErrorOccurrence | dict[str, Any]]) -> str:
-    return json.dumps(
-        [o if isinstance(o, dict) else o.as_json() for o in occurrences], default=str, separators=(",", ":")
-    )
+    return json.dumps([o if isinstance(o, dict) else o._row() for o in occurrences], default=str, separators=(",", ":"))
 
 
 def write_batch(conn: Connection, occurrences: Sequence[ErrorOccurrence | dict[str, Any]]) -> BatchResult:
     """Write many occurrences in ONE round trip (``ops.write_agent_errors``) and commit.
 
-    Returns only after the commit: a caller may acknowledge its sender then.
-    Dicts with the :class:`ErrorOccurrence` field names are accepted as they are.
+    Returns only after the commit: a caller may acknowledge its sender then. Pending samples
+    are built here. Dicts with the :class:`ErrorOccurrence` field names are accepted as they are.
+
+    Of the new occurrences of one error, ``ops.write_occurrences`` (migration 0013) stores the
+    sample of the latest (``occurred_at`` descending, then ``occurrence_id`` descending in the
+    database's collation), and keeps the stored sample when that one brings none: a writer
+    that thins samples keeps at least that one (ipai_ops.bridge.writer.Samples).
     """
     if not occurrences:
         return BatchResult(0, 0, 0)

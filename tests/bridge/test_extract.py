@@ -24,11 +24,11 @@ def extractor(registry):
 def test_error_span_without_exception_event_is_one_occurrence(extractor):
     out = extractor.traces(traces([span(error="it broke", trace_id=TRACE, span_id=SPAN)]))
     [occ] = out.occurrences
-    assert occ["occurrence_id"] == f"span:{TRACE.hex()}:{SPAN.hex()}"
-    assert occ["message"] == "it broke"
-    assert (occ["trace_id"], occ["span_id"]) == (TRACE.hex(), SPAN.hex())
-    assert occ["source"] == "otlp" and occ["service"] == "svc"
-    assert envelope_errors(occ["sample"]) == []
+    assert occ.occurrence_id == f"span:{TRACE.hex()}:{SPAN.hex()}"
+    assert occ.message == "it broke"
+    assert (occ.trace_id, occ.span_id) == (TRACE.hex(), SPAN.hex())
+    assert occ.source == "otlp" and occ.service == "svc"
+    assert envelope_errors(occ.stored_sample()) == []
 
 
 def test_error_span_with_exception_events_counts_each_event_not_the_span(extractor):
@@ -43,11 +43,11 @@ def test_error_span_with_exception_events_counts_each_event_not_the_span(extract
     )
     s.events.add(name="retry")  # not an exception event: index 2 is skipped, ids stay stable
     out = extractor.traces(traces([s]))
-    assert [o["occurrence_id"] for o in out.occurrences] == [
+    assert [o.occurrence_id for o in out.occurrences] == [
         f"event:{TRACE.hex()}:{SPAN.hex()}:0",
         f"event:{TRACE.hex()}:{SPAN.hex()}:1",
     ]
-    assert [o["error_type"] for o in out.occurrences] == ["ValueError", "KeyError"]
+    assert [o.error_type for o in out.occurrences] == ["ValueError", "KeyError"]
 
 
 def test_exception_event_on_an_ok_span_counts_and_plain_spans_do_not(extractor):
@@ -70,12 +70,12 @@ def test_explicit_code_wins_then_error_type_then_signatures(extractor, registry)
             ]
         )
     )
-    codes = [o["code"] for o in out.occurrences]
+    codes = [o.code for o in out.occurrences]
     assert codes[0] == code
     assert codes[1] == "GITHUB.RATE_LIMITED"
     assert codes[2] == "TRANSPORT.DATABASE_UNAVAILABLE"
     assert codes[3] == registry.fallback.code
-    assert out.occurrences[0]["severity"] == registry[code].severity
+    assert out.occurrences[0].severity == registry[code].severity
 
 
 def test_source_fingerprint_and_occurrence_id_from_attributes(extractor):
@@ -91,10 +91,10 @@ def test_source_fingerprint_and_occurrence_id_from_attributes(extractor):
         ]
     )
     [occ] = extractor.traces(traces([s], resource=resource)).occurrences
-    assert (occ["source"], occ["occurrence_id"], occ["fingerprint"]) == ("odoo", "intent:42:attempt:1", "fp1:abc")
-    assert (occ["service"], occ["service_version"]) == ("odoo", "19.0.1")
+    assert (occ.source, occ.occurrence_id, occ.fingerprint) == ("odoo", "intent:42:attempt:1", "fp1:abc")
+    assert (occ.service, occ.service_version) == ("odoo", "19.0.1")
     [occ] = extractor.traces(traces([span(error="x", attributes={"ipai.source": "ci"})], resource={})).occurrences
-    assert (occ["source"], occ["service"]) == ("ci", "unknown_service")
+    assert (occ.source, occ.service) == ("ci", "unknown_service")
 
 
 def test_invalid_ids_are_rejected_as_partial_success(extractor):
@@ -115,18 +115,18 @@ def test_logs_selection_and_ids(extractor):
     audit = log_record(body="audit 2")
     audit.event_name = "run.cancel"
     out = extractor.logs(logs([*records, audit]))
-    assert [o["message"] for o in out.occurrences] == ["db down", "fatal", "text only"]
-    first = out.occurrences[0]["occurrence_id"]
+    assert [o.message for o in out.occurrences] == ["db down", "fatal", "text only"]
+    first = out.occurrences[0].occurrence_id
     assert first.startswith(f"log:{TRACE.hex()}:{SPAN.hex()}:1700000000000000000:")
-    assert out.occurrences[1]["occurrence_id"].startswith("log:" + "0" * 32 + ":" + "0" * 16 + ":")
+    assert out.occurrences[1].occurrence_id.startswith("log:" + "0" * 32 + ":" + "0" * 16 + ":")
     again = extractor.logs(logs([log_record(body="db down", trace_id=TRACE, span_id=SPAN)]))
-    assert again.occurrences[0]["occurrence_id"] == first
+    assert again.occurrences[0].occurrence_id == first
 
 
 def test_occurrence_times_are_exact_to_the_microsecond(extractor):
     times = [1_700_000_000_123_456_789, 1_700_000_000_999_999_999]
     out = extractor.logs(logs([log_record(body=f"db down {i}", time_ns=t) for i, t in enumerate(times)]))
-    stamps = [o["occurred_at"] for o in out.occurrences]
+    stamps = [o.occurred_at for o in out.occurrences]
     assert stamps == ["2023-11-14T22:13:20.123456Z", "2023-11-14T22:13:20.999999Z"]
 
 
@@ -135,7 +135,7 @@ def test_log_exception_attributes_and_structured_body(extractor):
     record.body.CopyFrom(AnyValue())
     record.body.kvlist_value.values.add(key="k", value=AnyValue(string_value="v"))
     [occ] = extractor.logs(logs([record])).occurrences
-    assert (occ["error_type"], occ["message"]) == ("TimeoutError", "upstream timed out")
+    assert (occ.error_type, occ.message) == ("TimeoutError", "upstream timed out")
 
 
 def test_huge_values_are_capped_in_the_row_and_sample(extractor):
@@ -143,14 +143,14 @@ def test_huge_values_are_capped_in_the_row_and_sample(extractor):
     [occ] = extractor.traces(
         traces([span(exceptions=[{"exception.type": "E", "exception.message": big, "exception.stacktrace": big}])])
     ).occurrences
-    assert len(occ["message"]) < 2000
-    assert len(str(occ["sample"])) < 12_000
-    assert envelope_errors(occ["sample"]) == []
+    assert len(occ.message) < 2000
+    assert len(str(occ.stored_sample())) < 12_000
+    assert envelope_errors(occ.stored_sample()) == []
 
 
 def test_secrets_are_redacted(extractor):
     [occ] = extractor.traces(traces([span(error="login failed password=hunter2 for bob")])).occurrences
-    assert "hunter2" not in occ["message"] and "hunter2" not in str(occ["sample"])
+    assert "hunter2" not in occ.message and "hunter2" not in str(occ.stored_sample())
 
 
 def _json_error_span(message: bytes) -> bytes:
@@ -168,7 +168,7 @@ def _json_error_span(message: bytes) -> bytes:
 def test_nul_is_cleaned_from_json(extractor):
     request = otlp.decode("traces", _json_error_span(b"a\\u0000b\\u00e9c"), otlp.JSON)
     [occ] = extractor.traces(request).occurrences
-    assert occ["message"] == "a\ufffdb\u00e9c"
+    assert occ.message == "a\ufffdb\u00e9c"
 
 
 def test_lone_surrogates_are_refused_by_both_decoders():
@@ -231,9 +231,9 @@ def _span_requests(draw):
 
 def _check(extraction):
     for occ in extraction.occurrences:
-        assert occ["source"] and occ["occurrence_id"] and occ["fingerprint"].strip()
-        assert occ["code"]
-        assert envelope_errors(occ["sample"]) == []
+        assert occ.source and occ.occurrence_id and occ.fingerprint.strip()
+        assert occ.code
+        assert envelope_errors(occ.stored_sample()) == []
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -297,9 +297,9 @@ def test_fuzz_json_wrong_types(extractor, span_fields):
 def test_blank_producer_ids_fall_back_to_derived_ones(extractor):
     blank = {"ipai.failure.fingerprint": " ", "ipai.occurrence_id": "  ", "ipai.source": "\t"}
     (occ,) = extractor.traces(traces([span(error="boom", attributes=blank)])).occurrences
-    assert occ["fingerprint"].startswith("fp1:")
-    assert occ["occurrence_id"].startswith("span:")
-    assert occ["source"] == "otlp"
+    assert occ.fingerprint.startswith("fp1:")
+    assert occ.occurrence_id.startswith("span:")
+    assert occ.source == "otlp"
 
 
 def test_precheck_never_skips_a_body_with_an_error():
@@ -366,8 +366,8 @@ def test_an_instrumentation_echo_of_a_reported_exception_is_not_a_second_occurre
     echo = {"exception.type": "billing.Failure", "exception.message": "card declined for order 17 by the issuer bank"}
     other = {"exception.type": "billing.Failure", "exception.message": "a different failure"}
     (occ,) = extractor.traces(traces([span(exceptions=[reported, echo])])).occurrences
-    assert occ["occurrence_id"] == "occ-1"
+    assert occ.occurrence_id == "occ-1"
     both = extractor.traces(traces([span(exceptions=[reported, echo, other])])).occurrences
-    assert sorted(o["occurrence_id"].split(":")[0] for o in both) == ["event", "occ-1"]
+    assert sorted(o.occurrence_id.split(":")[0] for o in both) == ["event", "occ-1"]
     # without a reported event nothing is deduplicated: two recordings stay two
     assert len(extractor.traces(traces([span(exceptions=[echo, dict(echo)])])).occurrences) == 2

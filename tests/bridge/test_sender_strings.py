@@ -72,7 +72,7 @@ def test_times_inside_the_window_are_kept_exactly(bridge: BridgeProcess):
 
 
 def test_cache_keys_are_digests_whatever_the_sender_strings(registry):
-    extractor = Extractor(registry, thin=True)
+    extractor = Extractor(registry)
     for i in range(30):
         letters = "".join(chr(97 + (i * 7 + k) % 26) for k in range(8))
         request = traces(

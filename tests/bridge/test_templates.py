@@ -1,5 +1,6 @@
-"""The extractor's shape templates and sample thinning: fast on a storm of one error, and
-never at the cost of a wrong code, a wrong message or another occurrence's evidence."""
+"""The extractor's shape templates: fast on a storm of one error, and never at the cost of a
+wrong code, a wrong message or another occurrence's evidence (which samples are built:
+tests/bridge/test_samples.py)."""
 
 from __future__ import annotations
 
@@ -66,11 +67,11 @@ def test_a_storm_of_one_error_is_classified_once_but_keeps_each_message_and_evid
     ]
     out = extractor.traces(traces(batch)).occurrences
     assert extractor.made == 1
-    assert {o["code"] for o in out} == {"TRANSPORT.CONNECTION_FAILED"}
-    assert len({o["fingerprint"] for o in out}) == 1
-    assert [o["message"] for o in out] == messages
+    assert {o.code for o in out} == {"TRANSPORT.CONNECTION_FAILED"}
+    assert len({o.fingerprint for o in out}) == 1
+    assert [o.message for o in out] == messages
     for occ, message, n in zip(out, messages, (1, 22, 333), strict=True):
-        sample = occ["sample"]
+        sample = occ.stored_sample()
         assert envelope_errors(sample) == []
         assert sample["error"]["message"] == message
         assert message in sample["evidence"]["stderr_tail"]
@@ -86,8 +87,8 @@ def test_a_shape_never_hides_what_a_signature_reads(registry):
         extractor.traces(traces([exception_span(m, error_type="KeyError", stack=stack, n=i)])).occurrences[0]
         for i, m in enumerate(["'OPENAI_API_KEY'", "'sku_name'"])
     )
-    assert first["code"] == "ENV.KEY_MISSING"
-    assert second["code"] != "ENV.KEY_MISSING"
+    assert first.code == "ENV.KEY_MISSING"
+    assert second.code != "ENV.KEY_MISSING"
     assert extractor.made == 2
 
 
@@ -106,38 +107,12 @@ def test_a_message_on_a_frame_line_keeps_its_own_frames(registry):
         extractor.traces(traces([exception_span(m, error_type="E", stack=stack, n=i)])).occurrences[0]
         for i, m in enumerate(["alpha", "bravo"])
     )
-    assert a["fingerprint"] != b["fingerprint"]
+    assert a.fingerprint != b.fingerprint
     assert extractor.made == 2
 
 
-def test_thin_keeps_one_sample_per_error_per_refresh_period(registry):
-    now = [1000.0]
-    extractor = Extractor(registry, thin=True, sample_refresh_seconds=60, clock=lambda: now[0])
-    batch = [exception_span(f"order {n} not found", n=n) for n in range(5)]
-    out = extractor.traces(traces(batch)).occurrences
-    kept = [o for o in out if o["sample"] is not None]
-    assert len(kept) == 1 and kept[0]["occurred_at"] == max(o["occurred_at"] for o in out)
-    assert envelope_errors(kept[0]["sample"]) == []
-    assert kept[0]["sample"]["error"]["message"] == kept[0]["message"]
-
-    now[0] += 59
-    out = extractor.traces(traces([exception_span("order 77 not found", n=9)])).occurrences
-    assert [o["sample"] for o in out] == [None]  # the stored sample stays
-    now[0] += 2
-    out = extractor.traces(traces([exception_span("order 78 not found", n=10)])).occurrences
-    assert out[0]["sample"]["error"]["message"] == "order 78 not found"
-    assert out[0]["sample"]["context"]["trace_id"] == (10).to_bytes(16, "big").hex()
-
-
-def test_refresh_zero_samples_every_request(registry):
-    extractor = Extractor(registry, thin=True, sample_refresh_seconds=0)
-    for n in range(3):
-        [occ] = extractor.traces(traces([exception_span(f"order {n} not found", n=n)])).occurrences
-        assert occ["sample"]["error"]["message"] == f"order {n} not found"
-
-
 def test_caches_stay_bounded_whatever_the_sender_writes(registry):
-    extractor = Extractor(registry, thin=True)
+    extractor = Extractor(registry)
     for chunk in range(0, _TEMPLATES + 300, 300):
         batch = [exception_span("x", error_type=f"E{n}", n=n) for n in range(chunk, chunk + 300)]
         extractor.traces(traces(batch))
@@ -202,7 +177,7 @@ def test_a_digit_blind_hit_keeps_codes_that_read_digits(registry):
         'Traceback (most recent call last):\n  File "/srv/app/x.py", line 3, in f\n    get()\nHTTPError: {message}\n'
     )
     codes = [
-        extractor.traces(traces([exception_span(m, error_type="HTTPError", stack=stack, n=i)])).occurrences[0]["code"]
+        extractor.traces(traces([exception_span(m, error_type="HTTPError", stack=stack, n=i)])).occurrences[0].code
         for i, m in enumerate(["upstream answered 503 Service Unavailable", "upstream answered 404 Not Found"])
     ]
     assert codes[0] == "TRANSPORT.UPSTREAM_5XX" and codes[1] != codes[0]

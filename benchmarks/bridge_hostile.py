@@ -44,8 +44,8 @@ import psycopg2  # noqa: E402
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse  # noqa: E402
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse  # noqa: E402
 
+from ipai_devtools import scratch  # noqa: E402
 from ipai_ops.bridge.otlp import encode_varint  # noqa: E402
-from ipai_ops.store import scratch  # noqa: E402
 from tests.bridge.conftest import BridgeProcess  # noqa: E402
 from tests.bridge.otlp_factory import log_record, logs, span, traces  # noqa: E402
 

@@ -48,8 +48,8 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue  # noqa:
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status  # noqa: E402
 from ops_write import measure_ceiling  # noqa: E402  (the batch-write ceiling of figure b)
 
+from ipai_devtools import scratch  # noqa: E402
 from ipai_ops import store  # noqa: E402
-from ipai_ops.store import scratch  # noqa: E402
 
 LAUNCH = [sys.executable, "-c", "import sys; from ipai_ops.cli import main; sys.exit(main())"]
 CEILING_BATCH = 1000

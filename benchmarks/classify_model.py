@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from ipai_ops.classify import classify, evaluate  # noqa: E402
 from ipai_ops.classify import model as learned  # noqa: E402
 from ipai_ops.classify.reading import read_file, read_text  # noqa: E402
-from ipai_ops.taxonomy import load_registry  # noqa: E402
+from ipai_ops.registry import load_registry  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from classify_speed import best_of  # noqa: E402  (one timing rule for the classification benchmarks)

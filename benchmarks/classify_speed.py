@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ipai_ops.classify import classify, matching, read_text  # noqa: E402
-from ipai_ops.taxonomy import Registry, load_registry  # noqa: E402
+from ipai_ops.registry import Registry, load_registry  # noqa: E402
 from ipai_ops.text import re2_options  # noqa: E402
 
 CORPUS = ROOT / "tests" / "classify" / "corpus"

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from ipai_ops.classify import MAX_CLASSIFY_CHARS  # noqa: E402
-from ipai_ops.taxonomy import load_registry  # noqa: E402
+from ipai_ops.registry import load_registry  # noqa: E402
 
 #: Growth per doubling above which a signature counts as super-linear (linear: 2, quadratic: 4).
 TARGET_GROWTH = 3.0

@@ -52,9 +52,9 @@ import psycopg2  # noqa: E402
 import psycopg2.extensions  # noqa: E402
 import psycopg2.extras  # noqa: E402
 
+from ipai_devtools import scratch  # noqa: E402
 from ipai_ops import store  # noqa: E402
-from ipai_ops.store import scratch  # noqa: E402
-from ipai_ops.taxonomy import default_registry  # noqa: E402
+from ipai_ops.registry import default_registry  # noqa: E402
 
 CONSOLE_MODEL = REPO / "addons" / "ipai_reliability" / "models" / "ipai_agent_error.py"
 HOT_OCCURRENCES = 200_000

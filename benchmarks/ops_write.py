@@ -38,8 +38,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from ipai_devtools.scratch import throwaway_database
 from ipai_ops import store
-from ipai_ops.store.scratch import throwaway_database
 
 BATCH = 1000
 

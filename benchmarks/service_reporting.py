@@ -39,10 +39,10 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware  # noqa: 
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult  # noqa: E402
 
+from ipai_devtools import scratch  # noqa: E402
 from ipai_ops import store  # noqa: E402
-from ipai_ops.middleware import ASGIProblemMiddleware, Failure, Reporter  # noqa: E402
 from ipai_ops.runs import record_run  # noqa: E402
-from ipai_ops.store import scratch  # noqa: E402
+from ipai_ops.sdk import ASGIProblemMiddleware, Failure, Reporter  # noqa: E402
 
 CHILD = (
     "import sys\n"

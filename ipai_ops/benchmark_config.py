@@ -23,7 +23,7 @@ import yaml
 from ipai_ops import config
 from ipai_ops._yaml import line_of, parse_error, schema_errors, strip_lines
 from ipai_ops._yaml import load_with_lines as load_yaml_with_lines
-from ipai_ops.taxonomy import Problem
+from ipai_ops.registry import Problem
 
 #: Where the configuration lives in a repository, and its schema.
 CONFIG_PATH = Path("ssot") / "agents" / "benchmark.yaml"

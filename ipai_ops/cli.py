@@ -160,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     import psycopg2
 
+    from ipai_ops.registry import RegistryError
     from ipai_ops.store import InvalidDsn, MigrationError, OpsDatabaseUnavailable, unavailable
-    from ipai_ops.taxonomy import RegistryError
     from ipai_ops.text import redacted_first_line
 
     parser = build_parser()

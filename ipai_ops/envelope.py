@@ -20,7 +20,7 @@ import jsonschema
 from ipai_ops import config
 from ipai_ops.classify import Classification
 from ipai_ops.fingerprint import fingerprint as make_fingerprint
-from ipai_ops.taxonomy import Registry
+from ipai_ops.registry import Registry
 from ipai_ops.text import (
     # first_line is not used here: ipai_ops/bridge/quota.py still imports it from this
     # module until its owner switches it to ipai_ops.text; then remove it.

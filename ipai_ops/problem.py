@@ -6,7 +6,7 @@ mode has none); the extension member ``ipai`` (section 3.2) carries what a machi
 on: the canonical ``code``, whether a retry can succeed, and the correlation id to quote.
 
 Contract: ``ssot/schemas/problem.schema.json``. Framework-free: the Odoo Pulser connector
-and the Python service middleware (:mod:`ipai_ops.middleware`) build the same shape.
+and the Python service middleware (:mod:`ipai_ops.sdk`) build the same shape.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import jsonschema
 
 from ipai_ops import config
-from ipai_ops.taxonomy import Registry
+from ipai_ops.registry import Registry
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 TYPE_PREFIX = "urn:ipai:failure:"

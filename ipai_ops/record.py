@@ -44,6 +44,7 @@ from opentelemetry.trace import Span, Status, StatusCode
 from ipai_ops.classify import classify, classify_exception, qualified_type
 from ipai_ops.envelope import DEFAULT_CAPS, Caps, build_envelope, iso_utc
 from ipai_ops.fingerprint import frames_from_stacktrace
+from ipai_ops.registry import Registry
 from ipai_ops.semconv import (
     IPAI_CORRELATION_ID,
     IPAI_FAILURE_CODE,
@@ -52,7 +53,6 @@ from ipai_ops.semconv import (
     IPAI_SOURCE,
 )
 from ipai_ops.store import ErrorOccurrence
-from ipai_ops.taxonomy import Registry
 from ipai_ops.text import redact, tail
 
 log = logging.getLogger(__name__)

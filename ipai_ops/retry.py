@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ipai_ops.taxonomy import FailureMode
+from ipai_ops.registry import FailureMode
 
 DEFAULT_MAX_ATTEMPTS = 3
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from markdown_it import MarkdownIt
 
-from ipai_ops.taxonomy import CODE_RE, FailureMode, Problem, Registry
+from ipai_ops.registry import CODE_RE, FailureMode, Problem, Registry
 
 #: The sections every runbook has, in this order (docs/runbooks/_template.md).
 REQUIRED_SECTIONS = (

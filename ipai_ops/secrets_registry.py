@@ -19,7 +19,7 @@ import jsonschema
 import yaml
 
 from ipai_ops import _yaml, config
-from ipai_ops.taxonomy import Problem
+from ipai_ops.registry import Problem
 
 #: Where the registry lives in a repository, and its schema.
 REGISTRY_PATH = Path("ssot") / "secrets" / "registry.yaml"

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ipai_ops import benchmark_config, config, runbooks, secrets_registry
-from ipai_ops.taxonomy import Problem, RegistryError, load_registry
+from ipai_ops.registry import Problem, RegistryError, load_registry
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from typing import Any
 import psycopg2
 import pytest
 
+from ipai_devtools.scratch import throwaway_database
 from ipai_ops import store
-from ipai_ops.store.scratch import throwaway_database
 
 # The suite classifies by the signatures alone unless a test hands a model over: a model a
 # developer trained into var/ must not change what the other tests see.
@@ -55,7 +55,7 @@ def ops_conn(ops_dsn: str):
 
 @pytest.fixture(scope="session")
 def registry():
-    from ipai_ops.taxonomy import load_registry
+    from ipai_ops.registry import load_registry
 
     return load_registry()
 

@@ -162,7 +162,7 @@ def test_envelope_validate(tmp_path: Path):
     good = tmp_path / "good.json"
     from ipai_ops.classify import classify
     from ipai_ops.envelope import build_envelope
-    from ipai_ops.taxonomy import load_registry
+    from ipai_ops.registry import load_registry
 
     env = build_envelope(classify(load_registry(), message="x"), message="x", context={"source": "cli", "service": "t"})
     good.write_text(json.dumps(env))

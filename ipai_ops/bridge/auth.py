@@ -5,7 +5,7 @@ A *sender* is a name with one or more bearer tokens (several during a rotation) 
 
 * a source named in a sender's grant is **owned** by it: no other sender may name it
   (checked at start), so its occurrence ids and fingerprints are used as sent (a producer
-  that also writes to ops directly, like Odoo or ``ipai_ops.middleware``, meets its own
+  that also writes to ops directly, like Odoo or ``ipai_ops.sdk``, meets its own
   keys and groups);
 * ``*`` grants every source that is neither reserved nor owned by another sender. Where
   two or more senders hold ``*``, such a source is **shared**: an occurrence id written

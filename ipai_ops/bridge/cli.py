@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     from ipai_ops.bridge import server
     from ipai_ops.bridge import settings as bridge_settings
-    from ipai_ops.taxonomy import default_registry
+    from ipai_ops.registry import default_registry
 
     try:
         settings = bridge_settings.from_args(args)

@@ -71,11 +71,12 @@ from opentelemetry.semconv.attributes.exception_attributes import (
 )
 from opentelemetry.semconv.attributes.service_attributes import SERVICE_NAME, SERVICE_VERSION
 
-from ipai_ops.bridge.skeleton import trace_errors_possible
+from ipai_ops.bridge.prefilter import trace_errors_possible
 from ipai_ops.classify import classify, model_generation
 from ipai_ops.classify.matching import matcher_for
 from ipai_ops.envelope import Caps, build_envelope, clean_text
 from ipai_ops.fingerprint import frames_from_stacktrace, normalize_message
+from ipai_ops.registry import Registry
 from ipai_ops.semconv import (
     AUDIT_EVENTS,
     EVENT_NAME,
@@ -87,7 +88,6 @@ from ipai_ops.semconv import (
     IPAI_SOURCE,
 )
 from ipai_ops.store import ErrorOccurrence
-from ipai_ops.taxonomy import Registry
 
 DEFAULT_SERVICE = "unknown_service"
 
@@ -832,7 +832,7 @@ def _same_text(echo: str, reported: str) -> bool:
 def _without_echoes(events: list[tuple[int, dict[str, AnyValue]]]) -> list[tuple[int, dict[str, AnyValue]]]:
     """Drop a second recording of an exception a producer already reported with an id.
 
-    A reporter that writes a failure directly (ipai_ops.middleware, the Odoo connector)
+    A reporter that writes a failure directly (ipai_ops.sdk, the Odoo connector)
     puts ``ipai.occurrence_id`` on its exception event. When the exception is re-raised
     (the response had already started), the HTTP instrumentation around it records it on
     the same span once more, without the id: same ``exception.type``, same (redacted)

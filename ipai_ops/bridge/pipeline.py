@@ -34,7 +34,7 @@ from ipai_ops.bridge.otlp import (
 )
 from ipai_ops.bridge.quota import Quota, QuotaUnavailable
 from ipai_ops.bridge.writer import DatabaseUnavailable, Samples, Writer
-from ipai_ops.taxonomy import Registry
+from ipai_ops.registry import Registry
 
 log = logging.getLogger(__name__)
 

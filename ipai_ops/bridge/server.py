@@ -73,7 +73,7 @@ async def serve_worker(settings: Settings, *, stop: asyncio.Event, started: Call
     from ipai_ops.bridge.pipeline import Pipeline
     from ipai_ops.bridge.quota import PostgresLedger, Quota
     from ipai_ops.bridge.writer import Writer
-    from ipai_ops.taxonomy import default_registry
+    from ipai_ops.registry import default_registry
 
     writer = Writer(settings.dsn, pool_size=settings.db_pool)
     # One budget for every worker and replica: counted in PostgreSQL, spent in slices.

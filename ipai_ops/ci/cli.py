@@ -139,7 +139,7 @@ def cmd_gate_evidence_block(args: argparse.Namespace) -> int:
 
 def cmd_gate_resolution_ref(args: argparse.Namespace) -> int:
     from ipai_ops.ci.gates import PullRequestText, check_resolution_ref
-    from ipai_ops.taxonomy import load_registry
+    from ipai_ops.registry import load_registry
 
     pr = PullRequestText()
     if args.event:
@@ -271,7 +271,7 @@ def _github_failure(exc) -> CliError:
 def cmd_ingest_github_actions(args: argparse.Namespace) -> int:
     from ipai_ops import store
     from ipai_ops.ci import github_actions as gha
-    from ipai_ops.taxonomy import load_registry
+    from ipai_ops.registry import load_registry
 
     if not args.repo or not re.fullmatch(r"[\w.-]+/[\w.-]+", args.repo):
         raise CliError(f"--repo must be OWNER/REPO (got {args.repo!r}; env GITHUB_REPOSITORY is unset)")

@@ -24,7 +24,7 @@ import yaml
 from ipai_ops import config
 from ipai_ops._yaml import load_with_lines as load_yaml_with_lines
 from ipai_ops._yaml import parse_error, schema_errors
-from ipai_ops.taxonomy import Registry
+from ipai_ops.registry import Registry
 
 EVIDENCE_SECTIONS = ("CONTEXT", "CHANGES", "EVIDENCE", "DIFF SUMMARY")
 OPTIONAL_SECTIONS = ("ROLLBACK",)

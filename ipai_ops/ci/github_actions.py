@@ -37,8 +37,8 @@ import requests
 from ipai_ops import config
 from ipai_ops.classify import Classification, classify, legacy, read_text
 from ipai_ops.envelope import build_envelope, iso_utc
+from ipai_ops.registry import Registry
 from ipai_ops.store import ErrorOccurrence
-from ipai_ops.taxonomy import Registry
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from ipai_ops import config
 from ipai_ops.classify import matching
 from ipai_ops.classify.reading import Log, LogUnreadable, read_file, read_stream, read_text
 from ipai_ops.classify.result import MAX_EVIDENCE_CHARS, MAX_EVIDENCE_LINES, Classification, EvidenceLine
-from ipai_ops.taxonomy import Registry
+from ipai_ops.registry import Registry
 
 if TYPE_CHECKING:
     from ipai_ops.classify.model import Model

@@ -142,7 +142,7 @@ def _read_log(path: Path):
 def cmd_classify(args: argparse.Namespace) -> int:
     from ipai_ops.classify import classify
     from ipai_ops.fingerprint import fingerprint, normalize_message
-    from ipai_ops.taxonomy import load_registry
+    from ipai_ops.registry import load_registry
 
     log = _read_log(args.text_file) if args.text_file is not None else None
     if not any((args.code, args.error_type, args.message, log)):
@@ -220,7 +220,7 @@ def _short(value: Any) -> str:
 
 def cmd_classify_eval(args: argparse.Namespace) -> int:
     from ipai_ops.classify import evaluate
-    from ipai_ops.taxonomy import load_registry
+    from ipai_ops.registry import load_registry
 
     registry = load_registry(args.registry)
     try:
@@ -323,7 +323,7 @@ def _eval_model(args: argparse.Namespace) -> Any:
 def cmd_classify_train(args: argparse.Namespace) -> int:
     from ipai_ops.classify import evaluate
     from ipai_ops.classify.model import Model, ModelError, corpus_examples, describe, registry_examples, train
-    from ipai_ops.taxonomy import load_registry
+    from ipai_ops.registry import load_registry
 
     registry = load_registry(args.registry)
     corpus = args.corpus or config.repo_root() / "tests" / "classify" / "corpus"
@@ -394,7 +394,7 @@ def cmd_classify_teach(args: argparse.Namespace) -> int:
 
     from ipai_ops import store
     from ipai_ops.classify.teach import TeachError, check_example, teach
-    from ipai_ops.taxonomy import load_registry
+    from ipai_ops.registry import load_registry
 
     if (args.message is None) == (args.text_file is None):
         raise CliError("give the text with exactly one of --message, --text-file")
@@ -435,7 +435,7 @@ def cmd_classify_suggest(args: argparse.Namespace) -> int:
     from ipai_ops.classify import evaluate
     from ipai_ops.classify.suggest import SuggestError, suggest_signature
     from ipai_ops.classify.teach import taught_examples
-    from ipai_ops.taxonomy import load_registry
+    from ipai_ops.registry import load_registry
 
     registry = load_registry(args.registry)
     mode = registry.get(args.code)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ipai_ops.classify import LogUnreadable, classify, read_file, read_text
-from ipai_ops.taxonomy import FALLBACK_FAMILY, FAMILIES, Registry
+from ipai_ops.registry import FALLBACK_FAMILY, FAMILIES, Registry
 
 NONE = "none"
 #: Share of source repositories whose cases form the holdout split.

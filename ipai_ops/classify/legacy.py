@@ -25,7 +25,7 @@ from typing import Any
 
 import re2
 
-from ipai_ops.taxonomy import inline_flags
+from ipai_ops.registry import inline_flags
 from ipai_ops.text import re2_options
 
 GROUPING_VERSION = 1

@@ -38,7 +38,7 @@ from ipai_ops.classify.result import (
     Classification,
     EvidenceLine,
 )
-from ipai_ops.taxonomy import FailureMode, Registry, Signature, capture_name, inline_flags
+from ipai_ops.registry import FailureMode, Registry, Signature, capture_name, inline_flags
 from ipai_ops.text import re2_options
 
 #: Root-cause order of the families: when failures of several families co-occur in a log,

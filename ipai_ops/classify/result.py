@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ipai_ops.taxonomy import FailureMode
+from ipai_ops.registry import FailureMode
 
 #: At most this many evidence lines, and this many characters of each.
 MAX_EVIDENCE_LINES = 8

@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ipai_ops.taxonomy import compile_pattern
+from ipai_ops.registry import compile_pattern
 
 #: Between two literal runs: bounded and lazy (the registry asks for linear patterns).
 WILDCARD = ".{1,200}?"

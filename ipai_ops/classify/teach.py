@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ipai_ops import store
-from ipai_ops.taxonomy import Registry
+from ipai_ops.registry import Registry
 
 #: Longest text kept per example (the ops column's check).
 MAX_TEXT_CHARS = 16384

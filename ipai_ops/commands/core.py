@@ -159,7 +159,7 @@ def cmd_db_status(args: argparse.Namespace) -> int:
 
 def cmd_db_retention(args: argparse.Namespace) -> int:
     from ipai_ops import store
-    from ipai_ops.middleware.webhooks import purge_deliveries
+    from ipai_ops.sdk.webhooks import purge_deliveries
 
     webhook_days = args.webhook_days or args.days
     if args.group_min_age < 0:

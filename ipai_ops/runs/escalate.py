@@ -26,13 +26,13 @@ from typing import Any
 
 from ipai_ops import __version__, config
 from ipai_ops.envelope import envelope_errors, iso_utc
+from ipai_ops.registry import Registry, default_registry
 from ipai_ops.runs._sql import sql
 from ipai_ops.runs.capture import LineRedactor
 from ipai_ops.runs.context import trace_ids
 from ipai_ops.runs.layout import ATTEMPT_FILES, ATTEMPT_RE, RUN_FILE, RUN_ID_RE
 from ipai_ops.runs.secrets import EMPTY, SET, SETTINGS_NAMES, SecretValues, recorded_settings
 from ipai_ops.store import OpsDatabaseUnavailable, connect, query
-from ipai_ops.taxonomy import Registry, default_registry
 from ipai_ops.text import redact, redact_obj
 
 #: 2: ``settings.agent``, ``ids.session_id``, ``verification`` and ``structured_output`` added.

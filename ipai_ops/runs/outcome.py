@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ipai_ops.classify import Classification, classify, legacy
-from ipai_ops.taxonomy import Registry
+from ipai_ops.registry import Registry
 
 TIMEOUT_EXIT = 124
 NOT_EXECUTABLE_EXIT = 126

@@ -30,6 +30,7 @@ import psycopg2.extensions
 from ipai_ops import config, store
 from ipai_ops.classify import classify
 from ipai_ops.envelope import build_envelope, iso_utc
+from ipai_ops.registry import Registry, default_registry
 from ipai_ops.retry import Decision, RetryPolicy, decide
 from ipai_ops.runs._sql import sql
 from ipai_ops.runs.capture import DEFAULT_MAX_OUTPUT_BYTES, CappedLog, binary_sink, run_process
@@ -42,7 +43,6 @@ from ipai_ops.runs.results import OutputSchema, structured_output, verdict, veri
 from ipai_ops.runs.secrets import SecretValues
 from ipai_ops.runs.spec import RunSetupError, RunSpec
 from ipai_ops.store import ErrorOccurrence, OpsDatabaseUnavailable, connect, upsert_error
-from ipai_ops.taxonomy import Registry, default_registry
 from ipai_ops.text import first_line, redact, redact_obj
 
 log = logging.getLogger(__name__)

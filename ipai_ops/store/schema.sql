@@ -1,4 +1,4 @@
--- The ops schema as the migrations leave it (generated: python -m ipai_ops.store.dump_schema).
+-- The ops schema as the migrations leave it (generated: python -m ipai_devtools.dump_schema).
 -- Do not edit by hand: add a migration, then regenerate. A test compares the two.
 SET statement_timeout = 0;
 SET lock_timeout = 0;

@@ -305,7 +305,7 @@ def test_blank_producer_ids_fall_back_to_derived_ones(extractor):
 def test_precheck_never_skips_a_body_with_an_error():
     from opentelemetry.proto.trace.v1.trace_pb2 import Status
 
-    from ipai_ops.bridge.skeleton import trace_errors_possible
+    from ipai_ops.bridge.prefilter import trace_errors_possible
 
     plain = traces([span(trace_id=b"\x01" * 16, span_id=b"\x02" * 8)]).SerializeToString()
     assert not trace_errors_possible(plain)
@@ -343,7 +343,7 @@ def test_precheck_is_exact_on_spans(specs):
     """The skeleton answer equals the span walk's, both ways: no miss and no false alarm."""
     from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-    from ipai_ops.bridge.skeleton import trace_errors_possible
+    from ipai_ops.bridge.prefilter import trace_errors_possible
 
     spans = []
     for trace_id, span_id, code, event_names in specs:

@@ -9,13 +9,13 @@ from dataclasses import replace
 
 import psycopg2.extras
 
+from ipai_devtools.scratch import throwaway_database
 from ipai_ops import store
 from ipai_ops.bridge.auth import Sender, Senders
 from ipai_ops.bridge.extract import Extractor
 from ipai_ops.bridge.pipeline import apply_senders
 from ipai_ops.bridge.writer import Samples, Writer
 from ipai_ops.envelope import envelope_errors
-from ipai_ops.store.scratch import throwaway_database
 from tests.bridge.otlp_factory import span, traces
 
 T0 = 1_700_000_000_000_000_000

@@ -14,7 +14,7 @@ from .fake_github import FakeGitHub
 
 GOOD_BODY = (
     "[CONTEXT]\nWebhook retries were lost.\n\n[CHANGES]\n- retry with backoff\n\n"
-    "[EVIDENCE]\n- pytest tests/middleware: 41 passed\n\n[DIFF SUMMARY]\n2 files changed\n"
+    "[EVIDENCE]\n- pytest tests/sdk: 41 passed\n\n[DIFF SUMMARY]\n2 files changed\n"
 )
 
 
@@ -40,7 +40,7 @@ def shop(fake_github: FakeGitHub) -> FakeGitHub:
         41: {
             "pull": _pull(41, head="a1" * 20, merged_at="2026-12-01T10:00:00Z", updated_at="2026-12-01T10:00:00Z"),
             "files": [
-                {"filename": "ipai_ops/middleware/webhooks.py", "status": "modified", "additions": 30, "deletions": 4},
+                {"filename": "ipai_ops/sdk/webhooks.py", "status": "modified", "additions": 30, "deletions": 4},
                 {"filename": "tests/test_webhooks.py", "status": "modified", "additions": 40, "deletions": 0},
                 {"filename": "docs/services.md", "status": "modified", "additions": 3, "deletions": 1},
             ],

@@ -11,7 +11,7 @@ import pytest
 
 from ipai_ops.benchmark_config import parse_config
 from ipai_ops.classify import classify
-from ipai_ops.taxonomy import load_registry
+from ipai_ops.registry import load_registry
 
 from .fake_github import FakeGitHub
 from .test_pulls import GOOD_BODY

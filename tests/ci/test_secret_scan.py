@@ -111,7 +111,7 @@ def test_an_added_credential_and_an_unregistered_secret_name_fail_with_file_and_
     assert "docs/notes.md" not in result.err  # names count where secrets are consumed
     assert lines[-1] == "CI.SECRET_DETECTED: 2 problem(s) in 4 files"  # the registry is scanned too
     # the gate's own lines classify as its failure code once ingested
-    registry = __import__("ipai_ops.taxonomy", fromlist=["load_registry"]).load_registry()
+    registry = __import__("ipai_ops.registry", fromlist=["load_registry"]).load_registry()
     assert classify(registry, text=result.err, model=None).code == "CI.SECRET_DETECTED"
 
 

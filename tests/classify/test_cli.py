@@ -153,7 +153,7 @@ def test_eval_refuses_a_bad_corpus_with_the_line_and_the_reason(run_cli, tmp_pat
 
 def test_the_development_corpus_is_large_real_and_sourced():
     from ipai_ops.classify import evaluate
-    from ipai_ops.taxonomy import load_registry
+    from ipai_ops.registry import load_registry
 
     cases = evaluate.load_corpus(CORPUS, load_registry())
     assert len(cases) >= 400

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from ipai_ops.classify import classify, matching
-from ipai_ops.taxonomy import parse_registry
+from ipai_ops.registry import parse_registry
 
 
 def registry_of(entries: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ipai_ops.classify.suggest import SuggestError, suggest_signature
-from ipai_ops.taxonomy import compile_pattern
+from ipai_ops.registry import compile_pattern
 
 SPOOL = [
     "zorblax spool 1 tipped over on shard kappa; sweeper gave up after 3 passes",

@@ -16,7 +16,7 @@ import pytest
 from ipai_ops.classify import classify
 from ipai_ops.classify.model import Model
 from ipai_ops.classify.teach import TeachError, check_example
-from ipai_ops.taxonomy import Registry
+from ipai_ops.registry import Registry
 from tests.bridge.conftest import BridgeProcess, error_rows, post, unique_letters
 from tests.bridge.otlp_factory import span, traces
 from tests.conftest import query_rows

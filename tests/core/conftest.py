@@ -127,6 +127,6 @@ def mini_repo(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def mini_registry(mini_repo: Path):
-    from ipai_ops.taxonomy import load_registry
+    from ipai_ops.registry import load_registry
 
     return load_registry(mini_repo / "ssot" / "errors" / "failure_modes.yaml")

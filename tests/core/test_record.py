@@ -32,8 +32,8 @@ from opentelemetry.trace import StatusCode
 from ipai_ops import store
 from ipai_ops.bridge.extract import Extractor
 from ipai_ops.fingerprint import frames_from_stacktrace
-from ipai_ops.middleware import Reporter
 from ipai_ops.record import failure_from_exception, is_app_path, record_on_span, span_ids
+from ipai_ops.sdk import Reporter
 from ipai_ops.semconv import (
     IPAI_FAILURE_CODE,
     IPAI_FAILURE_FINGERPRINT,

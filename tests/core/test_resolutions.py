@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ipai_ops import config, resolutions
+from ipai_ops.registry import default_registry
 from ipai_ops.resolutions import Resolution, ResolutionFormatError, dumps, load_directory, loads
-from ipai_ops.taxonomy import default_registry
 
 ROOT = config.repo_root()
 RECORDS = resolutions.record_files(ROOT / "docs" / "resolutions")

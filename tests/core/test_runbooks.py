@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ipai_ops import config, runbooks
-from ipai_ops.taxonomy import load_registry
+from ipai_ops.registry import load_registry
 
 from .conftest import runbook_text
 

@@ -23,7 +23,7 @@ from packaging.version import Version
 from ipai_ops import config
 from ipai_ops.classify import classify
 from ipai_ops.envelope import build_envelope, envelope_errors
-from ipai_ops.taxonomy import default_registry
+from ipai_ops.registry import default_registry
 
 REPO = Path(__file__).resolve().parents[2]
 LOCKS = REPO / "requirements" / "lock"

@@ -15,11 +15,11 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
+from ipai_devtools.scratch import throwaway_database
 from ipai_ops import store
 from ipai_ops.envelope import envelope_errors
 from ipai_ops.runs import RunSetupError, record_run
 from ipai_ops.runs.capture import group_alive
-from ipai_ops.store.scratch import throwaway_database
 
 from .conftest import CHILD_ENV, PY, dump, error_row, fetch_one, run_row
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from ipai_devtools.scratch import throwaway_database
 from ipai_ops import store
 from ipai_ops.classify import classify
 from ipai_ops.classify.legacy import classify_v1
 from ipai_ops.envelope import build_envelope
 from ipai_ops.store import ErrorOccurrence
-from ipai_ops.store.scratch import throwaway_database
 
 CORPUS = Path(__file__).resolve().parents[1] / "classify" / "corpus"
 

@@ -7,9 +7,9 @@ import threading
 import psycopg2
 import pytest
 
+from ipai_devtools import dump_schema
+from ipai_devtools.scratch import create_database, drop_database, dsn_for
 from ipai_ops import store
-from ipai_ops.store import dump_schema
-from ipai_ops.store.scratch import create_database, drop_database, dsn_for
 
 
 def test_migrate_is_idempotent(empty_db_dsn):
@@ -68,7 +68,7 @@ def test_schema_sql_matches_the_migrations(ops_dsn):
         from_file = dump_schema.pg_dump_ops(dsn_for(other))
     finally:
         drop_database(other)
-    assert from_file == from_migrations, "schema.sql is stale: run python -m ipai_ops.store.dump_schema"
+    assert from_file == from_migrations, "schema.sql is stale: run python -m ipai_devtools.dump_schema"
     assert committed == dump_schema.HEADER + from_migrations
 
 

@@ -13,9 +13,9 @@ from datetime import timedelta
 import psycopg2
 import pytest
 
+from ipai_devtools.scratch import throwaway_database
 from ipai_ops import store
 from ipai_ops.store import ErrorOccurrence
-from ipai_ops.store.scratch import throwaway_database
 from tests.store.test_writers import T0
 
 #: The last schema whose single upsert carried its own copy of the write.

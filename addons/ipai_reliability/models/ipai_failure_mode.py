@@ -11,10 +11,10 @@ from odoo.fields import Command
 from odoo.tools import html_sanitize
 
 try:
+    from ipai_ops import registry as ops_registry
     from ipai_ops import runbooks as ops_runbooks
-    from ipai_ops import taxonomy as ops_taxonomy
 except ImportError:  # pragma: no cover - declared in external_dependencies
-    ops_runbooks = ops_taxonomy = None
+    ops_runbooks = ops_registry = None
 
 from .runbook_summary import business_summary_html
 
@@ -22,9 +22,9 @@ _logger = logging.getLogger(__name__)
 
 SEVERITIES = [("critical", "Critical"), ("high", "High"), ("medium", "Medium"), ("low", "Low")]
 SEVERITY_COLOR = {"critical": 1, "high": 2, "medium": 3, "low": 10}
-FAMILIES = ops_taxonomy.FAMILIES if ops_taxonomy else ()
-FALLBACK_FAMILY = ops_taxonomy.FALLBACK_FAMILY if ops_taxonomy else "unknown"
-#: The registry's failure families (``taxonomy.FAMILIES``) and the fallback's ``unknown``.
+FAMILIES = ops_registry.FAMILIES if ops_registry else ()
+FALLBACK_FAMILY = ops_registry.FALLBACK_FAMILY if ops_registry else "unknown"
+#: The registry's failure families (``registry.FAMILIES``) and the fallback's ``unknown``.
 FAMILY_SELECTION = [(family, family.capitalize()) for family in FAMILIES] + [(FALLBACK_FAMILY, "Unknown")]
 CI_BEHAVIORS = [("block", "Block"), ("warn", "Warn"), ("retry", "Retry"), ("ignore", "Ignore")]
 MANAGER_GROUP = "ipai_reliability.group_ipai_reliability_manager"
@@ -355,21 +355,21 @@ class IpaiFailureMode(models.Model):
         return result
 
     def _to_failure_mode(self):
-        """This record as an :class:`ipai_ops.taxonomy.FailureMode` (so key order matches ``as_dict``)."""
+        """This record as an :class:`ipai_ops.registry.FailureMode` (so key order matches ``as_dict``)."""
         self.ensure_one()
         signatures = []
         for sig in self.signature_ids:
             flags = tuple(sig.flag_list())
             signatures.append(
-                ops_taxonomy.Signature(
+                ops_registry.Signature(
                     on=sig.on,
                     pattern=sig.pattern,
-                    regex=ops_taxonomy.compile_pattern(sig.pattern, flags),
+                    regex=ops_registry.compile_pattern(sig.pattern, flags),
                     flags=flags,
                     priority=sig.priority_value(),
                 )
             )
-        return ops_taxonomy.FailureMode(
+        return ops_registry.FailureMode(
             code=self.code,
             title=self.name,
             category=self.category,
@@ -397,7 +397,7 @@ class IpaiFailureMode(models.Model):
         """Every failure mode (all companies, registry order) as registry YAML text."""
         # every mode, by design: the export is the whole registry (a few hundred rows at most)
         modes = self.sudo().with_context(active_test=False).search([], order="sequence, code")  # pylint: disable=no-search-all
-        registry = ops_taxonomy.Registry(tuple(rec._to_failure_mode() for rec in modes))
+        registry = ops_registry.Registry(tuple(rec._to_failure_mode() for rec in modes))
         body = yaml.safe_dump(registry.to_yaml_document(), sort_keys=False, allow_unicode=True, width=100)
         return (YAML_HEADER if header is None else header) + body
 
@@ -420,8 +420,8 @@ class IpaiFailureMode(models.Model):
     @api.private
     @api.model
     def check_exported_yaml(self, text=None):
-        """Problems ``ipai_ops.taxonomy.parse_registry`` finds in the export (empty list = valid)."""
-        __, problems = ops_taxonomy.parse_registry(text or self.export_registry_yaml(), source="odoo-export")
+        """Problems ``ipai_ops.registry.parse_registry`` finds in the export (empty list = valid)."""
+        __, problems = ops_registry.parse_registry(text or self.export_registry_yaml(), source="odoo-export")
         return problems
 
     @api.private

@@ -4,10 +4,10 @@ from odoo import api, fields, models
 from odoo.exceptions import ValidationError
 
 try:
-    from ipai_ops import taxonomy as ops_taxonomy
-    from ipai_ops.taxonomy import SIGNATURE_SUBJECTS
+    from ipai_ops import registry as ops_registry
+    from ipai_ops.registry import SIGNATURE_SUBJECTS
 except ImportError:  # pragma: no cover - declared in external_dependencies
-    ops_taxonomy = None
+    ops_registry = None
     SIGNATURE_SUBJECTS = ("type", "message", "text", "command")
 
 #: Kept for importers of the first version of this module.
@@ -19,7 +19,7 @@ SUBJECT_SELECTION = [
     ("text", "Log / output text"),
     ("command", "Failed command"),
 ]
-# The registry's named-group syntax (taxonomy.CAPTURE_NAMES lists the allowed names).
+# The registry's named-group syntax (registry.CAPTURE_NAMES lists the allowed names).
 _GROUP_NAME_RE = re.compile(r"\(\?P<([^>]+)>")
 
 
@@ -81,21 +81,21 @@ class IpaiFailureModeSignature(models.Model):
                     )
                 )
             try:
-                ops_taxonomy.compile_pattern(sig.pattern, sig.flag_list())
+                ops_registry.compile_pattern(sig.pattern, sig.flag_list())
             except ValueError as exc:
                 raise ValidationError(
                     self.env._(
                         "Signature pattern %(pattern)r does not compile: %(error)s", pattern=sig.pattern, error=exc
                     )
                 ) from None
-            groups = {ops_taxonomy.capture_name(g) for g in _GROUP_NAME_RE.findall(sig.pattern)}
-            if unknown_groups := sorted(groups - ops_taxonomy.CAPTURE_NAMES):
+            groups = {ops_registry.capture_name(g) for g in _GROUP_NAME_RE.findall(sig.pattern)}
+            if unknown_groups := sorted(groups - ops_registry.CAPTURE_NAMES):
                 raise ValidationError(
                     self.env._(
                         "Signature pattern %(pattern)r names groups that are not captures: %(groups)s "
                         "(use one of %(allowed)s).",
                         pattern=sig.pattern,
                         groups=", ".join(unknown_groups),
-                        allowed=", ".join(sorted(ops_taxonomy.CAPTURE_NAMES)),
+                        allowed=", ".join(sorted(ops_registry.CAPTURE_NAMES)),
                     )
                 )

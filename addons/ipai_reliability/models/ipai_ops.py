@@ -24,12 +24,12 @@ _logger = logging.getLogger(__name__)
 
 try:
     from ipai_ops import config as ops_config
+    from ipai_ops import registry as ops_registry
     from ipai_ops import store as ops_store
-    from ipai_ops import taxonomy as ops_taxonomy
     from ipai_ops.runs.escalate import EscalationError, escalate
     from ipai_ops.text import redacted_first_line
 except ImportError:  # pragma: no cover - declared in external_dependencies
-    ops_config = ops_store = ops_taxonomy = escalate = redacted_first_line = None
+    ops_config = ops_store = ops_registry = escalate = redacted_first_line = None
     EscalationError = Exception
 
 PARAM_REGISTRY_PATH = "ipai_reliability.registry_path"
@@ -92,13 +92,13 @@ class IpaiOps(models.AbstractModel):
     @api.private
     @api.model
     def registry(self):
-        """The validated :class:`ipai_ops.taxonomy.Registry`, re-read when the file changes."""
+        """The validated :class:`ipai_ops.registry.Registry`, re-read when the file changes."""
         path = self.registry_path()
         try:
-            return ops_taxonomy.default_registry(path)
+            return ops_registry.default_registry(path)
         except FileNotFoundError:
             raise UserError(self.env._("The failure-mode registry %(path)s does not exist.", path=path)) from None
-        except ops_taxonomy.RegistryError as exc:
+        except ops_registry.RegistryError as exc:
             raise UserError(
                 self.env._(
                     "The failure-mode registry %(path)s is invalid:\n%(problems)s",

@@ -65,7 +65,7 @@ def failure_of(
         return failure
     try:
         from ipai_ops.record import failure_from_exception
-        from ipai_ops.taxonomy import default_registry
+        from ipai_ops.registry import default_registry
 
         failure = failure_from_exception(
             default_registry(),

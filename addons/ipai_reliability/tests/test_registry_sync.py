@@ -9,7 +9,7 @@ from odoo.tests import tagged
 from odoo.tools import mute_logger
 
 from ipai_ops import ssot
-from ipai_ops.taxonomy import parse_registry
+from ipai_ops.registry import parse_registry
 
 from .common import ReliabilityCase
 

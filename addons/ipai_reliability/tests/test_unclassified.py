@@ -7,7 +7,7 @@ from odoo.exceptions import UserError
 from odoo.tests import tagged
 
 from ipai_ops import ssot
-from ipai_ops.taxonomy import load_registry, parse_registry
+from ipai_ops.registry import load_registry, parse_registry
 
 from ..wizard.ipai_failure_mode_propose import propose_code, propose_signature
 from .common import ReliabilityCase

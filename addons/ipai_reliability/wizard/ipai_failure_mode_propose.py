@@ -13,8 +13,8 @@ from ..models.ipai_failure_mode_signature import SIGNATURE_SUBJECTS, SUBJECT_SEL
 
 try:
     from ipai_ops.fingerprint import normalize_message
+    from ipai_ops.registry import SIGNATURE_SUBJECTS, compile_pattern
     from ipai_ops.runbooks import REQUIRED_SECTIONS
-    from ipai_ops.taxonomy import SIGNATURE_SUBJECTS, compile_pattern
 except ImportError:  # pragma: no cover
     normalize_message = compile_pattern = None
     REQUIRED_SECTIONS = SIGNATURE_SUBJECTS = ()

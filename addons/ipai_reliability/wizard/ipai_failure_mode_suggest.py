@@ -9,7 +9,7 @@ from odoo.tools import SQL
 
 try:
     from ipai_ops.classify.suggest import SuggestError, suggest_signature
-    from ipai_ops.taxonomy import compile_pattern
+    from ipai_ops.registry import compile_pattern
 except ImportError:  # pragma: no cover
     suggest_signature = compile_pattern = None
     SuggestError = ValueError

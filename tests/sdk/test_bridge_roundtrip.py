@@ -18,7 +18,7 @@ from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 
-from ipai_ops.middleware import CORRELATION_HEADER, Reporter, WSGIProblemMiddleware
+from ipai_ops.sdk import CORRELATION_HEADER, Reporter, WSGIProblemMiddleware
 from ipai_ops.semconv import IPAI_CORRELATION_ID, IPAI_OCCURRENCE_ID
 from tests.bridge.conftest import BridgeProcess, error_rows, occurrence_ids
 

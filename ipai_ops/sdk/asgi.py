@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ipai_ops.middleware.reporter import (
+from ipai_ops.sdk.reporter import (
     CORRELATION_HEADER,
     Reporter,
     bind_correlation_id,

@@ -7,7 +7,7 @@ when a failure is recorded::
 
 Every answer carries ``X-Correlation-Id`` (the caller's valid ``X-Correlation-Id``, else
 its ``X-Request-Id``, else a new id); handlers read it from ``environ["ipai.correlation_id"]``
-or :func:`ipai_ops.middleware.current_correlation_id`.
+or :func:`ipai_ops.sdk.current_correlation_id`.
 
 A response body is often produced lazily, while the server iterates it. An exception
 there is still answered with a problem as long as no body byte was sent: the middleware
@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
-from ipai_ops.middleware.reporter import (
+from ipai_ops.sdk.reporter import (
     CORRELATION_HEADER,
     Report,
     Reporter,

@@ -18,9 +18,9 @@ from opentelemetry.semconv.attributes.exception_attributes import (
 from opentelemetry.trace import StatusCode
 
 from ipai_ops.envelope import validate_envelope
-from ipai_ops.middleware import Failure, Reporter
-from ipai_ops.middleware.reporter import correlation_id_from
 from ipai_ops.problem import validate_problem
+from ipai_ops.sdk import Failure, Reporter
+from ipai_ops.sdk.reporter import correlation_id_from
 from ipai_ops.semconv import (
     EXCEPTION_EVENT,
     IPAI_CORRELATION_ID,
@@ -144,7 +144,7 @@ def test_no_span_no_recording_but_still_a_report(registry):
 
 
 def test_direct_upsert_counts_each_occurrence_once(registry, clean_ops_dsn):
-    reporter = Reporter("svc", source="billing", dsn=clean_ops_dsn, registry=registry, in_app=("tests/middleware",))
+    reporter = Reporter("svc", source="billing", dsn=clean_ops_dsn, registry=registry, in_app=("tests/sdk",))
     try:
         first = reporter.report(_raise(RuntimeError(SECRET_MESSAGE)))
         again = reporter.report(first_exc := _raise(RuntimeError(SECRET_MESSAGE)))
@@ -163,7 +163,7 @@ def test_direct_upsert_counts_each_occurrence_once(registry, clean_ops_dsn):
 def test_database_outage_is_a_warning_and_the_problem_still_comes(registry, caplog):
     reporter = Reporter("svc", dsn=f"postgresql://postgres@127.0.0.1:{free_port()}/nope", registry=registry)
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="ipai_ops.middleware.reporter"):
+    with caplog.at_level(logging.WARNING, logger="ipai_ops.sdk.reporter"):
         report = reporter.report(_raise(RuntimeError("boom")))
         skipped = reporter.report(_raise(RuntimeError("boom")))  # inside the retry interval: no connect
     assert time.monotonic() - started < 3
@@ -181,7 +181,7 @@ def test_reconnects_after_the_database_comes_back(registry, clean_ops_dsn, caplo
     try:
         assert reporter.report(_raise(RuntimeError("flaky"))).upsert.count == 1
         proxy.down()
-        with caplog.at_level(logging.WARNING, logger="ipai_ops.middleware.reporter"):
+        with caplog.at_level(logging.WARNING, logger="ipai_ops.sdk.reporter"):
             assert reporter.report(_raise(RuntimeError("flaky"))).upsert is None
         assert any("ops upsert skipped" in r.getMessage() for r in caplog.records)
         proxy.up()
@@ -194,7 +194,7 @@ def test_reconnects_after_the_database_comes_back(registry, clean_ops_dsn, caplo
 def test_missing_ops_schema_is_a_warning_too(registry, empty_db_dsn, caplog):
     reporter = Reporter("svc", dsn=empty_db_dsn, registry=registry)
     try:
-        with caplog.at_level(logging.WARNING, logger="ipai_ops.middleware.reporter"):
+        with caplog.at_level(logging.WARNING, logger="ipai_ops.sdk.reporter"):
             report = reporter.report(_raise(RuntimeError("boom")))
     finally:
         reporter.close()
@@ -223,7 +223,7 @@ def test_concurrent_reports_share_one_connection_safely(registry, clean_ops_dsn)
 
 def test_unknown_failure_code_falls_back_and_warns_once(registry, caplog):
     reporter = Reporter("svc", registry=registry)
-    with caplog.at_level(logging.WARNING, logger="ipai_ops.middleware.reporter"):
+    with caplog.at_level(logging.WARNING, logger="ipai_ops.sdk.reporter"):
         for _ in range(2):
             report = reporter.report(_raise(Failure("NOPE.NOT_A_CODE", "the widget is gone")))
     assert report.code == "UNCLASSIFIED.UNKNOWN" and report.problem["detail"] == "the widget is gone"

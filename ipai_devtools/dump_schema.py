@@ -1,6 +1,6 @@
 """Regenerate ``ipai_ops/store/schema.sql`` from the migrations.
 
-    python -m ipai_ops.store.dump_schema [--check]
+    python -m ipai_devtools.dump_schema [--check]
 
 Applies every migration to a throwaway database and writes ``pg_dump
 --schema-only`` of the ``ops`` schema (normalised). ``tests/store`` proves
@@ -18,11 +18,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ipai_ops.store.scratch import throwaway_database
+from ipai_devtools.scratch import throwaway_database
 
-SCHEMA_FILE = Path(__file__).with_name("schema.sql")
+#: The generated file lives beside the migrations it is generated from, in the product package.
+SCHEMA_FILE = Path(__file__).resolve().parent.parent / "ipai_ops" / "store" / "schema.sql"
 HEADER = (
-    "-- The ops schema as the migrations leave it (generated: python -m ipai_ops.store.dump_schema).\n"
+    "-- The ops schema as the migrations leave it (generated: python -m ipai_devtools.dump_schema).\n"
     "-- Do not edit by hand: add a migration, then regenerate. A test compares the two.\n"
 )
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         current = SCHEMA_FILE.read_text(encoding="utf-8") if SCHEMA_FILE.exists() else ""
         if current != content:
-            print(f"{SCHEMA_FILE} is out of date: run python -m ipai_ops.store.dump_schema", file=sys.stderr)
+            print(f"{SCHEMA_FILE} is out of date: run python -m ipai_devtools.dump_schema", file=sys.stderr)
             return 1
         print(f"{SCHEMA_FILE} is up to date")
         return 0

@@ -13,7 +13,7 @@ from opentelemetry.instrumentation.wsgi import OpenTelemetryMiddleware
 from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_MESSAGE
 from opentelemetry.trace import StatusCode
 
-from ipai_ops.middleware import (
+from ipai_ops.sdk import (
     CORRELATION_HEADER,
     DeliveryStore,
     Failure,
@@ -22,7 +22,7 @@ from ipai_ops.middleware import (
     WSGIProblemMiddleware,
     current_correlation_id,
 )
-from ipai_ops.middleware.webhooks import GITHUB
+from ipai_ops.sdk.webhooks import GITHUB
 from ipai_ops.semconv import EXCEPTION_EVENT, IPAI_CORRELATION_ID, IPAI_FAILURE_CODE, IPAI_OCCURRENCE_ID
 
 from .conftest import SERVICE, assert_problem, error_rows, serve_wsgi

@@ -12,7 +12,7 @@ Two well-known schemes:
   delivery GUID in ``X-GitHub-Delivery``; no timestamp, so replay protection rests on the
   remembered delivery ids alone.
 
-Order of checks (each failure is a :class:`~ipai_ops.middleware.errors.WebhookRejected`,
+Order of checks (each failure is a :class:`~ipai_ops.sdk.errors.WebhookRejected`,
 which the middleware answers as a problem):
 
 1. headers present, else ``API.AUTH_MISSING`` (401): the request is not signed at all,
@@ -53,8 +53,8 @@ from typing import Any
 import psycopg2.extensions
 
 from ipai_ops import store
-from ipai_ops.middleware._pg import SharedConnection
-from ipai_ops.middleware.errors import Failure, WebhookRejected
+from ipai_ops.sdk._pg import SharedConnection
+from ipai_ops.sdk.errors import Failure, WebhookRejected
 from ipai_ops.store import OpsDatabaseUnavailable
 
 log = logging.getLogger(__name__)

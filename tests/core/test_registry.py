@@ -10,7 +10,7 @@ import pytest
 
 from ipai_ops import ssot
 from ipai_ops.cli import main
-from ipai_ops.taxonomy import CODE_RE, RegistryError, load_registry, parse_registry
+from ipai_ops.registry import CODE_RE, RegistryError, load_registry, parse_registry
 
 from .conftest import MINI_REGISTRY, add_lifecycle, runbook_text
 

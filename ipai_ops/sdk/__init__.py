@@ -7,17 +7,17 @@ docs/services.md. Nothing here imports a web framework.
 
 from __future__ import annotations
 
-from ipai_ops.middleware.asgi import ASGIProblemMiddleware
-from ipai_ops.middleware.errors import Failure, WebhookRejected
-from ipai_ops.middleware.reporter import (
+from ipai_ops.sdk.asgi import ASGIProblemMiddleware
+from ipai_ops.sdk.errors import Failure, WebhookRejected
+from ipai_ops.sdk.reporter import (
     CORRELATION_HEADER,
     REQUEST_ID_HEADER,
     Report,
     Reporter,
     current_correlation_id,
 )
-from ipai_ops.middleware.webhooks import Delivery, DeliveryStore, WebhookVerifier
-from ipai_ops.middleware.wsgi import WSGIProblemMiddleware
+from ipai_ops.sdk.webhooks import Delivery, DeliveryStore, WebhookVerifier
+from ipai_ops.sdk.wsgi import WSGIProblemMiddleware
 
 __all__ = [
     "CORRELATION_HEADER",

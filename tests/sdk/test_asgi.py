@@ -13,7 +13,8 @@ from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_MESSAGE, EXCEPTION_STACKTRACE
 from opentelemetry.trace import StatusCode
 
-from ipai_ops.middleware import (
+from ipai_ops.registry import default_registry
+from ipai_ops.sdk import (
     CORRELATION_HEADER,
     ASGIProblemMiddleware,
     DeliveryStore,
@@ -22,9 +23,8 @@ from ipai_ops.middleware import (
     WebhookVerifier,
     current_correlation_id,
 )
-from ipai_ops.middleware.webhooks import STANDARD_WEBHOOKS
+from ipai_ops.sdk.webhooks import STANDARD_WEBHOOKS
 from ipai_ops.semconv import EXCEPTION_EVENT, IPAI_CORRELATION_ID, IPAI_FAILURE_CODE, IPAI_OCCURRENCE_ID, IPAI_SOURCE
-from ipai_ops.taxonomy import default_registry
 
 from .conftest import SERVICE, assert_problem, error_rows, serve_asgi
 

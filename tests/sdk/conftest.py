@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from ipai_ops.middleware import CORRELATION_HEADER
 from ipai_ops.problem import PROBLEM_CONTENT_TYPE, validate_problem
+from ipai_ops.sdk import CORRELATION_HEADER
 from tests.conftest import query_rows
 
 SERVICE = "svc-under-test"

@@ -11,8 +11,8 @@ import threading
 import psycopg2
 import pytest
 
-from ipai_ops.middleware import Delivery, DeliveryStore, Failure, WebhookRejected, WebhookVerifier
-from ipai_ops.middleware.webhooks import (
+from ipai_ops.sdk import Delivery, DeliveryStore, Failure, WebhookRejected, WebhookVerifier
+from ipai_ops.sdk.webhooks import (
     GITHUB,
     STANDARD_WEBHOOKS,
     claim_delivery,

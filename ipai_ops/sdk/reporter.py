@@ -3,7 +3,7 @@
 :class:`Reporter` is what the WSGI/ASGI middleware and the :meth:`Reporter.reported`
 decorator/context manager call when an exception escapes. One call:
 
-1. classifies the exception (a :class:`~ipai_ops.middleware.errors.Failure` carries its
+1. classifies the exception (a :class:`~ipai_ops.sdk.errors.Failure` carries its
    code; anything else goes through the registry's signatures) and builds the redacted
    failure envelope and its occurrence with :func:`ipai_ops.record.failure_from_exception`,
    the function every producer (Odoo included) uses, so one exception has one fingerprint;
@@ -43,12 +43,12 @@ from typing import Any, TypeVar
 
 from opentelemetry import trace
 
-from ipai_ops.middleware._pg import SharedConnection
-from ipai_ops.middleware.errors import Failure
 from ipai_ops.problem import PROBLEM_CONTENT_TYPE, problem
 from ipai_ops.record import failure_from_exception, record_on_span, span_ids
+from ipai_ops.registry import Registry, default_registry
+from ipai_ops.sdk._pg import SharedConnection
+from ipai_ops.sdk.errors import Failure
 from ipai_ops.store import ErrorOccurrence, OpsDatabaseUnavailable, UpsertResult, upsert_error
-from ipai_ops.taxonomy import Registry, default_registry
 from ipai_ops.text import head, redact, redact_obj, redacted_first_line
 
 log = logging.getLogger(__name__)

@@ -26,3 +26,4 @@ from . import test_sparkline_list
 from . import test_ops_summary
 from . import test_escalation_triggers
 from . import test_runbook_path_browser
+from . import test_resolution_form_browser

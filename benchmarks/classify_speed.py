@@ -105,8 +105,8 @@ def figure_b(registry: Registry, rounds: int) -> tuple[float, float, int]:
             times.append(time.perf_counter() - started)
         return min(times)
 
-    cached = run(Extractor(registry, thin=True), timed)
-    plain = run(FromScratch(registry, thin=True), timed)
+    cached = run(Extractor(registry), timed)
+    plain = run(FromScratch(registry), timed)
     return cached * 1e6 / events, plain * 1e6 / events, events
 
 

@@ -219,7 +219,7 @@ def test_record_on_span_carries_the_direct_writes_key(registry):
 
     # The bridge reads the OTLP encoding of that span into the direct write's key.
     (occ,) = Extractor(registry).traces(encode_spans([exported])).occurrences
-    assert (occ["source"], occ["occurrence_id"], occ["fingerprint"], occ["code"]) == (
+    assert (occ.source, occ.occurrence_id, occ.fingerprint, occ.code) == (
         "odoo",
         ODOO_OCCURRENCE,
         failure.fingerprint,
@@ -250,7 +250,7 @@ def test_the_only_event_takes_the_spans_key(registry):
 
     exported, _ = _span_with(one)
     (occ,) = Extractor(registry).traces(encode_spans([exported])).occurrences
-    assert (occ["source"], occ["occurrence_id"], occ["fingerprint"]) == ("odoo", ODOO_OCCURRENCE, failure.fingerprint)
+    assert (occ.source, occ.occurrence_id, occ.fingerprint) == ("odoo", ODOO_OCCURRENCE, failure.fingerprint)
 
     def two(span):
         span.record_exception(exc)
@@ -258,7 +258,7 @@ def test_the_only_event_takes_the_spans_key(registry):
         span.set_attributes(keys)
 
     exported, _ = _span_with(two)
-    ids = [o["occurrence_id"] for o in Extractor(registry).traces(encode_spans([exported])).occurrences]
+    ids = [o.occurrence_id for o in Extractor(registry).traces(encode_spans([exported])).occurrences]
     assert len(ids) == 2 and all(i.startswith("event:") for i in ids)
 
 

@@ -181,7 +181,7 @@ def test_failure_after_the_response_started_is_reported_and_reraised(served, cle
 
     request = encode_spans([span])
     extracted = Extractor(default_registry()).traces(request, raw=request.SerializeToString())
-    assert [o["occurrence_id"] for o in extracted.occurrences] == row["occurrence_ids"]
+    assert [o.occurrence_id for o in extracted.occurrences] == row["occurrence_ids"]
 
 
 def test_standard_webhook_good_bad_stale_replayed(served, clean_ops_dsn):

@@ -114,7 +114,7 @@ class TestOneOccurrence(PulserCase):
         occurrences, written = self.bridge([span])
         (occ,) = occurrences
         self.assertEqual(
-            (occ["source"], occ["occurrence_id"], occ["fingerprint"], occ["code"]),
+            (occ.source, occ.occurrence_id, occ.fingerprint, occ.code),
             ("odoo", occurrence_id, fingerprint, "INTENT.HANDLER_CRASHED"),
         )
         self.assertEqual((written.received, written.new_occurrences, written.refused), (1, 0, []))
@@ -144,7 +144,7 @@ class TestOneOccurrence(PulserCase):
         spans = [s for s in self.exporter.get_finished_spans() if s.attributes.get("ipai.intent.id") == intent.id]
         self.assertEqual(len(spans), 2)
         occurrences, written = self.bridge(spans)
-        self.assertEqual({o["fingerprint"] for o in occurrences}, {fingerprint})
+        self.assertEqual({o.fingerprint for o in occurrences}, {fingerprint})
         self.assertEqual((written.received, written.new_occurrences), (2, 0))
         rows = self.rows(
             "SELECT e.count, array_agg(o.occurrence_id ORDER BY o.occurrence_id) FROM ops.agent_errors e "

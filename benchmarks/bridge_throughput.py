@@ -14,6 +14,10 @@
     1,000, whose message carries ids (order numbers, customer ids, hex addresses), with a
     10-frame stack trace, 5% redelivery, written per second vs the same ceiling as (b)
     (target >= 0.6x). Every event is classified, fingerprinted and enveloped.
+    ``--baseline DIR`` also runs the bridge of another checkout (e.g. ``git worktree add
+    /tmp/base HEAD~1``) in each round, in alternating order, and prints this tree's rate
+    over the baseline's per round: on a loaded machine the ceiling swings more than the
+    change being measured.
 
 Load goes to 127.0.0.1 only; every loop is bounded. The machine is small and shared:
 read the ratios, not the absolute numbers.
@@ -87,13 +91,13 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait()
 
 
-def start_bridge(dsn: str, *, workers: int, **flags: object) -> tuple[subprocess.Popen, str]:
+def start_bridge(dsn: str, *, workers: int, root: Path = ROOT, **flags: object) -> tuple[subprocess.Popen, str]:
     port = free_port()
     cmd = [*LAUNCH, "bridge", "serve", "--host", "127.0.0.1", "--http-port", str(port), "--grpc-port", "0"]
     cmd += ["--workers", str(workers), "--dsn", dsn, "--log-level", "WARNING"]
     for key, value in flags.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
-    proc = subprocess.Popen(cmd, cwd=ROOT)
+    proc = subprocess.Popen(cmd, cwd=root)
     url = f"http://127.0.0.1:{port}"
     wait_healthy(url, proc)
     return proc, url
@@ -398,29 +402,40 @@ def sdk_workload(events: int, kinds: int, redelivery: float, *, seed: int = 11) 
     ]
 
 
-def figure_d(*, events: int, concurrency: int, rounds: int) -> tuple[float, float, float, int]:
+def figure_d(
+    *, events: int, concurrency: int, rounds: int, baseline: Path | None = None
+) -> tuple[float, float, float, int, list[float]]:
     """Median bridge rate, median ceiling and median per-round ratio over ``rounds``
     interleaved rounds (the ceiling swings with the machine's load; a round measures both
-    within seconds of each other), and the groups of the last round."""
-    written, ceilings, ratios = [], [], []
+    within seconds of each other), the groups of the last round, and with ``baseline`` (a
+    checkout) this tree's rate over the baseline's bridge in each round (the two run in
+    alternating order)."""
+    written, ceilings, ratios, versus = [], [], [], []
     groups = 0
     with ops_database() as ceiling_dsn:
         for round_ in range(rounds):
             ceiling = measure_ceiling(ceiling_dsn, events=events, fingerprints=1000, redelivery=0.05)
             bodies = sdk_workload(events, 1000, 0.05, seed=11 + round_)
-            with ops_database() as bridge_dsn:
-                proc, url = start_bridge(bridge_dsn, workers=1)
-                try:
-                    run_load(url, [sdk_workload(50, 5, 0, seed=1)[0]], concurrency=1)  # warm up
-                    elapsed, statuses = run_load(url, bodies, concurrency=concurrency)
-                    assert statuses == {200: len(bodies)}, statuses
-                finally:
-                    stop(proc)
-                groups = row_count(bridge_dsn, "ops.agent_errors")
-            written.append(events / elapsed)
+            roots = [ROOT] if baseline is None else [ROOT, baseline][:: 1 if round_ % 2 == 0 else -1]
+            rates = {}
+            for root in roots:
+                with ops_database() as bridge_dsn:
+                    proc, url = start_bridge(bridge_dsn, workers=1, root=root)
+                    try:
+                        run_load(url, [sdk_workload(50, 5, 0, seed=1)[0]], concurrency=1)  # warm up
+                        elapsed, statuses = run_load(url, bodies, concurrency=concurrency)
+                        assert statuses == {200: len(bodies)}, statuses
+                    finally:
+                        stop(proc)
+                    if root == ROOT:
+                        groups = row_count(bridge_dsn, "ops.agent_errors")
+                rates[root] = events / elapsed
+            written.append(rates[ROOT])
             ceilings.append(ceiling)
             ratios.append(written[-1] / ceiling)
-    return statistics.median(written), statistics.median(ceilings), statistics.median(ratios), groups
+            if baseline is not None:
+                versus.append(rates[ROOT] / rates[baseline])
+    return statistics.median(written), statistics.median(ceilings), statistics.median(ratios), groups, versus
 
 
 def _rss_kib(pids: list[int]) -> int:
@@ -481,6 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smaller runs (smoke test)")
     parser.add_argument("--workers", type=int, default=1, help="bridge/receiver workers for (a)")
     parser.add_argument("--figures", default="abcd", help="which figures to measure, e.g. 'a' or 'bd' (default abcd)")
+    parser.add_argument(
+        "--baseline", type=Path, help="(d) also run the bridge of this checkout in each round and compare"
+    )
     parser.add_argument("--discard-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.discard_server:
@@ -497,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     if "c" in args.figures:
         measure_c(quick, cores)
     if "d" in args.figures:
-        measure_d(quick)
+        measure_d(quick, args.baseline.resolve() if args.baseline else None)
     return 0
 
 
@@ -533,15 +551,20 @@ def measure_c(quick: bool, cores: int) -> None:
     )
 
 
-def measure_d(quick: bool) -> None:
+def measure_d(quick: bool, baseline: Path | None = None) -> None:
     events = 5_000 if quick else 20_000
-    rounds = 1 if quick else 3
-    written, ceiling, ratio, groups = figure_d(events=events, concurrency=4, rounds=rounds)
+    rounds = 1 if quick else 3 if baseline is None else 6
+    written, ceiling, ratio, groups, versus = figure_d(events=events, concurrency=4, rounds=rounds, baseline=baseline)
     print(
         f"(d) realistic SDK exceptions (1,000 types, ids in messages, 10-frame stack traces, 5% redelivery), "
         f"{events:,} events, 1 worker, median of {rounds} interleaved round(s): bridge {written:,.0f} error "
         f"events/s, batch-write ceiling {ceiling:,.0f} events/s -> {ratio:.2f}x (target >= 0.6x); {groups:,} groups"
     )
+    if versus:
+        print(
+            f"(d) this tree / the bridge of {baseline}, same rounds: median {statistics.median(versus):.2f}x "
+            f"(per round {', '.join(f'{v:.2f}' for v in versus)})"
+        )
 
 
 if __name__ == "__main__":

@@ -205,6 +205,20 @@ def _str_attr(attrs: dict[str, AnyValue], key: str) -> str | None:
     return text or None
 
 
+_NO_ATTRS: dict[str, AnyValue] = {}
+
+
+def _either_attr(attrs: dict[str, AnyValue], parent: dict[str, AnyValue], key: str) -> str | None:
+    """``_str_attr`` of the record, else of its parent (most records have neither)."""
+    value = attrs.get(key)
+    if value is not None and (text := any_text(value)):
+        return text
+    value = parent.get(key)
+    if value is not None:
+        return any_text(value) or None
+    return None
+
+
 def _first(*values: str | None) -> str | None:
     for value in values:
         if value:
@@ -364,6 +378,46 @@ class _Template:
 
 
 @dataclass(slots=True, eq=False)
+class _Shape:
+    """A cache entry: the template of one shape, made at the end of the request that first
+    met the shape, from the shape's latest occurrence in it (greatest ``occurred_at``, then
+    occurrence id). That is the occurrence whose sample the writer keeps
+    (ipai_ops.bridge.writer.Samples), so its sample is the template's envelope, not a
+    second classification; the template is the same whichever occurrence of the shape
+    makes it (that is what reusing it means)."""
+
+    present: frozenset[int]
+    producer_fingerprint: str | None
+    #: None while the request that met the shape first is being read
+    template: _Template | None = None
+    #: (occurred_at, occurrence_id), inputs and sample draft of the latest occurrence so far
+    latest: tuple[str, str] | None = None
+    inputs: dict[str, Any] | None = None
+    draft: SampleDraft | None = None
+
+
+@dataclass(slots=True, eq=False)
+class _Deferred:
+    """An occurrence whose shape's template is made at the end of its request."""
+
+    shape: _Shape
+    draft: SampleDraft
+    fields: dict[str, Any]
+
+    def occurrence(self) -> ErrorOccurrence:
+        template = self.shape.template
+        assert template is not None
+        self.draft.fingerprint = template.fingerprint
+        return ErrorOccurrence(
+            fingerprint=template.fingerprint,
+            code=template.code,
+            severity=template.severity,
+            previous_fingerprint=template.previous_fingerprint,
+            **self.fields,
+        )
+
+
+@dataclass(slots=True, eq=False)
 class SampleDraft:
     """An occurrence's ``sample``, still to build (:class:`ipai_ops.store.PendingSample`).
 
@@ -402,18 +456,13 @@ class SampleDraft:
         return sample
 
 
-def _compact(text: str | None) -> str | bytes | None:
-    """A cache key's part: short text as it is, long text as its digest (bounded memory)."""
-    if text is None or len(text) <= 1024:
-        return text
-    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-
-
 def _digest(key: tuple[Any, ...]) -> int:
     """A cache key: Python's hash of the key tuple, 64 bits of SipHash keyed at random per
     process (PYTHONHASHSEED), so an entry costs the same whatever the sender's strings and a
     sender cannot aim two keys at one entry. A string's hash is computed once (in C) and
-    kept on it; the repr-and-blake2b digest this replaces cost ~8% of the error path."""
+    kept on it; the repr-and-blake2b digest this replaces cost ~8% of the error path. No
+    text is kept, so long texts go in as they are (a blake2b digest of each first cost
+    another ~4%)."""
     return hash(key)
 
 
@@ -494,9 +543,11 @@ class Extractor:
         self._matcher = matcher_for(registry)
         # Keyed on 64-bit keyed hashes of the key tuples (:func:`_digest`): a cache entry
         # costs the same whatever the sender's strings.
-        self._templates: OrderedDict[int, _Template] = OrderedDict()
-        self._exact: OrderedDict[int, tuple[_Template, str]] = OrderedDict()
-        self._digit_blind: OrderedDict[int, _Template] = OrderedDict()
+        self._templates: OrderedDict[int, _Shape] = OrderedDict()
+        self._exact: OrderedDict[int, tuple[_Shape, str]] = OrderedDict()
+        self._digit_blind: OrderedDict[int, _Shape] = OrderedDict()
+        #: The shapes first met in the request being read (their templates are made at its end).
+        self._pending: list[_Shape] = []
         self._model_generation: int | None = model_generation()
 
     def _follow_the_model(self) -> None:
@@ -524,14 +575,9 @@ class Extractor:
         stacktrace: str | None,
         text: str | None,
         details: tuple[tuple[str, str], ...],
-    ) -> ErrorOccurrence:
-        parent = parent_attrs or {}
-        explicit = _first(
-            _str_attr(attrs, IPAI_FAILURE_CODE),
-            _str_attr(parent, IPAI_FAILURE_CODE),
-            _str_attr(attrs, ERROR_TYPE),
-            _str_attr(parent, ERROR_TYPE),
-        )
+    ) -> ErrorOccurrence | _Deferred:
+        parent = parent_attrs or _NO_ATTRS
+        explicit = _either_attr(attrs, parent, IPAI_FAILURE_CODE) or _either_attr(attrs, parent, ERROR_TYPE)
         source = ((_str_attr(attrs, IPAI_SOURCE) or "").strip() or resource.source)[:MAX_SOURCE_CHARS]
         occurrence_id = ((_str_attr(attrs, IPAI_OCCURRENCE_ID) or "").strip() or occurrence_id)[:MAX_ID_CHARS]
         inputs = {
@@ -550,24 +596,48 @@ class Extractor:
             "details": details,
         }
         producer_fingerprint = (_str_attr(attrs, IPAI_FAILURE_FINGERPRINT) or "").strip()[:128] or None
-        template, made_now, clean_message = self._classified(inputs, resource, producer_fingerprint)
-        correlation_id = _str_attr(attrs, IPAI_CORRELATION_ID) or _str_attr(parent, IPAI_CORRELATION_ID)
+        found, made_now, clean_message = self._classified(inputs, resource, producer_fingerprint)
+        correlation_id = _either_attr(attrs, parent, IPAI_CORRELATION_ID)
         occurred_at = _when(_clamped(nanos) if self.clamp_times else nanos)
+        ids = {
+            "correlation_id": correlation_id[:MAX_ID_CHARS] if correlation_id else None,
+            "occurrence_id": occurrence_id,
+            "trace_id": trace_hex,
+            "span_id": span_hex,
+        }
+        gen_ai = gen_ai_context(attrs, parent) or _NO_GEN_AI
+        if isinstance(found, _Shape):
+            template = found.template
+            if template is None:
+                return self._deferred(
+                    found,
+                    SampleDraft(self.registry, inputs, ids, occurred_at, "", producer_fingerprint is not None),
+                    dict(
+                        source=source,
+                        occurrence_id=occurrence_id,
+                        message=clean_message,
+                        occurred_at=occurred_at,
+                        error_type=inputs["error_type"],
+                        service=resource.service,
+                        trace_id=trace_hex,
+                        span_id=span_hex,
+                        service_version=resource.version,
+                        environment=resource.env,
+                        **gen_ai,
+                    ),
+                )
+            made_now = False
+        else:
+            template = found
         draft = SampleDraft(
             self.registry,
             inputs,
-            {
-                "correlation_id": correlation_id[:MAX_ID_CHARS] if correlation_id else None,
-                "occurrence_id": occurrence_id,
-                "trace_id": trace_hex,
-                "span_id": span_hex,
-            },
+            ids,
             occurred_at,
             template.fingerprint,
             producer_fingerprint is not None,
             template.envelope if made_now else None,
         )
-        gen_ai = gen_ai_context(attrs, parent) or _NO_GEN_AI
         return ErrorOccurrence(
             source=source,
             occurrence_id=occurrence_id,
@@ -587,13 +657,23 @@ class Extractor:
             **gen_ai,
         )
 
+    @staticmethod
+    def _deferred(shape: _Shape, draft: SampleDraft, fields: dict[str, Any]) -> _Deferred:
+        """An occurrence of a shape met first in this request; the latest one makes its template."""
+        fields["sample"] = draft
+        latest = (fields["occurred_at"], fields["occurrence_id"])
+        if shape.latest is None or latest > shape.latest:
+            shape.latest, shape.inputs, shape.draft = latest, draft.inputs, draft
+        return _Deferred(shape, draft, fields)
+
     def _classified(
         self, inputs: dict[str, Any], resource: _Resource, producer_fingerprint: str | None
-    ) -> tuple[_Template, bool, str]:
-        """(template, whether this occurrence made it, the stored message) of one occurrence.
+    ) -> tuple[_Shape | _Template, bool, str]:
+        """(its shape, whether this occurrence met it first, the stored message) of one
+        occurrence; a subclass may answer with a template of its own.
 
         The very same error again (a retry loop, a storm of one message) is found by its
-        exact text; otherwise by its shape (:class:`_Template`).
+        exact text; otherwise by its shape (:class:`_Template`, :class:`_Shape`).
         """
         explicit, error_type, message = inputs["explicit_code"], inputs["error_type"], inputs["message"]
         stacktrace, text = inputs["stacktrace"], inputs["text"]
@@ -608,9 +688,7 @@ class Extractor:
             inputs["details"],
             producer_fingerprint,
         )
-        exact_key = _digest(
-            (*common, _compact(message), _compact(stacktrace), _compact(text) if separate_text else None)
-        )
+        exact_key = _digest((*common, message, stacktrace, text if separate_text else None))
         hit = self._exact.get(exact_key)
         if hit is not None:
             self._exact.move_to_end(exact_key)
@@ -622,8 +700,8 @@ class Extractor:
         if message_in_frames:
             inputs["frames"] = tuple(frames_from_stacktrace(stacktrace))
         rest = (
-            _compact(residue),
-            _compact(_residue(text, message)[0]) if separate_text else None,
+            residue,
+            _residue(text, message)[0] if separate_text else None,
             inputs["frames"],
         )
         # The type is part of the key already: only what message and text hold can differ.
@@ -632,7 +710,7 @@ class Extractor:
         # differ only in those digits' values have normalised messages that differ only where
         # digits survive: when the normalised message keeps none, they are equal (the
         # fingerprint's input) and normalising again is skipped (tests/bridge/test_templates.py).
-        digit_key = _digest((*common, _compact(message.translate(_NONZERO_DIGITS_TO_ONE)), *rest))
+        digit_key = _digest((*common, message.translate(_NONZERO_DIGITS_TO_ONE), *rest))
         template = self._digit_blind.get(digit_key)
         made_now = False
         if template is not None and template.present == present:
@@ -643,7 +721,8 @@ class Extractor:
             template = self._templates.get(key)
             made_now = template is None or template.present != present
             if made_now:
-                template = self._make_template(inputs, present, producer_fingerprint)
+                template = _Shape(present, producer_fingerprint)
+                self._pending.append(template)
                 self._templates[key] = template
             self._templates.move_to_end(key)
             if not _ASCII_DIGIT_RE.search(shape):
@@ -670,6 +749,42 @@ class Extractor:
             envelope=envelope,
         )
 
+    # ----------------------------------------------------------------------- end of a request
+
+    def _read(self, read: Any, out: Extraction, request: Any) -> Extraction:
+        try:
+            read(out, request)
+        except BaseException:
+            self._forget(self._pending)
+            raise
+        return self._finish(out)
+
+    def _finish(self, out: Extraction) -> Extraction:
+        """Make the templates of the shapes first met in this request, each from its latest
+        occurrence (whose draft then holds its envelope), and their occurrences."""
+        pending, self._pending = self._pending, []
+        try:
+            for shape in pending:
+                template = self._make_template(shape.inputs, shape.present, shape.producer_fingerprint)
+                shape.template = template
+                shape.draft.envelope = template.envelope  # type: ignore[union-attr]
+        except BaseException:
+            self._forget(pending)
+            raise
+        if pending:
+            out.occurrences = [o.occurrence() if isinstance(o, _Deferred) else o for o in out.occurrences]
+        return out
+
+    def _forget(self, pending: list[_Shape]) -> None:
+        """Drop the shapes of a request that did not finish (its CPU deadline passed): no
+        template was made for them."""
+        for cache in (self._templates, self._digit_blind):
+            for key in [key for key, shape in cache.items() if shape.template is None]:
+                del cache[key]
+        for key in [key for key, (shape, _) in self._exact.items() if shape.template is None]:
+            del self._exact[key]
+        pending.clear()
+
     # ----------------------------------------------------------------------- traces
 
     def traces(self, request: Any, *, raw: bytes | None = None) -> Extraction:
@@ -677,6 +792,9 @@ class Extractor:
         if raw is not None and not trace_errors_possible(raw):
             return out
         self._follow_the_model()
+        return self._read(self._spans, out, request)
+
+    def _spans(self, out: Extraction, request: Any) -> None:
         for rs in request.resource_spans:
             resource: _Resource | None = None
             for ss in rs.scope_spans:
@@ -697,7 +815,6 @@ class Extractor:
                     if resource is None:
                         resource = _resource(rs.resource, self.default_source)
                     self._span(out, resource, span, exception_events)
-        return out
 
     def _span(
         self, out: Extraction, resource: _Resource, span: Any, events: list[tuple[int, dict[str, AnyValue]]]
@@ -754,8 +871,10 @@ class Extractor:
     # ----------------------------------------------------------------------- logs
 
     def logs(self, request: Any) -> Extraction:
-        out = Extraction()
         self._follow_the_model()
+        return self._read(self._logs, Extraction(), request)
+
+    def _logs(self, out: Extraction, request: Any) -> None:
         for rl in request.resource_logs:
             resource: _Resource | None = None
             for sl in rl.scope_logs:
@@ -772,7 +891,6 @@ class Extractor:
                     if resource is None:
                         resource = _resource(rl.resource, self.default_source)
                     self._log(out, resource, record, attrs)
-        return out
 
     def _log(self, out: Extraction, resource: _Resource, record: Any, attrs: dict[str, AnyValue]) -> None:
         trace_hex = record.trace_id.hex() or None

@@ -115,7 +115,8 @@ class _Reservation:
 
 class _DeadlineExtractor(Extractor):
     """The extractor, checking the request's CPU deadline every DEADLINE_EVERY occurrences
-    it builds (a check reads the thread's CPU clock: a system call, too dear per event)."""
+    it builds (a check reads the thread's CPU clock: a system call, too dear per event) and
+    before each template it makes."""
 
     deadline: Deadline | None = None
     _built = 0
@@ -125,6 +126,12 @@ class _DeadlineExtractor(Extractor):
         if self.deadline is not None and not self._built % DEADLINE_EVERY:
             self.deadline.check()
         return super()._occurrence(**kwargs)
+
+    def _make_template(self, *args, **kwargs):  # type: ignore[override]
+        # Templates are made at the end of a request, each a classification: checked each.
+        if self.deadline is not None:
+            self.deadline.check()
+        return super()._make_template(*args, **kwargs)
 
 
 #: Occurrences built between two checks of the CPU deadline (one costs ~100 us at most).

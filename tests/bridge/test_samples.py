@@ -8,9 +8,11 @@ import random
 from dataclasses import replace
 
 import psycopg2.extras
+import pytest
 
 from ipai_devtools.scratch import throwaway_database
 from ipai_ops import store
+from ipai_ops.bridge import extract
 from ipai_ops.bridge.auth import Sender, Senders
 from ipai_ops.bridge.extract import Extractor
 from ipai_ops.bridge.pipeline import apply_senders
@@ -58,6 +60,45 @@ def test_one_sample_per_fingerprint_the_latest_by_time_then_id(registry):
     assert sample["error"]["message"] == "order 3 not found"
     assert sample["context"]["occurrence_id"] == latest.occurrence_id
     assert [occ.stored_sample() is None for occ in out] == [True, True, False, True, False]
+
+
+def test_a_new_shape_is_classified_from_the_occurrence_whose_sample_is_kept(registry, monkeypatch):
+    """A shape first met in a request gets its template from its latest occurrence there, the
+    one whose sample the writer keeps: that sample costs no second classification."""
+    envelopes = []
+    real = extract._envelope
+    monkeypatch.setattr(extract, "_envelope", lambda *args, **kwargs: envelopes.append(1) or real(*args, **kwargs))
+    spans = [exception_span(f"order {n} not found", n=n, end_ns=T0 + t * US) for n, t in ((1, 5), (2, 9), (3, 1))]
+    out = Extractor(registry).traces(traces(spans)).occurrences
+    assert len({o.fingerprint for o in out}) == 1 and [o.message for o in out] == [
+        f"order {n} not found" for n in (1, 2, 3)
+    ]
+    Samples(60).thin(out)
+    assert kept(out) == [out[1].occurrence_id]
+    assert out[1].stored_sample()["error"]["message"] == "order 2 not found"
+    assert len(envelopes) == 1
+
+
+def test_a_request_cut_short_leaves_no_shape_without_its_template(registry):
+    """The CPU deadline may stop a request before its new shapes got their templates: they
+    are forgotten, and the next request meeting them makes them."""
+
+    class Stopped(Extractor):
+        stop = True
+
+        def _make_template(self, *args, **kwargs):
+            if self.stop:
+                raise RuntimeError("deadline")
+            return super()._make_template(*args, **kwargs)
+
+    extractor = Stopped(registry)
+    request = traces([exception_span("order 1 not found", n=1, end_ns=T0)])
+    with pytest.raises(RuntimeError):
+        extractor.traces(request)
+    assert not (extractor._templates or extractor._exact or extractor._digit_blind or extractor._pending)
+    extractor.stop = False
+    (occ,) = extractor.traces(request).occurrences
+    assert occ.fingerprint.startswith("fp1:") and occ.sample.envelope is not None
 
 
 def test_a_key_sent_twice_samples_its_first_copy_only(registry):

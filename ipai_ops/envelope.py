@@ -21,15 +21,7 @@ from ipai_ops import config
 from ipai_ops.classify import Classification
 from ipai_ops.fingerprint import fingerprint as make_fingerprint
 from ipai_ops.registry import Registry
-from ipai_ops.text import (
-    # first_line is not used here: ipai_ops/bridge/quota.py still imports it from this
-    # module until its owner switches it to ipai_ops.text; then remove it.
-    first_line,  # noqa: F401
-    head,
-    redact,
-    redact_obj,
-    tail,
-)
+from ipai_ops.text import head, redact, redact_obj, tail
 
 #: 1.1 adds ``error.family`` and ``evidence.classification`` (the deciding lines and captures);
 #: 1.2 adds ``matched_by: model`` with ``evidence.classification.model`` (score, nearest

@@ -36,7 +36,7 @@ from typing import Protocol
 import psycopg2
 
 from ipai_ops import store
-from ipai_ops.envelope import first_line
+from ipai_ops.text import redacted_first_line
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ class PostgresLedger:
                 # Data is never the cause here (the key and counts are ours): whatever
                 # failed, the ledger cannot answer now, and the sender retries.
                 self.close_locked()
-                raise QuotaUnavailable(first_line(exc)) from exc
+                raise QuotaUnavailable(redacted_first_line(exc)) from exc
         granted, minute_left, hour_left, minute_full, hour_full, hour_id = row
         return Grant(granted, minute_left, hour_left, minute_full, hour_full, hour_id)
 

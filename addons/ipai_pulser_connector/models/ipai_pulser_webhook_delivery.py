@@ -11,20 +11,16 @@ drop a repeat) and the backoff between attempts are ipai_reliability's alert del
 
 import json
 import logging
-import time
 import uuid
 from datetime import timedelta
 
 from odoo import api, fields, models
 from odoo.addons.ipai_reliability.models.ipai_alert_delivery import (
-    DELIVER_BUDGET_SECONDS,
     STATES,
     DeliveryFailed,
     backoff_seconds,
     send_webhook,
 )
-from odoo.exceptions import AccessError
-from odoo.tools import SQL
 
 from ipai_ops.text import redact
 
@@ -33,7 +29,6 @@ _logger = logging.getLogger(__name__)
 #: Attempts per delivery (the first included) before it fails: with the alert backoff
 #: (half to all of 1, 2, 4, ... minutes, capped at an hour) the last one comes 1 to 2 hours after the first.
 MAX_ATTEMPTS = 8
-DELIVER_BATCH = 50
 USER_AGENT = "ipai-pulser-webhooks/1"
 #: ``type`` of the webhook's body per final state.
 EVENT_TYPES = {
@@ -47,9 +42,11 @@ CRON_XMLID = "ipai_pulser_connector.ir_cron_ipai_pulser_connector_deliver_webhoo
 
 class IpaiPulserWebhookDelivery(models.Model):
     _name = "ipai.pulser.webhook.delivery"
+    _inherit = ["ipai.delivery.queue.mixin"]
     _description = "Pulser Completion Webhook Delivery"
     _order = "id desc"
     _rec_name = "message_uid"
+    _delivery_cron_xmlid = CRON_XMLID
 
     client_id = fields.Many2one("ipai.pulser.client", required=True, readonly=True, ondelete="cascade", index=True)
     intent_id = fields.Many2one("ipai.pulser.intent", required=True, readonly=True, ondelete="cascade", index=True)
@@ -92,48 +89,10 @@ class IpaiPulserWebhookDelivery(models.Model):
                 for rec in todo
             ]
         )
-        cron = self.env.ref(CRON_XMLID, raise_if_not_found=False)
-        if cron:
-            cron.sudo()._trigger()
+        self._trigger_delivery()
         return deliveries
 
     # ------------------------------------------------------------------ sending
-
-    @api.model
-    def _cron_deliver(self, limit=DELIVER_BATCH):
-        """Attempt the due deliveries (oldest first, bounded in number and time)."""
-        started = time.monotonic()
-        self.flush_model(["state", "next_attempt_at"])
-        self.env.cr.execute(
-            SQL(
-                """
-                SELECT id FROM %s
-                 WHERE state IN ('queued', 'retrying') AND next_attempt_at <= clock_timestamp() AT TIME ZONE 'UTC'
-                 ORDER BY next_attempt_at, id
-                 LIMIT %s
-                   FOR UPDATE SKIP LOCKED
-                """,
-                SQL.identifier(self._table),
-                limit,
-            )
-        )
-        done = 0
-        for delivery in self.sudo().browse([row[0] for row in self.env.cr.fetchall()]):
-            if time.monotonic() - started > DELIVER_BUDGET_SECONDS:
-                break
-            delivery._attempt()
-            done += 1
-        return done
-
-    def action_retry_now(self):
-        if not self.env.user.has_group("ipai_reliability.group_ipai_reliability_manager"):
-            raise AccessError(self.env._("Only Reliability managers retry deliveries."))
-        todo = self.sudo().filtered(lambda d: d.state in ("queued", "retrying", "failed"))
-        todo.write({"state": "retrying", "next_attempt_at": fields.Datetime.now()})
-        cron = self.env.ref(CRON_XMLID, raise_if_not_found=False)
-        if cron:
-            cron.sudo()._trigger()
-        return True
 
     @api.private
     def _attempt(self):

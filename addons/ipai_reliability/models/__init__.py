@@ -23,6 +23,7 @@ from . import ipai_classification_quality
 from . import ipai_provider_health
 from . import ipai_webhook_secret_mixin
 from . import ipai_alert_rule
+from . import ipai_delivery_queue_mixin
 from . import ipai_alert_delivery
 from . import ipai_ops_summary
 from . import ipai_agent_error_escalation

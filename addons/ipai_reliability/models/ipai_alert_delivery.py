@@ -15,13 +15,12 @@ which can carry a token (Slack's do).
 
 import json
 import logging
-import time
 import uuid
 from datetime import UTC, timedelta
 
 import requests
 from odoo import api, fields, models
-from odoo.exceptions import AccessError, UserError
+from odoo.exceptions import UserError
 from odoo.tools import SQL
 
 _logger = logging.getLogger(__name__)
@@ -47,8 +46,6 @@ BACKOFF = RetryPolicy(base_seconds=60.0, cap_seconds=3600.0, max_attempts=20) if
 #: cron run little. One number, not a (connect, read) pair: Odoo's test harness compares it.
 WEBHOOK_TIMEOUT = 10
 #: Deliveries one cron run attempts, at most, and the seconds it spends before stopping.
-DELIVER_BATCH = 50
-DELIVER_BUDGET_SECONDS = 50
 #: Errors a message lists (the payload counts the rest).
 MAX_LISTED = 50
 MAX_ERROR_TEXT = 500
@@ -74,9 +71,11 @@ def _clip(text, limit):
 
 class IpaiAlertDelivery(models.Model):
     _name = "ipai.alert.delivery"
+    _inherit = ["ipai.delivery.queue.mixin"]
     _description = "Alert delivery"
     _order = "create_date desc, id desc"
     _rec_name = "subject"
+    _delivery_cron_xmlid = "ipai_reliability.ir_cron_ipai_reliability_alert_deliver"
 
     rule_id = fields.Many2one("ipai.alert.rule", required=True, ondelete="cascade", index=True, readonly=True)
     message_uid = fields.Char(string="Message id", required=True, index=True, readonly=True)
@@ -181,48 +180,6 @@ class IpaiAlertDelivery(models.Model):
             "listed": len(errors),
             "errors": errors,
         }
-
-    @api.model
-    def _trigger_delivery(self):
-        cron = self.env.ref("ipai_reliability.ir_cron_ipai_reliability_alert_deliver", raise_if_not_found=False)
-        if cron:
-            cron._trigger()
-
-    # ------------------------------------------------------------------ sending
-
-    @api.model
-    def _cron_deliver(self, limit=DELIVER_BATCH):
-        """Attempt the due deliveries (oldest first, bounded in number and time)."""
-        started = time.monotonic()
-        self.flush_model(["state", "next_attempt_at"])
-        self.env.cr.execute(
-            SQL(
-                """
-                SELECT id FROM %s
-                 WHERE state IN ('queued', 'retrying') AND next_attempt_at <= clock_timestamp() AT TIME ZONE 'UTC'
-                 ORDER BY next_attempt_at, id
-                 LIMIT %s
-                   FOR UPDATE SKIP LOCKED
-                """,
-                SQL.identifier(self._table),
-                limit,
-            )
-        )
-        done = 0
-        for delivery in self.sudo().browse([row[0] for row in self.env.cr.fetchall()]):
-            if time.monotonic() - started > DELIVER_BUDGET_SECONDS:
-                break
-            delivery._attempt()
-            done += 1
-        return done
-
-    def action_retry_now(self):
-        if not self.env.user.has_group("ipai_reliability.group_ipai_reliability_manager"):
-            raise AccessError(self.env._("Only Reliability managers retry deliveries."))
-        todo = self.sudo().filtered(lambda d: d.state in ("queued", "retrying", "failed"))
-        todo.write({"state": "retrying", "next_attempt_at": fields.Datetime.now()})
-        self._trigger_delivery()
-        return True
 
     @api.private
     def _attempt(self):

@@ -23,9 +23,10 @@ _PLACEHOLDER = re.compile(r"(?<!')<[^<>'\n]+>(?!')")
 _PARAM = re.compile(r"%\(\w+\)s")
 _TARGET = re.compile(r"\s*-- on: (\w+)")
 _PLANNABLE = re.compile(r"^\s*(select|with|update|delete|insert)\b", re.I)
-# A table of the connector addon (ipai_pulser_intent, ipai_pulser_intent_event, ...): not
-# this addon's, so not in a database that has only ipai_reliability.
-_CONNECTOR_TABLE = re.compile(r"\bipai_pulser_(?!connector\b)[a-z_]+\b")
+# A table of the connector addon (ipai_pulser_intent, ipai_pulser_intent_event, ...) or a
+# view it publishes in the ops schema (ops.pulser_intents_v1, ...): not this addon's, so not
+# in a database that has only ipai_reliability.
+_CONNECTOR_TABLE = re.compile(r"\bipai_pulser_(?!connector\b)[a-z_]+\b|\bops\.pulser_[a-z_]+_v\d+\b")
 
 
 def sql_statements():
